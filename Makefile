@@ -1,0 +1,34 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# A CPU build of torch: the machine's wheel folder when present, else PyTorch's CPU index.
+TORCH_SOURCE ?= $(if $(wildcard /opt/wheels/torch-2.13*),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_SOURCE) "torch==2.13.*"
+	$(BIN)/python -m pip install --quiet $(TORCH_SOURCE) -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/hamanasu demo --out demo-output
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy consent policies federation nodes coordinator hamanasu
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache

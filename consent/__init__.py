@@ -1,0 +1,1 @@
+"""Consent records, consent evaluation and the tamper-evident ledger."""

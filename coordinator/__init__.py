@@ -1,0 +1,1 @@
+"""The central side: job lifecycle, registry, result store."""

@@ -1,0 +1,1 @@
+"""The hamanasu command: mounts each package's CLI group."""

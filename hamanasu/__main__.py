@@ -1,0 +1,5 @@
+"""``python -m hamanasu``."""
+
+from hamanasu.cli import main
+
+main()

@@ -1,0 +1,53 @@
+"""The ``hamanasu`` command: one Typer app whose groups come from the packages.
+
+Each package owns its CLI group (``consent.cli``, ``nodes.cli``, ...); this module only
+mounts them, and is the one place that wires the ServerApp and the ClientApp together
+for an embedded run (``demo`` and ``simulate``).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from hamanasu.errors import UsageError
+
+app = typer.Typer(
+    name="hamanasu",
+    help="Privacy-preserving federated data sharing for a city health consortium.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _mount() -> None:
+    """Mount every package's command group on the top-level app."""
+    from consent.cli import app as audit_app
+    from hamanasu.embedded import register as register_embedded
+
+    app.add_typer(audit_app, name="audit", help="Verify consent ledgers and job usage.")
+    register_embedded(app)
+    try:
+        from nodes.cli import app as node_app
+    except ImportError:  # pragma: no cover - package under construction
+        pass
+    else:
+        app.add_typer(node_app, name="node", help="Run and administer a data holder's node.")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the ``hamanasu`` command line.
+
+    Bad input ends with one line on stderr naming what is wrong and exit code 2.
+
+    Raises:
+        SystemExit: always, with the command's exit code.
+    """
+    _mount()
+    try:
+        app(args=argv, standalone_mode=True)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

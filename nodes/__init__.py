@@ -1,0 +1,1 @@
+"""A data holder's side: data adapters, the enforcement point, the node CLI."""

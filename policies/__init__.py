@@ -1,0 +1,1 @@
+"""Node policies, privacy budgets and disclosure-control rules."""
