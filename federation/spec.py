@@ -108,13 +108,28 @@ class SecureAggregationSpec(_Strict):
 
 
 class TrainingSpec(_Strict):
-    """Local training settings for ``kind = "train"``."""
+    """Local training settings for ``kind = "train"``.
+
+    ``scaling`` maps a feature to a public (centre, scale) used by every node alike;
+    features without one use the common data model's declared range, else none.
+    """
 
     local_epochs: int = Field(default=1, ge=1, le=100)
     batch_size: int = Field(default=64, ge=1, le=100_000)
     learning_rate: Finite = Field(default=0.5, gt=0, le=100)
     hidden_units: int = Field(default=16, ge=1, le=4096)
-    test_fraction: Finite = Field(default=0.2, gt=0, lt=0.9)
+    test_fraction: Finite = Field(default=0.2, gt=0, le=0.5)
+    scaling: dict[str, tuple[Finite, Finite]] = Field(default_factory=dict)
+
+    @field_validator("scaling")
+    @classmethod
+    def _positive_scale(
+        cls, value: dict[str, tuple[float, float]]
+    ) -> dict[str, tuple[float, float]]:
+        for name, (_, scale) in value.items():
+            if scale <= 0:
+                raise ValueError(f"{name}: scale must be > 0")
+        return value
 
 
 class StatsSpec(_Strict):

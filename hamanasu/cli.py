@@ -7,6 +7,7 @@ for an embedded run (``demo`` and ``simulate``).
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import typer
@@ -24,17 +25,19 @@ app = typer.Typer(
 
 def _mount() -> None:
     """Mount every package's command group on the top-level app."""
-    from consent.cli import app as audit_app
     from hamanasu.embedded import register as register_embedded
 
-    app.add_typer(audit_app, name="audit", help="Verify consent ledgers and job usage.")
     register_embedded(app)
-    try:
-        from nodes.cli import app as node_app
-    except ImportError:  # pragma: no cover - package under construction
-        pass
-    else:
-        app.add_typer(node_app, name="node", help="Run and administer a data holder's node.")
+    groups = (
+        ("consent.cli", "audit", "Verify consent ledgers and job usage."),
+        ("nodes.cli", "node", "Run and administer a data holder's node."),
+    )
+    for module, name, text in groups:
+        try:
+            sub = importlib.import_module(module).app
+        except ModuleNotFoundError:  # a package whose CLI is not built yet
+            continue
+        app.add_typer(sub, name=name, help=text)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,134 @@
+"""The Flower ServerApp of a training job: rounds over SecAgg+, retries, then one evaluation.
+
+The round loop is ours rather than Flower's ``DefaultWorkflow`` for one reason: a SecAgg+
+round that halts (a node lost during key set-up) must be retried or fail the job with its
+reason, never pass for a round done. After the last training round one more secure round
+evaluates the final model on every node's held-out split.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from federation.secagg import SecAggSettings, SecureAggregationHalted, make_workflow
+from federation.training_round import TrainingRecorder, make_fedavg_strategy
+
+if TYPE_CHECKING:
+    from flwr.server import Grid, ServerApp
+    from flwr.app import Context
+
+__all__ = ["RunOutcome", "build_training_server_app"]
+
+log = logging.getLogger("hamanasu.coordinator")
+
+
+@dataclass
+class RunOutcome:
+    """How a run ended: ``succeeded`` or ``failed`` with the reason."""
+
+    status: str = "pending"
+    reason: str = ""
+    secure_aggregation: bool = True
+    retried_rounds: int = 0
+
+
+def build_training_server_app(
+    *,
+    initial: list[np.ndarray],
+    n_nodes: int,
+    rounds: int,
+    min_nodes: int,
+    secagg: SecAggSettings | None,
+    fit_config: dict[str, Any],
+    recorder: TrainingRecorder,
+    outcome: RunOutcome,
+) -> ServerApp:
+    """Build the ServerApp for a training job of ``rounds`` rounds over ``n_nodes`` nodes.
+
+    ``secagg`` None turns secure aggregation off (plain FedAvg). The app records rounds in
+    ``recorder`` and how the run ended in ``outcome`` (it never raises into Flower).
+
+    Returns:
+        The :class:`flwr.server.ServerApp`.
+    """
+    from flwr.server import LegacyContext, ServerApp, ServerConfig
+    from flwr.server.compat.app_utils import start_update_client_manager_thread
+    from flwr.server.workflow.default_workflows import (
+        default_fit_workflow,
+        default_init_params_workflow,
+    )
+    from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, Key
+    from flwr.app import ConfigRecord
+
+    def config_for(server_round: int) -> dict[str, Any]:
+        phase = "evaluate" if server_round > rounds else "train"
+        extra = secagg.as_config() if secagg else {}
+        return {**fit_config, **extra, "round": server_round, "phase": phase}
+
+    strategy = make_fedavg_strategy(initial, n_nodes, recorder, config_for, min_nodes)
+    app = ServerApp()
+    outcome.secure_aggregation = secagg is not None
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        legacy = LegacyContext(context, config=ServerConfig(num_rounds=rounds + 1), strategy=strategy)
+        thread, f_stop, c_done = start_update_client_manager_thread(grid, legacy.client_manager)
+        try:
+            c_done.wait()
+            default_init_params_workflow(grid, legacy)
+            cfg = ConfigRecord()
+            cfg[Key.START_TIME] = time.time()
+            legacy.state.config_records[MAIN_CONFIGS_RECORD] = cfg
+            fit = make_workflow(secagg) if secagg else default_fit_workflow
+            for server_round in range(1, rounds + 2):
+                cfg[Key.CURRENT_ROUND] = server_round
+                _run_round(fit, grid, legacy, server_round, secagg, recorder, outcome)
+            outcome.status = "succeeded"
+        except Exception as exc:  # noqa: BLE001 - any failure ends the job with its reason
+            outcome.status = "failed"
+            outcome.reason = str(exc) or type(exc).__name__
+            log.error("run failed: %s", outcome.reason)
+        finally:
+            f_stop.set()
+            thread.join()
+
+    return app
+
+
+def _run_round(
+    fit: Any,
+    grid: Grid,
+    legacy: Any,
+    server_round: int,
+    secagg: SecAggSettings | None,
+    recorder: TrainingRecorder,
+    outcome: RunOutcome,
+) -> None:
+    """Run one round, retrying a halted secure aggregation up to the job's limit.
+
+    Raises:
+        SecureAggregationHalted: the round halted more often than ``max_retries`` allows.
+        RuntimeError: the round ended without an aggregate (too few nodes answered).
+    """
+    retries = secagg.max_retries if secagg else 0
+    before = len(recorder.rounds)
+    started = time.perf_counter()
+    for attempt in range(retries + 1):
+        try:
+            fit(grid, legacy)
+        except SecureAggregationHalted as exc:
+            if attempt == retries:
+                raise
+            outcome.retried_rounds += 1
+            log.warning("round %d: %s; retrying (%d/%d)", server_round, exc, attempt + 1, retries)
+            continue
+        break
+    if len(recorder.rounds) == before:
+        raise RuntimeError(f"round {server_round} produced no aggregate")
+    recorder.rounds[-1].seconds = time.perf_counter() - started
+    recorder.rounds[-1].attempts = attempt + 1

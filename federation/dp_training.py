@@ -1,0 +1,219 @@
+"""Local training with record-level differential privacy (Opacus DP-SGD).
+
+Every node runs the same routine: Poisson-sampled batches, per-sample clipping at the
+job's ``max_grad_norm``, Gaussian noise whose multiplier Opacus calibrates so that the
+job's whole training (all rounds) stays within the job's (ε, δ). The ε spent after any
+number of rounds is recomputed by Opacus's accountant from (σ, q, steps); nothing is
+hand-accounted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from federation.errors import FederationError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = [
+    "DpPlan",
+    "LocalTrainingResult",
+    "epsilon_spent",
+    "plan_dp",
+    "train_local",
+]
+
+
+@dataclass(frozen=True)
+class DpPlan:
+    """How one node spends its (ε, δ) over a whole job.
+
+    Attributes:
+        noise_multiplier: σ, Gaussian noise std relative to ``max_grad_norm``.
+        sample_rate: q, Poisson sampling probability of a record per step.
+        steps_per_round: expected batches per round (local epochs / q).
+        rounds: rounds the job plans.
+        target_epsilon, delta: the job's target.
+        accountant: Opacus accountant name (``rdp`` or ``prv``).
+    """
+
+    noise_multiplier: float
+    sample_rate: float
+    steps_per_round: int
+    rounds: int
+    target_epsilon: float
+    delta: float
+    accountant: str
+
+
+def plan_dp(
+    n_records: int,
+    batch_size: int,
+    local_epochs: int,
+    rounds: int,
+    epsilon: float,
+    delta: float,
+    accountant: str = "rdp",
+) -> DpPlan:
+    """Calibrate DP-SGD noise for a node's whole job with Opacus.
+
+    Returns:
+        The :class:`DpPlan` whose total spend after ``rounds`` rounds is at most ``epsilon``.
+
+    Raises:
+        FederationError: fewer records than one batch, or δ not below 1/n.
+    """
+    from opacus.accountants.utils import get_noise_multiplier
+
+    if n_records < 2:
+        raise FederationError(f"{n_records} training records are too few for DP-SGD")
+    if delta >= 1.0 / n_records:
+        raise FederationError(
+            f"delta {delta:g} must be below 1/n = {1.0 / n_records:.3g} for {n_records} records"
+        )
+    sample_rate = min(1.0, batch_size / n_records)
+    steps_per_round = max(1, round(local_epochs / sample_rate))
+    sigma = get_noise_multiplier(
+        target_epsilon=epsilon,
+        target_delta=delta,
+        sample_rate=sample_rate,
+        steps=steps_per_round * rounds,
+        accountant=accountant,
+        epsilon_tolerance=0.005,
+    )
+    return DpPlan(sigma, sample_rate, steps_per_round, rounds, epsilon, delta, accountant)
+
+
+def epsilon_spent(plan: DpPlan, rounds_done: int) -> float:
+    """Return the ε spent after ``rounds_done`` rounds, from Opacus's accountant.
+
+    Raises:
+        ValueError: ``rounds_done`` is negative.
+    """
+    from opacus.accountants import create_accountant
+
+    if rounds_done < 0:
+        raise ValueError("rounds_done must be >= 0")
+    if rounds_done == 0:
+        return 0.0
+    acc = create_accountant(plan.accountant)
+    acc.history = [(plan.noise_multiplier, plan.sample_rate, plan.steps_per_round * rounds_done)]
+    return float(acc.get_epsilon(delta=plan.delta))
+
+
+@dataclass(frozen=True)
+class LocalTrainingResult:
+    """What one node's round of local training produced."""
+
+    parameters: list[np.ndarray]
+    n_records: int
+    mean_loss: float
+    steps: int
+
+
+def get_parameters(model: nn.Module) -> list[np.ndarray]:
+    """Return the model's parameters as float64 numpy arrays, in registration order."""
+    return [p.detach().cpu().numpy().astype(np.float64) for p in model.parameters()]
+
+
+def set_parameters(model: nn.Module, arrays: list[np.ndarray]) -> None:
+    """Copy ``arrays`` into the model's parameters.
+
+    Raises:
+        ValueError: the shapes do not match the model.
+    """
+    import torch
+
+    params = list(model.parameters())
+    if len(params) != len(arrays):
+        raise ValueError(f"expected {len(params)} arrays, got {len(arrays)}")
+    with torch.no_grad():
+        for p, a in zip(params, arrays, strict=True):
+            if tuple(p.shape) != tuple(a.shape):
+                raise ValueError(f"shape {a.shape} does not fit parameter {tuple(p.shape)}")
+            p.copy_(torch.as_tensor(a, dtype=p.dtype))
+
+
+def train_local(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    plan: DpPlan | None,
+    *,
+    max_grad_norm: float,
+    learning_rate: float,
+    batch_size: int,
+    local_epochs: int,
+    seed: int,
+) -> LocalTrainingResult:
+    """Train ``model`` in place on (x, y) for one round, with DP-SGD when ``plan`` is given.
+
+    Returns:
+        The updated parameters, record count, mean training loss and steps taken.
+
+    Raises:
+        FederationError: the data are empty or not finite.
+    """
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    if len(x) == 0 or not np.isfinite(x).all() or not np.isfinite(y).all():
+        raise FederationError("training data are empty or contain NaN/inf")
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    data = TensorDataset(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32))
+    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    model.train()
+    if plan is not None:
+        from opacus import PrivacyEngine
+
+        loader = DataLoader(data, batch_size=max(1, round(plan.sample_rate * len(data))), generator=gen)
+        engine = PrivacyEngine(accountant=plan.accountant)
+        model, optimizer, loader = engine.make_private(
+            module=model,
+            optimizer=optimizer,
+            data_loader=loader,
+            noise_multiplier=plan.noise_multiplier,
+            max_grad_norm=max_grad_norm,
+            poisson_sampling=True,
+            noise_generator=gen,
+        )
+        epochs = local_epochs
+    else:
+        loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=gen)
+        epochs = local_epochs
+    total, steps = 0.0, 0
+    model.train()
+    for _ in range(epochs):
+        for xb, yb in loader:
+            optimizer.zero_grad(set_to_none=True)
+            if len(xb) == 0:  # Poisson sampling may draw an empty batch: nothing to learn
+                continue
+            loss = loss_fn(model(xb).squeeze(-1), yb)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+            steps += 1
+    module = getattr(model, "_module", model)
+    return LocalTrainingResult(get_parameters(module), len(data), total / max(steps, 1), steps)
+
+
+def predict_proba(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    """Return the model's predicted probabilities for rows ``x`` as float64."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.as_tensor(x, dtype=torch.float32)).squeeze(-1)
+    return torch.sigmoid(logits).numpy().astype(np.float64)
+
+
+def delta_ok(delta: float, n_records: int) -> bool:
+    """Return whether δ is below 1/n for ``n_records`` records."""
+    return n_records > 0 and delta < 1.0 / n_records and math.isfinite(delta)

@@ -1,0 +1,214 @@
+"""Our thin layer over Flower's SecAgg+: settings from the job, range checks, halts that raise.
+
+Flower's :class:`SecAggPlusWorkflow` does the protocol (Bell et al. 2020); this module
+only (1) derives its parameters from the job (``max_weight``, clipping and quantisation
+ranges sized for the number of nodes so the modular sum cannot overflow), (2) gives the
+client a range check so nothing is silently clipped, and (3) turns a halted protocol
+(a node lost during key set-up) into :class:`SecureAggregationHalted` instead of a
+round that quietly kept the old model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from federation.errors import SecureAggregationError, ValueRangeError
+
+if TYPE_CHECKING:
+    from flwr.server import Grid, LegacyContext
+
+__all__ = [
+    "MODULUS_RANGE",
+    "SecAggSettings",
+    "SecureAggregationHalted",
+    "check_range",
+    "make_workflow",
+    "quantization_range_for",
+]
+
+#: Flower's mask modulus (a power of two, at most 2**32).
+MODULUS_RANGE = 2**32
+
+
+class SecureAggregationHalted(SecureAggregationError):
+    """The SecAgg+ protocol stopped before unmasking; the round produced nothing."""
+
+    def __init__(self, stage: str, active: int, sampled: int, causes: Sequence[str] = ()) -> None:
+        self.stage = stage
+        self.active = active
+        self.sampled = sampled
+        self.causes = list(causes)
+        detail = f" ({'; '.join(sorted(set(self.causes)))[:400]})" if self.causes else ""
+        super().__init__(
+            f"secure aggregation halted in stage {stage!r}: "
+            f"{active} of {sampled} nodes still active{detail}"
+        )
+
+
+def quantization_range_for(n_nodes: int, modulus_range: int = MODULUS_RANGE) -> int:
+    """Return the largest power-of-two quantisation range whose sum over nodes cannot wrap.
+
+    Each node's quantised entry lies in [0, q]; the modular sum of ``n_nodes`` of them (and of
+    their quantised weights) must stay below ``modulus_range``.
+
+    Raises:
+        ValueError: ``n_nodes`` < 1 or too many nodes for the modulus.
+    """
+    if n_nodes < 1:
+        raise ValueError("n_nodes must be at least 1")
+    bits = math.floor(math.log2((modulus_range - 1) / (n_nodes + 1)))
+    if bits < 8:
+        raise ValueError(f"{n_nodes} nodes leave fewer than 8 bits of quantisation")
+    return int(2 ** min(bits, 30))
+
+
+@dataclass(frozen=True)
+class SecAggSettings:
+    """SecAgg+ parameters for one job.
+
+    Attributes:
+        n_nodes: nodes expected in each round.
+        max_weight: upper bound of any node's example count (the weight of its update).
+        clipping_range: largest absolute value of any entry after weighting.
+        quantization_range: integer range each entry is quantised into.
+        reconstruction_threshold: fraction of a node's shares needed to unmask it.
+        timeout: seconds each stage waits for replies.
+        max_retries: how often a halted round is tried again before the job fails.
+    """
+
+    n_nodes: int
+    max_weight: int
+    clipping_range: float = 8.0
+    quantization_range: int = 2**22
+    reconstruction_threshold: float = 0.6
+    timeout: float = 30.0
+    max_retries: int = 2
+
+    def __post_init__(self) -> None:
+        if self.n_nodes < 2:
+            raise ValueError(f"n_nodes: secure aggregation needs at least 2 nodes, got {self.n_nodes}")
+        if self.max_weight < 1:
+            raise ValueError(f"max_weight: must be >= 1, got {self.max_weight}")
+        if not (self.clipping_range > 0 and math.isfinite(self.clipping_range)):
+            raise ValueError(f"clipping_range: must be a positive number, got {self.clipping_range}")
+        if self.n_nodes * self.quantization_range >= MODULUS_RANGE:
+            raise ValueError("quantization_range: the sum over nodes would wrap the modulus")
+        if not 0 < self.reconstruction_threshold <= 1:
+            raise ValueError("reconstruction_threshold: must be in (0, 1]")
+
+    @classmethod
+    def for_job(
+        cls,
+        n_nodes: int,
+        max_records: int,
+        clipping_range: float = 8.0,
+        reconstruction_threshold: float = 0.6,
+        timeout: float = 30.0,
+        max_retries: int = 2,
+    ) -> SecAggSettings:
+        """Derive settings for ``n_nodes`` nodes of at most ``max_records`` examples each.
+
+        ``max_weight`` is the next power of two at or above ``max_records`` (so it reveals
+        only the order of magnitude of the largest node).
+
+        Returns:
+            The settings.
+
+        Raises:
+            ValueError: fewer than 2 nodes, or a non-positive record bound.
+        """
+        if max_records < 1:
+            raise ValueError(f"max_records: must be >= 1, got {max_records}")
+        return cls(
+            n_nodes=n_nodes,
+            max_weight=int(2 ** math.ceil(math.log2(max_records))),
+            clipping_range=float(clipping_range),
+            quantization_range=quantization_range_for(n_nodes),
+            reconstruction_threshold=reconstruction_threshold,
+            timeout=timeout,
+            max_retries=max_retries,
+        )
+
+    @property
+    def resolution(self) -> float:
+        """Return the quantisation step of one entry: ``2 * clipping_range / quantization_range``."""
+        return 2 * self.clipping_range / self.quantization_range
+
+    def as_config(self) -> dict[str, float | int]:
+        """Return the values a client needs for its range check (sent in the fit config)."""
+        return {"secagg.clipping_range": self.clipping_range, "secagg.max_weight": self.max_weight}
+
+
+def check_range(
+    arrays: Sequence[np.ndarray], num_examples: int, clipping_range: float, max_weight: float
+) -> None:
+    """Check on the client that an update can be securely summed without silent clipping.
+
+    Raises:
+        ValueRangeError: the weight exceeds ``max_weight``, an entry is NaN/inf, or an entry
+            exceeds ``clipping_range`` in absolute value.
+    """
+    if num_examples > max_weight:
+        raise ValueRangeError(
+            f"num_examples {num_examples} exceeds the job's max_weight {max_weight:g}"
+        )
+    for i, arr in enumerate(arrays):
+        if not np.isfinite(arr).all():
+            raise ValueRangeError(f"array {i} contains NaN or infinity")
+        peak = float(np.max(np.abs(arr))) if arr.size else 0.0
+        if peak > clipping_range:
+            raise ValueRangeError(
+                f"array {i} has |value| {peak:.4g} above the clipping range {clipping_range:g}"
+            )
+
+
+def _node_error(failure: BaseException) -> str:
+    """Return the last line of a node's error (the reason, without Flower's framing)."""
+    text = str(failure).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "Message:" not in ln]
+    return (lines[-1] if lines else text)[:200]
+
+
+def make_workflow(settings: SecAggSettings) -> Any:
+    """Return a SecAgg+ fit workflow that raises :class:`SecureAggregationHalted` on a halt.
+
+    Returns:
+        A callable ``(grid, context) -> None`` for one round.
+    """
+    from flwr.server.workflow import SecAggPlusWorkflow
+    from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
+
+    class _RaisingSecAggPlusWorkflow(SecAggPlusWorkflow):  # type: ignore[misc]
+        """Flower's SecAgg+ workflow whose halt raises instead of returning quietly."""
+
+        def __call__(self, grid: Grid, context: LegacyContext) -> None:
+            state = WorkflowState()
+            steps = (
+                ("setup", self.setup_stage),
+                ("share keys", self.share_keys_stage),
+                ("collect masked vectors", self.collect_masked_vectors_stage),
+                ("unmask", self.unmask_stage),
+            )
+            for name, step in steps:
+                if not step(grid, context, state):
+                    raise SecureAggregationHalted(
+                        name,
+                        len(state.active_node_ids),
+                        len(state.nid_to_proxies),
+                        [_node_error(f) for f in state.failures],
+                    )
+
+    return _RaisingSecAggPlusWorkflow(
+        num_shares=1.0,
+        reconstruction_threshold=float(settings.reconstruction_threshold),
+        max_weight=float(settings.max_weight),
+        clipping_range=float(settings.clipping_range),
+        quantization_range=int(settings.quantization_range),
+        modulus_range=MODULUS_RANGE,
+        timeout=settings.timeout,
+    )

@@ -1,0 +1,157 @@
+"""The training job's aggregation: FedAvg over securely summed updates, plus evaluation.
+
+Each node returns its updated model parameters followed by one extra array: its
+evaluation vector (:mod:`federation.evaluation`) divided by its example count and by
+:data:`EVAL_SCALE`. Weighted FedAvg (weights = example counts, which SecAgg+ applies
+inside the masked sum) then yields the averaged model and ``Σ eval / Σ n``; multiplied
+back by ``Σ n`` this is the sum of the nodes' evaluation vectors. The coordinator thus
+sees only aggregates, under SecAgg+ or not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from federation.evaluation import EVAL_LENGTH, EvaluationMetrics, metrics_from_sums
+
+if TYPE_CHECKING:
+    from flwr.common import FitRes, Parameters
+    from flwr.server.client_proxy import ClientProxy
+
+__all__ = [
+    "EVAL_SCALE",
+    "RoundRecord",
+    "TrainingRecorder",
+    "make_fedavg_strategy",
+    "pack_update",
+    "unpack_update",
+]
+
+#: Evaluation entries are divided by this (and by n) so they stay far inside the clip range.
+EVAL_SCALE = 64.0
+
+
+def pack_update(params: list[np.ndarray], evaluation: np.ndarray, n_train: int) -> list[np.ndarray]:
+    """Return the arrays a node sends: its parameters, then its scaled evaluation vector.
+
+    Raises:
+        ValueError: ``n_train`` < 1 or the evaluation vector has the wrong length.
+    """
+    if n_train < 1:
+        raise ValueError("n_train must be at least 1")
+    if evaluation.shape != (EVAL_LENGTH,):
+        raise ValueError(f"evaluation vector must have {EVAL_LENGTH} entries")
+    return [*params, evaluation / (n_train * EVAL_SCALE)]
+
+
+def unpack_update(arrays: list[np.ndarray], total_n: float) -> tuple[list[np.ndarray], np.ndarray]:
+    """Split an aggregated update into model parameters and the summed evaluation vector.
+
+    Returns:
+        ``(parameters, summed_evaluation)``.
+
+    Raises:
+        ValueError: the last array is not an evaluation vector.
+    """
+    if not arrays or arrays[-1].shape != (EVAL_LENGTH,):
+        raise ValueError("the update does not end with an evaluation vector")
+    return list(arrays[:-1]), arrays[-1] * total_n * EVAL_SCALE
+
+
+@dataclass
+class RoundRecord:
+    """What the coordinator learned in one round (about the model before that round's training)."""
+
+    round: int
+    model_version: int
+    metrics: dict[str, float]
+    nodes: list[str]
+    epsilon_by_node: dict[str, float]
+    n_train_total: int
+    seconds: float = 0.0
+    attempts: int = 1
+
+
+@dataclass
+class TrainingRecorder:
+    """Collects round records and forwards them to a progress callback."""
+
+    on_round: Callable[[RoundRecord], None] | None = None
+    rounds: list[RoundRecord] = field(default_factory=list)
+    final_parameters: list[np.ndarray] | None = None
+
+    def add(self, record: RoundRecord) -> None:
+        """Store ``record`` and report it to the callback."""
+        self.rounds.append(record)
+        if self.on_round is not None:
+            self.on_round(record)
+
+
+def make_fedavg_strategy(
+    initial: list[np.ndarray],
+    n_nodes: int,
+    recorder: TrainingRecorder,
+    fit_config: Callable[[int], dict[str, Any]],
+    min_nodes: int,
+) -> Any:
+    """Build the FedAvg strategy for a training job.
+
+    ``fit_config(server_round)`` gives each round's config; the strategy splits every
+    aggregate into model and evaluation and records the round.
+
+    Returns:
+        A :class:`flwr.server.strategy.FedAvg` subclass instance.
+    """
+    from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.server.strategy import FedAvg
+
+    class _SecureFedAvg(FedAvg):  # type: ignore[misc]
+        def aggregate_fit(
+            self,
+            server_round: int,
+            results: list[tuple[ClientProxy, FitRes]],
+            failures: list[Any],
+        ) -> tuple[Parameters | None, dict[str, Any]]:
+            if len(results) < min_nodes:
+                reasons = "; ".join(str(f) for f in failures)[:500]
+                raise RuntimeError(
+                    f"round {server_round}: {len(results)} node(s) answered, "
+                    f"the job needs {min_nodes}" + (f" ({reasons})" if reasons else "")
+                )
+            aggregated, _ = super().aggregate_fit(server_round, results, failures)
+            arrays = parameters_to_ndarrays(aggregated)
+            total_n = float(sum(res.num_examples for _, res in results))
+            params, summed_eval = unpack_update(arrays, total_n)
+            metrics: EvaluationMetrics = metrics_from_sums(summed_eval)
+            names = sorted(str(res.metrics.get("node", "?")) for _, res in results)
+            eps = {str(res.metrics.get("node", "?")): float(res.metrics.get("epsilon", 0.0)) for _, res in results}
+            phase = fit_config(server_round).get("phase")
+            recorder.add(
+                RoundRecord(
+                    round=server_round,
+                    model_version=server_round - 1,
+                    metrics=metrics.as_dict(),
+                    nodes=names,
+                    epsilon_by_node=eps,
+                    n_train_total=int(total_n),
+                )
+            )
+            if phase == "evaluate":
+                return None, {}  # this round only evaluated the model: keep it
+            recorder.final_parameters = params
+            return ndarrays_to_parameters(params), {}
+
+    return _SecureFedAvg(
+        fraction_fit=1.0,
+        fraction_evaluate=0.0,
+        min_fit_clients=n_nodes,
+        min_available_clients=n_nodes,
+        min_evaluate_clients=0,
+        initial_parameters=ndarrays_to_parameters(initial),
+        on_fit_config_fn=fit_config,
+        accept_failures=True,
+    )

@@ -1,0 +1,59 @@
+"""PNG plots of what people look at: training curves and privacy spent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["plot_training"]
+
+
+def plot_training(report: dict[str, Any], path: Path) -> Path:
+    """Draw AUC, log-loss and accuracy per model version, and ε spent per node, into ``path``.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: the report has no rounds.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rounds = report.get("rounds") or []
+    if not rounds:
+        raise ValueError("the report has no rounds to plot")
+    versions = [r["model_version"] for r in rounds]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    ax = axes[0]
+    ax.plot(versions, [r["metrics"]["auc"] for r in rounds], marker="o", label="AUC")
+    ax.plot(versions, [r["metrics"]["accuracy"] for r in rounds], marker="s", label="accuracy")
+    ax.set_xlabel("model after round")
+    ax.set_ylim(0, 1)
+    ax.set_title("Federated evaluation (held-out, all nodes)")
+    ax.legend()
+    ax = axes[1]
+    ax.plot(versions, [r["metrics"]["log_loss"] for r in rounds], marker="o", color="tab:red")
+    ax.set_xlabel("model after round")
+    ax.set_title("Log-loss")
+    ax = axes[2]
+    eps_by_node: dict[str, list[tuple[int, float]]] = {}
+    for r in rounds:
+        for node, eps in r["epsilon_by_node"].items():
+            eps_by_node.setdefault(node, []).append((r["model_version"], eps))
+    for node, pts in sorted(eps_by_node.items()):
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=node)
+    privacy = report.get("privacy") or {}
+    if privacy.get("epsilon_target"):
+        ax.axhline(privacy["epsilon_target"], color="grey", linestyle="--", label="target ε")
+    ax.set_xlabel("rounds done")
+    ax.set_title("Privacy spent (ε) per node")
+    ax.legend(fontsize=8)
+    fig.suptitle(f"{report.get('job_id', '')}: secure aggregation {'on' if report.get('secure_aggregation') else 'off'}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,77 @@
+"""Where a node's data and state live, and how its domain tables are found and loaded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ["NodeSource", "find_table", "read_columns"]
+
+
+@dataclass(frozen=True)
+class NodeSource:
+    """One node of an embedded run.
+
+    Attributes:
+        name: the node's name (``city-hospital``).
+        data: a data folder holding ``<domain>.parquet`` / ``<domain>.csv``, or one file.
+        state_dir: where the node keeps its ledger, budget and keys (None: no enforcement
+            state, as for ``hamanasu simulate`` on sample files).
+    """
+
+    name: str
+    data: Path
+    state_dir: Path | None = None
+
+
+def find_table(data: Path, domain: str) -> Path:
+    """Return the file holding ``domain`` in a node's data folder (or ``data`` if a file).
+
+    Raises:
+        FileNotFoundError: no such table.
+    """
+    if data.is_file():
+        return data
+    for suffix in (".parquet", ".csv"):
+        candidate = data / f"{domain}{suffix}"
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{data}: no {domain}.parquet or {domain}.csv")
+
+
+@lru_cache(maxsize=16)
+def _cached(path: str, mtime_ns: int, domain: str | None, columns: tuple[str, ...]) -> pd.DataFrame:
+    from nodes.data_loading import load_any, load_table
+
+    p = Path(path)
+    if domain is not None:
+        return load_table(p, domain)
+    return load_any(p, list(columns))
+
+
+def read_columns(data: Path, domain: str, columns: list[str]) -> pd.DataFrame:
+    """Load a node's ``domain`` table, validated, keeping ``columns`` (and ``subject`` if present).
+
+    A folder's table is validated against the common data model; a single file (a
+    researcher's sample) only needs the columns, numeric and without NaN. Loaded tables
+    are cached per process by path and modification time.
+
+    Returns:
+        The frame (a copy the caller may change).
+
+    Raises:
+        FileNotFoundError: no table.
+        nodes.data_loading.DataValidationError: the file is invalid (file, row, column named).
+        KeyError: a column is missing from a folder's table.
+    """
+    path = find_table(data, domain)
+    from_folder = not data.is_file()
+    frame = _cached(str(path), path.stat().st_mtime_ns, domain if from_folder else None, tuple(columns))
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise KeyError(f"{path.name}: no column(s) {missing}")
+    keep = (["subject"] if "subject" in frame.columns else []) + [c for c in columns if c != "subject"]
+    return frame[keep].copy()
