@@ -40,9 +40,12 @@ def plot_training(report: dict[str, Any], path: Path) -> Path:
     ax.set_title("Log-loss")
     ax = axes[2]
     eps_by_node: dict[str, list[tuple[int, float]]] = {}
+    planned = int(report.get("rounds_planned") or len(rounds))
     for r in rounds:
+        if r["round"] > planned:  # the final evaluation round spends nothing
+            continue
         for node, eps in r["epsilon_by_node"].items():
-            eps_by_node.setdefault(node, []).append((r["model_version"], eps))
+            eps_by_node.setdefault(node, [(0, 0.0)]).append((r["round"], eps))
     for node, pts in sorted(eps_by_node.items()):
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=node)
     privacy = report.get("privacy") or {}
