@@ -108,9 +108,9 @@ def draw_deliveries(rng: np.random.Generator, n: int) -> pd.DataFrame:
     # Dairy (milk + other, ~120 g/day) and calcium (JECS quintile medians 199..899 mg,
     # lognormal, median 430) share a latent factor (correlation ~0.6).
     z_dairy = rng.standard_normal(n)
-    dairy_g_day = np.round(stats.gamma.ppf(special.ndtr(z_dairy), a=1.5, scale=80.0), 0)
+    dairy_g_day = np.round(np.clip(stats.gamma.ppf(special.ndtr(z_dairy), a=1.5, scale=80.0), 0, 1500), 0)
     z_ca = 0.6 * z_dairy + 0.8 * rng.standard_normal(n)
-    calcium_mg = np.round(np.exp(np.log(430.0) + 0.59 * z_ca), 0)
+    calcium_mg = np.round(np.clip(np.exp(np.log(430.0) + 0.59 * z_ca), 40, 4000), 0)
 
     return pd.DataFrame({
         "maternal_age": maternal_age, "parity": parity, "bmi_pre": bmi_pre,
