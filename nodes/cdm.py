@@ -58,6 +58,7 @@ class Column:
         pattern: a regular expression every ``str`` value must match in full.
         role: ``key``, ``feature``, ``meta``, ``identifier`` or ``free_text``.
         unit: unit or coding of the values, for people reading the schema.
+
     """
 
     name: str
@@ -114,6 +115,7 @@ class CrossCheck:
         ok: returns a boolean Series, ``True`` where a row passes (rows with a missing
             input should pass).
         reason: what a failing row breaks, e.g. ``lbw must be 1 exactly when ...``.
+
     """
 
     column: str
@@ -131,6 +133,7 @@ class DomainSchema:
         description: what one row is.
         columns: the columns in file order.
         checks: row-level rules across columns.
+
     """
 
     name: str
@@ -158,6 +161,7 @@ class DomainSchema:
 
         Raises:
             KeyError: the domain has no such column.
+
         """
         for col in self.columns:
             if col.name == name:
@@ -326,6 +330,7 @@ def get_schema(domain: str) -> DomainSchema:
     Raises:
         KeyError: ``domain`` is not a domain of the common data model (the message
             lists the known domains).
+
     """
     try:
         return SCHEMAS[domain]
@@ -338,5 +343,6 @@ def feature_columns(domain: str) -> tuple[str, ...]:
 
     Raises:
         KeyError: ``domain`` is unknown.
+
     """
     return tuple(c.name for c in get_schema(domain).columns if c.usable_as_feature)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nodes.cdm import Column, DomainSchema, get_schema
+from nodes.cdm import Column, get_schema
 
 __all__ = ["DataValidationError", "load_any", "load_table", "validate_frame"]
 
@@ -34,6 +34,7 @@ class DataValidationError(ValueError):
         column: the column at fault, or ``None``.
         reason: what is wrong, without the location.
         line: the CSV line number (header = line 1), or ``None``.
+
     """
 
     def __init__(
@@ -91,6 +92,7 @@ def load_table(path: Path, domain: str | None = None) -> pd.DataFrame:
     Raises:
         DataValidationError: the file is missing, unreadable, of an unknown domain, or
             breaks the schema; the message names file, row and column.
+
     """
     path = Path(path)
     name = domain if domain is not None else path.stem
@@ -130,6 +132,7 @@ def validate_frame(
             is missing in a required column, or breaks a cross-column rule. The first
             problem (lowest row) is reported.
         KeyError: ``domain`` is unknown.
+
     """
     schema = get_schema(domain)
 
@@ -232,9 +235,7 @@ def _convert(
 
     values: pd.Series | pd.Categorical
     if col.kind in ("int", "float"):
-        if pd.api.types.is_bool_dtype(raw.dtype):
-            numeric = raw.astype(float)
-        elif pd.api.types.is_numeric_dtype(raw.dtype):
+        if pd.api.types.is_bool_dtype(raw.dtype) or pd.api.types.is_numeric_dtype(raw.dtype):
             numeric = raw.astype(float)
         else:
             text = raw.astype(object).where(~missing, None)
@@ -278,11 +279,11 @@ def _convert(
     elif col.kind == "category":
         text = raw.astype(object).map(lambda v: v.strip() if isinstance(v, str) else v)
         allowed = set(col.categories)
-        unknown = np.array([not m and str(v) not in allowed for v, m in zip(text, missing)],
-                           dtype=bool)
+        pairs = list(zip(text, missing, strict=True))
+        unknown = np.array([not m and str(v) not in allowed for v, m in pairs], dtype=bool)
         note(unknown, lambda p: f"value {raw_text(p)} is not {col.describe_range()}")
         values = pd.Categorical(
-            [None if m or str(v) not in allowed else str(v) for v, m in zip(text, missing)],
+            [None if m or str(v) not in allowed else str(v) for v, m in pairs],
             categories=list(col.categories),
         )
     elif col.kind == "date":
@@ -307,10 +308,12 @@ def _convert(
         if col.pattern is not None:
             rx = re.compile(col.pattern)
             nomatch = np.array(
-                [not m and not rx.fullmatch(str(v)) for v, m in zip(text, missing)], dtype=bool)
+                [not m and not rx.fullmatch(str(v))
+                 for v, m in zip(text, missing, strict=True)], dtype=bool)
             what = "a 32-hex-digit pseudonym" if col.role == "key" else f"matching {col.pattern}"
             note(nomatch, lambda p: f"value {raw_text(p)} is not {what}")
-        values = pd.Series([None if m else str(v) for v, m in zip(text, missing)], dtype=object)
+        values = pd.Series([None if m else str(v) for v, m in zip(text, missing, strict=True)],
+                           dtype=object)
 
     if problems:
         pos, reason = min(problems)
@@ -353,6 +356,7 @@ def load_any(path: Path, required_columns: Sequence[str]) -> pd.DataFrame:
         DataValidationError: the file is unreadable, a column is missing, or a value in
             a required column is not a finite number; the message names file, row and
             column.
+
     """
     path = Path(path)
     frame, is_csv = _read(path)

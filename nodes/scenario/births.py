@@ -59,6 +59,7 @@ def draw_deliveries(rng: np.random.Generator, n: int) -> pd.DataFrame:
         A frame with ``maternal_age``, ``parity``, ``bmi_pre``, ``smoking``, ``alcohol``,
         ``hdp``, ``gwg_kg``, ``multiple``, ``calcium_mg``, ``dairy_g_day``, one row per
         delivery (a twin delivery is one row here).
+
     """
     bands = cal.AGE_BANDS
     probs = np.array([b[2] for b in bands])
@@ -108,7 +109,8 @@ def draw_deliveries(rng: np.random.Generator, n: int) -> pd.DataFrame:
     # Dairy (milk + other, ~120 g/day) and calcium (JECS quintile medians 199..899 mg,
     # lognormal, median 430) share a latent factor (correlation ~0.6).
     z_dairy = rng.standard_normal(n)
-    dairy_g_day = np.round(np.clip(stats.gamma.ppf(special.ndtr(z_dairy), a=1.5, scale=80.0), 0, 1500), 0)
+    dairy = stats.gamma.ppf(special.ndtr(z_dairy), a=1.5, scale=80.0)
+    dairy_g_day = np.round(np.clip(dairy, 0, 1500), 0)
     z_ca = 0.6 * z_dairy + 0.8 * rng.standard_normal(n)
     calcium_mg = np.round(np.clip(np.exp(np.log(430.0) + 0.59 * z_ca), 40, 4000), 0)
 
@@ -125,6 +127,7 @@ def expand_newborns(deliveries: pd.DataFrame, rng: np.random.Generator) -> pd.Da
     Returns:
         The newborn rows with the delivery's columns, a ``delivery`` column (index into
         ``deliveries``) and ``female`` (0/1).
+
     """
     reps = np.where(deliveries["multiple"].to_numpy() == 1, 2, 1)
     idx = np.repeat(np.arange(len(deliveries)), reps)
@@ -139,6 +142,7 @@ def lbw_design(df: pd.DataFrame) -> pd.DataFrame:
 
     Returns:
         A float frame with one column per key of ``LBW_LOG_ODDS_RATIOS``.
+
     """
     bmi = df["bmi_pre"].to_numpy(dtype=float)
     age = df["maternal_age"].to_numpy(dtype=float)
@@ -173,6 +177,7 @@ class LbwModel:
         log_odds_ratios: the coefficients by term (see ``lbw_design``).
         intercepts: the intercept of each year, solved from that year's target rate.
         targets: the expected LBW rate of each year.
+
     """
 
     log_odds_ratios: Mapping[str, float]
@@ -188,6 +193,7 @@ class LbwModel:
 
         Raises:
             ValueError: a target is not strictly between 0 and 1.
+
         """
         for year, rate in targets.items():
             if not 0.0 < rate < 1.0:
@@ -201,6 +207,7 @@ class LbwModel:
 
         Raises:
             KeyError: a year has no intercept.
+
         """
         design = lbw_design(newborns).to_numpy()
         beta = np.array([self.log_odds_ratios[k] for k in cal.LBW_LOG_ODDS_RATIOS])
@@ -219,6 +226,7 @@ class LbwModel:
 
         Raises:
             KeyError: ``year`` has no intercept.
+
         """
         eta = (_reference_linear_predictor() if newborns is None
                else lbw_design(newborns).to_numpy() @ np.array(list(self.log_odds_ratios.values())))
@@ -242,7 +250,7 @@ def _solve_intercept(eta: np.ndarray, target: float) -> float:
 
 def _draw_weeks(rng: np.random.Generator, lbw: np.ndarray, multiple: np.ndarray) -> np.ndarray:
     n = len(lbw)
-    p_pre = np.array([_P_PRETERM[(int(a), int(b))] for a, b in zip(lbw, multiple)])
+    p_pre = np.array([_P_PRETERM[(int(a), int(b))] for a, b in zip(lbw, multiple, strict=True)])
     preterm = rng.random(n) < p_pre
     weeks = np.empty(n, dtype=np.int64)
     term_lbw = ~preterm & (lbw == 1)
@@ -300,6 +308,7 @@ def simulate_births(
 
     Raises:
         KeyError: a year has no intercept in ``model``.
+
     """
     years = sorted(deliveries_by_year)
     total = int(sum(deliveries_by_year[y] for y in years))

@@ -53,6 +53,7 @@ def consent_history(
 
     Returns:
         The rows, sorted by ``recorded_at`` then ``subject``, all values as text.
+
     """
     n = len(subjects)
     u = np.where(rng.random(n) < 0.8, disposition, rng.random(n))

@@ -41,6 +41,7 @@ def health_checkups(
 
     Returns:
         The checkup rows (``subject`` = person index), sorted by subject and year.
+
     """
     n = len(persons)
     female = (rng.random(n) < female_share).astype(np.int64)
@@ -118,6 +119,7 @@ def infant_checkups(
 
     Returns:
         The checkup rows (``subject`` = infant index, ``mother`` = mother index).
+
     """
     rows = []
     bw_z = (births["birth_weight_g"].to_numpy() - 3000.0) / 450.0
@@ -167,6 +169,7 @@ def purchases(
 
     Returns:
         The purchase lines (``subject`` = person index), sorted by date and subject.
+
     """
     cats = np.array(list(cal.PURCHASE_MIX), dtype=object)
     mix = np.array(list(cal.PURCHASE_MIX.values()))
@@ -209,6 +212,7 @@ def dairy_panel(rng: np.random.Generator, persons: np.ndarray, years: list[int])
 
     Returns:
         The survey rows (``subject`` = person index), ``bifidobacteria_pct`` missing.
+
     """
     n = len(persons)
     drinker = rng.random(n) < 0.8
@@ -240,6 +244,7 @@ def mother_dairy(rng: np.random.Generator, mothers: pd.DataFrame) -> pd.DataFram
 
     Returns:
         The survey rows (``subject`` = mother index).
+
     """
     m = len(mothers)
     total = mothers["dairy_g_day"].to_numpy(dtype=float) * rng.lognormal(0, 0.1, m)

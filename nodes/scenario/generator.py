@@ -59,6 +59,7 @@ class NodeManifest(BaseModel):
         rows: the row count of each domain.
         subjects: distinct pseudonyms in the holder's data.
         consent_rows: rows of ``consents.csv``.
+
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -82,6 +83,7 @@ class ScenarioManifest(BaseModel):
         nodes: the holders, in folder-name order.
         lbw_targets: the expected LBW rate of each year (keys are years as text).
         pseudonyms: how pseudonyms were made.
+
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -99,6 +101,7 @@ class ScenarioManifest(BaseModel):
 
         Raises:
             KeyError: no such holder.
+
         """
         for node in self.nodes:
             if node.name == name:
@@ -138,6 +141,7 @@ def build_births(
 
     Raises:
         ValueError: unknown preset, a year outside the preset, or ``scale`` <= 0.
+
     """
     spec = get_preset(preset)
     chosen = _resolve_years(spec, years)
@@ -151,7 +155,7 @@ def _streams(seed: int) -> dict[str, np.random.Generator]:
     names = ("births", "facilities", "city", "insurer", "infants", "drugstore", "dairy",
              "consents", "disposition")
     children = np.random.SeedSequence(seed).spawn(len(names))
-    return {n: np.random.default_rng(c) for n, c in zip(names, children)}
+    return {n: np.random.default_rng(c) for n, c in zip(names, children, strict=True)}
 
 
 def _births(
@@ -236,6 +240,7 @@ def generate(
     Raises:
         ValueError: unknown preset, a year outside the preset, ``scale`` <= 0 or a
             key shorter than 16 bytes.
+
     """
     spec = get_preset(preset)
     chosen = _resolve_years(spec, years)
@@ -276,7 +281,8 @@ def generate(
         n_shop = round(2000 * scale)
         shoppers = np.arange(next_id, next_id + n_shop)
         next_id += n_shop
-        baby_years = dict(zip(members_m["mother_id"].astype(int), members_m["year"].astype(int)))
+        baby_years = dict(zip(members_m["mother_id"].astype(int), members_m["year"].astype(int),
+                              strict=True))
         persons = np.concatenate([shoppers, members_m["mother_id"].to_numpy()])
         tables["drugstore"] = {"purchases": dom.purchases(drng, persons, shop_years, baby_years)}
 

@@ -24,6 +24,7 @@ class Preset:
         facility_weights: relative delivery volume of each facility.
         city_domains: whether the city, insurer, drugstore and dairy holders exist.
         id_prefix: prefix of the synthetic resident ids (never written to any file).
+
     """
 
     name: str
@@ -70,6 +71,7 @@ def get_preset(name: str) -> Preset:
 
     Raises:
         ValueError: no such preset (the message lists the presets).
+
     """
     try:
         return PRESETS[name]

@@ -28,6 +28,7 @@ def pseudonymize(resident_id: str, key: bytes) -> str:
 
     Raises:
         ValueError: ``key`` is shorter than 16 bytes or ``resident_id`` is empty.
+
     """
     if len(key) < 16:
         raise ValueError("key: a consortium key needs at least 16 bytes")
@@ -42,6 +43,7 @@ def pseudonymize_many(resident_ids: Iterable[str], key: bytes) -> list[str]:
 
     Raises:
         ValueError: as ``pseudonymize``.
+
     """
     if len(key) < 16:
         raise ValueError("key: a consortium key needs at least 16 bytes")

@@ -168,8 +168,8 @@ def test_pseudonyms_link_holders_and_hide_raw_ids(iwamizawa: Path) -> None:
     assert set(infants["subject"]) <= babies
     assert len(set(infants["subject"])) > 0.9 * len(babies)
     assert set(infants["mother"]) <= mothers
-    pairs = set(zip(births["infant"], births["subject"]))
-    assert set(zip(infants["subject"], infants["mother"])) <= pairs
+    pairs = set(zip(births["infant"], births["subject"], strict=True))
+    assert set(zip(infants["subject"], infants["mother"], strict=True)) <= pairs
     assert 0.25 < len(set(buys["subject"]) & mothers) / len(mothers) < 0.45
     linked = dairy[dairy["subject"].isin(mothers)].merge(
         births.drop_duplicates("subject")[["subject", "dairy_g_day"]], on="subject")
