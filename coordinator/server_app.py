@@ -26,6 +26,9 @@ __all__ = ["RunOutcome", "build_training_server_app"]
 
 log = logging.getLogger("hamanasu.coordinator")
 
+#: How often the server polls an in-memory grid for replies (embedded runs).
+PULL_INTERVAL_S = 0.01
+
 
 @dataclass
 class RunOutcome:
@@ -77,6 +80,10 @@ def build_training_server_app(
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         legacy = LegacyContext(context, config=ServerConfig(num_rounds=rounds + 1), strategy=strategy)
+        if hasattr(grid, "pull_interval"):
+            # The in-memory grid polls for replies every 0.1 s by default; SecAgg+ has four
+            # exchanges a round, so a shorter interval is most of its overhead on one machine.
+            grid.pull_interval = min(float(grid.pull_interval), PULL_INTERVAL_S)
         thread, f_stop, c_done = start_update_client_manager_thread(grid, legacy.client_manager)
         try:
             c_done.wait()

@@ -221,6 +221,33 @@ class JobSpec(_Strict):
             raise ValueError("min_nodes: larger than the number of nodes listed")
         return self
 
+    def to_policy_request(self, job_id: str) -> Any:
+        """Return the job as a node policy sees it (:class:`policies.request.JobRequest`).
+
+        Raises:
+            pydantic.ValidationError: the job id is empty or too long.
+        """
+        from policies.request import JobRequest
+
+        reads = [c for c in self.columns() if c != self.label]
+        return JobRequest(
+            job_id=job_id,
+            kind=self.kind,
+            domain=self.domain,
+            features=tuple(reads),
+            label=self.label,
+            model=self.model if self.kind == "train" else None,
+            purposes=tuple(self.purpose.duo),
+            disease=self.purpose.disease,
+            commercial=self.purpose.commercial,
+            requester=self.purpose.requester,
+            requester_type=self.purpose.requester_type,
+            epsilon=self.privacy.epsilon if self.privacy else None,
+            delta=self.privacy.delta if self.privacy else None,
+            secure_aggregation=self.secure_aggregation.enabled,
+            rounds=self.rounds if self.kind == "train" else 1,
+        )
+
     def columns(self) -> list[str]:
         """Return every data column the job reads (features, label, stats variables, groups)."""
         cols = list(self.features)
