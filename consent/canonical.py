@@ -64,6 +64,7 @@ def canonical_json(value: Any) -> bytes:
     Raises:
         rfc8785.CanonicalizationError: the value cannot be canonicalised (NaN, integers
             beyond 2**53, non-string keys, lone surrogates, ...).
+
     """
     floats: list[float] = []
     try:

@@ -145,6 +145,7 @@ def read_csv_consents(path: Path) -> list[Consent]:
     Raises:
         ConsentImportError: the file is unreadable, its header is wrong, or any row is
             bad; every bad row is listed (``line N``, column, reason).
+
     """
     source = str(path)
     problems: list[ImportProblem] = []

@@ -98,6 +98,7 @@ def normalise_code(code: str) -> str:
 
     Raises:
         ValueError: the code is not a DUO code this package knows.
+
     """
     text = code.strip()
     upper = text.upper()
@@ -118,6 +119,7 @@ class DiseaseHierarchy:
 
     Attributes:
         parents: code -> its direct parent codes.
+
     """
 
     parents: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -238,6 +240,7 @@ def meets_modifier(
 
     Raises:
         ValueError: ``modifier`` is not a DUO modifier.
+
     """
     codes = set(request_codes)
     is_commercial = commercial or requester_type == "commercial"

@@ -52,6 +52,7 @@ def check_no_identifiers(payload: Any, path: str = "payload") -> None:
     Raises:
         IdentifierInPayloadError: a key names a direct identifier, or a value looks like
             an e-mail address (the message names the key, never the value).
+
     """
     if isinstance(payload, Mapping):
         for key, value in payload.items():
@@ -151,6 +152,7 @@ def normalise_payload(kind: str, payload: Mapping[str, Any]) -> dict[str, Any]:
     Raises:
         LedgerError: the kind name is malformed or the payload is invalid for it.
         IdentifierInPayloadError: the payload carries a direct identifier.
+
     """
     if not KIND_PATTERN.match(kind):
         raise LedgerError(f"kind {kind!r} must be a dotted lower-case name like job.usage")

@@ -41,6 +41,7 @@ class ImportProblem(BaseModel):
             resource.
         field: the column or FHIR element that is wrong (dotted path).
         reason: what is wrong with it.
+
     """
 
     model_config = ConfigDict(frozen=True)
@@ -83,6 +84,7 @@ class LedgerVerificationError(ConsentError):
             which the first bad entry lies, when only a signed root can tell).
         last_index: the upper end of that range (equal to ``index`` when exact).
         reason: what did not hold.
+
     """
 
     def __init__(self, index: int | None, reason: str, last_index: int | None = None) -> None:
@@ -114,4 +116,13 @@ class KeyFileError(ConsentError):
 
 
 class UsageAuditError(ConsentError):
-    """A job's disclosed subjects do not match its ledger entries or lacked consent."""
+    """A job's disclosed subjects do not match its ledger entries or lacked consent.
+
+    Attributes:
+        report: the full ``consent.usage.UsageReport``.
+
+    """
+
+    def __init__(self, message: str, report: object | None = None) -> None:
+        super().__init__(message)
+        self.report = report

@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from consent.duo import DEFAULT_DISEASES, USE_CATEGORIES, DiseaseHierarchy, covers, meets_modifier, overlaps
+from consent.duo import (
+    DEFAULT_DISEASES,
+    USE_CATEGORIES,
+    DiseaseHierarchy,
+    covers,
+    meets_modifier,
+    overlaps,
+)
 from consent.model import Consent, ConsentStatus, Decision, DecisionType, Provision, UseRequest
 
 if TYPE_CHECKING:
@@ -51,6 +58,7 @@ def provision_matches(
         request: the use request.
         outcome: what the provision would decide if it matched (sets which way doubt falls).
         diseases: disease hierarchy for ``DS`` matching.
+
     """
     permit = outcome is DecisionType.PERMIT
     if provision.actions and not {"use", "access"} & set(provision.actions):
@@ -143,6 +151,7 @@ def evaluate(
 
     Returns:
         The decision and the path of the rule that decided it.
+
     """
     deny = DecisionType.DENY
     if consent is None:
@@ -189,6 +198,7 @@ def evaluate_many(
 
     Returns:
         A bool array, True where the subject's data may be used.
+
     """
     if not isinstance(consents_by_subject, Mapping):
         return consents_by_subject.permitted(subjects, request, request.time)

@@ -156,6 +156,7 @@ def consent_from_fhir(resource: Mapping[str, Any], version: int = 1) -> Consent:
     Raises:
         ConsentImportError: the resource is not valid FHIR R5 or cannot be mapped (the
             problem names the element).
+
     """
     problems = _problems_of(resource, "resource")
     if problems:
@@ -228,6 +229,7 @@ def read_fhir_consents(path: Path) -> list[Consent]:
     Raises:
         ConsentImportError: the file is unreadable, or any entry is bad; every bad entry
             is listed (``entry[3]``, element, reason) and nothing is returned.
+
     """
     source = str(path)
     try:
@@ -302,6 +304,7 @@ def consent_to_fhir(consent: Consent) -> dict[str, Any]:
 
     Returns:
         The resource, validated against fhir.resources' R5 model.
+
     """
     recorded = consent.recorded_at.isoformat().replace("+00:00", "Z")
     out: dict[str, Any] = {
@@ -327,6 +330,7 @@ def consents_to_bundle(consents: Sequence[Consent], history: bool = False) -> di
 
     Returns:
         The Bundle as a JSON-ready dict, validated against fhir.resources' R5 model.
+
     """
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",

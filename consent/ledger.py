@@ -90,6 +90,7 @@ def canonical_entry(index: int, kind: str, at: str, payload: Mapping[str, Any], 
 
     Raises:
         LedgerError: the payload holds something JSON cannot represent canonically.
+
     """
     try:
         return canonical_json(
@@ -113,6 +114,7 @@ def subject_commitment(pseudonyms: Iterable[str], salt: bytes) -> str:
 
     Raises:
         ConsentError: the salt is shorter than 16 bytes.
+
     """
     if not isinstance(salt, bytes | bytearray) or len(salt) < MIN_SALT_BYTES:
         raise ConsentError(f"salt must be at least {MIN_SALT_BYTES} random bytes")
@@ -147,6 +149,7 @@ class Ledger:
     Raises:
         LedgerError: the file is not a ledger, or it holds fewer entries than a head it
             signed (it was truncated; appending would hide that).
+
     """
 
     def __init__(
@@ -237,6 +240,7 @@ class Ledger:
 
         Raises:
             LedgerError: ``size`` is larger than the ledger.
+
         """
         with self._lock:
             self._sync()
@@ -256,6 +260,7 @@ class Ledger:
 
         Raises:
             LedgerError: no such entry.
+
         """
         with self._lock:
             return self._node(0, index)
@@ -265,6 +270,7 @@ class Ledger:
 
         Raises:
             LedgerError: no such entry.
+
         """
         row = self._db.execute("SELECT data FROM entries WHERE idx = ?", (index,)).fetchone()
         if row is None:
@@ -276,6 +282,7 @@ class Ledger:
 
         Raises:
             LedgerError: ``index`` or ``size`` out of range.
+
         """
         with self._lock:
             self._sync()
@@ -289,6 +296,7 @@ class Ledger:
 
         Raises:
             LedgerError: sizes out of range.
+
         """
         with self._lock:
             self._sync()
@@ -314,6 +322,7 @@ class Ledger:
         Raises:
             LedgerError: invalid kind or payload.
             IdentifierInPayloadError: the payload carries a direct identifier.
+
         """
         return self.append_many([(kind, payload, at)])[0]
 
@@ -329,6 +338,7 @@ class Ledger:
         Raises:
             LedgerError: any entry is invalid (nothing is written).
             IdentifierInPayloadError: any payload carries a direct identifier.
+
         """
         prepared: list[tuple[str, str, dict[str, Any]]] = []
         now = self._clock()
@@ -388,6 +398,7 @@ class Ledger:
 
         Raises:
             LedgerError: the ledger has no signing key.
+
         """
         if self._key is None:
             raise LedgerError("this ledger was opened without a signing key")

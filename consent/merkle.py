@@ -110,6 +110,7 @@ def inclusion_proof(
 
     Raises:
         ValueError: ``index`` is not below ``size``.
+
     """
     if not 0 <= index < size:
         raise ValueError(f"index {index} is not in a tree of size {size}")
@@ -135,6 +136,7 @@ def consistency_proof(
 
     Raises:
         ValueError: not ``0 <= old_size <= new_size``.
+
     """
     if not 0 <= old_size <= new_size:
         raise ValueError(f"need 0 <= old_size <= new_size, got {old_size}, {new_size}")
@@ -161,6 +163,7 @@ def verify_inclusion_proof(
 
     Raises:
         ProofError: the proof does not lead from the leaf to ``root``.
+
     """
     if not 0 <= index < size:
         raise ProofError(f"index {index} is not in a tree of size {size}")
@@ -192,6 +195,7 @@ def verify_consistency_proof(
 
     Raises:
         ProofError: the proof does not show that the old tree is a prefix of the new one.
+
     """
     if not 0 <= old_size <= new_size:
         raise ProofError(f"need 0 <= old_size <= new_size, got {old_size}, {new_size}")

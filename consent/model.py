@@ -124,6 +124,7 @@ class Provision(_Frozen):
         actions: FHIR consent actions (``use``, ``access``, ``collect``, ...); a provision
             naming neither ``use`` nor ``access`` never matches a secondary use.
         provisions: nested exceptions to this provision.
+
     """
 
     period: Period | None = None
@@ -183,6 +184,7 @@ class Consent(_Frozen):
         recorded_at: when this version was recorded; it supersedes earlier versions from
             then on.
         version: 1 for the first version of a subject's consent, then 2, 3, ...
+
     """
 
     id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9\-.]{1,64}$")
@@ -217,6 +219,7 @@ class Purpose(_Frozen):
         commercial: whether the use is commercial.
         requester_type: ``academic``, ``public``, ``commercial``, ``clinical``, ``nonprofit``.
         requester_org: the requesting organisation.
+
     """
 
     codes: tuple[str, ...] = Field(min_length=1)
@@ -253,6 +256,7 @@ class UseRequest(Purpose):
         domain: the data domain to be read (None = not stated; fails closed).
         time: the moment of use.
         data_period: the time range of the records to be read (None = not stated).
+
     """
 
     domain: str | None = None
@@ -268,6 +272,7 @@ class UseRequest(Purpose):
 
         Raises:
             pydantic.ValidationError: a field is invalid.
+
         """
         return cls(**purpose.model_dump(), time=time, domain=domain, data_period=data_period)
 
@@ -283,6 +288,7 @@ class Decision(_Frozen):
         reason: a readable explanation.
         consent_id: the deciding consent's id, if any.
         version: the deciding consent's version, if any.
+
     """
 
     decision: DecisionType

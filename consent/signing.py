@@ -55,6 +55,7 @@ def generate_key(path: Path, private_key: Ed25519PrivateKey | None = None) -> Ed
 
     Raises:
         KeyFileError: ``path`` already exists (keys are never overwritten).
+
     """
     path = Path(path)
     key = private_key if private_key is not None else Ed25519PrivateKey.generate()
@@ -89,6 +90,7 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
 
     Raises:
         KeyFileError: missing, readable by group/others, or not an Ed25519 private key.
+
     """
     path = Path(path)
     try:
@@ -112,6 +114,7 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
 
     Raises:
         KeyFileError: missing or not an Ed25519 key.
+
     """
     path = Path(path)
     try:
@@ -143,6 +146,7 @@ class SignedTreeHead(BaseModel):
         timestamp: when the head was signed (UTC).
         key_id: SHA-256 of the signer's raw public key (hex).
         signature: Ed25519 signature (base64) over :meth:`signed_message`.
+
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -162,6 +166,7 @@ class SignedTreeHead(BaseModel):
 
         Raises:
             SignatureError: wrong key or the head was altered (reported opaquely).
+
         """
         if key_id(public_key) != self.key_id:
             raise SignatureError("signed tree head was not signed by this key")

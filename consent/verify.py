@@ -54,6 +54,7 @@ class VerificationReport(BaseModel):
         latest_head: the newest signed head (covers every entry).
         since_tree_size: size of the earlier head the ledger was shown to extend, if any.
         entries_by_kind: entry counts per kind.
+
     """
 
     model_config = ConfigDict(frozen=True)
@@ -74,6 +75,7 @@ def verify_inclusion(
 
     Raises:
         ProofError: the proof does not lead from the leaf to ``root``.
+
     """
     verify_inclusion_proof(leaf_hash, index, tree_size, proof, root)
 
@@ -87,6 +89,7 @@ def verify_entry(
     Raises:
         SignatureError: the head is not signed by ``public_key``.
         ProofError: the entry is not at that index in that tree.
+
     """
     head.verify(public_key)
     verify_inclusion_proof(hash_leaf(data), index, head.tree_size, proof, bytes.fromhex(head.root_hash))
@@ -107,6 +110,7 @@ def verify_consistency(
     Raises:
         SignatureError: a head is not signed by ``public_key``.
         ProofError: the proof fails: history was rewritten or forked.
+
     """
     if public_key is not None:
         old.verify(public_key)
@@ -207,6 +211,7 @@ def verify_ledger(
     Raises:
         LedgerVerificationError: anything did not hold; ``index`` names the first bad
             entry (``index``..``last_index`` when only a signed root pins it down).
+
     """
     db = _open(path)
     try:
