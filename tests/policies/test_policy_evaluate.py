@@ -65,14 +65,22 @@ def test_good_job_is_allowed_with_limits(policy):
     [
         ({"purposes": ("HMB", "POA")}, "purpose_not_allowed", "purposes"),
         ({"commercial": True}, "commercial_not_allowed", "commercial"),
-        ({"requester_type": "commercial", "commercial": True}, "commercial_not_allowed", "requester_type"),
+        (
+            {"requester_type": "commercial", "commercial": True},
+            "commercial_not_allowed",
+            "requester_type",
+        ),
         ({"requester_type": "commercial"}, "requester_not_allowed", "requester_type"),
         ({"domain": "purchases"}, "domain_not_allowed", "domain"),
         ({"features": ("maternal_age", "income")}, "feature_not_allowed", "features"),
         ({"label": "apgar"}, "feature_not_allowed", "label"),
         ({"features": ("maternal_age", "name")}, "identifier_as_feature", "features"),
         ({"features": ("maternal_age", "mother_code")}, "identifier_as_feature", "features"),
-        ({"kind": "glm", "model": None, "features": ("subject",)}, "identifier_as_feature", "features"),
+        (
+            {"kind": "glm", "model": None, "features": ("subject",)},
+            "identifier_as_feature",
+            "features",
+        ),
         ({"model": "resnet"}, "model_not_allowed", "model"),
         ({"epsilon": 3.5}, "epsilon_above_job_cap", "epsilon"),
         ({"delta": 1e-3}, "delta_above_job_cap", "delta"),
@@ -177,8 +185,11 @@ def test_approval_modes(policy):
     waiting = evaluate(job(requester="sapporo-med"), policy, state())
     assert waiting.outcome == "needs_approval"
     assert waiting.codes() == ["approval_required"]
-    manual = policy.model_copy(update={"approval": policy.approval.model_copy(
-        update={"mode": "manual", "automatic_for": ()})})
+    manual = policy.model_copy(
+        update={
+            "approval": policy.approval.model_copy(update={"mode": "manual", "automatic_for": ()})
+        }
+    )
     assert evaluate(job(), manual, state()).outcome == "needs_approval"
     # A hard failure denies even when approval would be manual.
     assert evaluate(job(epsilon=9.0), manual, state()).outcome == "deny"

@@ -52,14 +52,23 @@ BAD = [
     ('[purposes]\ncommercial = "maybe"', "purposes.commercial"),
     ('[requesters]\ntypes = ["alien"]', "requesters.types"),
     ('[jobs]\nkinds = ["mine"]', "jobs.kinds"),
-    ('[domains.births]\nfeatures = ["name"]\n[budget.births]\nepsilon = 1', "domains.births.features"),
-    ('[domains.births]\nfeatures = ["mother_name"]\n[budget.births]\nepsilon = 1', "domains.births.features"),
+    (
+        '[domains.births]\nfeatures = ["name"]\n[budget.births]\nepsilon = 1',
+        "domains.births.features",
+    ),
+    (
+        '[domains.births]\nfeatures = ["mother_name"]\n[budget.births]\nepsilon = 1',
+        "domains.births.features",
+    ),
     ('[domains.births]\nfeatures = "all"\n[budget.births]\nepsilon = 1', "domains.births.features"),
-    ('[domains.births]\nfeatures = ["bad-col"]\n[budget.births]\nepsilon = 1', "domains.births.features"),
+    (
+        '[domains.births]\nfeatures = ["bad-col"]\n[budget.births]\nepsilon = 1',
+        "domains.births.features",
+    ),
     ('[domains.Births]\nfeatures = "*"', "domains"),
     ('[domains.births]\nfeatures = "*"', "budget.births"),
-    ('[domains.births]\n[budget.births]\nepsilon = -1', "budget.births.epsilon"),
-    ('[domains.births]\n[budget.births]\nepsilon = 1\ndelta = 2', "budget.births.delta"),
+    ("[domains.births]\n[budget.births]\nepsilon = -1", "budget.births.epsilon"),
+    ("[domains.births]\n[budget.births]\nepsilon = 1\ndelta = 2", "budget.births.delta"),
     ('[domains.births]\n[budget.births]\nepsilon = 1\nperiod = "week"', "budget.births.period"),
     ("[budget.births]\nepsilon = 1", "budget.births"),
     ('[approval]\nmode = "sometimes"', "approval.mode"),
@@ -98,14 +107,31 @@ def test_every_problem_is_listed():
 
 @pytest.mark.parametrize(
     "column",
-    ["name", "NAME", "subject", "infant", "address", "phone", "email", "birth_date", "notes",
-     "free_text", "pseudonym", "mother_name", "home_address", "clinical_notes", "my_number"],
+    [
+        "name",
+        "NAME",
+        "subject",
+        "infant",
+        "address",
+        "phone",
+        "email",
+        "birth_date",
+        "notes",
+        "free_text",
+        "pseudonym",
+        "mother_name",
+        "home_address",
+        "clinical_notes",
+        "my_number",
+    ],
 )
 def test_identifiers_are_recognised(column):
     assert is_identifier(column)
 
 
-@pytest.mark.parametrize("column", ["maternal_age", "birth_weight_g", "parity", "infant_sex", "smoking"])
+@pytest.mark.parametrize(
+    "column", ["maternal_age", "birth_weight_g", "parity", "infant_sex", "smoking"]
+)
 def test_ordinary_columns_are_not_identifiers(column):
     assert not is_identifier(column)
 

@@ -17,8 +17,20 @@ from policies import (
 from policies.decision import HARD_REASON_CODES
 
 PURPOSES = ["GRU", "HMB", "DS", "POA", "NCU", "IRB"]
-COLUMNS = ["maternal_age", "parity", "smoking", "bmi", "income", "apgar", "name", "email",
-           "subject", "mother_name", "birth_date", "notes"]
+COLUMNS = [
+    "maternal_age",
+    "parity",
+    "smoking",
+    "bmi",
+    "income",
+    "apgar",
+    "name",
+    "email",
+    "subject",
+    "mother_name",
+    "birth_date",
+    "notes",
+]
 SAFE = [c for c in COLUMNS if not is_identifier(c)]
 DOMAINS = ["births", "checkups", "purchases"]
 REQUESTERS = ["hokkaido-u", "sapporo-med", "dairy-co"]
@@ -51,18 +63,22 @@ def policies(draw) -> NodePolicy:
         },
         "requesters": {
             "allowed": draw(st.lists(st.sampled_from(REQUESTERS), unique=True)),
-            "types": draw(st.lists(st.sampled_from(["academic", "public", "commercial", "clinical"]),
-                                   unique=True)),
+            "types": draw(
+                st.lists(
+                    st.sampled_from(["academic", "public", "commercial", "clinical"]), unique=True
+                )
+            ),
         },
         "jobs": {
             "kinds": draw(st.lists(st.sampled_from(KINDS), unique=True)),
             "models": draw(st.one_of(st.just("*"), st.lists(st.sampled_from(MODELS), unique=True))),
         },
         "domains": {d: {"features": f} for d, f in features.items()},
-        "budget": {
-            d: {"epsilon": draw(st.floats(0.5, 20)), "delta": 1e-4} for d in budgeted
+        "budget": {d: {"epsilon": draw(st.floats(0.5, 20)), "delta": 1e-4} for d in budgeted},
+        "approval": {
+            "mode": mode,
+            "automatic_for": ["hokkaido-u"] if mode == "automatic_for" else [],
         },
-        "approval": {"mode": mode, "automatic_for": ["hokkaido-u"] if mode == "automatic_for" else []},
     }
     return parse_policy(data)
 
@@ -92,7 +108,9 @@ def jobs(draw) -> JobRequest:
 @st.composite
 def states(draw) -> PolicyState:
     remaining = {
-        d: BudgetRemaining(epsilon=draw(st.floats(0, 20)), delta=draw(st.sampled_from([0.0, 1e-6, 1e-4])))
+        d: BudgetRemaining(
+            epsilon=draw(st.floats(0, 20)), delta=draw(st.sampled_from([0.0, 1e-6, 1e-4]))
+        )
         for d in draw(st.lists(st.sampled_from(DOMAINS), unique=True))
     }
     return PolicyState(
@@ -186,7 +204,9 @@ def loosened(draw, job: JobRequest) -> JobRequest:
         eps = draw(st.floats(eps, 30)) if draw(st.booleans()) else eps
     delta = job.delta
     if delta is not None:
-        delta = draw(st.sampled_from([d for d in (1e-7, 1e-6, 1e-5, 1e-3, 0.5) if d >= delta] or [delta]))
+        delta = draw(
+            st.sampled_from([d for d in (1e-7, 1e-6, 1e-5, 1e-3, 0.5) if d >= delta] or [delta])
+        )
     return job.model_copy(
         update={
             "features": tuple(dict.fromkeys((*job.features, *extra_features))),
