@@ -15,6 +15,7 @@ events, converted at the same δ.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -189,10 +190,17 @@ def to_dp_event(mech: _MechanismModel) -> dp_accounting.DpEvent | None:
     return None
 
 
-def _rdp_curve(event: dp_accounting.DpEvent) -> np.ndarray:
+@functools.lru_cache(maxsize=4096)
+def _rdp_curve(mech_text: str) -> np.ndarray:
+    # Keyed by the canonical JSON: DP-SGD rounds of one job repeat the same mechanism, so the
+    # (comparatively slow) subsampled-Gaussian curve is computed once per process.
+    event = to_dp_event(parse_mechanism(json.loads(mech_text)))
+    assert event is not None
     accountant = _rdp.RdpAccountant(list(RDP_ORDERS))
     accountant.compose(event)
-    return np.asarray(accountant.rdp, dtype=np.float64)
+    curve = np.asarray(accountant.rdp, dtype=np.float64)
+    curve.setflags(write=False)
+    return curve
 
 
 @dataclass(frozen=True)
@@ -222,9 +230,7 @@ class Composition:
         """
         if isinstance(mech, PureMechanism):
             return cls(pure_epsilon=mech.epsilon, pure_delta=mech.delta)
-        event = to_dp_event(mech)
-        assert event is not None
-        return cls(rdp=_rdp_curve(event), has_rdp=True)
+        return cls(rdp=_rdp_curve(mechanism_json(mech)), has_rdp=True)
 
     def __add__(self, other: Composition) -> Composition:
         return Composition(
