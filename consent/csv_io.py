@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from pydantic import ValidationError
 
 from consent.duo import normalise_code
 from consent.errors import ConsentImportError, ImportProblem
-from consent.model import Consent, ConsentStatus, Period, Provision, utc
+from consent.model import PSEUDONYM_PATTERN, Consent, ConsentStatus, Period, Provision, utc
 
 __all__ = ["CSV_COLUMNS", "consent_id_for", "read_csv_consents"]
 
@@ -39,6 +40,8 @@ CSV_COLUMNS = (
     "subject", "recorded_at", "status", "decision", "purposes", "commercial", "domains",
     "period_start", "period_end",
 )
+_PSEUDONYM = re.compile(PSEUDONYM_PATTERN)
+_DOMAIN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _YES = {"yes": True, "y": True, "true": True, "1": True, "no": False, "n": False,
         "false": False, "0": False}
 
@@ -60,6 +63,8 @@ def _row(row: dict[str, str], where: str, problems: list[ImportProblem]) -> Cons
 
     before = len(problems)
     values = {k: (row.get(k) or "").strip() for k in CSV_COLUMNS}
+    if not _PSEUDONYM.match(values["subject"]):
+        bad("subject", "must be a pseudonym (letters, digits, . _ -; no names or e-mails)")
     recorded: datetime | None = None
     try:
         recorded = _when(values["recorded_at"]) if values["recorded_at"] else None
@@ -90,6 +95,9 @@ def _row(row: dict[str, str], where: str, problems: list[ImportProblem]) -> Cons
     if commercial is None:
         bad("commercial", f"must be yes or no, got {values['commercial']!r}")
     domains = tuple(d.strip() for d in values["domains"].split(";") if d.strip())
+    for d in domains:
+        if not _DOMAIN.match(d):
+            bad("domains", f"bad data domain name {d!r}: use lower_snake_case")
     period: Period | None = None
     try:
         start = _when(values["period_start"]) if values["period_start"] else None

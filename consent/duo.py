@@ -104,8 +104,9 @@ def normalise_code(code: str) -> str:
     upper = text.upper()
     if upper in ALL_CODES:
         return upper
-    if text.replace("_", ":") in _BY_ID:
-        return _BY_ID[text.replace("_", ":")]
+    ident = upper.replace("_", ":")
+    if ident in _BY_ID:
+        return _BY_ID[ident]
     raise ValueError(f"unknown DUO code {code!r}; known: {sorted(ALL_CODES)}")
 
 

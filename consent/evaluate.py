@@ -157,10 +157,11 @@ def evaluate(
     if consent is None:
         return Decision(decision=deny, path="none", reason="no consent on record")
     ids = {"consent_id": consent.id, "version": consent.version}
-    if consent.status is not ConsentStatus.ACTIVE:
+    status = ConsentStatus(consent.status)
+    if status is not ConsentStatus.ACTIVE:
         return Decision(
             decision=deny, path="consent.status",
-            reason=f"consent status is {consent.status.value}", **ids,
+            reason=f"consent status is {status.value}", **ids,
         )
     if consent.recorded_at > request.time:
         return Decision(
@@ -172,7 +173,8 @@ def evaluate(
             decision=deny, path="consent.period",
             reason="time of use is outside the consent period", **ids,
         )
-    decided, path = _resolve(consent.provisions, consent.decision, "consent", request, diseases)
+    base = DecisionType(consent.decision)
+    decided, path = _resolve(consent.provisions, base, "consent", request, diseases)
     reason = "base decision" if path == "consent" else f"provision {path} applies"
     return Decision(decision=decided, path=path, reason=reason, **ids)
 
