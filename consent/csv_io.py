@@ -79,14 +79,19 @@ def _row(row: dict[str, str], where: str, problems: list[ImportProblem]) -> Cons
     if decision not in ("permit", "deny"):
         bad("decision", f"must be permit or deny, got {decision!r}")
     purposes: list[str] = []
+    diseases: list[str] = []
     for code in (c for c in values["purposes"].split(";") if c.strip()):
+        code, _, disease = code.partition(":")
         try:
             norm = normalise_code(code)
         except ValueError as exc:
             bad("purposes", str(exc))
             continue
-        if norm == "DS":
-            bad("purposes", "DS needs a disease, which this CSV form cannot carry; use FHIR")
+        if norm == "DS" and not disease.strip():
+            bad("purposes", "DS needs a disease: write DS:<disease>, e.g. DS:ICD10:P07")
+        elif norm == "DS":
+            purposes.append(norm)
+            diseases.append(disease.strip())
         elif norm == "MDS":
             bad("purposes", "MDS can only appear in a request")
         else:
@@ -121,12 +126,12 @@ def _row(row: dict[str, str], where: str, problems: list[ImportProblem]) -> Cons
     try:
         if decision == "permit":
             base = "deny"
-            provisions = (Provision(purposes=tuple(purposes + ncu), domains=domains),)
+            provisions = (Provision(purposes=tuple(purposes + ncu), diseases=tuple(diseases), domains=domains),)
         elif not purposes and not domains:
             base, provisions = "deny", ()
         else:
             base = "permit"
-            provisions = (Provision(purposes=tuple(purposes), domains=domains),)
+            provisions = (Provision(purposes=tuple(purposes), diseases=tuple(diseases), domains=domains),)
             if ncu:
                 provisions += (Provision(purposes=("NCU",)),)
         return Consent(

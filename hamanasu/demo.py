@@ -44,6 +44,62 @@ def _training_table(report: dict[str, Any]) -> Table:
     return table
 
 
+def _set_up_nodes(out: Path, console: Console) -> dict[str, Any]:
+    """Initialise each maternity node (key, policy), import its consents; return its gate."""
+    import shutil
+
+    from nodes.cli import import_consents, init_node
+    from nodes.enforcement import EnforcementPoint
+
+    points: dict[str, Any] = {}
+    for name in MATERNITY:
+        folder = out / "nodes" / name
+        shutil.rmtree(folder, ignore_errors=True)
+        init_node(folder, name, EXAMPLES / "policies" / f"{name}.toml")
+        point = EnforcementPoint(name, folder)
+        count = import_consents(point, out / "data" / name / "consents.csv")
+        console.print(f"node [bold]{name}[/]: key 0600, policy {name}.toml, {count} consent versions imported")
+        points[name] = point
+    return points
+
+
+def _commercial_request(points: dict[str, Any], console: Console) -> dict[str, Any]:
+    """Ask every maternity node to accept a commercial job; report who refused and why."""
+    from nodes.enforcement import JobRefused
+
+    spec = _load_example("commercial_model.toml")
+    outcome: dict[str, Any] = {"job": spec.name, "requester": spec.purpose.requester, "nodes": {}}
+    for name, point in points.items():
+        decision = point.review(spec, "commercial-request")
+        outcome["nodes"][name] = {
+            "outcome": decision.outcome,
+            "reasons": [{"code": r.code, "message": r.message} for r in decision.reasons],
+        }
+        if decision.outcome == "deny":
+            reasons = "; ".join(f"{r.code}: {r.message}" for r in decision.reasons)
+            console.print(f"[yellow]refused[/] by {name}: {reasons}")
+        else:
+            console.print(f"{name}: {decision.outcome}")
+    accepted = [n for n, v in outcome["nodes"].items() if v["outcome"] == "allow"]
+    outcome["ran"] = len(accepted) >= spec.min_nodes
+    outcome["why_not_run"] = (
+        None if outcome["ran"] else f"{len(accepted)} node(s) accepted; the job needs {spec.min_nodes}"
+    )
+    _ = JobRefused  # refusals at round time arrive as JobRefused; here the policy refuses up front
+    return outcome
+
+
+def _ledger_summary(point: Any, job_id: str) -> dict[str, Any]:
+    """Return the usage entries of a job in a node's ledger and its signed head."""
+    ledger = point.ledger()
+    usage = [e.payload for e in ledger.entries(kind="job.usage") if e.payload.get("job_id") == job_id]
+    head = ledger.sign_head()
+    return {
+        "usage": [{k: u[k] for k in ("round", "n_subjects", "subject_commitment", "epsilon")} for u in usage],
+        "head": {"tree_size": head.tree_size, "root": head.root_hash},
+    }
+
+
 def run_demo(out: Path, seed: int = 2017, rounds: int = 5, epsilon: float = 3.0) -> dict[str, Any]:
     """Generate the ``iwamizawa`` scenario under ``out/data`` and run the demo's jobs.
 
@@ -67,11 +123,19 @@ def run_demo(out: Path, seed: int = 2017, rounds: int = 5, epsilon: float = 3.0)
         f"[bold]Iwamizawa scenario[/]: {len(manifest.nodes)} holders, years "
         f"{manifest.years[0]}–{manifest.years[-1]}, seed {seed} → {out / 'data'}"
     )
+    points = _set_up_nodes(out, console)
+    refusal = _commercial_request(points, console)
     spec = _load_example("lbw_model.toml", rounds=rounds, **{"privacy.epsilon": epsilon})
     nodes = [NodeSource(name, out / "data" / name, out / "nodes" / name) for name in MATERNITY]
     sizes = {n.name: len(read_columns(n.data, spec.domain, spec.columns())) for n in nodes}
+    job_id = f"lbw-{int(time.time())}"
+    for point in points.values():
+        point.accept(spec, job_id)
     with round_progress(spec.rounds + 1, "training the LBW model (DP-SGD + SecAgg+)") as advance:
-        run = run_training_job(spec, nodes, job_id="demo-lbw", max_records=max(sizes.values()), on_round=advance)
+        run = run_training_job(spec, nodes, job_id=job_id, max_records=max(sizes.values()),
+                               gates=dict(points), on_round=advance)
+    for point in points.values():
+        point.release(job_id, f"job {run.outcome.status}")
     run.node_sizes = sizes
     training = run.report()
     if training["status"] != "succeeded":
@@ -85,9 +149,11 @@ def run_demo(out: Path, seed: int = 2017, rounds: int = 5, epsilon: float = 3.0)
             "ε spent per node: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(eps.items()))
             + f" (target {spec.privacy.epsilon if spec.privacy else '-'}, δ {spec.privacy.delta if spec.privacy else '-'})"
         )
+    training["ledger"] = {name: _ledger_summary(p, job_id) for name, p in points.items()}
     report: dict[str, Any] = {
         "scenario": {"preset": manifest.preset, "seed": seed, "years": manifest.years,
                      "holders": [n.name for n in manifest.nodes]},
+        "refusal": refusal,
         "training": training,
         "wall_seconds": round(time.perf_counter() - started, 2),
     }

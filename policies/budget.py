@@ -48,10 +48,14 @@ SQLite in WAL mode with ``synchronous=FULL``; every operation is one ``BEGIN IMM
 transaction, so reservations from threads and from separate processes (each with its
 own :class:`BudgetLedger` on the same file) serialise and can never overspend. Each
 reserve, charge and release is appended to the usage ledger (``budget.reserved``,
-``budget.charged``, ``budget.released``) while the transaction is open; if the append
-raises, the budget change is rolled back. (A crash after the append but before the commit
-leaves a usage-ledger entry for a change that did not happen; that errs on the side of
-over-reporting use, never under-reporting.)
+``budget.charged``, ``budget.released``) while the transaction is open. Every payload
+carries ``job_id``, ``domain``, ``epsilon`` and ``delta``: for ``budget.reserved`` the
+(ε, δ) reserved; for ``budget.charged`` the rise of the job's composed ε caused by the
+round (δ 0; the mechanism, ``job_epsilon_spent`` and ``reported_epsilon`` come along);
+for ``budget.released`` the (ε, δ) given back to the domain (δ is given back only when
+the job charged nothing). If the append raises, the budget change is rolled back. (A
+crash after the append but before the commit leaves a usage-ledger entry for a change that
+did not happen; that errs on the side of over-reporting use, never under-reporting.)
 """
 
 from __future__ import annotations
@@ -412,6 +416,18 @@ class BudgetLedger:
                 f"appending {kind!r} failed ({type(exc).__name__}: {exc}); budget unchanged",
             ) from exc
 
+    @property
+    def usage_ledger(self) -> UsageLedger | None:
+        """The usage ledger each reserve, charge and release is appended to (or ``None``)."""
+        return self._usage
+
+    @usage_ledger.setter
+    def usage_ledger(self, ledger: UsageLedger | None) -> None:
+        if ledger is not None and not callable(getattr(ledger, "append", None)):
+            raise BudgetError("usage_ledger", "must have an append(kind, payload, at=...) method")
+        with self._lock:
+            self._usage = ledger
+
     def close(self) -> None:
         """Close the database connection (the object is unusable afterwards).
 
@@ -755,6 +771,8 @@ class BudgetLedger:
                 {
                     "job_id": job_id,
                     "domain": domain,
+                    "epsilon": max(used - res[8], 0.0),
+                    "delta": 0.0,
                     "round": round,
                     "mechanism": mech_dict,
                     "reported_epsilon": epsilon,
@@ -863,6 +881,8 @@ class BudgetLedger:
                     "job_id": job_id,
                     "domain": domain,
                     "period": period,
+                    "epsilon": freed,
+                    "delta": 0.0 if n_charges > 0 else job_delta,
                     "reason": reason,
                     "reserved_epsilon": job_eps,
                     "reserved_delta": job_delta,

@@ -25,6 +25,8 @@ CONSENT_COLUMNS = (
 
 DENY_SHARE = 0.05
 DS_ONLY_SHARE = 0.10
+#: Disease-specific consent: disorders related to short gestation and low birth weight.
+DS_PURPOSE = "DS:ICD10:P07"
 GRU_SHARE_OF_HMB = 0.35
 COMMERCIAL_SHARE_OF_HMB = 0.47
 WITHDRAW_SHARE = 0.02
@@ -61,7 +63,7 @@ def consent_history(
     ds_only = (u >= DENY_SHARE) & (u < DENY_SHARE + DS_ONLY_SHARE)
     hmb = ~deny & ~ds_only
     gru = hmb & (rng.random(n) < GRU_SHARE_OF_HMB)
-    purposes = np.where(deny, "", np.where(ds_only, "DS", np.where(gru, "HMB;GRU", "HMB")))
+    purposes = np.where(deny, "", np.where(ds_only, DS_PURPOSE, np.where(gru, "HMB;GRU", "HMB")))
     commercial = np.where(hmb & (rng.random(n) < COMMERCIAL_SHARE_OF_HMB), "yes", "no")
     restrict = (rng.random(n) < 0.1) & ~deny
     dom = np.where(restrict, np.array(domains, dtype=object)[rng.integers(0, len(domains), n)], "")
@@ -92,7 +94,7 @@ def consent_history(
     changed = base[change].copy()
     changed["recorded_at"] = later(change)
     changed["commercial"] = np.where(changed["commercial"] == "yes", "no", "yes")
-    changed.loc[changed["purposes"] == "DS", "commercial"] = "no"
+    changed.loc[changed["purposes"] == DS_PURPOSE, "commercial"] = "no"
     withdraw = ~deny & ~change & (rng.random(n) < WITHDRAW_SHARE)
     withdrawn = base[withdraw].copy()
     withdrawn["recorded_at"] = later(withdraw)

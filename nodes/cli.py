@@ -1,0 +1,233 @@
+"""``hamanasu node ...``: set up and administer a data holder's node.
+
+Every command takes the node's state folder (``--dir``). Bad input ends with one line on
+stderr naming what is wrong and exit code 2, and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nodes.node_state import NodeState
+
+__all__ = ["app", "init_node"]
+
+app = typer.Typer(no_args_is_help=True, help="Run and administer a data holder's node.")
+consent_app = typer.Typer(no_args_is_help=True, help="Import and inspect consents.")
+policy_app = typer.Typer(no_args_is_help=True, help="Show and dry-run the node policy.")
+budget_app = typer.Typer(no_args_is_help=True, help="The node's privacy budget.")
+ledger_app = typer.Typer(no_args_is_help=True, help="The node's signed ledger.")
+app.add_typer(consent_app, name="consent")
+app.add_typer(policy_app, name="policy")
+app.add_typer(budget_app, name="budget")
+app.add_typer(ledger_app, name="ledger")
+
+NodeDir = Annotated[Path, typer.Option("--dir", help="The node's state folder.")]
+Format = Annotated[str, typer.Option("--format", help="table or json.")]
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Turn expected errors into one line on stderr and exit code 2."""
+    try:
+        yield
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError, PermissionError) as exc:
+        text = str(exc).strip("'\"").splitlines()[0] if str(exc) else type(exc).__name__
+        typer.echo(f"error: {text}", err=True)
+        raise typer.Exit(code=2) from None
+
+
+def _state(folder: Path) -> NodeState:
+    state = NodeState(folder)
+    if not state.exists():
+        raise FileNotFoundError(f"--dir: {folder} is not an initialised node (run `hamanasu node init`)")
+    return state
+
+
+def init_node(folder: Path, name: str, policy_file: Path | None = None) -> NodeState:
+    """Create a node's state folder: Ed25519 key (0600), public key, policy, ledger, budget.
+
+    Returns:
+        The :class:`NodeState`.
+
+    Raises:
+        FileExistsError: the folder already holds a node key.
+        policies.PolicyError: the policy file is invalid (names the field).
+    """
+    from consent.signing import generate_key, write_public_key
+    from policies import default_policy, load_policy, policy_to_toml
+
+    state = NodeState(folder)
+    if state.key_path.exists():
+        raise FileExistsError(f"--dir: {folder} already holds a node key")
+    policy = load_policy(policy_file) if policy_file else default_policy()
+    folder.mkdir(parents=True, exist_ok=True)
+    state.key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = generate_key(state.key_path)
+    write_public_key(key.public_key(), state.public_key_path)
+    state.policy_path.write_text(policy_to_toml(policy), encoding="utf-8")
+    (folder / "node.json").write_text(json.dumps({"name": name}), encoding="utf-8")
+    from nodes.enforcement import EnforcementPoint
+
+    point = EnforcementPoint(name, folder)
+    point.ledger().sign_head()
+    point.budget()
+    return state
+
+
+def _node_name(state: NodeState) -> str:
+    meta = state.root / "node.json"
+    return str(json.loads(meta.read_text())["name"]) if meta.exists() else state.root.name
+
+
+@app.command("init")
+def init_cmd(
+    folder: NodeDir,
+    name: Annotated[str, typer.Option(help="The node's name, e.g. city-hospital.")],
+    policy: Annotated[Path | None, typer.Option(help="A policy TOML (default: the built-in default).")] = None,
+) -> None:
+    """Create the node's state folder, key (0600), default policy, ledger and budget."""
+    with _one_line_errors():
+        state = init_node(folder, name, policy)
+    typer.echo(f"initialised node {name} in {state.root} (public key {state.public_key_path})")
+
+
+@consent_app.command("import")
+def consent_import(
+    file: Annotated[Path, typer.Argument(help="Consents: CSV (bulk paper form) or FHIR R5 JSON.")],
+    folder: NodeDir,
+) -> None:
+    """Import consents atomically; each becomes a version and a ledger entry."""
+    from nodes.enforcement import EnforcementPoint
+
+    with _one_line_errors():
+        state = _state(folder)
+        point = EnforcementPoint(_node_name(state), state.root)
+        count = import_consents(point, file)
+    typer.echo(f"imported {count} consent version(s) into {state.consents_path}")
+
+
+def import_consents(point: Any, file: Path) -> int:
+    """Import a CSV or FHIR consent file into a node's registry, logging to its ledger.
+
+    Returns:
+        The number of consent versions imported.
+
+    Raises:
+        consent.errors.ConsentImportError: any entry is invalid (nothing is imported).
+        FileNotFoundError: no such file.
+    """
+    if not file.exists():
+        raise FileNotFoundError(f"{file}: no such file")
+    registry = point.registry()
+    if file.suffix.lower() == ".csv":
+        return int(registry.import_csv(file, ledger=point.ledger()).imported)
+    return int(registry.import_fhir(file, ledger=point.ledger()).imported)
+
+
+@policy_app.command("show")
+def policy_show(folder: NodeDir) -> None:
+    """Print the policy in force."""
+    with _one_line_errors():
+        typer.echo(_state(folder).policy_path.read_text(encoding="utf-8"))
+
+
+@policy_app.command("check")
+def policy_check(
+    job: Annotated[Path, typer.Argument(help="Job spec (TOML or JSON).")],
+    folder: NodeDir,
+    data: Annotated[Path | None, typer.Option(help="The node's data folder, to count consenting subjects.")] = None,
+    fmt: Format = "table",
+) -> None:
+    """Dry run: would this job run here, under which limits, on how many subjects."""
+    from federation.spec import load_job_spec
+    from nodes.enforcement import EnforcementPoint
+    from nodes.sources import read_columns
+
+    with _one_line_errors():
+        spec = load_job_spec(job)
+        state = _state(folder)
+        point = EnforcementPoint(_node_name(state), state.root)
+        cohort = None
+        if data is not None:
+            frame = read_columns(data, spec.domain, spec.columns())
+            mask = point.permitted_subjects(spec, frame["subject"].astype(str).to_numpy())
+            cohort = int(frame.loc[mask, "subject"].nunique())
+        decision = point.review(spec, "dry-run", cohort_size=cohort)
+    out = {
+        "outcome": decision.outcome,
+        "reasons": [{"code": r.code, "message": r.message, "field": r.field} for r in decision.reasons],
+        "limits": decision.limits.model_dump(),
+        "subjects_after_consent": cohort,
+    }
+    if fmt == "json":
+        typer.echo(json.dumps(out, indent=2))
+        return
+    console = Console()
+    console.print(f"[bold]{decision.outcome}[/] for {spec.name} at {_node_name(state)}"
+                  + (f" — {cohort} subjects after consent filtering" if cohort is not None else ""))
+    for r in decision.reasons:
+        console.print(f"  {r.code}: {r.message}")
+    console.print(f"  limits: {decision.limits.model_dump()}")
+
+
+@budget_app.command("show")
+def budget_show(folder: NodeDir, fmt: Format = "table") -> None:
+    """Show the privacy budget per domain for the current period."""
+    from nodes.enforcement import EnforcementPoint
+
+    with _one_line_errors():
+        state = _state(folder)
+        rows = [s.as_dict() for s in EnforcementPoint(_node_name(state), state.root).budget().show()]
+    if fmt == "json":
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table(title="privacy budget")
+    keys = list(rows[0]) if rows else ["domain"]
+    for key in keys:
+        table.add_column(key)
+    for row in rows:
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
+    Console().print(table)
+
+
+@ledger_app.command("head")
+def ledger_head(
+    folder: NodeDir,
+    out: Annotated[Path | None, typer.Option(help="Also write the signed head to this file.")] = None,
+) -> None:
+    """Sign and print the ledger's current tree head (size, root, time, signature)."""
+    from nodes.enforcement import EnforcementPoint
+
+    with _one_line_errors():
+        state = _state(folder)
+        head = EnforcementPoint(_node_name(state), state.root).ledger().sign_head()
+    text = head.model_dump_json(indent=2)
+    if out is not None:
+        out.write_text(text, encoding="utf-8")
+    typer.echo(text)
+
+
+@ledger_app.command("disclose")
+def ledger_disclose(
+    folder: NodeDir,
+    job: Annotated[str, typer.Option(help="The job whose subjects and salt to disclose.")],
+    out: Annotated[Path, typer.Option(help="Disclosure file for `hamanasu audit usage`.")],
+) -> None:
+    """Write the salt and per-round subjects of one job, for an auditor (keep it confidential)."""
+    import os
+
+    with _one_line_errors():
+        data = _state(folder).disclosure(job)
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh)
+    typer.echo(f"wrote the disclosure of job {job} to {out} (0600)")
