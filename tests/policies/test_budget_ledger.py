@@ -311,3 +311,39 @@ def test_spent_plus_reserved_never_exceeds_the_budget(tmp_path_factory, ops):
     assert final.spent_epsilon == pytest.approx(final.committed_epsilon)
     assert final.committed_epsilon <= 10.0
     led.close()
+
+
+def test_with_the_real_consent_ledger(tmp_path):
+    from consent.ledger import Ledger
+
+    with Ledger(tmp_path / "usage.sqlite") as usage:
+        led = BudgetLedger(tmp_path / "budget.sqlite", usage, budgets=BUDGETS)
+        led.reserve("j", "births", 2.0, 1e-5, NOW)
+        c0 = led.charge("j", 0, DPSGD, 0.95, NOW)
+        c1 = led.charge("j", 1, GAUSS, None, NOW)
+        rel = led.release("j", "finished", NOW)
+        entries = list(usage.entries())
+        led.close()
+    assert [e.kind for e in entries] == [
+        "budget.reserved",
+        "budget.charged",
+        "budget.charged",
+        "budget.released",
+    ]
+    assert entries[0].payload["epsilon"] == 2.0
+    assert entries[1].payload["epsilon"] == pytest.approx(c0.job_epsilon_spent)
+    assert entries[2].payload["epsilon"] == pytest.approx(
+        c1.job_epsilon_spent - c0.job_epsilon_spent
+    )
+    assert entries[3].payload["epsilon"] == pytest.approx(rel.freed_epsilon)
+    assert entries[0].at == NOW
+
+
+def test_usage_ledger_can_be_swapped(ledger, usage):
+    other = RecordingLedger()
+    ledger.usage_ledger = other
+    assert ledger.usage_ledger is other
+    ledger.reserve("j", "births", 1.0, 1e-5, NOW)
+    assert other.kinds() == ["budget.reserved"] and usage.kinds() == []
+    with pytest.raises(BudgetError):
+        ledger.usage_ledger = object()  # type: ignore[assignment]

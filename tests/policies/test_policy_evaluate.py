@@ -209,3 +209,30 @@ def test_job_request_validation():
     with pytest.raises(ValueError):
         job(extra_field=1)
     assert job(purposes=("hmb",)).purposes == ("HMB",)
+
+
+def test_job_spec_adapter_feeds_evaluate(policy):
+    from federation.spec import parse_job_spec
+
+    spec = parse_job_spec(
+        {
+            "kind": "train",
+            "domain": "births",
+            "features": ["maternal_age", "parity"],
+            "label": "low_birth_weight",
+            "purpose": {"duo": ["HMB"], "requester": "hokkaido-u"},
+            "privacy": {"epsilon": 2.0, "delta": 1e-6},
+        }
+    )
+    request = spec.to_policy_request("job-42")
+    decision = evaluate(request, policy, state(cohort_size=120))
+    assert decision.outcome == "allow", decision.reasons
+    bad = parse_job_spec(
+        {
+            "kind": "stats",
+            "domain": "births",
+            "stats": {"variables": ["maternal_age", "email"], "group_by": ["name"]},
+            "privacy": {"epsilon": 1.0},
+        }
+    ).to_policy_request("job-43")
+    assert evaluate(bad, policy, state()).codes().count("identifier_as_feature") == 2
