@@ -218,23 +218,41 @@ def verify_ledger(
         leaves, kinds = _check_entries(db, check_canonical)
         n = len(leaves)
         levels = levels_from_leaves(leaves) if leaves else [[]]
-        _check_nodes(db, levels)
         heads: list[tuple[int, SignedTreeHead]] = []
         for hid, sth in db.execute("SELECT id, sth FROM heads ORDER BY id"):
             try:
                 heads.append((hid, SignedTreeHead.model_validate_json(sth)))
             except ValidationError:
                 raise LedgerVerificationError(None, f"signed head #{hid} is malformed") from None
+        _check_heads(heads, public_key, n, levels, since)
+        _check_nodes(db, levels)
     finally:
         db.close()
+    latest = max((h for _, h in heads), key=lambda h: (h.tree_size, h.timestamp), default=None)
+    return VerificationReport(
+        path=str(path), tree_size=n, root_hash=root_from_levels(levels, n).hex(),
+        heads_checked=len(heads), latest_head=latest,
+        since_tree_size=None if since is None else since.tree_size,
+        entries_by_kind=dict(sorted(kinds.items())),
+    )
 
-    good_size = 0
-    last_time: datetime | None = None
-    for hid, head in sorted(heads, key=lambda h: (h[1].tree_size, h[0])):
+
+def _check_heads(
+    heads: list[tuple[int, SignedTreeHead]], public_key: Ed25519PublicKey, n: int,
+    levels: list[list[bytes]], since: SignedTreeHead | None,
+) -> None:
+
+    for hid, head in heads:
         try:
             head.verify(public_key)
         except SignatureError as exc:
             raise LedgerVerificationError(None, f"signed head #{hid}: {exc}") from None
+    widest = max((h for _, h in heads), key=lambda h: h.tree_size, default=None)
+    if widest is not None and widest.tree_size > n:
+        _check_head_against(widest, n, levels, 0, "a signed head")
+    good_size = 0
+    last_time: datetime | None = None
+    for hid, head in sorted(heads, key=lambda h: (h[1].tree_size, h[0])):
         _check_head_against(head, n, levels, good_size, f"signed head #{hid}")
         if last_time is not None and head.timestamp < last_time:
             raise LedgerVerificationError(
@@ -266,23 +284,14 @@ def verify_ledger(
                     0, f"latest head is not consistent with the earlier head: {exc}",
                     last_index=max(since.tree_size - 1, 0),
                 ) from None
-    return VerificationReport(
-        path=str(path), tree_size=n, root_hash=root_from_levels(levels, n).hex(),
-        heads_checked=len(heads), latest_head=latest,
-        since_tree_size=None if since is None else since.tree_size,
-        entries_by_kind=dict(sorted(kinds.items())),
-    )
-
 
 def _mth(levels: list[list[bytes]], lo: int, hi: int) -> bytes:
     from consent.merkle import hash_children, largest_power_of_two_below
-
     size = hi - lo
     if size & (size - 1) == 0 and lo % size == 0:
         return levels[size.bit_length() - 1][lo // size]
     k = largest_power_of_two_below(size)
     return hash_children(_mth(levels, lo, lo + k), _mth(levels, lo + k, hi))
-
 
 def _check_head_against(
     head: SignedTreeHead, n: int, levels: list[list[bytes]], good_size: int, label: str
