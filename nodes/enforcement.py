@@ -102,7 +102,7 @@ class EnforcementPoint:
         adapter = _UsageAndCharge(self.ledger(), usage)
         if "budget" not in self._open:
             self._open["budget"] = BudgetLedger(self.state.budget_path, adapter, budgets=self.policy().budget)
-        self._open["budget"]._usage = adapter
+        self._open["budget"].usage_ledger = adapter
         return self._open["budget"]
 
     def registry(self) -> Any:
