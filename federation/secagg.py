@@ -11,6 +11,7 @@ round that quietly kept the old model.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -168,10 +169,14 @@ def check_range(
 
 
 def _node_error(failure: BaseException) -> str:
-    """Return the last line of a node's error (the reason, without Flower's framing)."""
-    text = str(failure).strip()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "Message:" not in ln]
-    return (lines[-1] if lines else text)[:200]
+    """Return a node's error reason, without Flower's and Ray's framing."""
+    err = failure.args[0] if failure.args else failure
+    text = str(getattr(err, "reason", None) or failure)
+    found = re.search(r"Message: ([^\n'\\]+)", text)
+    if found:
+        return found.group(1).strip()[:200]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return (lines[-1] if lines else type(failure).__name__)[:200]
 
 
 def make_workflow(settings: SecAggSettings) -> Any:

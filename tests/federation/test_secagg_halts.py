@@ -1,0 +1,67 @@
+"""A node lost during SecAgg+ key set-up: the round is retried, or the job fails with the reason."""
+
+import numpy as np
+import pytest
+
+from federation.evaluation import local_evaluation
+from federation.secagg import SecAggSettings
+from federation.training_round import TrainingRecorder, pack_update
+
+N_NODES = 3
+
+
+def _run(tmp_path, fail_times: int, max_retries: int):
+    from flwr.client import NumPyClient
+    from flwr.client.mod import secaggplus_mod
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+    from flwr.clientapp import ClientApp
+
+    from coordinator.server_app import RunOutcome, build_training_server_app
+    from federation.embedded import run_embedded
+
+    evaluation = local_evaluation(np.linspace(0.05, 0.95, 10), np.array([0, 1] * 5))
+
+    class Client(NumPyClient):
+        def fit(self, parameters, config):
+            return pack_update([p + 0.1 for p in parameters], evaluation, 100), 100, {"node": "n"}
+
+    def lose_node_zero_during_setup(msg, ctx, call_next):
+        """Node 0 drops out of the key set-up stage its first ``fail_times`` times."""
+        cfg = msg.content.config_records.get(RECORD_KEY_CONFIGS)
+        if cfg is not None and cfg.get("stage") == "setup" and int(ctx.node_config["partition-id"]) == 0:
+            counter = tmp_path / "setups"
+            seen = int(counter.read_text()) if counter.exists() else 0
+            counter.write_text(str(seen + 1))
+            if seen < fail_times:
+                raise ConnectionError("node lost during key set-up")
+        return call_next(msg, ctx)
+
+    client_app = ClientApp(client_fn=lambda ctx: Client().to_client(),
+                           mods=[lose_node_zero_during_setup, secaggplus_mod])
+    settings = SecAggSettings(n_nodes=N_NODES, max_weight=128, reconstruction_threshold=1.0,
+                              max_retries=max_retries, timeout=20)
+    recorder, outcome = TrainingRecorder(), RunOutcome()
+    app = build_training_server_app(
+        initial=[np.zeros(3)], n_nodes=N_NODES, rounds=1, min_nodes=N_NODES,
+        secagg=settings, fit_config={}, recorder=recorder, outcome=outcome,
+    )
+    run_embedded(app, client_app, N_NODES)
+    return outcome, recorder
+
+
+@pytest.mark.slow
+def test_halted_round_is_retried_and_the_job_completes(tmp_path):
+    outcome, recorder = _run(tmp_path, fail_times=1, max_retries=2)
+    assert outcome.status == "succeeded", outcome.reason
+    assert outcome.retried_rounds == 1
+    assert recorder.rounds[0].attempts == 2
+    np.testing.assert_allclose(recorder.final_parameters[0], np.full(3, 0.1), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_round_halting_past_its_retries_fails_the_job_with_the_reason(tmp_path):
+    outcome, recorder = _run(tmp_path, fail_times=10, max_retries=1)
+    assert outcome.status == "failed"
+    assert "secure aggregation halted in stage 'setup'" in outcome.reason
+    assert "node lost during key set-up" in outcome.reason
+    assert recorder.final_parameters is None  # never passed off as a round done
