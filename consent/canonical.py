@@ -23,7 +23,7 @@ _ENCODE = json.JSONEncoder(
 ).encode
 
 
-class _Slow(Exception):
+class _SlowPathError(Exception):
     pass
 
 
@@ -35,14 +35,14 @@ def _float_text(value: float) -> str:
 def _prepare(value: Any, floats: list[float]) -> Any:
     if isinstance(value, str):
         if "\x00" in value:
-            raise _Slow
+            raise _SlowPathError
         return value
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int):
         if -_MAX_SAFE <= value <= _MAX_SAFE:
             return value
-        raise _Slow
+        raise _SlowPathError
     if isinstance(value, float):
         floats.append(value)
         return f"\x00{len(floats) - 1}\x00"
@@ -50,12 +50,12 @@ def _prepare(value: Any, floats: list[float]) -> Any:
         out = {}
         for k, v in value.items():
             if not isinstance(k, str) or not k.isascii() or "\x00" in k:
-                raise _Slow
+                raise _SlowPathError
             out[k] = _prepare(v, floats)
         return out
     if isinstance(value, list | tuple):
         return [_prepare(v, floats) for v in value]
-    raise _Slow
+    raise _SlowPathError
 
 
 def canonical_json(value: Any) -> bytes:
@@ -74,5 +74,45 @@ def canonical_json(value: Any) -> bytes:
             for i, f in enumerate(floats):
                 text = text.replace(f'"\\u0000{i}\\u0000"', _float_text(f), 1)
         return text.encode("utf-8")
-    except (_Slow, UnicodeEncodeError, ValueError):
+    except (_SlowPathError, UnicodeEncodeError, ValueError):
         return rfc8785.dumps(value)
+
+
+def parse_canonical(data: bytes) -> tuple[Any, bool]:
+    """Parse JSON bytes and tell whether they are exactly RFC 8785 canonical.
+
+    Fast path: ASCII text that the C encoder reproduces byte for byte, with every number
+    token already in its ECMAScript form, is canonical; anything else is re-encoded with
+    :func:`canonical_json` and compared.
+
+    Returns:
+        The parsed value, and True when ``data == canonical_json(value)``.
+
+    Raises:
+        ValueError: ``data`` is not JSON.
+    """
+    odd: list[str] = []
+
+    def number(text: str) -> float:
+        value = float(text)
+        if _float_text(value) != text:
+            odd.append(text)
+        return value
+
+    def integer(text: str) -> int | float:
+        value = int(text)
+        if -_MAX_SAFE <= value <= _MAX_SAFE:
+            return value
+        return number(text)  # JSON numbers are doubles; big integral ones too
+
+    value = json.loads(data, parse_float=number, parse_int=integer)
+    if not odd and data.isascii():
+        try:
+            if _ENCODE(value).encode("ascii") == data:
+                return value, True
+        except (ValueError, UnicodeEncodeError):
+            pass
+    try:
+        return value, canonical_json(value) == data
+    except (rfc8785.CanonicalizationError, ValueError, TypeError):
+        return value, False

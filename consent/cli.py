@@ -8,7 +8,7 @@ everything held. Output is a table, or JSON with ``--format json``.
 from __future__ import annotations
 
 import json
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -42,7 +42,7 @@ app = typer.Typer(
 _KEY_NAMES = ("ledger.key", "node.key", "signing.key", "ledger_key.pem", "node_key.pem")
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     """How results are printed."""
 
     table = "table"
@@ -159,7 +159,8 @@ def head(
         _fail(str(exc))
     out.write_text(sth.model_dump_json(indent=2) + "\n", encoding="utf-8")
     data = sth.model_dump(mode="json")
-    _emit(fmt, {**data, "out": str(out)}, _kv_table("Signed tree head", [*data.items(), ("out", out)]))
+    table = _kv_table("Signed tree head", [*data.items(), ("out", out)])
+    _emit(fmt, {**data, "out": str(out)}, table)
 
 
 @app.command()
@@ -300,7 +301,8 @@ def import_consents(
             store.close()
     except ConsentImportError as exc:
         if fmt is OutputFormat.json:
-            typer.echo(json.dumps({"ok": False, "problems": [p.model_dump() for p in exc.problems]}))
+            problems = [p.model_dump() for p in exc.problems]
+            typer.echo(json.dumps({"ok": False, "problems": problems}))
         else:
             table = Table(title=f"{source}: rejected, nothing imported")
             for col in ("where", "field", "reason"):

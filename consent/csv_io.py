@@ -7,6 +7,8 @@ from their ``recorded_at``.
 
 Mapping onto FHIR semantics (a base decision and one provision per restriction):
 
+* ``purposes`` are DUO short names or ``DUO:`` ids; a disease-specific purpose is
+  written ``DS:<disease>`` (``DS:ICD10:P07``, ``DS:MONDO:0005015``).
 * ``decision=permit``: base ``deny`` with one ``permit`` provision carrying the permitted
   ``purposes`` (empty = any purpose), ``NCU`` when ``commercial=no``, and the
   ``domains`` (empty = every domain).
@@ -81,7 +83,9 @@ def _row(row: dict[str, str], where: str, problems: list[ImportProblem]) -> Cons
     purposes: list[str] = []
     diseases: list[str] = []
     for code in (c for c in values["purposes"].split(";") if c.strip()):
-        code, _, disease = code.partition(":")
+        code, _, disease = (code, "", "") if code.strip().upper().startswith("DUO") else (
+            code.partition(":")
+        )
         try:
             norm = normalise_code(code)
         except ValueError as exc:
@@ -126,19 +130,23 @@ def _row(row: dict[str, str], where: str, problems: list[ImportProblem]) -> Cons
     try:
         if decision == "permit":
             base = "deny"
-            provisions = (Provision(purposes=tuple(purposes + ncu), diseases=tuple(diseases), domains=domains),)
+            provisions = (
+                Provision(purposes=(*purposes, *ncu), diseases=tuple(diseases), domains=domains),
+            )
         elif not purposes and not domains:
             base, provisions = "deny", ()
         else:
             base = "permit"
-            provisions = (Provision(purposes=tuple(purposes), diseases=tuple(diseases), domains=domains),)
+            provisions = (
+                Provision(purposes=tuple(purposes), diseases=tuple(diseases), domains=domains),
+            )
             if ncu:
                 provisions += (Provision(purposes=("NCU",)),)
-        return Consent(
-            id=consent_id_for(values["subject"]) if values["subject"] else "x",
-            subject=values["subject"], status=status, decision=base, period=period,
-            provisions=provisions, recorded_at=recorded,
-        )
+        return Consent.model_validate({
+            "id": consent_id_for(values["subject"]), "subject": values["subject"],
+            "status": status, "decision": base, "period": period, "provisions": provisions,
+            "recorded_at": recorded,
+        })
     except ValidationError as exc:
         for err in exc.errors():
             field = next((str(p) for p in err["loc"] if str(p) in CSV_COLUMNS), None)

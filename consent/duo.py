@@ -188,7 +188,9 @@ def covers(
     allowed = [c for c in consented if c in USE_CATEGORIES]
     dis = tuple(consented_diseases)
     for want in _request_categories(request_codes):
-        if not any(_category_covers(have, dis, want, request_disease, diseases) for have in allowed):
+        if not any(
+            _category_covers(have, dis, want, request_disease, diseases) for have in allowed
+        ):
             return False
     return True
 

@@ -17,7 +17,7 @@ Rules (FHIR R5 Consent, with DUO matching from ``consent.duo``):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -156,7 +156,7 @@ def evaluate(
     deny = DecisionType.DENY
     if consent is None:
         return Decision(decision=deny, path="none", reason="no consent on record")
-    ids = {"consent_id": consent.id, "version": consent.version}
+    ids: dict[str, Any] = {"consent_id": consent.id, "version": consent.version}
     status = ConsentStatus(consent.status)
     if status is not ConsentStatus.ACTIVE:
         return Decision(

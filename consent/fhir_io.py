@@ -55,7 +55,7 @@ RECORDED_AT_URL = "https://hamanasu.example/fhir/StructureDefinition/consent-rec
 _UNSUPPORTED = ("securityLabel", "documentType", "resourceType", "data", "expression")
 
 
-class _Bad(Exception):
+class _BadElementError(Exception):
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(reason)
         self.field = field
@@ -75,7 +75,7 @@ def _period(raw: Mapping[str, Any] | None, field: str) -> Period | None:
     try:
         return Period(start=_dt(raw.get("start")), end=_dt(raw.get("end"), end=True))
     except (ValidationError, ValueError) as exc:
-        raise _Bad(field, str(exc).splitlines()[-1]) from None
+        raise _BadElementError(field, str(exc).splitlines()[-1]) from None
 
 
 def _dt(value: Any, end: bool = False) -> datetime | None:
@@ -91,7 +91,9 @@ def _dt(value: Any, end: bool = False) -> datetime | None:
 def _provision(raw: Mapping[str, Any], field: str) -> Provision:
     for name in _UNSUPPORTED:
         if raw.get(name):
-            raise _Bad(f"{field}.{name}", "not supported by this node; refusing rather than ignoring")
+            raise _BadElementError(
+                f"{field}.{name}", "not supported by this node; refusing rather than ignoring"
+            )
     actor_types: list[str] = []
     actor_orgs: list[str] = []
     for i, actor in enumerate(raw.get("actor") or []):
@@ -99,12 +101,12 @@ def _provision(raw: Mapping[str, Any], field: str) -> Provision:
         ref = (actor.get("reference") or {}).get("reference")
         codings = (actor.get("role") or {}).get("coding") or []
         if not ref and not codings:
-            raise _Bad(where, "an actor needs a role or a reference")
+            raise _BadElementError(where, "an actor needs a role or a reference")
         for c in codings:
             actor_types.append(str(c.get("code")))
         if ref:
             if not str(ref).startswith("Organization/"):
-                raise _Bad(f"{where}.reference", "must be Organization/<id>")
+                raise _BadElementError(f"{where}.reference", "must be Organization/<id>")
             actor_orgs.append(str(ref).split("/", 1)[1])
     purposes: list[str] = []
     diseases: list[str] = []
@@ -117,14 +119,15 @@ def _provision(raw: Mapping[str, Any], field: str) -> Provision:
             try:
                 purposes.append(normalise_code(code))
             except ValueError as exc:
-                raise _Bad(where, str(exc)) from None
+                raise _BadElementError(where, str(exc)) from None
         else:
-            raise _Bad(f"{where}.system", f"unsupported purpose code system {system!r}")
+            raise _BadElementError(f"{where}.system", f"unsupported purpose code system {system!r}")
     domains: list[str] = []
     for i, concept in enumerate(raw.get("code") or []):
         for j, coding in enumerate(concept.get("coding") or []):
             if coding.get("system") != DOMAIN_SYSTEM:
-                raise _Bad(f"{field}.code[{i}].coding[{j}].system", f"must be {DOMAIN_SYSTEM}")
+                where = f"{field}.code[{i}].coding[{j}].system"
+                raise _BadElementError(where, f"must be {DOMAIN_SYSTEM}")
             domains.append(str(coding.get("code")))
     actions = [
         str(c.get("code")) for a in raw.get("action") or [] for c in a.get("coding") or []
@@ -147,7 +150,7 @@ def _provision(raw: Mapping[str, Any], field: str) -> Provision:
         )
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise _Bad(f"{field}.{_loc(err['loc'])}".rstrip("."), err["msg"]) from None
+        raise _BadElementError(f"{field}.{_loc(err['loc'])}".rstrip("."), err["msg"]) from None
 
 
 def consent_from_fhir(resource: Mapping[str, Any], version: int = 1) -> Consent:
@@ -164,7 +167,7 @@ def consent_from_fhir(resource: Mapping[str, Any], version: int = 1) -> Consent:
     return _map(resource, version)
 
 
-def _problems_of(resource: Mapping[str, Any], location: str) -> list[ImportProblem]:
+def _problems_of(resource: Any, location: str) -> list[ImportProblem]:
     if not isinstance(resource, Mapping) or resource.get("resourceType") != "Consent":
         return [ImportProblem(location=location, field="resourceType", reason="must be Consent")]
     try:
@@ -176,7 +179,7 @@ def _problems_of(resource: Mapping[str, Any], location: str) -> list[ImportProbl
         ]
     try:
         _map(resource, 1)
-    except _Bad as bad:
+    except _BadElementError as bad:
         return [ImportProblem(location=location, field=bad.field, reason=bad.reason)]
     return []
 
@@ -185,39 +188,41 @@ def _recorded_at(resource: Mapping[str, Any]) -> datetime:
     for ext in resource.get("extension") or []:
         if ext.get("url") == RECORDED_AT_URL:
             if "valueDateTime" not in ext:
-                raise _Bad("extension.valueDateTime", "recorded-at extension needs valueDateTime")
+                raise _BadElementError(
+                    "extension.valueDateTime", "recorded-at extension needs valueDateTime"
+                )
             return _dt(ext["valueDateTime"])  # type: ignore[return-value]
     last = (resource.get("meta") or {}).get("lastUpdated")
     if last:
         return _dt(last)  # type: ignore[return-value]
     if resource.get("date"):
         return _dt(resource["date"])  # type: ignore[return-value]
-    raise _Bad("date", "required: when the consent was recorded")
+    raise _BadElementError("date", "required: when the consent was recorded")
 
 
 def _map(resource: Mapping[str, Any], version: int) -> Consent:
     if not resource.get("id"):
-        raise _Bad("id", "required (the consent's logical id)")
+        raise _BadElementError("id", "required (the consent's logical id)")
     ref = str((resource.get("subject") or {}).get("reference") or "")
     if not ref.startswith("Patient/"):
-        raise _Bad("subject.reference", "required, as Patient/<pseudonym>")
+        raise _BadElementError("subject.reference", "required, as Patient/<pseudonym>")
     provisions = tuple(
         _provision(p, f"provision[{i}]") for i, p in enumerate(resource.get("provision") or [])
     )
     try:
-        return Consent(
-            id=resource["id"],
-            subject=ref.split("/", 1)[1],
-            status=resource.get("status"),
-            decision=resource.get("decision") or "deny",
-            period=_period(resource.get("period"), "period"),
-            provisions=provisions,
-            recorded_at=_recorded_at(resource),
-            version=version,
-        )
+        return Consent.model_validate({
+            "id": resource["id"],
+            "subject": ref.split("/", 1)[1],
+            "status": resource.get("status"),
+            "decision": resource.get("decision") or "deny",
+            "period": _period(resource.get("period"), "period"),
+            "provisions": provisions,
+            "recorded_at": _recorded_at(resource),
+            "version": version,
+        })
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise _Bad(_loc(err["loc"]), err["msg"]) from None
+        raise _BadElementError(_loc(err["loc"]), err["msg"]) from None
 
 
 def read_fhir_consents(path: Path) -> list[Consent]:
@@ -254,7 +259,7 @@ def read_fhir_consents(path: Path) -> list[Consent]:
         problems.extend(_problems_of(resource, location))
     if problems:
         raise ConsentImportError(source, problems)
-    return [_map(resource, 1) for _, resource in pairs]
+    return [_map(resource, 1) for _, resource in pairs if resource is not None]
 
 
 def _period_out(period: Period | None) -> dict[str, str] | None:

@@ -85,7 +85,9 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def canonical_entry(index: int, kind: str, at: str, payload: Mapping[str, Any], prev: bytes) -> bytes:
+def canonical_entry(
+    index: int, kind: str, at: str, payload: Mapping[str, Any], prev: bytes
+) -> bytes:
     """Return the canonical (RFC 8785) bytes of one entry.
 
     Raises:
@@ -344,7 +346,7 @@ class Ledger:
         now = self._clock()
         for spec in entries:
             kind, payload = spec[0], spec[1]
-            at = spec[2] if len(spec) > 2 else None  # type: ignore[misc]
+            at = spec[2] if len(spec) > 2 else None
             prepared.append((kind, format_time(at or now), normalise_payload(kind, payload)))
         if not prepared:
             return []
@@ -442,7 +444,8 @@ class Ledger:
             args.append(format_time(since))
         for idx, k, at, data, leaf in self._db.execute(sql + " ORDER BY idx", args):
             yield LedgerEntry(
-                index=idx, kind=k, at=datetime.strptime(at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC),
+                index=idx, kind=k,
+                at=datetime.strptime(at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC),
                 payload=json.loads(data)["payload"], leaf_hash=bytes(leaf).hex(),
             )
 

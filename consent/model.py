@@ -250,7 +250,7 @@ class Purpose(_Frozen):
 
 
 class UseRequest(Purpose):
-    """A question: may this subject's data in ``domain`` serve this purpose at ``time``?
+    """A question about one use: may a subject's data in ``domain`` serve it at ``time``.
 
     Attributes:
         domain: the data domain to be read (None = not stated; fails closed).

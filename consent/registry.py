@@ -191,7 +191,8 @@ class ConsentRegistry:
             if key in seen and seen[key][1] != c.content_key:
                 problems.append(ImportProblem(
                     location=f"entry[{i}]", field="recorded_at",
-                    reason=f"entry[{seen[key][0]}] gives this subject other content at the same time",
+                    reason=f"entry[{seen[key][0]}] gives this subject other content "
+                    "at the same time",
                 ))
             seen.setdefault(key, (i, c.content_key))
         if problems:
@@ -225,7 +226,8 @@ class ConsentRegistry:
             ):
                 existing.add((subject, rec_us, key))
             for row in db.execute(
-                f"SELECT v.subject, v.version, v.consent_id, v.recorded_at, s.content FROM versions v "
+                "SELECT v.subject, v.version, v.consent_id, v.recorded_at, s.content "
+                f"FROM versions v "
                 f"JOIN shapes s ON s.id = v.shape_id WHERE v.subject IN ({marks}) AND v.version = "
                 f"(SELECT MAX(version) FROM versions w WHERE w.subject = v.subject)", part,
             ):
@@ -250,7 +252,9 @@ class ConsentRegistry:
                     (c.content_key, canonical_json(c.content()).decode()),
                 )
                 shape = shape_ids[c.content_key] = int(cur.lastrowid or 0)
-            rows.append((c.subject, version, c.id, c.recorded_at.isoformat(), rec_us, shape, source))
+            rows.append(
+                (c.subject, version, c.id, c.recorded_at.isoformat(), rec_us, shape, source)
+            )
             events.append((event_kind(c, previous), {
                 "subject": c.subject, "consent_id": c.id, "version": version,
                 "status": c.status.value, "decision": c.decision.value,
@@ -305,7 +309,8 @@ class ConsentRegistry:
     def subjects(self) -> list[str]:
         """Return every subject with at least one version, sorted."""
         with self._lock:
-            return [r[0] for r in self._db.execute("SELECT DISTINCT subject FROM versions ORDER BY 1")]
+            rows = self._db.execute("SELECT DISTINCT subject FROM versions ORDER BY 1")
+            return [r[0] for r in rows]
 
     def __len__(self) -> int:
         with self._lock:

@@ -1,4 +1,4 @@
-"""Ed25519 keys for a node's ledger, and signed tree heads.
+r"""Ed25519 keys for a node's ledger, and signed tree heads.
 
 A signed tree head (STH) commits to a tree size, its root and a timestamp. The signed
 message is ``b"hamanasu-sth-v1\\n" + RFC8785({"key_id", "root_hash", "timestamp",
@@ -14,6 +14,7 @@ import os
 import stat
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import rfc8785
 from cryptography.exceptions import InvalidSignature
@@ -171,13 +172,14 @@ class SignedTreeHead(BaseModel):
         if key_id(public_key) != self.key_id:
             raise SignatureError("signed tree head was not signed by this key")
         try:
-            public_key.verify(base64.b64decode(self.signature, validate=True), self.signed_message())
+            signature = base64.b64decode(self.signature, validate=True)
+            public_key.verify(signature, self.signed_message())
         except (InvalidSignature, ValueError):
             raise SignatureError("signed tree head signature is invalid") from None
 
 
 def _message(tree_size: int, root_hash: str, timestamp: datetime, kid: str) -> bytes:
-    body = {
+    body: dict[str, Any] = {
         "key_id": kid, "root_hash": root_hash, "timestamp": _timestamp_text(timestamp),
         "tree_size": tree_size,
     }
@@ -189,7 +191,8 @@ def sign_tree_head(
 ) -> SignedTreeHead:
     """Return a signed tree head for ``tree_size`` and ``root`` at time ``at``."""
     kid = key_id(private_key.public_key())
-    ts = datetime.strptime(_timestamp_text(at), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=utc(at).tzinfo)
+    ts = datetime.strptime(_timestamp_text(at), "%Y-%m-%dT%H:%M:%S.%fZ")
+    ts = ts.replace(tzinfo=utc(at).tzinfo)
     signature = private_key.sign(_message(tree_size, root.hex(), ts, kid))
     return SignedTreeHead(
         tree_size=tree_size, root_hash=root.hex(), timestamp=ts, key_id=kid,

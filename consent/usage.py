@@ -1,5 +1,7 @@
-"""Audit one job's data use: did the node use exactly the subjects it committed to, and
-did each of them consent to the job's purpose at the time of use?
+"""Audit one job's data use at one node.
+
+Did the node use exactly the subjects it committed to, and did each of them consent to
+the job's purpose at the time of use?
 
 The node discloses, for one job, the salt and the subjects it used per round (a JSON
 file: ``{"job_id": ..., "salt": "<hex>", "rounds": {"1": ["<pseudonym>", ...], ...}}``).
@@ -183,7 +185,8 @@ def audit_usage(
             ))
             continue
         distinct = sorted(set(subjects))
-        commitment_ok = subject_commitment(distinct, disclosure.salt_bytes) == usage.subject_commitment
+        recomputed = subject_commitment(distinct, disclosure.salt_bytes)
+        commitment_ok = recomputed == usage.subject_commitment
         if not commitment_ok:
             problems.append("commitment does not match the disclosed subjects")
         if len(distinct) != usage.n_subjects:

@@ -46,9 +46,16 @@ def ledger(tmp_path: Path, node_key: Ed25519PrivateKey, clock: Clock) -> Iterato
 
 def usage_payload(job: str = "job-1", rnd: int = 1, **extra: object) -> dict[str, object]:
     payload: dict[str, object] = {
-        "job_id": job, "round": rnd, "purpose": ["HMB"], "requester": "hokudai",
-        "requester_type": "academic", "n_subjects": 3, "subject_commitment": "ab" * 32,
-        "epsilon": 0.5, "delta": 1e-6, "domain": "births",
+        "job_id": job,
+        "round": rnd,
+        "purpose": ["HMB"],
+        "requester": "hokudai",
+        "requester_type": "academic",
+        "n_subjects": 3,
+        "subject_commitment": "ab" * 32,
+        "epsilon": 0.5,
+        "delta": 1e-6,
+        "domain": "births",
     }
     payload.update(extra)
     return payload

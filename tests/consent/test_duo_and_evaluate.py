@@ -30,12 +30,23 @@ def _split(text: str) -> list[str]:
     return [x for x in text.split(";") if x]
 
 
-@pytest.mark.parametrize("row", DUO_ROWS, ids=lambda r: "{provision_codes}|{outcome}|{request_codes}|{commercial}|{requester_type}".format(**r))
+@pytest.mark.parametrize(
+    "row",
+    DUO_ROWS,
+    ids=lambda r: (
+        "{provision_codes}|{outcome}|{request_codes}|{commercial}|{requester_type}".format(**r)
+    ),
+)
 def test_duo_matching_table(row: dict[str, str]) -> None:
-    provision = Provision(purposes=_split(row["provision_codes"]), diseases=_split(row["provision_diseases"]))
+    provision = Provision(
+        purposes=_split(row["provision_codes"]), diseases=_split(row["provision_diseases"])
+    )
     request = UseRequest(
-        codes=_split(row["request_codes"]), disease=row["request_disease"] or None,
-        commercial=row["commercial"] == "yes", requester_type=row["requester_type"], time=WHEN,
+        codes=_split(row["request_codes"]),
+        disease=row["request_disease"] or None,
+        commercial=row["commercial"] == "yes",
+        requester_type=row["requester_type"],
+        time=WHEN,
     )
     outcome = DecisionType(row["outcome"])
     assert provision_matches(provision, request, outcome) is (row["matches"] == "yes")
@@ -122,7 +133,11 @@ def test_no_consent_inactive_and_future_consents_deny() -> None:
 
 def test_siblings_are_ored_and_attributes_anded() -> None:
     c = Consent(
-        id="c", subject="s1", status="active", decision="deny", recorded_at=datetime(2024, 1, 1),
+        id="c",
+        subject="s1",
+        status="active",
+        decision="deny",
+        recorded_at=datetime(2024, 1, 1),
         provisions=[
             Provision(purposes=["HMB"], domains=["births"], actor_types=["academic"]),
             Provision(purposes=["GRU"], domains=["checkups"]),
@@ -130,13 +145,21 @@ def test_siblings_are_ored_and_attributes_anded() -> None:
     )
     assert evaluate(c, req()).path == "consent.provision[0]"
     assert not evaluate(c, req(requester_type="public")).permitted  # AND: actor fails
-    assert evaluate(c, req(requester_type="public", domain="checkups")).path == "consent.provision[1]"
+    assert (
+        evaluate(c, req(requester_type="public", domain="checkups")).path == "consent.provision[1]"
+    )
 
 
 def test_data_period_fails_closed() -> None:
     c = Consent(
-        id="c", subject="s1", status="active", decision="deny", recorded_at=datetime(2024, 1, 1),
-        provisions=[Provision(data_period=Period(start=datetime(2020, 1, 1), end=datetime(2022, 1, 1)))],
+        id="c",
+        subject="s1",
+        status="active",
+        decision="deny",
+        recorded_at=datetime(2024, 1, 1),
+        provisions=[
+            Provision(data_period=Period(start=datetime(2020, 1, 1), end=datetime(2022, 1, 1)))
+        ],
     )
     inside = Period(start=datetime(2020, 6, 1), end=datetime(2021, 1, 1))
     outside = Period(start=datetime(2019, 6, 1), end=datetime(2021, 1, 1))
@@ -155,31 +178,62 @@ def test_models_refuse_bad_input() -> None:
     with pytest.raises(ValueError):
         Provision(purposes=["MDS"])  # request-only code
     with pytest.raises(ValueError):
-        Consent(id="c", subject="john@example.com", status="active", decision="permit",
-                recorded_at=WHEN)
+        Consent(
+            id="c", subject="john@example.com", status="active", decision="permit", recorded_at=WHEN
+        )
     with pytest.raises(ValueError):
         Period(start=datetime(2025, 1, 1), end=datetime(2024, 1, 1))
 
 
 SHAPES = [
-    Consent(id="a", subject="x", status="active", decision="permit", recorded_at=datetime(2024, 1, 1)),
-    Consent(id="b", subject="x", status="inactive", decision="permit", recorded_at=datetime(2024, 1, 1)),
-    Consent(id="c", subject="x", status="active", decision="deny", recorded_at=datetime(2024, 1, 1),
-            provisions=[Provision(purposes=["HMB", "NCU"], domains=["births"])]),
-    Consent(id="d", subject="x", status="active", decision="permit", recorded_at=datetime(2026, 1, 1)),
-    Consent(id="e", subject="x", status="active", decision="permit", recorded_at=datetime(2024, 1, 1),
-            provisions=[Provision(purposes=["NCU"])]),
+    Consent(
+        id="a", subject="x", status="active", decision="permit", recorded_at=datetime(2024, 1, 1)
+    ),
+    Consent(
+        id="b", subject="x", status="inactive", decision="permit", recorded_at=datetime(2024, 1, 1)
+    ),
+    Consent(
+        id="c",
+        subject="x",
+        status="active",
+        decision="deny",
+        recorded_at=datetime(2024, 1, 1),
+        provisions=[Provision(purposes=["HMB", "NCU"], domains=["births"])],
+    ),
+    Consent(
+        id="d", subject="x", status="active", decision="permit", recorded_at=datetime(2026, 1, 1)
+    ),
+    Consent(
+        id="e",
+        subject="x",
+        status="active",
+        decision="permit",
+        recorded_at=datetime(2024, 1, 1),
+        provisions=[Provision(purposes=["NCU"])],
+    ),
 ]
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.integers(-1, len(SHAPES) - 1), min_size=1, max_size=60),
-       st.sampled_from(["births", "checkups"]), st.booleans())
-def test_evaluate_many_equals_evaluate_one_by_one(picks: list[int], domain: str, commercial: bool) -> None:
-    consents = {f"s{i}": SHAPES[p].model_copy(update={"subject": f"s{i}"})
-                for i, p in enumerate(picks) if p >= 0}
+@given(
+    st.lists(st.integers(-1, len(SHAPES) - 1), min_size=1, max_size=60),
+    st.sampled_from(["births", "checkups"]),
+    st.booleans(),
+)
+def test_evaluate_many_equals_evaluate_one_by_one(
+    picks: list[int], domain: str, commercial: bool
+) -> None:
+    consents = {
+        f"s{i}": SHAPES[p].model_copy(update={"subject": f"s{i}"})
+        for i, p in enumerate(picks)
+        if p >= 0
+    }
     subjects = [f"s{i}" for i in range(len(picks))] + ["unknown"]
-    r = req(domain=domain, commercial=commercial, requester_type="commercial" if commercial else "academic")
+    r = req(
+        domain=domain,
+        commercial=commercial,
+        requester_type="commercial" if commercial else "academic",
+    )
     got = evaluate_many(consents, subjects, r)
     want = np.array([evaluate(consents.get(s), r).permitted for s in subjects])
     assert got.dtype == bool and (got == want).all()

@@ -74,8 +74,12 @@ def test_bad_csv_lists_every_bad_row_and_field() -> None:
         read_csv_consents(VECTORS / "bad_consents.csv")
     got = {(p.location, p.field) for p in info.value.problems}
     assert ("line 3", "recorded_at") in got
-    assert {("line 4", "status"), ("line 4", "decision"), ("line 4", "purposes"),
-            ("line 4", "commercial")} <= got
+    assert {
+        ("line 4", "status"),
+        ("line 4", "decision"),
+        ("line 4", "purposes"),
+        ("line 4", "commercial"),
+    } <= got
     assert {("line 5", "period_end"), ("line 5", "subject"), ("line 5", "domains")} <= got
     assert not any(p.location == "line 2" for p in info.value.problems)
 
@@ -96,7 +100,9 @@ def test_csv_maps_to_fhir_semantics() -> None:
     assert not evaluate(deny_all, hmb(when)).permitted
     assert evaluate(deny_some, hmb(when)).permitted  # GRU denied only in purchases
     assert not evaluate(deny_some, hmb(when, domain="purchases")).permitted
-    assert not evaluate(deny_some, hmb(when, commercial=True, requester_type="commercial")).permitted
+    assert not evaluate(
+        deny_some, hmb(when, commercial=True, requester_type="commercial")
+    ).permitted
     assert not evaluate(deny_some, hmb(at(2026, 3, 1))).permitted  # period over
     assert evaluate(permit_all, hmb(when, commercial=True, requester_type="commercial")).permitted
 
@@ -106,8 +112,13 @@ def test_registry_versions_history_and_point_in_time(tmp_path: Path, ledger: Led
     result = registry.import_csv(VECTORS / "consents.csv")
     assert (result.imported, result.subjects, len(result.ledger_indices)) == (5, 4, 5)
     kinds = [e.kind for e in ledger.entries()]
-    assert kinds == ["consent.granted", "consent.withdrawn", "consent.granted",
-                     "consent.granted", "consent.granted"]
+    assert kinds == [
+        "consent.granted",
+        "consent.withdrawn",
+        "consent.granted",
+        "consent.granted",
+        "consent.granted",
+    ]
     assert "0a1b2c3d" in {e.payload["subject"] for e in ledger.entries()}
     again = registry.import_csv(VECTORS / "consents.csv")
     assert (again.imported, again.unchanged) == (0, 5)  # re-import is harmless
@@ -117,9 +128,27 @@ def test_registry_versions_history_and_point_in_time(tmp_path: Path, ledger: Led
     assert registry.current("0a1b2c3d", at(2024, 3, 1)).version == 1  # type: ignore[union-attr]
     assert registry.current("0a1b2c3d", at(2024, 7, 1)).status is ConsentStatus.INACTIVE  # type: ignore[union-attr]
     subjects = ["0a1b2c3d", "1b2c3d4e", "2c3d4e5f", "3d4e5f60", "nobody"]
-    assert registry.permitted(subjects, hmb(at(2024, 3, 1))).tolist() == [True, False, True, True, False]
-    assert registry.permitted(subjects, hmb(at(2024, 7, 1))).tolist() == [False, False, True, True, False]
-    assert evaluate_many(registry, subjects, hmb(at(2024, 7, 1))).tolist() == [False, False, True, True, False]
+    assert registry.permitted(subjects, hmb(at(2024, 3, 1))).tolist() == [
+        True,
+        False,
+        True,
+        True,
+        False,
+    ]
+    assert registry.permitted(subjects, hmb(at(2024, 7, 1))).tolist() == [
+        False,
+        False,
+        True,
+        True,
+        False,
+    ]
+    assert evaluate_many(registry, subjects, hmb(at(2024, 7, 1))).tolist() == [
+        False,
+        False,
+        True,
+        True,
+        False,
+    ]
     # a change recorded later creates version 3 and takes effect from its recorded_at
     (tmp_path / "again.csv").write_text(
         "subject,recorded_at,status,decision,purposes,commercial,domains,period_start,period_end\n"
@@ -155,7 +184,9 @@ def test_registry_withdrawal_from_fhir_and_export_round_trip(tmp_path: Path) -> 
 
 
 def test_conflicting_rows_in_one_file_are_rejected(tmp_path: Path) -> None:
-    c = Consent(id="c", subject="aa11", status="active", decision="permit", recorded_at=at(2024, 1, 1))
+    c = Consent(
+        id="c", subject="aa11", status="active", decision="permit", recorded_at=at(2024, 1, 1)
+    )
     registry = ConsentRegistry(tmp_path / "r.db")
     with pytest.raises(ConsentImportError, match="other content"):
         registry.import_consents([c, c.model_copy(update={"decision": DecisionType.DENY})])
@@ -178,11 +209,37 @@ def test_history_cannot_be_overwritten(tmp_path: Path) -> None:
 def test_permitted_groups_many_subjects(tmp_path: Path) -> None:
     n = 3000
     consents = [
-        Consent(id=f"c{i}", subject=f"s{i:05d}", status="active" if i % 3 else "inactive",
-                decision="permit", recorded_at=at(2024, 1, 1))
+        Consent(
+            id=f"c{i}",
+            subject=f"s{i:05d}",
+            status="active" if i % 3 else "inactive",
+            decision="permit",
+            recorded_at=at(2024, 1, 1),
+        )
         for i in range(n)
     ]
     registry = ConsentRegistry(tmp_path / "r.db")
     registry.import_consents(consents)
     got = registry.permitted([c.subject for c in consents], hmb(at(2024, 2, 1)))
     assert got.sum() == n - n // 3 and isinstance(got, np.ndarray)
+
+
+def test_csv_disease_specific_and_duo_ids(tmp_path: Path) -> None:
+    (tmp_path / "ds.csv").write_text(
+        "subject,recorded_at,status,decision,purposes,commercial,domains,period_start,period_end\n"
+        "aa01,2024-01-01T00:00:00Z,active,permit,DS:ICD10:P07;DUO:0000021,no,,,\n"
+        "aa02,2024-01-01T00:00:00Z,active,permit,DS,no,,,\n"
+    )
+    with pytest.raises(ConsentImportError) as info:
+        read_csv_consents(tmp_path / "ds.csv")
+    assert [(p.location, p.field) for p in info.value.problems] == [("line 3", "purposes")]
+    (tmp_path / "ds.csv").write_text(
+        "\n".join((tmp_path / "ds.csv").read_text().splitlines()[:2]) + "\n"
+    )
+    (consent,) = read_csv_consents(tmp_path / "ds.csv")
+    assert consent.provisions[0].purposes == ("DS", "IRB", "NCU")
+    assert consent.provisions[0].diseases == ("ICD10:P07",)
+    when = at(2024, 3, 1)
+    lbw = UseRequest(codes=["DS", "IRB"], disease="ICD10:P07.1", time=when, domain="births")
+    assert evaluate(consent, lbw).permitted
+    assert not evaluate(consent, lbw.model_copy(update={"codes": ("DS",)})).permitted  # IRB needed

@@ -89,7 +89,9 @@ def test_consistency_proof_failures_raise() -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.binary(max_size=8), min_size=1, max_size=40), st.data())
-def test_every_proof_verifies_and_a_flipped_leaf_fails(leaves_data: list[bytes], data: st.DataObject) -> None:
+def test_every_proof_verifies_and_a_flipped_leaf_fails(
+    leaves_data: list[bytes], data: st.DataObject
+) -> None:
     leaves = [hash_leaf(d) for d in leaves_data]
     n = len(leaves)
     root = root_of(leaves)

@@ -49,7 +49,9 @@ def test_an_untouched_ledger_verifies(built: Path, node_key: Ed25519PrivateKey) 
 
 
 @pytest.mark.parametrize("index", [0, N // 2, N - 1])
-def test_flipping_any_byte_of_an_entry_is_located(built: Path, node_key: Ed25519PrivateKey, index: int) -> None:
+def test_flipping_any_byte_of_an_entry_is_located(
+    built: Path, node_key: Ed25519PrivateKey, index: int
+) -> None:
     run = tamper(built)
     original = _column(built, "data", index)
     for pos in range(len(original)):
@@ -62,7 +64,9 @@ def test_flipping_any_byte_of_an_entry_is_located(built: Path, node_key: Ed25519
 
 
 @pytest.mark.parametrize("index", [0, N - 1])
-def test_flipping_any_byte_of_a_stored_leaf_hash_is_located(built: Path, node_key: Ed25519PrivateKey, index: int) -> None:
+def test_flipping_any_byte_of_a_stored_leaf_hash_is_located(
+    built: Path, node_key: Ed25519PrivateKey, index: int
+) -> None:
     run = tamper(built)
     original = _column(built, "leaf", index)
     for pos in range(32):
@@ -74,9 +78,13 @@ def test_flipping_any_byte_of_a_stored_leaf_hash_is_located(built: Path, node_ke
 
 
 @pytest.mark.parametrize("index", [1, N - 1])
-def test_rewriting_an_entry_with_a_recomputed_leaf_is_located(built: Path, node_key: Ed25519PrivateKey, index: int) -> None:
+def test_rewriting_an_entry_with_a_recomputed_leaf_is_located(
+    built: Path, node_key: Ed25519PrivateKey, index: int
+) -> None:
     data = _column(built, "data", index).replace(b'"epsilon":0.5', b'"epsilon":0.1')
-    tamper(built)("UPDATE entries SET data = ?, leaf = ? WHERE idx = ?", (data, hash_leaf(data), index))
+    tamper(built)(
+        "UPDATE entries SET data = ?, leaf = ? WHERE idx = ?", (data, hash_leaf(data), index)
+    )
     error = _fails(built, node_key)
     assert error.index == index or (error.index, error.last_index) == (index, index + 1)
 
@@ -140,7 +148,9 @@ def test_truncating_and_re_appending_is_located(built: Path, node_key: Ed25519Pr
     assert "rewritten or forked" in error.reason
 
 
-def test_re_appending_under_old_heads_is_located_exactly(built: Path, node_key: Ed25519PrivateKey) -> None:
+def test_re_appending_under_old_heads_is_located_exactly(
+    built: Path, node_key: Ed25519PrivateKey
+) -> None:
     run = tamper(built)
     run("DELETE FROM entries WHERE idx >= 4")
     run("DELETE FROM nodes WHERE level >= 1")
@@ -152,7 +162,9 @@ def test_re_appending_under_old_heads_is_located_exactly(built: Path, node_key: 
     with Ledger(forged, node_key, clock=Clock()) as other:
         for r in range(4):
             other.append("job.usage", usage_payload(rnd=r))
-        other.append_many([("job.usage", usage_payload(rnd=9)), ("job.usage", usage_payload(rnd=10))])
+        other.append_many(
+            [("job.usage", usage_payload(rnd=9)), ("job.usage", usage_payload(rnd=10))]
+        )
     src = sqlite3.connect(forged)
     rows = src.execute("SELECT * FROM entries WHERE idx >= 4").fetchall()
     nodes = src.execute("SELECT * FROM nodes").fetchall()
@@ -173,17 +185,23 @@ def test_tampered_merkle_nodes_are_located(built: Path, node_key: Ed25519Private
     assert (error.index, error.last_index) == (2, 3)
 
 
-def test_a_forged_or_foreign_head_fails(built: Path, node_key: Ed25519PrivateKey, other_key: Ed25519PrivateKey) -> None:
+def test_a_forged_or_foreign_head_fails(
+    built: Path, node_key: Ed25519PrivateKey, other_key: Ed25519PrivateKey
+) -> None:
     db = sqlite3.connect(built)
     (sth,) = db.execute("SELECT sth FROM heads ORDER BY id LIMIT 1").fetchone()
     db.close()
-    tamper(built)("UPDATE heads SET sth = ? WHERE id = 1", (sth.replace('"tree_size":1', '"tree_size":2'),))
+    tamper(built)(
+        "UPDATE heads SET sth = ? WHERE id = 1", (sth.replace('"tree_size":1', '"tree_size":2'),)
+    )
     assert "signature" in _fails(built, node_key).reason
     with pytest.raises(LedgerVerificationError):
         verify_ledger(built, other_key.public_key())
 
 
-def test_entries_after_the_last_signed_head_fail(tmp_path: Path, node_key: Ed25519PrivateKey) -> None:
+def test_entries_after_the_last_signed_head_fail(
+    tmp_path: Path, node_key: Ed25519PrivateKey
+) -> None:
     path = tmp_path / "l.db"
     with Ledger(path, node_key) as store:
         store.append("job.usage", usage_payload())
@@ -211,7 +229,13 @@ def test_since_head_consistency(tmp_path: Path, node_key: Ed25519PrivateKey) -> 
         with pytest.raises(ProofError):
             verify_entry(store.entry_bytes(5), 4, proof, new, node_key.public_key())
         with pytest.raises(SignatureError):
-            verify_entry(store.entry_bytes(4), 4, proof, new.model_copy(update={"tree_size": 8}), node_key.public_key())
+            verify_entry(
+                store.entry_bytes(4),
+                4,
+                proof,
+                new.model_copy(update={"tree_size": 8}),
+                node_key.public_key(),
+            )
     too_big = new.model_copy(update={"tree_size": 12})
     with pytest.raises(LedgerVerificationError):
         verify_ledger(path, node_key.public_key(), since=too_big)
