@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from federation.secagg import SecAggSettings, SecureAggregationHalted, make_workflow
+from federation.secure_sum import StepFn, SumRecorder, make_sum_strategy
 from federation.training_round import TrainingRecorder, make_fedavg_strategy
 
 if TYPE_CHECKING:
     from flwr.server import Grid, ServerApp
     from flwr.app import Context
 
-__all__ = ["RunOutcome", "build_training_server_app"]
+__all__ = ["RunOutcome", "build_sum_server_app", "build_training_server_app"]
 
 log = logging.getLogger("hamanasu.coordinator")
 
@@ -59,14 +61,7 @@ def build_training_server_app(
     Returns:
         The :class:`flwr.server.ServerApp`.
     """
-    from flwr.server import LegacyContext, ServerApp, ServerConfig
-    from flwr.server.compat.app_utils import start_update_client_manager_thread
-    from flwr.server.workflow.default_workflows import (
-        default_fit_workflow,
-        default_init_params_workflow,
-    )
-    from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, Key
-    from flwr.app import ConfigRecord
+    from flwr.server import ServerApp
 
     def config_for(server_round: int) -> dict[str, Any]:
         phase = "evaluate" if server_round > rounds else "train"
@@ -79,32 +74,134 @@ def build_training_server_app(
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        legacy = LegacyContext(context, config=ServerConfig(num_rounds=rounds + 1), strategy=strategy)
-        if hasattr(grid, "pull_interval"):
-            # The in-memory grid polls for replies every 0.1 s by default; SecAgg+ has four
-            # exchanges a round, so a shorter interval is most of its overhead on one machine.
-            grid.pull_interval = min(float(grid.pull_interval), PULL_INTERVAL_S)
-        thread, f_stop, c_done = start_update_client_manager_thread(grid, legacy.client_manager)
-        try:
-            c_done.wait()
-            default_init_params_workflow(grid, legacy)
-            cfg = ConfigRecord()
-            cfg[Key.START_TIME] = time.time()
-            legacy.state.config_records[MAIN_CONFIGS_RECORD] = cfg
-            fit = make_workflow(secagg) if secagg else default_fit_workflow
-            for server_round in range(1, rounds + 2):
-                cfg[Key.CURRENT_ROUND] = server_round
-                _run_round(fit, grid, legacy, server_round, secagg, recorder, outcome)
-            outcome.status = "succeeded"
-        except Exception as exc:  # noqa: BLE001 - any failure ends the job with its reason
-            outcome.status = "failed"
-            outcome.reason = str(exc) or type(exc).__name__
-            log.error("run failed: %s", outcome.reason)
-        finally:
-            f_stop.set()
-            thread.join()
+        def one_round(fit: Any, legacy: Any, server_round: int) -> bool:
+            _run_round(fit, grid, legacy, server_round, secagg, recorder, outcome)
+            return False
+
+        _drive(grid, context, strategy, rounds + 1, secagg, outcome, one_round, require_done=False)
 
     return app
+
+
+def build_sum_server_app(
+    *,
+    initial: np.ndarray,
+    n_nodes: int,
+    max_rounds: int,
+    min_nodes: int,
+    secagg: SecAggSettings | None,
+    fit_config: dict[str, Any],
+    step: StepFn,
+    recorder: SumRecorder,
+    outcome: RunOutcome,
+) -> ServerApp:
+    """Build the ServerApp of a statistics or GLM job: secure sums until ``step`` says done.
+
+    Returns:
+        The :class:`flwr.server.ServerApp`; a run that reaches ``max_rounds`` without being
+        done fails with that reason.
+    """
+    from flwr.server import ServerApp
+
+    def config_for(server_round: int) -> dict[str, Any]:
+        extra = secagg.as_config() if secagg else {}
+        return {**fit_config, **extra, "round": server_round}
+
+    strategy = make_sum_strategy(initial, n_nodes, min_nodes, step, recorder, config_for)
+    app = ServerApp()
+    outcome.secure_aggregation = secagg is not None
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        def one_round(fit: Any, legacy: Any, server_round: int) -> bool:
+            before = len(recorder.sums)
+            _retrying(fit, grid, legacy, server_round, secagg, outcome)
+            if len(recorder.sums) == before:
+                raise RuntimeError(f"round {server_round} produced no aggregate")
+            return recorder.done
+
+        _drive(grid, context, strategy, max_rounds, secagg, outcome, one_round, require_done=True)
+
+    return app
+
+
+def _drive(
+    grid: Grid,
+    context: Context,
+    strategy: Any,
+    num_rounds: int,
+    secagg: SecAggSettings | None,
+    outcome: RunOutcome,
+    one_round: Callable[[Any, Any, int], bool],
+    *,
+    require_done: bool,
+) -> None:
+    """Run up to ``num_rounds`` rounds of ``one_round`` (True = done) and record the outcome.
+
+    Never raises into Flower: any failure ends the run as ``failed`` with its reason.
+    """
+    from flwr.app import ConfigRecord
+    from flwr.server import LegacyContext, ServerConfig
+    from flwr.server.compat.app_utils import start_update_client_manager_thread
+    from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, Key
+    from flwr.server.workflow.default_workflows import (
+        default_fit_workflow,
+        default_init_params_workflow,
+    )
+
+    legacy = LegacyContext(context, config=ServerConfig(num_rounds=num_rounds), strategy=strategy)
+    if hasattr(grid, "pull_interval"):
+        # The in-memory grid polls for replies every 0.1 s by default; SecAgg+ has four
+        # exchanges a round, so a shorter interval is most of its overhead on one machine.
+        grid.pull_interval = min(float(grid.pull_interval), PULL_INTERVAL_S)
+    thread, f_stop, c_done = start_update_client_manager_thread(grid, legacy.client_manager)
+    try:
+        c_done.wait()
+        default_init_params_workflow(grid, legacy)
+        cfg = ConfigRecord()
+        cfg[Key.START_TIME] = time.time()
+        legacy.state.config_records[MAIN_CONFIGS_RECORD] = cfg
+        fit = make_workflow(secagg) if secagg else default_fit_workflow
+        for server_round in range(1, num_rounds + 1):
+            cfg[Key.CURRENT_ROUND] = server_round
+            if one_round(fit, legacy, server_round):
+                break
+        else:
+            if require_done:
+                raise RuntimeError(f"not done after {num_rounds} rounds")
+        outcome.status = "succeeded"
+    except Exception as exc:  # noqa: BLE001 - any failure ends the job with its reason
+        outcome.status = "failed"
+        outcome.reason = str(exc) or type(exc).__name__
+        log.error("run failed: %s", outcome.reason)
+    finally:
+        f_stop.set()
+        thread.join()
+
+
+def _retrying(
+    fit: Any, grid: Grid, legacy: Any, server_round: int, secagg: SecAggSettings | None, outcome: RunOutcome
+) -> int:
+    """Run one round's fit, retrying a halted secure aggregation up to the job's limit.
+
+    Returns:
+        The number of attempts made.
+
+    Raises:
+        SecureAggregationHalted: the round halted more often than ``max_retries`` allows.
+    """
+    retries = secagg.max_retries if secagg else 0
+    for attempt in range(retries + 1):
+        try:
+            fit(grid, legacy)
+        except SecureAggregationHalted as exc:
+            if attempt == retries:
+                raise
+            outcome.retried_rounds += 1
+            log.warning("round %d: %s; retrying (%d/%d)", server_round, exc, attempt + 1, retries)
+            continue
+        return attempt + 1
+    return retries + 1
 
 
 def _run_round(
@@ -122,20 +219,10 @@ def _run_round(
         SecureAggregationHalted: the round halted more often than ``max_retries`` allows.
         RuntimeError: the round ended without an aggregate (too few nodes answered).
     """
-    retries = secagg.max_retries if secagg else 0
     before = len(recorder.rounds)
     started = time.perf_counter()
-    for attempt in range(retries + 1):
-        try:
-            fit(grid, legacy)
-        except SecureAggregationHalted as exc:
-            if attempt == retries:
-                raise
-            outcome.retried_rounds += 1
-            log.warning("round %d: %s; retrying (%d/%d)", server_round, exc, attempt + 1, retries)
-            continue
-        break
+    attempts = _retrying(fit, grid, legacy, server_round, secagg, outcome)
     if len(recorder.rounds) == before:
         raise RuntimeError(f"round {server_round} produced no aggregate")
     recorder.rounds[-1].seconds = time.perf_counter() - started
-    recorder.rounds[-1].attempts = attempt + 1
+    recorder.rounds[-1].attempts = attempts

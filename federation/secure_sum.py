@@ -1,0 +1,90 @@
+"""Secure sums over nodes, round by round: the aggregation behind statistics and GLM jobs.
+
+Every node returns one vector (already divided by a public scale and range-checked)
+with weight 1, so SecAgg+'s weighted average times the number of nodes is the plain sum.
+A ``step`` callback turns each round's sum into the next round's broadcast (a Newton
+step, say) or ``None`` when the job is done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from flwr.common import FitRes, Parameters
+    from flwr.server.client_proxy import ClientProxy
+
+__all__ = ["SumRecorder", "StepFn", "make_sum_strategy"]
+
+#: (round, summed vector) -> the next broadcast, or None when the job is done.
+StepFn = Callable[[int, np.ndarray], "np.ndarray | None"]
+
+
+@dataclass
+class SumRecorder:
+    """What a secure-sum run produced: one summed vector per round, and whether it is done."""
+
+    sums: list[np.ndarray] = field(default_factory=list)
+    nodes: list[list[str]] = field(default_factory=list)
+    done: bool = False
+    on_round: Callable[[Any], None] | None = None
+
+
+def make_sum_strategy(
+    initial: np.ndarray,
+    n_nodes: int,
+    min_nodes: int,
+    step: StepFn,
+    recorder: SumRecorder,
+    fit_config: Callable[[int], dict[str, Any]],
+) -> Any:
+    """Build a strategy whose aggregate is the sum of the nodes' vectors.
+
+    Returns:
+        A :class:`flwr.server.strategy.FedAvg` subclass instance.
+    """
+    from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.server.strategy import FedAvg
+
+    class _SecureSum(FedAvg):  # type: ignore[misc]
+        def aggregate_fit(
+            self,
+            server_round: int,
+            results: list[tuple[ClientProxy, FitRes]],
+            failures: list[Any],
+        ) -> tuple[Parameters | None, dict[str, Any]]:
+            if len(results) < min_nodes:
+                reasons = "; ".join(str(f) for f in failures)[:500]
+                raise RuntimeError(
+                    f"round {server_round}: {len(results)} node(s) answered, the job needs "
+                    f"{min_nodes}" + (f" ({reasons})" if reasons else "")
+                )
+            if any(res.num_examples != 1 for _, res in results):
+                raise RuntimeError("a node sent a weighted vector to a secure sum")
+            aggregated, _ = super().aggregate_fit(server_round, results, failures)
+            mean = parameters_to_ndarrays(aggregated)[0]
+            summed = mean * len(results)
+            recorder.sums.append(summed)
+            recorder.nodes.append(sorted(str(res.metrics.get("node", "?")) for _, res in results))
+            following = step(server_round, summed)
+            if recorder.on_round is not None:
+                recorder.on_round(server_round)
+            if following is None:
+                recorder.done = True
+                return None, {}
+            return ndarrays_to_parameters([np.asarray(following, dtype=np.float64)]), {}
+
+    return _SecureSum(
+        fraction_fit=1.0,
+        fraction_evaluate=0.0,
+        min_fit_clients=n_nodes,
+        min_available_clients=n_nodes,
+        min_evaluate_clients=0,
+        initial_parameters=ndarrays_to_parameters([np.asarray(initial, dtype=np.float64)]),
+        on_fit_config_fn=fit_config,
+        accept_failures=True,
+    )
