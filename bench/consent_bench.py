@@ -149,7 +149,8 @@ def bench_consents(n: int, work: Path, results: dict[str, object]) -> None:
     results["evaluate_many_dict_seconds"] = round(elapsed, 3)
     results["evaluate_many_subjects"] = n
     print(
-        f"evaluate_many over {n:,} subjects (dict): {elapsed:.2f} s, {int(allowed.sum()):,} permitted"
+        f"evaluate_many over {n:,} subjects (dict): {elapsed:.2f} s, "
+        f"{int(allowed.sum()):,} permitted"
     )
 
     registry = ConsentRegistry(work / "consents.db")

@@ -78,12 +78,46 @@ def canonical_json(value: Any) -> bytes:
         return rfc8785.dumps(value)
 
 
+def scan_canonical(data: bytes) -> tuple[Any, bool]:
+    """Parse JSON bytes and tell whether they are exactly RFC 8785 canonical, fast.
+
+    Number tokens are checked against their ECMAScript form as they are parsed and kept
+    as marker strings, so the C encoder can reproduce the text byte for byte; text that
+    is not ASCII, or holds ``\\u0000``, is re-encoded with :func:`canonical_json` instead.
+
+    Returns:
+        The parsed value, with every non-integer number replaced by a marker string
+        (use :func:`parse_canonical` for real numbers), and whether ``data`` is canonical.
+
+    Raises:
+        ValueError: ``data`` is not JSON.
+    """
+    odd: list[str] = []
+
+    def number(text: str) -> str:
+        if _float_text(float(text)) != text:
+            odd.append(text)
+        return f"\x00{text}\x00"
+
+    def integer(text: str) -> int | str:
+        value = int(text)
+        return value if -_MAX_SAFE <= value <= _MAX_SAFE else number(text)
+
+    value = json.loads(data, parse_float=number, parse_int=integer)
+    if odd:
+        return value, False
+    if data.isascii() and b"\\u0000" not in data:
+        text = _ENCODE(value).replace('"\\u0000', "").replace('\\u0000"', "")
+        return value, text.encode("utf-8") == data
+    real = json.loads(data, parse_int=_int_or_double)
+    try:
+        return value, canonical_json(real) == data
+    except (rfc8785.CanonicalizationError, ValueError, TypeError):
+        return value, False
+
+
 def parse_canonical(data: bytes) -> tuple[Any, bool]:
     """Parse JSON bytes and tell whether they are exactly RFC 8785 canonical.
-
-    Fast path: ASCII text that the C encoder reproduces byte for byte, with every number
-    token already in its ECMAScript form, is canonical; anything else is re-encoded with
-    :func:`canonical_json` and compared.
 
     Returns:
         The parsed value, and True when ``data == canonical_json(value)``.
@@ -91,28 +125,10 @@ def parse_canonical(data: bytes) -> tuple[Any, bool]:
     Raises:
         ValueError: ``data`` is not JSON.
     """
-    odd: list[str] = []
+    _, canonical = scan_canonical(data)
+    return json.loads(data, parse_int=_int_or_double), canonical
 
-    def number(text: str) -> float:
-        value = float(text)
-        if _float_text(value) != text:
-            odd.append(text)
-        return value
 
-    def integer(text: str) -> int | float:
-        value = int(text)
-        if -_MAX_SAFE <= value <= _MAX_SAFE:
-            return value
-        return number(text)  # JSON numbers are doubles; big integral ones too
-
-    value = json.loads(data, parse_float=number, parse_int=integer)
-    if not odd and data.isascii():
-        try:
-            if _ENCODE(value).encode("ascii") == data:
-                return value, True
-        except (ValueError, UnicodeEncodeError):
-            pass
-    try:
-        return value, canonical_json(value) == data
-    except (rfc8785.CanonicalizationError, ValueError, TypeError):
-        return value, False
+def _int_or_double(text: str) -> int | float:
+    value = int(text)
+    return value if -_MAX_SAFE <= value <= _MAX_SAFE else float(text)

@@ -21,7 +21,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from consent.canonical import parse_canonical
+from consent.canonical import scan_canonical
 from consent.errors import LedgerVerificationError, ProofError, SignatureError
 from consent.ledger import ZERO_HASH
 from consent.merkle import (
@@ -158,7 +158,7 @@ def _check_entries(
             raise LedgerVerificationError(idx, "entry bytes do not match their stored leaf hash")
         try:
             if check_canonical:
-                obj, canonical = parse_canonical(data)
+                obj, canonical = scan_canonical(data)
             else:
                 obj, canonical = loads(data), True
             ok_fields = (

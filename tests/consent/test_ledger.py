@@ -241,7 +241,9 @@ def test_parse_canonical_agrees_with_rfc8785(value: object, indent: int | None) 
     data = text.encode()
     parsed, canonical = parse_canonical(data)
     try:
-        want = rfc8785.dumps(json.loads(data)) == data
+        # JSON numbers are doubles: integers beyond 2**53 are read as such
+        big = lambda t: int(t) if abs(int(t)) < 2**53 else float(t)  # noqa: E731
+        want = rfc8785.dumps(json.loads(data, parse_int=big)) == data
     except Exception:
         want = False
     assert canonical is want
