@@ -82,8 +82,8 @@ def scan_canonical(data: bytes) -> tuple[Any, bool]:
     """Parse JSON bytes and tell whether they are exactly RFC 8785 canonical, fast.
 
     Number tokens are checked against their ECMAScript form as they are parsed and kept
-    as marker strings, so the C encoder can reproduce the text byte for byte; text that
-    is not ASCII, or holds ``\\u0000``, is re-encoded with :func:`canonical_json` instead.
+    as marker strings so the C encoder can reproduce the text byte for byte; text that
+    is not ASCII, or holds an escaped NUL, is re-encoded with :func:`canonical_json` instead.
 
     Returns:
         The parsed value, with every non-integer number replaced by a marker string
