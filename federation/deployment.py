@@ -1,0 +1,467 @@
+"""Flower's deployment engine on this machine: a SuperLink and SuperNodes as real processes.
+
+Every link uses TLS (the CA and certificate of :mod:`federation.pki`) and the SuperLink
+admits only SuperNodes whose public key was registered (``--enable-supernode-auth``).
+Runtime dependency installation, telemetry and update checks are off; Flower's state
+(``FLWR_HOME``) and Ray's temp folder live under the deployment's data folder.
+
+Two speed-ups over Flower's defaults, both on by default and both optional:
+
+* ``fast_poll``: a SuperNode pulls messages every 3 s when idle (hard-wired in
+  ``flwr.supernode.start_client_internal``); our launcher caps that sleep at
+  :data:`FAST_POLL_S`, and SuperExec polls for tasks as often
+  (``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``).
+* ``warm``: instead of Flower's SuperExec, which starts a fresh ``flwr-clientapp`` process
+  (importing torch and opacus, ~8 s) for every message, the SuperNode runs with
+  ``--isolation process`` next to our executor (``python -m federation.deployment
+  executor``), which imports the heavy modules once and forks one child per task. Each
+  message still runs in its own process, through Flower's own ``run_clientapp``.
+
+Processes start in their own session, so stopping (SIGTERM, then SIGKILL) or killing a
+node takes its children with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from federation.pki import Pki, init_pki, node_key
+
+__all__ = [
+    "FAST_POLL_S",
+    "ManagedProcess",
+    "flower_env",
+    "free_port",
+    "node_config_arg",
+    "start_superlink",
+    "start_supernode",
+    "wait_for_port",
+]
+
+#: Longest idle sleep of a SuperNode / executor poll with ``fast_poll`` (seconds).
+FAST_POLL_S = 0.2
+
+#: Modules a warm executor imports once, before forking a child per task.
+DEFAULT_PRELOAD = ("numpy", "pandas", "torch", "opacus", "flwr.clientapp", "nodes.client_app",
+                   "nodes.enforcement", "nodes.flower_client")
+
+_BIN = Path(sys.executable).parent
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until ``host:port`` accepts connections.
+
+    Raises:
+        TimeoutError: not within ``timeout`` seconds.
+        RuntimeError: ``proc`` exited first.
+    """
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with code {proc.returncode} before {host}:{port} opened")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{host}:{port} did not open within {timeout:g} s")
+
+
+def flower_env(state_dir: Path, base: Mapping[str, str] | None = None, *, fast_poll: bool = True) -> dict[str, str]:
+    """Return the environment of a Flower process whose state lives under ``state_dir``."""
+    env = dict(os.environ if base is None else base)
+    env.update(
+        FLWR_TELEMETRY_ENABLED="0",
+        FLWR_DISABLE_UPDATE_CHECK="1",
+        FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
+        FLWR_HOME=str(state_dir / "flwr"),
+        RAY_TMPDIR=str(state_dir / "ray"),
+        RAY_USAGE_STATS_ENABLED="0",
+        PYTHONUNBUFFERED="1",
+        PATH=f"{_BIN}{os.pathsep}{env.get('PATH', '')}",
+    )
+    if fast_poll:
+        env["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] = str(FAST_POLL_S)
+    (state_dir / "flwr").mkdir(parents=True, exist_ok=True)
+    (state_dir / "ray").mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def node_config_arg(config: Mapping[str, str | int | float | bool]) -> str:
+    """Return ``--node-config``'s value for ``config`` (strings quoted, TOML style).
+
+    Raises:
+        ValueError: a key or string value that cannot be passed safely.
+    """
+    parts = []
+    for key, value in config.items():
+        if not key or any(c in key for c in " ='\""):
+            raise ValueError(f"node config key {key!r}")
+        if isinstance(value, str):
+            if '"' in value or " " in value:
+                raise ValueError(f"node config {key}: value must not contain spaces or quotes")
+            parts.append(f'{key}="{value}"')
+        elif isinstance(value, bool):
+            parts.append(f"{key}={'true' if value else 'false'}")
+        else:
+            parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
+@dataclass
+class ManagedProcess:
+    """A Flower process we started (in its own session), its log and its address."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    address: str
+    extra: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        """The process id."""
+        return int(self.popen.pid)
+
+    def alive(self) -> bool:
+        """Return True while the process runs."""
+        return self.popen.poll() is None
+
+    def _signal_all(self, sig: int) -> None:
+        for proc in [self.popen, *self.extra]:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, sig)
+
+    def kill(self) -> None:
+        """Kill the process and its children at once (SIGKILL): a node that dies."""
+        self._signal_all(signal.SIGKILL)
+        for proc in [self.popen, *self.extra]:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop cleanly (SIGTERM), then SIGKILL whatever is left after ``timeout``."""
+        self._signal_all(signal.SIGTERM)
+        end = time.monotonic() + timeout
+        for proc in [self.popen, *self.extra]:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, end - time.monotonic()))
+        self._signal_all(signal.SIGKILL)
+        for proc in [self.popen, *self.extra]:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=2)
+
+    def log_tail(self, chars: int = 2000) -> str:
+        """Return the end of the process's log."""
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+def _spawn(cmd: Sequence[str], env: dict[str, str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        return subprocess.Popen(  # noqa: S603 - our own fixed command line
+            list(cmd), env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+
+
+def start_superlink(
+    pki: Pki,
+    data_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    ready_timeout: float = 60.0,
+    fast_poll: bool = True,
+) -> ManagedProcess:
+    """Start a SuperLink with TLS and SuperNode authentication on ``host:port``.
+
+    Its state (registered nodes, runs) is kept in ``data_dir/superlink.db``.
+
+    Returns:
+        The running SuperLink (its ``address`` is ``host:port``).
+
+    Raises:
+        RuntimeError: it exited during start-up (the log tail says why).
+        TimeoutError: it did not open its port in time.
+    """
+    if not pki.exists():
+        raise FileNotFoundError(f"{pki.root}: no CA / SuperLink certificate (run `hamanasu pki init`)")
+    port = port or free_port(host)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = flower_env(data_dir / "superlink", fast_poll=fast_poll)
+    cmd = [
+        str(_BIN / "flower-superlink"),
+        "--ssl-ca-certfile", str(pki.ca_cert),
+        "--ssl-certfile", str(pki.server_cert),
+        "--ssl-keyfile", str(pki.server_key),
+        "--enable-supernode-auth",
+        "--disable-runtime-dependency-installation",
+        "--host", host, "--port", str(port),
+        "--database", str(data_dir / "superlink.db"),
+    ]
+    proc = _spawn(cmd, env, data_dir / "logs" / "superlink.log", data_dir)
+    managed = ManagedProcess("superlink", proc, data_dir / "logs" / "superlink.log", f"{host}:{port}")
+    try:
+        wait_for_port(host, port, ready_timeout, proc)
+    except (RuntimeError, TimeoutError) as exc:
+        managed.stop()
+        raise RuntimeError(f"SuperLink did not start: {exc}\n{managed.log_tail()}") from None
+    return managed
+
+
+def start_supernode(
+    pki: Pki,
+    name: str,
+    superlink: str,
+    data_dir: Path,
+    *,
+    node_config: Mapping[str, str | int | float | bool] | None = None,
+    private_key: Path | None = None,
+    port: int | None = None,
+    fast_poll: bool = True,
+    warm: bool = True,
+    preload: Sequence[str] = DEFAULT_PRELOAD,
+) -> ManagedProcess:
+    """Start node ``name``'s SuperNode against ``superlink`` (TLS + its private key).
+
+    ``node_config`` reaches the ClientApp as ``context.node_config`` (``node-name`` is
+    added). The call returns once the process runs; whether the SuperLink admitted it is
+    seen in the SuperLink's node list (an unregistered key makes the SuperNode exit).
+
+    Returns:
+        The SuperNode process (``extra`` holds its warm executor).
+    """
+    key = private_key or node_key(pki, name).private_key
+    port = port or free_port()
+    state = data_dir / "nodes" / name
+    env = flower_env(state, fast_poll=fast_poll)
+    config = {"node-name": name, **(node_config or {})}
+    launcher = [sys.executable, "-m", "federation.deployment", "supernode"] if fast_poll else [
+        str(_BIN / "flower-supernode")]
+    cmd = [
+        *launcher,
+        "--superlink", superlink,
+        "--root-certificates", str(pki.ca_cert),
+        "--auth-supernode-private-key", str(key),
+        "--node-config", node_config_arg(config),
+        "--host", "127.0.0.1", "--port", str(port),
+        "--max-retries", "3", "--max-wait-time", "30",
+    ]
+    if warm:
+        cmd += ["--isolation", "process"]
+    log_path = data_dir / "logs" / f"{name}.log"
+    proc = _spawn(cmd, env, log_path, data_dir)
+    managed = ManagedProcess(name, proc, log_path, f"127.0.0.1:{port}")
+    if warm:
+        exec_cmd = [sys.executable, "-m", "federation.deployment", "executor",
+                    "--runtime-api-address", f"127.0.0.1:{port}", "--parent-pid", str(proc.pid),
+                    "--preload", ",".join(preload)]
+        managed.extra.append(_spawn(exec_cmd, env, data_dir / "logs" / f"{name}.executor.log", data_dir))
+    return managed
+
+
+@dataclass
+class LocalDeployment:
+    """A SuperLink and any number of SuperNodes on loopback, under one data folder.
+
+    Use as a context manager; :meth:`stop` ends every process it started.
+    """
+
+    data_dir: Path
+    fast_poll: bool = True
+    warm: bool = True
+    superlink: ManagedProcess | None = None
+    nodes: dict[str, ManagedProcess] = field(default_factory=dict)
+    node_ids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def pki(self) -> Pki:
+        """The deployment's PKI (``data_dir/pki``), created on :meth:`start`."""
+        return Pki(self.data_dir / "pki")
+
+    def start(self) -> LocalDeployment:
+        """Create the PKI if needed and start the SuperLink.
+
+        Returns:
+            self.
+        """
+        if not self.pki.exists():
+            init_pki(self.pki.root)
+        self.superlink = start_superlink(self.pki, self.data_dir, fast_poll=self.fast_poll)
+        return self
+
+    def control(self) -> Any:
+        """Return a Control API client (:class:`coordinator.flower_control.FlowerControl`)."""
+        import importlib
+
+        if self.superlink is None:
+            raise RuntimeError("the deployment is not started")
+        module = importlib.import_module("coordinator.flower_control")
+        return module.FlowerControl(self.superlink.address, self.pki.ca_cert)
+
+    def register(self, name: str) -> int:
+        """Create node ``name``'s key if needed and register its public key; return its node id."""
+        with self.control() as ctl:
+            node_id = int(ctl.register_node(node_key(self.pki, name).public_key, name))
+        self.node_ids[name] = node_id
+        return node_id
+
+    def start_node(self, name: str, node_config: Mapping[str, str | int | float | bool] | None = None,
+                   *, private_key: Path | None = None) -> ManagedProcess:
+        """Start node ``name``'s SuperNode (registered or not) and return its process."""
+        assert self.superlink is not None
+        proc = start_supernode(self.pki, name, self.superlink.address, self.data_dir,
+                               node_config=node_config, private_key=private_key,
+                               fast_poll=self.fast_poll, warm=self.warm)
+        self.nodes[name] = proc
+        return proc
+
+    def wait_online(self, names: Sequence[str], timeout: float = 60.0) -> None:
+        """Wait until the SuperLink reports every node in ``names`` online.
+
+        Raises:
+            RuntimeError: a SuperNode exited (its log tail says why).
+            TimeoutError: not all online within ``timeout`` seconds.
+        """
+        end = time.monotonic() + timeout
+        want = {self.node_ids[n] for n in names}
+        with self.control() as ctl:
+            while True:
+                online = {n.node_id for n in ctl.nodes() if n.online}
+                if want <= online:
+                    return
+                for n in names:
+                    proc = self.nodes.get(n)
+                    if proc is not None and not proc.alive():
+                        raise RuntimeError(f"SuperNode {n} exited ({proc.popen.returncode}):\n{proc.log_tail()}")
+                if time.monotonic() >= end:
+                    raise TimeoutError(f"nodes not online after {timeout:g} s: "
+                                       f"{sorted(n for n in names if self.node_ids[n] not in online)}")
+                time.sleep(0.3)
+
+    def stop(self) -> None:
+        """Stop every SuperNode, then the SuperLink."""
+        for proc in self.nodes.values():
+            proc.stop()
+        if self.superlink is not None:
+            self.superlink.stop()
+
+    def __enter__(self) -> LocalDeployment:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+# -- launchers (python -m federation.deployment supernode|executor ...) ------------------
+class _CappedTime:
+    """The ``time`` module with ``sleep`` capped, for Flower's hard-wired poll sleeps."""
+
+    def __init__(self, cap: float) -> None:
+        self._cap = cap
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(min(seconds, self._cap))
+
+
+def _run_supernode(argv: list[str]) -> None:
+    """Run ``flower-supernode`` with its idle sleeps capped at :data:`FAST_POLL_S`."""
+    from flwr.supernode import start_client_internal
+    from flwr.supernode.cli.flower_supernode import flower_supernode
+
+    start_client_internal.time = _CappedTime(FAST_POLL_S)  # type: ignore[assignment]
+    sys.argv = ["flower-supernode", *argv]
+    flower_supernode()
+
+
+def _run_executor(argv: list[str]) -> None:
+    """Poll a SuperNode's Runtime API for ClientApp tasks; fork a warm child per task."""
+    import argparse
+    import importlib
+
+    parser = argparse.ArgumentParser(prog="python -m federation.deployment executor")
+    parser.add_argument("--runtime-api-address", required=True)
+    parser.add_argument("--parent-pid", type=int)
+    parser.add_argument("--preload", default="")
+    parser.add_argument("--poll", type=float, default=FAST_POLL_S / 4)
+    args = parser.parse_args(argv)
+    for module in filter(None, args.preload.split(",")):
+        importlib.import_module(module)
+    from flwr.proto.runtime_pb2 import AcquireTaskRequest
+    from flwr.supercore.constant import TaskType
+    from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+    from flwr.supercore.runtime import RuntimeHttpClient
+    from flwr.supernode.runtime.run_clientapp import run_clientapp
+
+    client = RuntimeHttpClient.from_server_address(
+        server_address=args.runtime_api_address, insecure=True, root_certificates=None,
+        interceptors=[RuntimeVersionHttpInterceptor(component_name="SuperExec")],
+        retry_invoker=make_simple_http_retry_invoker(),
+    )
+    print(f"warm executor ready for {args.runtime_api_address}", flush=True)
+    children: set[int] = set()
+    while True:
+        if args.parent_pid is not None:
+            try:
+                os.kill(args.parent_pid, 0)
+            except ProcessLookupError:
+                return
+        for pid in list(children):
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    children.discard(pid)
+        try:
+            res = client.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
+        except Exception as exc:  # noqa: BLE001 - the SuperNode is starting or going away
+            print(f"acquire task: {type(exc).__name__}: {exc}", flush=True)
+            time.sleep(1.0)
+            continue
+        if res.HasField("task") and res.token:
+            pid = os.fork()
+            if pid == 0:  # the child runs exactly one task, in its own process
+                code = 1
+                try:
+                    run_clientapp(runtime_api_address=args.runtime_api_address, token=res.token,
+                                  insecure=True, certificates=None, parent_pid=args.parent_pid,
+                                  runtime_dependency_install=False)
+                    code = 0
+                except SystemExit as exc:
+                    code = int(exc.code or 0) if isinstance(exc.code, int | None) else 1
+                finally:
+                    os._exit(code)
+            children.add(pid)
+            continue
+        time.sleep(args.poll)
+
+
+def _main(argv: list[str]) -> None:
+    if not argv or argv[0] not in ("supernode", "executor"):
+        raise SystemExit("usage: python -m federation.deployment supernode|executor ARGS")
+    (_run_supernode if argv[0] == "supernode" else _run_executor)(argv[1:])
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])
