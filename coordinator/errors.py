@@ -1,0 +1,84 @@
+"""The coordinator's error vocabulary and its catalogue of HTTP statuses and public messages.
+
+Every error the service raises on purpose is a :class:`CoordinatorError`; the API turns
+it into ``{"detail": message, "code": code}`` with the catalogued status. Messages name
+the field or resource concerned and never carry a token, a hash or a stack trace.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CATALOGUE",
+    "Conflict",
+    "CoordinatorError",
+    "Forbidden",
+    "InvalidSpec",
+    "NotFound",
+    "SettingsError",
+    "Unauthorized",
+]
+
+
+class CoordinatorError(Exception):
+    """Base of every deliberate coordinator error.
+
+    Attributes:
+        code: the catalogue key.
+        message: the public message (safe to show to the caller).
+        field: the request field concerned, if any.
+    """
+
+    code = "error"
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class Unauthorized(CoordinatorError):
+    """No token, or a token that is unknown, malformed or revoked."""
+
+    code = "unauthorized"
+
+
+class Forbidden(CoordinatorError):
+    """The principal's role does not allow the call."""
+
+    code = "forbidden"
+
+
+class NotFound(CoordinatorError):
+    """No such job, node or principal (or not visible to the caller)."""
+
+    code = "not_found"
+
+
+class Conflict(CoordinatorError):
+    """The call clashes with the current state (a name taken, a job already finished)."""
+
+    code = "conflict"
+
+
+class InvalidSpec(CoordinatorError):
+    """The job spec fails validation, or asks for nodes, features or ε no node allows."""
+
+    code = "invalid_spec"
+
+
+class SettingsError(CoordinatorError):
+    """Settings that are missing or insecure; the service refuses to start."""
+
+    code = "settings"
+
+
+#: Error code → HTTP status.
+CATALOGUE: dict[str, int] = {
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "conflict": 409,
+    "invalid_spec": 422,
+    "settings": 500,
+    "error": 400,
+}

@@ -1,0 +1,69 @@
+"""Dependencies of the routes, as ``Annotated`` aliases: the store, the caller, their role."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from coordinator.errors import Forbidden, Unauthorized
+from coordinator.lifecycle import Lifecycle
+from coordinator.schemas import PrincipalPublic
+from coordinator.store import Store
+
+__all__ = [
+    "Admin",
+    "Auditor",
+    "Caller",
+    "LifecycleDep",
+    "Operator",
+    "Researcher",
+    "StoreDep",
+    "Viewer",
+    "require",
+]
+
+_bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer hmn_...`")
+
+
+def _store(request: Request) -> Store:
+    return request.app.state.store  # type: ignore[no-any-return]
+
+
+def _lifecycle(request: Request) -> Lifecycle:
+    return request.app.state.lifecycle  # type: ignore[no-any-return]
+
+
+StoreDep = Annotated[Store, Depends(_store)]
+LifecycleDep = Annotated[Lifecycle, Depends(_lifecycle)]
+
+
+def _caller(store: StoreDep,
+            creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> PrincipalPublic:
+    if creds is None or creds.scheme.lower() != "bearer":
+        raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+    return store.authenticate(creds.credentials)
+
+
+Caller = Annotated[PrincipalPublic, Depends(_caller)]
+
+
+def require(*roles: str) -> Callable[[PrincipalPublic], PrincipalPublic]:
+    """Return a dependency that admits only principals holding one of ``roles``."""
+
+    def check(caller: Caller) -> PrincipalPublic:
+        if caller.role not in roles:
+            raise Forbidden(f"role {caller.role} may not do this; needs {' or '.join(roles)}")
+        return caller
+
+    return check
+
+
+Operator = Annotated[PrincipalPublic, Depends(require("operator"))]
+Researcher = Annotated[PrincipalPublic, Depends(require("researcher"))]
+Auditor = Annotated[PrincipalPublic, Depends(require("auditor", "operator"))]
+Admin = Annotated[PrincipalPublic, Depends(require("node_admin"))]
+#: Who may read a job: its owner (checked in the route), auditors and the operator.
+Viewer = Annotated[PrincipalPublic, Depends(require("researcher", "auditor", "operator"))]

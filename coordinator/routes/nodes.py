@@ -1,0 +1,63 @@
+"""Node routes: the operator registers nodes; a node's service (its admin's token) publishes
+its caps, pulls the jobs that target it and posts its decisions."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from coordinator.errors import Forbidden
+from coordinator.routes.deps import Admin, Caller, LifecycleDep, Operator, StoreDep
+from coordinator.schemas import NodeCreate, NodePublic, PrincipalPublic
+from federation.api_models import ApprovalPublic, ApprovalStatus, DecisionCreate, NodeJobView, NodeRegistration
+
+router = APIRouter(tags=["nodes"])
+
+NodePath = Annotated[str, Path(min_length=1, max_length=64)]
+JobPath = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+def _own_node(caller: PrincipalPublic, name: str) -> None:
+    if caller.node != name:
+        raise Forbidden(f"this token administers node {caller.node!r}, not {name!r}")
+
+
+@router.post("/nodes", status_code=201)
+def register_node(body: NodeCreate, _: Operator, store: StoreDep) -> NodePublic:
+    """Register a node (its admin principal is registered separately)."""
+    return store.register_node(body)
+
+
+@router.get("/nodes")
+def list_nodes(_: Caller, store: StoreDep) -> list[NodePublic]:
+    """List the registered nodes and the caps they publish."""
+    return store.list_nodes()
+
+
+@router.put("/nodes/{name}/registration")
+def publish_node(name: NodePath, body: NodeRegistration, caller: Admin, store: StoreDep) -> NodePublic:
+    """A node's service publishes its caps (per-job ε cap, domains, approval mode, key)."""
+    _own_node(caller, name)
+    return store.publish_node(name, body)
+
+
+@router.get("/nodes/{name}/jobs")
+def node_jobs(
+    name: NodePath,
+    caller: Admin,
+    store: StoreDep,
+    status: Annotated[ApprovalStatus | None, Query(description="Only approvals in this status.")] = None,
+    include_finished: Annotated[bool, Query(description="Also finished jobs.")] = False,
+) -> list[NodeJobView]:
+    """The jobs that target this node, with the node's approval of each."""
+    _own_node(caller, name)
+    return store.node_jobs(name, status, include_finished)
+
+
+@router.post("/nodes/{name}/jobs/{job_id}/decision")
+def decide(name: NodePath, job_id: JobPath, body: DecisionCreate, caller: Admin,
+           lifecycle: LifecycleDep) -> ApprovalPublic:
+    """Record the node's decision: its policy's outcome or its admin's, with reasons."""
+    _own_node(caller, name)
+    return lifecycle.decide(job_id, name, body, by=caller.name)

@@ -1,0 +1,131 @@
+"""API models of the coordinator, layered Base / Create / Public.
+
+A ``*Create`` model is what a caller sends, a ``*Public`` model what the API returns; a
+token appears only in :class:`TokenIssued`, the one response that shows it, and a
+stored hash never appears in any model. Models shared with the node service
+(:class:`federation.api_models.JobPublic`, ...) live in ``federation.api_models``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from federation.api_models import NodeName, NodeRegistration
+
+__all__ = [
+    "EpsilonByNode",
+    "JobSubmit",
+    "NodeCreate",
+    "NodePublic",
+    "PrincipalBase",
+    "PrincipalCreate",
+    "PrincipalCreated",
+    "PrincipalPublic",
+    "ResultPublic",
+    "Role",
+    "TokenIssued",
+    "TokenPublic",
+]
+
+Role = Literal["researcher", "node_admin", "auditor", "operator"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PrincipalBase(_Model):
+    """Who a principal is: a unique name, a role, and (node admins) the node they run."""
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
+    role: Role
+    node: NodeName | None = None
+
+    @model_validator(mode="after")
+    def _node_for_admins(self) -> PrincipalBase:
+        if self.role == "node_admin" and self.node is None:
+            raise ValueError("node: a node_admin must be bound to a node")
+        if self.role != "node_admin" and self.node is not None:
+            raise ValueError("node: only a node_admin is bound to a node")
+        return self
+
+
+class PrincipalCreate(PrincipalBase):
+    """A principal the operator registers (a token is issued with it)."""
+
+
+class PrincipalPublic(PrincipalBase):
+    """A principal as the API shows it."""
+
+    id: str
+    created_at: datetime
+    disabled_at: datetime | None = None
+
+
+class TokenPublic(_Model):
+    """A token's public part: its lookup prefix and state (never the token or its hash)."""
+
+    prefix: str
+    principal_id: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class TokenIssued(TokenPublic):
+    """A freshly issued token: ``token`` is shown this once and cannot be fetched again."""
+
+    token: str = Field(repr=False, description="The token; shown this once.")
+
+
+class PrincipalCreated(_Model):
+    """A new principal and its first token (shown once)."""
+
+    principal: PrincipalPublic
+    token: TokenIssued
+
+
+class NodeCreate(NodeRegistration):
+    """A node the operator registers; its caps may be published later by the node itself."""
+
+    name: NodeName
+
+
+class NodePublic(NodeRegistration):
+    """A registered node, with when it registered and when its service last polled."""
+
+    name: str
+    registered_at: datetime
+    last_seen_at: datetime | None = None
+
+
+class JobSubmit(_Model):
+    """A job submission: the job spec as a JSON object (the TOML file's tables)."""
+
+    spec: dict[str, Any] = Field(
+        description="The job spec (see federation.spec.JobSpec); validated field by field."
+    )
+
+
+class ResultPublic(_Model):
+    """A finished job's result (the plot is served separately as PNG)."""
+
+    job_id: str
+    status: str
+    report: dict[str, Any]
+    model: dict[str, Any] | None = None
+    epsilon_by_node: dict[str, float]
+    has_plot: bool
+    created_at: datetime
+
+
+class EpsilonByNode(_Model):
+    """Privacy spent per node over all finished jobs (auditor view)."""
+
+    node: str
+    jobs: int
+    epsilon_total: float
+    by_job: dict[str, float]
+

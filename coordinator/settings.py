@@ -1,0 +1,176 @@
+"""The coordinator's settings: environment (``HAMANASU_*``), an optional TOML file, defaults.
+
+Precedence, highest first: values passed in code (CLI options), environment variables,
+the ``[coordinator]`` table of the TOML file named by ``config_file`` (or the
+``HAMANASU_CONFIG`` variable), then the defaults. Insecure combinations are refused at
+load time (:meth:`CoordinatorSettings.check_secure`), loudly, with the setting named.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from coordinator.errors import SettingsError
+
+__all__ = ["CoordinatorSettings", "load_settings"]
+
+log = logging.getLogger("hamanasu.coordinator")
+
+_TOML: ContextVar[Path | None] = ContextVar("_TOML", default=None)
+
+
+class CoordinatorSettings(BaseSettings):
+    """Settings of one coordinator service.
+
+    Attributes:
+        data_dir: the service's folder (SQLite database, result files); created 0700.
+        database_url: SQLAlchemy URL; default ``sqlite:///<data_dir>/coordinator.sqlite``.
+            PostgreSQL: ``postgresql+psycopg://user@host/db`` (the password through
+            ``database_password`` rather than the URL).
+        database_password: the database password, if any (never logged).
+        host: the address uvicorn binds.
+        port: the port uvicorn binds.
+        ssl_certfile: TLS certificate (PEM); required to bind a non-loopback address.
+        ssl_keyfile: TLS private key (PEM).
+        allow_insecure_http: serve plain HTTP on a non-loopback address anyway (refused
+            unless set; logged as a warning on every start).
+        max_concurrent_runs: federated runs executed at the same time.
+        token_cache_seconds: how long a verified token is remembered in memory, so status
+            reads do not pay an argon2 verification each (revocation clears it at once).
+        argon2_time_cost: argon2id passes for token hashes (≥ 1).
+        argon2_memory_kib: argon2id memory for token hashes (≥ 19456, OWASP's floor).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="HAMANASU_", extra="ignore", validate_default=True,
+    )
+
+    data_dir: Path = Path("coordinator-data")
+    database_url: str | None = None
+    database_password: SecretStr | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8750, ge=1, le=65535)
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    allow_insecure_http: bool = False
+    max_concurrent_runs: int = Field(default=1, ge=1, le=64)
+    token_cache_seconds: float = Field(default=60.0, ge=0, le=3600)
+    argon2_time_cost: int = Field(default=2, ge=1, le=20)
+    argon2_memory_kib: int = Field(default=19456, ge=19456, le=4 * 1024 * 1024)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_backend(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("database_url: only sqlite:/// and postgresql+psycopg:// URLs are supported")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Order the sources: code, environment, TOML file, defaults."""
+        path = _TOML.get() or (Path(os.environ["HAMANASU_CONFIG"]) if os.environ.get("HAMANASU_CONFIG") else None)
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path is not None:
+            if not path.is_file():
+                raise SettingsError(f"config: {path} does not exist", field="config")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path, toml_table_header=("coordinator",)))
+        return tuple(sources)
+
+    # -- derived values ------------------------------------------------------------------
+    def url(self) -> str:
+        """Return the database URL (with the password filled in, if one is set)."""
+        if self.database_url is None:
+            return f"sqlite:///{(self.data_dir / 'coordinator.sqlite').resolve()}"
+        if self.database_password is None:
+            return self.database_url
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.database_url).set(
+            password=self.database_password.get_secret_value()
+        ).render_as_string(hide_password=False)
+
+    def safe_url(self) -> str:
+        """Return the database URL with any password masked, for logs."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.url()).render_as_string(hide_password=True)
+
+    def is_loopback(self) -> bool:
+        """Tell whether ``host`` is a loopback address (or ``localhost``)."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def check_secure(self) -> None:
+        """Refuse insecure settings, naming the setting; warn about tolerated ones.
+
+        Raises:
+            SettingsError: plain HTTP on a non-loopback address without
+                ``allow_insecure_http``; half a TLS pair; a password in the database URL.
+        """
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise SettingsError("ssl_certfile/ssl_keyfile: give both or neither", field="ssl_certfile")
+        tls = self.ssl_certfile is not None
+        if not tls and not self.is_loopback():
+            if not self.allow_insecure_http:
+                raise SettingsError(
+                    f"host: refusing to serve tokens over plain HTTP on {self.host}; set "
+                    "ssl_certfile and ssl_keyfile, bind 127.0.0.1, or set allow_insecure_http",
+                    field="host",
+                )
+            log.warning("INSECURE: serving plain HTTP on %s (allow_insecure_http is set); "
+                        "API tokens travel in the clear", self.host)
+        if self.database_url:
+            from sqlalchemy.engine import make_url
+
+            if make_url(self.database_url).password:
+                raise SettingsError(
+                    "database_url: holds a password; pass it as HAMANASU_DATABASE_PASSWORD",
+                    field="database_url",
+                )
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> CoordinatorSettings:
+    """Build the settings from ``overrides``, the environment and ``config_file`` (TOML).
+
+    Returns:
+        The checked settings.
+
+    Raises:
+        SettingsError: a value is invalid (named) or the combination is insecure.
+    """
+    token = _TOML.set(config_file)
+    try:
+        settings = CoordinatorSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "settings"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise SettingsError(f"{field}: {msg}" if not msg.startswith(field) else msg, field=field) from None
+    finally:
+        _TOML.reset(token)
+    settings.check_secure()
+    return settings

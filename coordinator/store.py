@@ -1,0 +1,552 @@
+"""The coordinator's store: principals and tokens, nodes, jobs, approvals, results.
+
+Every method runs in its own transaction and either commits all it changes or nothing.
+State changes of a job are conditional updates (``... WHERE state IN (...)``), so a
+cancel racing a start, or two workers racing one job, cannot both win; every change
+appends a :class:`~coordinator.models.JobEvent` in the same transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from argon2 import PasswordHasher
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.orm import Session
+
+from coordinator.auth import TokenVerifier, new_token, split_token
+from coordinator.db import make_sessionmaker
+from coordinator.errors import Conflict, InvalidSpec, NotFound, Unauthorized
+from coordinator.models import Approval, Job, JobEvent, Node, Principal, Result, Token
+from coordinator.runner import RunResult
+from coordinator.schemas import (
+    EpsilonByNode,
+    NodeCreate,
+    NodePublic,
+    PrincipalCreate,
+    PrincipalPublic,
+    ResultPublic,
+    TokenIssued,
+    TokenPublic,
+)
+from federation.api_models import (
+    TERMINAL_STATES,
+    ApprovalPublic,
+    DecisionCreate,
+    DecisionReason,
+    JobEventPublic,
+    JobPublic,
+    NodeJobView,
+    NodeRegistration,
+)
+from federation.spec import JobSpec
+
+__all__ = ["RESTART_REASON", "Store", "utc_now"]
+
+#: Why a job that was running when the coordinator died is failed on restart.
+RESTART_REASON = "coordinator restarted during the run"
+
+
+def utc_now() -> datetime:
+    """Return the current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; everything stored is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _principal_public(p: Principal) -> PrincipalPublic:
+    return PrincipalPublic(id=p.id, name=p.name, role=p.role, node=p.node,  # type: ignore[arg-type]
+                           created_at=_aware(p.created_at), disabled_at=_aware(p.disabled_at))  # type: ignore[arg-type]
+
+
+def _node_public(n: Node) -> NodePublic:
+    return NodePublic(name=n.name, registered_at=_aware(n.registered_at),  # type: ignore[arg-type]
+                      last_seen_at=_aware(n.last_seen_at), max_epsilon_per_job=n.max_epsilon_per_job,
+                      domains=n.domains or {}, approval_mode=n.approval_mode,  # type: ignore[arg-type]
+                      public_key_pem=n.public_key_pem)
+
+
+def _approval_public(a: Approval) -> ApprovalPublic:
+    return ApprovalPublic(
+        job_id=a.job_id, node=a.node, status=a.status, source=a.source,  # type: ignore[arg-type]
+        reasons=[DecisionReason.model_validate(r) for r in a.reasons or []],
+        decided_by=a.decided_by, decided_at=_aware(a.decided_at), updated_at=_aware(a.updated_at),  # type: ignore[arg-type]
+    )
+
+
+class Store:
+    """All persistent state of the coordinator, behind typed methods.
+
+    Args:
+        engine: a migrated engine (see :func:`coordinator.db.migrate`).
+        hasher: the argon2id hasher of API tokens.
+        verifier: checks and briefly caches verified tokens.
+        clock: returns "now" (tests pass a fixed clock).
+    """
+
+    def __init__(self, engine: Engine, hasher: PasswordHasher, verifier: TokenVerifier,
+                 clock: Callable[[], datetime] = utc_now) -> None:
+        self.engine = engine
+        self.sessions = make_sessionmaker(engine)
+        self.hasher = hasher
+        self.verifier = verifier
+        self.clock = clock
+
+    # -- principals and tokens -------------------------------------------------------------
+    def create_principal(self, data: PrincipalCreate) -> tuple[PrincipalPublic, TokenIssued]:
+        """Register a principal and issue its first token.
+
+        Returns:
+            The principal and the token (the only time the token is shown).
+
+        Raises:
+            Conflict: the name is taken.
+            NotFound: a node admin's node is not registered.
+        """
+        now = self.clock()
+        issued = new_token(self.hasher)
+        with self.sessions.begin() as s:
+            if data.node is not None and s.get(Node, data.node) is None:
+                raise NotFound(f"node: no node named {data.node!r}", field="node")
+            if s.scalar(select(Principal.id).where(Principal.name == data.name)) is not None:
+                raise Conflict(f"name: a principal named {data.name!r} exists", field="name")
+            p = Principal(id=uuid.uuid4().hex, name=data.name, role=data.role, node=data.node,
+                          created_at=now)
+            s.add(p)
+            s.flush()
+            s.add(Token(prefix=issued.prefix, principal_id=p.id, hash=issued.hash, created_at=now))
+            public = _principal_public(p)
+        return public, TokenIssued(prefix=issued.prefix, principal_id=public.id, created_at=now,
+                                   token=issued.token)
+
+    def list_principals(self) -> list[PrincipalPublic]:
+        """Return every principal, oldest first."""
+        with self.sessions() as s:
+            return [_principal_public(p) for p in s.scalars(select(Principal).order_by(Principal.created_at))]
+
+    def issue_token(self, principal_id: str) -> TokenIssued:
+        """Issue another token for a principal.
+
+        Raises:
+            NotFound: no such principal.
+        """
+        now = self.clock()
+        issued = new_token(self.hasher)
+        with self.sessions.begin() as s:
+            if s.get(Principal, principal_id) is None:
+                raise NotFound("principal_id: no such principal", field="principal_id")
+            s.add(Token(prefix=issued.prefix, principal_id=principal_id, hash=issued.hash, created_at=now))
+        return TokenIssued(prefix=issued.prefix, principal_id=principal_id, created_at=now, token=issued.token)
+
+    def revoke_token(self, prefix: str) -> TokenPublic:
+        """Revoke a token by its prefix (idempotent); it stops working at once.
+
+        Raises:
+            NotFound: no such token.
+        """
+        with self.sessions.begin() as s:
+            tok = s.get(Token, prefix)
+            if tok is None:
+                raise NotFound("prefix: no such token", field="prefix")
+            if tok.revoked_at is None:
+                tok.revoked_at = self.clock()
+            out = TokenPublic(prefix=tok.prefix, principal_id=tok.principal_id,
+                              created_at=_aware(tok.created_at), revoked_at=_aware(tok.revoked_at))  # type: ignore[arg-type]
+        self.verifier.forget(prefix=prefix)
+        return out
+
+    def authenticate(self, token: str) -> PrincipalPublic:
+        """Return the principal holding ``token``.
+
+        Raises:
+            Unauthorized: the token is malformed, unknown, revoked, or its principal disabled
+                (one message for all, so a caller learns nothing about which).
+        """
+        denied = Unauthorized("invalid or revoked token")
+        prefix = split_token(token)
+        if prefix is None:
+            raise denied
+        principal_id = self.verifier.cached(token)
+        with self.sessions() as s:
+            if principal_id is None:
+                row = s.get(Token, prefix)
+                if row is None or row.revoked_at is not None:
+                    self.hasher.hash("hmn_timing_equaliser")  # similar cost for unknown prefixes
+                    raise denied
+                if not self.verifier.verify(token, row.hash, row.principal_id, prefix):
+                    raise denied
+                principal_id = row.principal_id
+            p = s.get(Principal, principal_id)
+            if p is None or p.disabled_at is not None:
+                raise denied
+            return _principal_public(p)
+
+    # -- nodes -------------------------------------------------------------------------------
+    def register_node(self, data: NodeCreate) -> NodePublic:
+        """Register a node (operator).
+
+        Raises:
+            Conflict: the name is taken.
+        """
+        with self.sessions.begin() as s:
+            if s.get(Node, data.name) is not None:
+                raise Conflict(f"name: node {data.name!r} is registered", field="name")
+            n = Node(name=data.name, registered_at=self.clock(),
+                     max_epsilon_per_job=data.max_epsilon_per_job, domains=dict(data.domains),
+                     approval_mode=data.approval_mode, public_key_pem=data.public_key_pem)
+            s.add(n)
+            s.flush()
+            return _node_public(n)
+
+    def publish_node(self, name: str, data: NodeRegistration) -> NodePublic:
+        """Record the caps a node's service publishes, and that it was seen now.
+
+        Raises:
+            NotFound: the node is not registered.
+        """
+        with self.sessions.begin() as s:
+            n = s.get(Node, name)
+            if n is None:
+                raise NotFound(f"name: no node named {name!r}", field="name")
+            n.max_epsilon_per_job = data.max_epsilon_per_job
+            n.domains = dict(data.domains)
+            n.approval_mode = data.approval_mode
+            n.public_key_pem = data.public_key_pem
+            n.last_seen_at = self.clock()
+            return _node_public(n)
+
+    def list_nodes(self) -> list[NodePublic]:
+        """Return every registered node, by name."""
+        with self.sessions() as s:
+            return [_node_public(n) for n in s.scalars(select(Node).order_by(Node.name))]
+
+    # -- jobs ----------------------------------------------------------------------------------
+    def _targets(self, s: Session, spec: JobSpec) -> list[Node]:
+        """Check the job against the nodes' published caps; return the targeted nodes.
+
+        Raises:
+            InvalidSpec: an unknown node, or fewer eligible nodes than ``min_nodes`` because of
+                the domain, a feature, or ε (naming that field).
+        """
+        known = {n.name: n for n in s.scalars(select(Node).order_by(Node.name))}
+        if spec.nodes:
+            unknown = [n for n in spec.nodes if n not in known]
+            if unknown:
+                raise InvalidSpec(f"unknown node(s) {unknown}; registered: {sorted(known)}", field="nodes")
+            targets = [known[n] for n in spec.nodes]
+        else:
+            targets = list(known.values())
+        if len(targets) < spec.min_nodes:
+            raise InvalidSpec(f"the job needs {spec.min_nodes} nodes; {len(targets)} targeted", field="min_nodes")
+        eligible = list(targets)
+
+        def narrow(field: str, keep: Callable[[Node], bool], why: str) -> None:
+            nonlocal eligible
+            kept = [n for n in eligible if keep(n)]
+            if len(kept) < spec.min_nodes:
+                raise InvalidSpec(f"{why}; {len(kept)} targeted node(s) allow it, the job needs "
+                                  f"{spec.min_nodes}", field=field)
+            eligible = kept
+
+        narrow("domain", lambda n: not n.domains or spec.domain in n.domains,
+               f"domain {spec.domain!r} is not served")
+        for col in spec.columns():
+            field = "label" if col == spec.label else "features"
+            narrow(field, lambda n, c=col: (not n.domains or n.domains.get(spec.domain) == "*"
+                                            or c in (n.domains.get(spec.domain) or [])),
+                   f"column {col!r} is not published by the nodes for domain {spec.domain!r}")
+        if spec.privacy is not None:
+            eps = spec.privacy.epsilon
+            caps = {n.name: n.max_epsilon_per_job for n in eligible if n.max_epsilon_per_job is not None}
+            narrow("privacy.epsilon", lambda n: n.max_epsilon_per_job is None or eps <= n.max_epsilon_per_job,
+                   f"epsilon {eps} is above the per-job caps {caps}")
+        return targets
+
+    def create_job(self, owner: PrincipalPublic, spec: JobSpec) -> JobPublic:
+        """Store a validated job and its pending approvals; it then awaits approval.
+
+        Raises:
+            InvalidSpec: the nodes cannot run it (nothing is stored).
+        """
+        now = self.clock()
+        job_id = uuid.uuid4().hex[:16]
+        with self.sessions.begin() as s:
+            targets = self._targets(s, spec)
+            job = Job(id=job_id, owner_id=owner.id, name=spec.name, kind=spec.kind,
+                      spec=spec.model_dump(mode="json"), nodes=[n.name for n in targets],
+                      min_nodes=spec.min_nodes, state="awaiting_approval",
+                      reason=f"waiting for {spec.min_nodes} of {len(targets)} node(s) to approve",
+                      round=0, rounds_total=spec.rounds if spec.kind == "train" else 1, metrics={},
+                      submitted_at=now, updated_at=now)
+            s.add(job)
+            s.flush()
+            s.add(JobEvent(job_id=job_id, at=now, state="submitted", reason=f"submitted by {owner.name}"))
+            s.add(JobEvent(job_id=job_id, at=now, state="awaiting_approval", reason=job.reason))
+            for n in targets:
+                s.add(Approval(job_id=job_id, node=n.name, status="pending", reasons=[], updated_at=now))
+            s.flush()
+            return self._job_public(s, job, owner.name)
+
+    def _job_public(self, s: Session, job: Job, owner_name: str | None = None) -> JobPublic:
+        if owner_name is None:
+            owner_name = s.scalar(select(Principal.name).where(Principal.id == job.owner_id)) or "?"
+        approvals = s.scalars(select(Approval).where(Approval.job_id == job.id).order_by(Approval.node))
+        has_result = s.scalar(select(func.count()).select_from(Result).where(Result.job_id == job.id))
+        return JobPublic(
+            id=job.id, name=job.name, kind=job.kind, owner=owner_name, state=job.state,  # type: ignore[arg-type]
+            reason=job.reason, nodes=list(job.nodes), min_nodes=job.min_nodes, round=job.round,
+            rounds_total=job.rounds_total, metrics=job.metrics or {},
+            submitted_at=_aware(job.submitted_at), updated_at=_aware(job.updated_at),  # type: ignore[arg-type]
+            started_at=_aware(job.started_at), finished_at=_aware(job.finished_at),
+            approvals=[_approval_public(a) for a in approvals], has_result=bool(has_result),
+        )
+
+    def get_job(self, job_id: str) -> tuple[JobPublic, str]:
+        """Return a job and its owner's principal id.
+
+        Raises:
+            NotFound: no such job.
+        """
+        with self.sessions() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise NotFound(f"job_id: no job {job_id!r}", field="job_id")
+            return self._job_public(s, job), job.owner_id
+
+    def job_spec(self, job_id: str) -> tuple[JobSpec, list[str]]:
+        """Return a job's spec and the nodes it runs on (its approved nodes).
+
+        Raises:
+            NotFound: no such job.
+        """
+        with self.sessions() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise NotFound(f"job_id: no job {job_id!r}", field="job_id")
+            return JobSpec.model_validate(job.spec), list(job.run_nodes or [])
+
+    def list_jobs(self, owner_id: str | None = None, state: str | None = None,
+                  limit: int = 100, offset: int = 0) -> list[JobPublic]:
+        """Return jobs, newest first, optionally one owner's or in one state."""
+        q = select(Job).order_by(Job.submitted_at.desc(), Job.id).limit(limit).offset(offset)
+        if owner_id is not None:
+            q = q.where(Job.owner_id == owner_id)
+        if state is not None:
+            q = q.where(Job.state == state)
+        with self.sessions() as s:
+            return [self._job_public(s, j) for j in s.scalars(q).all()]
+
+    def node_jobs(self, node: str, status: str | None = None, include_finished: bool = False) -> list[NodeJobView]:
+        """Return the jobs targeting ``node`` with its approval (unfinished ones unless asked)."""
+        q = (select(Job, Approval).join(Approval, Approval.job_id == Job.id)
+             .where(Approval.node == node).order_by(Job.submitted_at, Job.id))
+        if status is not None:
+            q = q.where(Approval.status == status)
+        if not include_finished:
+            q = q.where(Job.state.not_in(TERMINAL_STATES))
+        with self.sessions() as s:
+            out = []
+            for job, appr in s.execute(q).all():
+                owner = s.scalar(select(Principal.name).where(Principal.id == job.owner_id)) or "?"
+                out.append(NodeJobView(
+                    id=job.id, name=job.name, owner=owner, state=job.state, reason=job.reason,  # type: ignore[arg-type]
+                    spec=job.spec, submitted_at=_aware(job.submitted_at),  # type: ignore[arg-type]
+                    approval=_approval_public(appr),
+                ))
+            return out
+
+    def _move(self, s: Session, job_id: str, to: str, reason: str, from_states: Iterable[str],
+              round_no: int | None = None, **values: Any) -> bool:
+        now = self.clock()
+        values = {"state": to, "reason": reason, "updated_at": now, **values}
+        if to in TERMINAL_STATES:
+            values.setdefault("finished_at", now)
+        res = s.execute(update(Job).where(Job.id == job_id, Job.state.in_(list(from_states))).values(**values))
+        if res.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        s.add(JobEvent(job_id=job_id, at=now, state=to, reason=reason, round=round_no))
+        return True
+
+    def decide(self, job_id: str, node: str, decision: DecisionCreate, by: str) -> tuple[ApprovalPublic, bool]:
+        """Record a node's decision and move the job on when the decisions allow.
+
+        The job becomes ``approved`` once ``min_nodes`` targeted nodes approved (it runs on
+        those), or ``failed`` once so many rejected that ``min_nodes`` can no longer approve.
+
+        Returns:
+            The approval recorded, and whether the job just became approved (to be run).
+
+        Raises:
+            NotFound: no such job, or the job does not target the node.
+            Conflict: the job already left the approval stage (ran, finished, cancelled).
+            InvalidSpec: a rejection without a reason (field ``reasons``).
+        """
+        if decision.outcome == "reject" and not decision.reasons:
+            raise InvalidSpec("a rejection needs at least one reason", field="reasons")
+        now = self.clock()
+        status = {"approve": "approved", "reject": "rejected", "needs_approval": "needs_approval"}[decision.outcome]
+        with self.sessions.begin() as s:
+            job = s.get(Job, job_id, with_for_update=True)
+            appr = s.get(Approval, (job_id, node))
+            if job is None or appr is None:
+                raise NotFound(f"job_id: no job {job_id!r} targets node {node!r}", field="job_id")
+            if job.state not in ("submitted", "awaiting_approval"):
+                raise Conflict(f"job {job_id} is {job.state}; decisions are closed", field="job_id")
+            appr.status, appr.source, appr.updated_at = status, decision.source, now
+            appr.reasons = [r.model_dump() for r in decision.reasons]
+            if status in ("approved", "rejected"):
+                appr.decided_by, appr.decided_at = by, now
+            s.flush()
+            rows = list(s.scalars(select(Approval).where(Approval.job_id == job_id)))
+            approved = sorted(a.node for a in rows if a.status == "approved")
+            rejected = [a for a in rows if a.status == "rejected"]
+            started = False
+            if len(approved) >= job.min_nodes:
+                started = self._move(s, job_id, "approved", f"approved by {', '.join(approved)}",
+                                     ["submitted", "awaiting_approval"], run_nodes=approved)
+            elif len(rows) - len(rejected) < job.min_nodes:
+                why = "; ".join(
+                    f"{a.node}: " + (", ".join(r["code"] for r in a.reasons) or "rejected") for a in rejected
+                )
+                self._move(s, job_id, "failed",
+                           f"rejected ({why}); {len(rows) - len(rejected)} node(s) left, the job needs {job.min_nodes}",
+                           ["submitted", "awaiting_approval"])
+            else:
+                waiting = len(rows) - len(rejected) - len(approved)
+                job.reason = (f"{len(approved)} of {job.min_nodes} approvals; {waiting} node(s) to decide")
+                job.updated_at = now
+            return _approval_public(appr), started
+
+    def start(self, job_id: str) -> bool:
+        """Mark an approved job running (returns False if it was cancelled meanwhile)."""
+        now = self.clock()
+        with self.sessions.begin() as s:
+            return self._move(s, job_id, "running", "the run started", ["approved"], started_at=now)
+
+    def progress(self, job_id: str, round_no: int, metrics: dict[str, Any]) -> None:
+        """Record that ``round_no`` finished, with its metrics (only while running)."""
+        with self.sessions.begin() as s:
+            job = s.get(Job, job_id)
+            if job is None or job.state != "running":
+                return
+            job.round, job.metrics, job.updated_at = round_no, metrics, self.clock()
+            job.reason = f"round {round_no} of {job.rounds_total} done"
+            s.add(JobEvent(job_id=job_id, at=job.updated_at, state="running", reason=job.reason, round=round_no))
+
+    def finish(self, job_id: str, result: RunResult) -> bool:
+        """Store a run's result and end the job (unless it was cancelled meanwhile).
+
+        Returns:
+            Whether the job was still running (if not, the result is stored but the state kept).
+        """
+        now = self.clock()
+        with self.sessions.begin() as s:
+            s.merge(Result(job_id=job_id, status=result.status, report=result.report, model=result.model,
+                           epsilon_by_node=dict(result.epsilon_by_node), plot_png=result.plot_png,
+                           created_at=now))
+            return self._move(s, job_id, result.status, result.reason, ["running"])
+
+    def fail(self, job_id: str, reason: str, from_states: Sequence[str] = ("approved", "running")) -> bool:
+        """End a job as failed with ``reason`` (only from ``from_states``)."""
+        with self.sessions.begin() as s:
+            return self._move(s, job_id, "failed", reason, from_states)
+
+    def cancel(self, job_id: str, by: str) -> JobPublic:
+        """Cancel a job that has not finished.
+
+        Raises:
+            NotFound: no such job.
+            Conflict: the job already finished.
+        """
+        with self.sessions.begin() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise NotFound(f"job_id: no job {job_id!r}", field="job_id")
+            if not self._move(s, job_id, "cancelled", f"cancelled by {by}",
+                              ["submitted", "awaiting_approval", "approved", "running"]):
+                raise Conflict(f"job {job_id} is {job.state}; it cannot be cancelled", field="job_id")
+        return self.get_job(job_id)[0]
+
+    def recover(self) -> list[str]:
+        """After a restart: fail the jobs that were running; return approved ones to re-run.
+
+        A job that was running is not re-run: its nodes may already have been charged for
+        the rounds done, and running it again would charge them twice.
+        """
+        with self.sessions.begin() as s:
+            running = list(s.scalars(select(Job.id).where(Job.state == "running")))
+            for job_id in running:
+                self._move(s, job_id, "failed", RESTART_REASON, ["running"])
+            return list(s.scalars(select(Job.id).where(Job.state == "approved").order_by(Job.updated_at)))
+
+    def events(self, job_id: str) -> list[JobEventPublic]:
+        """Return a job's history, oldest first."""
+        with self.sessions() as s:
+            rows = s.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))
+            return [JobEventPublic(at=_aware(e.at), state=e.state, reason=e.reason, round=e.round)  # type: ignore[arg-type]
+                    for e in rows]
+
+    def approvals(self, job_id: str | None = None, node: str | None = None) -> list[ApprovalPublic]:
+        """Return approvals, optionally of one job or one node."""
+        q = select(Approval).order_by(Approval.job_id, Approval.node)
+        if job_id is not None:
+            q = q.where(Approval.job_id == job_id)
+        if node is not None:
+            q = q.where(Approval.node == node)
+        with self.sessions() as s:
+            return [_approval_public(a) for a in s.scalars(q)]
+
+    def result(self, job_id: str) -> ResultPublic:
+        """Return a job's stored result.
+
+        Raises:
+            NotFound: the job has no result (yet).
+        """
+        with self.sessions() as s:
+            r = s.get(Result, job_id)
+            if r is None:
+                raise NotFound(f"job {job_id} has no result", field="job_id")
+            return ResultPublic(job_id=r.job_id, status=r.status, report=r.report, model=r.model,
+                                epsilon_by_node=r.epsilon_by_node or {}, has_plot=r.plot_png is not None,
+                                created_at=_aware(r.created_at))  # type: ignore[arg-type]
+
+    def plot(self, job_id: str) -> bytes:
+        """Return a job's report plot (PNG).
+
+        Raises:
+            NotFound: no result or no plot.
+        """
+        with self.sessions() as s:
+            png = s.scalar(select(Result.plot_png).where(Result.job_id == job_id))
+            if png is None:
+                raise NotFound(f"job {job_id} has no plot", field="job_id")
+            return bytes(png)
+
+    def epsilon_by_node(self) -> list[EpsilonByNode]:
+        """Return the ε each node spent, summed over the stored results."""
+        totals: dict[str, dict[str, float]] = {}
+        with self.sessions() as s:
+            for job_id, eps in s.execute(select(Result.job_id, Result.epsilon_by_node)):
+                for node, value in (eps or {}).items():
+                    totals.setdefault(node, {})[job_id] = float(value)
+        return [EpsilonByNode(node=n, jobs=len(j), epsilon_total=sum(j.values()), by_job=j)
+                for n, j in sorted(totals.items())]
+
+    def ping(self) -> None:
+        """Run a trivial query (health check).
+
+        Raises:
+            sqlalchemy.exc.OperationalError: the database is unreachable.
+        """
+        with self.sessions() as s:
+            s.execute(select(1))
+
+

@@ -1,0 +1,118 @@
+"""The embedded engine's :class:`coordinator.runner.Runner`: runs approved jobs on one machine.
+
+It knows each local node's data folder and state folder (from the local deployment
+config of ``hamanasu up``, or a test), passes every node's gate
+(:class:`nodes.enforcement.EnforcementPoint`: ``accept`` reserves the job's whole
+(ε, δ) before anything runs, every round charges through the ClientApp's gate, and
+``release`` returns what was not used), and runs the job with
+:func:`hamanasu.training_run.run_training_job` on Flower's simulation engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from coordinator.runner import RoundProgress, RunResult
+from federation.spec import JobSpec
+
+__all__ = ["EmbeddedRunner", "LocalNode"]
+
+log = logging.getLogger("hamanasu.runner")
+
+# Flower's simulation engine (Ray) is one per process: runs take turns.
+_ENGINE = threading.Lock()
+
+
+@dataclass(frozen=True)
+class LocalNode:
+    """A node of the local deployment: its name, data folder and state folder."""
+
+    name: str
+    data: Path
+    state_dir: Path
+
+
+class EmbeddedRunner:
+    """Runs ``train`` jobs over local nodes on the embedded (simulation) engine.
+
+    Args:
+        nodes: the local nodes by name.
+    """
+
+    def __init__(self, nodes: Mapping[str, LocalNode]) -> None:
+        self.nodes = dict(nodes)
+
+    def run(
+        self,
+        job: JobSpec,
+        job_id: str,
+        nodes: Sequence[str],
+        on_progress: Callable[[RoundProgress], None],
+        cancelled: threading.Event,
+    ) -> RunResult:
+        """Run ``job`` on ``nodes``; see :meth:`coordinator.runner.Runner.run`."""
+        from nodes.enforcement import EnforcementPoint, JobRefused
+        from nodes.sources import NodeSource, read_columns
+
+        if job.kind != "train":
+            return RunResult("failed", f"kind: the embedded runner runs train jobs; {job.kind!r} is not wired yet")
+        unknown = [n for n in nodes if n not in self.nodes]
+        if unknown:
+            return RunResult("failed", f"node(s) {unknown} are not part of this local deployment")
+        points = {n: EnforcementPoint(n, self.nodes[n].state_dir) for n in nodes}
+        sources = [NodeSource(n, self.nodes[n].data, self.nodes[n].state_dir) for n in nodes]
+        try:
+            sizes = {s.name: len(read_columns(s.data, job.domain, job.columns())) for s in sources}
+        except (FileNotFoundError, KeyError, ValueError) as exc:
+            return RunResult("failed", f"node data: {str(exc).strip(chr(39))}"[:500])
+        accepted: list[str] = []
+        try:
+            for name, point in points.items():
+                try:
+                    point.accept(job, job_id, approved=True)
+                except JobRefused as exc:
+                    return RunResult("failed", str(exc)[:500])
+                accepted.append(name)
+            if cancelled.is_set():
+                return RunResult("failed", "cancelled before the run started")
+            with _ENGINE:
+                return self._train(job, job_id, sources, sizes, points, on_progress)
+        finally:
+            for name in accepted:
+                try:
+                    points[name].release(job_id, "job ended")
+                except Exception:  # noqa: BLE001 - a release failure must not hide the result
+                    log.exception("node %s: could not release job %s", name, job_id)
+
+    def _train(self, job: JobSpec, job_id: str, sources: list[Any], sizes: dict[str, int],
+               points: dict[str, Any], on_progress: Callable[[RoundProgress], None]) -> RunResult:
+        from hamanasu.plots import plot_training
+        from hamanasu.training_run import run_training_job
+
+        def on_round(record: Any) -> None:
+            on_progress(RoundProgress(round=min(int(record.round), job.rounds), rounds_total=job.rounds,
+                                      metrics=dict(record.metrics)))
+
+        run = run_training_job(job, sources, job_id=job_id, max_records=max(sizes.values()),
+                               gates=dict(points), on_round=on_round)
+        run.node_sizes = sizes
+        report = run.report()
+        model = None if run.parameters is None else {
+            "model": job.model, "features": job.features, "label": job.label,
+            "parameters": [p.tolist() for p in run.parameters],
+        }
+        plot = None
+        if report["rounds"]:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = plot_training(report, Path(tmp) / "training.png")
+                plot = path.read_bytes()
+        eps = (report.get("privacy") or {}).get("epsilon_spent_by_node") or {}
+        status = "succeeded" if run.outcome.status == "succeeded" else "failed"
+        return RunResult(status, run.outcome.reason or f"{job.rounds} round(s) done", report=report,
+                         model=model, epsilon_by_node={k: float(v) for k, v in eps.items()}, plot_png=plot)

@@ -1,0 +1,301 @@
+"""The node service: a node's outbound-only link to the coordinator.
+
+It never listens. Every ``poll_interval`` seconds it publishes the node's caps
+(:class:`federation.api_models.NodeRegistration`: per-job ε cap, served domains and
+columns, approval mode, public key), pulls the jobs that target the node, evaluates
+each new one against the node's policy (:meth:`nodes.enforcement.EnforcementPoint.review`,
+no side effects) and posts the outcome: ``approve`` (the policy allows it), ``reject``
+with every reason, or ``needs_approval`` (it waits for the admin's
+``hamanasu node approvals approve|reject``). When a job it holds a budget reservation
+for has ended (e.g. a coordinator that died mid-run failed it on restart), it releases
+what the job did not use.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from federation.api_models import (
+    TERMINAL_STATES,
+    DecisionCreate,
+    DecisionReason,
+    NodeJobView,
+    NodeRegistration,
+)
+from federation.errors import JobSpecError
+from federation.spec import parse_job_spec
+from nodes.enforcement import EnforcementPoint
+
+__all__ = ["CoordinatorLink", "NodeService", "NodeServiceConfig", "NodeServiceError", "load_node_config",
+           "read_token"]
+
+log = logging.getLogger("hamanasu.node.service")
+
+
+class NodeServiceError(ValueError):
+    """The node service cannot do what was asked; the message names the field or job."""
+
+
+class NodeServiceConfig(BaseModel):
+    """The ``[node]`` table of ``node.toml``.
+
+    Attributes:
+        name: the node's name as registered at the coordinator.
+        coordinator_url: the coordinator's base URL (https://, or http:// on loopback).
+        state_dir: the node's state folder (key, policy, ledger, budget).
+        data_dir: the node's data folder (to count consenting subjects; optional).
+        token_file: a 0600 file holding the node admin's API token (else HAMANASU_TOKEN).
+        ca_file: a CA bundle to verify the coordinator's certificate.
+        poll_interval: seconds between polls.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    coordinator_url: str = Field(pattern=r"^https?://")
+    state_dir: Path
+    data_dir: Path | None = None
+    token_file: Path | None = None
+    ca_file: Path | None = None
+    poll_interval: float = Field(default=5.0, gt=0, le=3600)
+
+
+def load_node_config(path: Path) -> NodeServiceConfig:
+    """Read ``node.toml`` (a ``[node]`` table, or the keys at top level); relative paths are
+    taken from the file's folder.
+
+    Raises:
+        NodeServiceError: the file is missing or invalid (naming the field).
+    """
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise NodeServiceError(f"--config: cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise NodeServiceError(f"--config: {path.name} is not valid TOML: {exc}") from None
+    table = data.get("node", data)
+    for key in ("state_dir", "data_dir", "token_file", "ca_file"):
+        if isinstance(table.get(key), str) and not Path(table[key]).is_absolute():
+            table[key] = str(path.parent / table[key])
+    try:
+        return NodeServiceConfig.model_validate(table)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise NodeServiceError(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
+def read_token(token_file: Path | None) -> str:
+    """Return the API token from ``token_file`` (must be 0600) or ``HAMANASU_TOKEN``.
+
+    Raises:
+        NodeServiceError: no token, or a token file readable by others.
+    """
+    if token_file is not None:
+        if not token_file.is_file():
+            raise NodeServiceError(f"token_file: {token_file} does not exist")
+        if token_file.stat().st_mode & 0o077:
+            raise NodeServiceError(f"token_file: {token_file} is readable by others; chmod 600 it")
+        return token_file.read_text(encoding="utf-8").strip()
+    token = os.environ.get("HAMANASU_TOKEN", "").strip()
+    if not token:
+        raise NodeServiceError("token: set HAMANASU_TOKEN or token_file")
+    return token
+
+
+class CoordinatorLink:
+    """The node's calls to the coordinator (outbound HTTPS only).
+
+    Args:
+        client: an ``httpx.Client`` whose base URL is the coordinator and whose headers carry
+            the node admin's bearer token.
+        node: the node's name.
+    """
+
+    def __init__(self, client: httpx.Client, node: str) -> None:
+        self.client, self.node = client, node
+
+    @classmethod
+    def connect(cls, url: str, token: str, node: str, ca_file: Path | None = None,
+                timeout: float = 30.0) -> CoordinatorLink:
+        """Open a link to ``url`` with ``token``."""
+        verify: Any = str(ca_file) if ca_file else True
+        client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
+                              verify=verify, timeout=timeout)
+        return cls(client, node)
+
+    def _check(self, resp: httpx.Response) -> Any:
+        if resp.status_code >= 400:
+            try:
+                body = resp.json()
+                detail = body.get("detail") if isinstance(body, dict) else body
+            except ValueError:
+                detail = resp.text[:200]
+            if isinstance(detail, list) and detail:
+                detail = detail[0].get("msg", detail)
+            raise NodeServiceError(f"coordinator answered {resp.status_code}: {detail}")
+        return resp.json()
+
+    def publish(self, registration: NodeRegistration) -> None:
+        """Publish the node's caps (and show the coordinator the service is alive)."""
+        self._check(self.client.put(f"/nodes/{self.node}/registration",
+                                    json=registration.model_dump(mode="json")))
+
+    def jobs(self, status: str | None = None, include_finished: bool = False) -> list[NodeJobView]:
+        """Return the jobs targeting this node."""
+        params: dict[str, Any] = {"include_finished": include_finished}
+        if status:
+            params["status"] = status
+        data = self._check(self.client.get(f"/nodes/{self.node}/jobs", params=params))
+        return [NodeJobView.model_validate(j) for j in data]
+
+    def decide(self, job_id: str, decision: DecisionCreate) -> None:
+        """Post the node's decision on a job."""
+        self._check(self.client.post(f"/nodes/{self.node}/jobs/{job_id}/decision",
+                                     json=decision.model_dump(mode="json")))
+
+
+class NodeService:
+    """One node's service loop and its admin's actions.
+
+    Args:
+        config: the node's configuration.
+        link: its link to the coordinator.
+    """
+
+    def __init__(self, config: NodeServiceConfig, link: CoordinatorLink) -> None:
+        self.config = config
+        self.link = link
+        self.point = EnforcementPoint(config.name, config.state_dir)
+
+    # -- what the node publishes -------------------------------------------------------------
+    def registration(self) -> NodeRegistration:
+        """Return the node's caps, from its policy (no data)."""
+        policy = self.point.policy()
+        domains: dict[str, Any] = {}
+        for name, rules in policy.domains.items():
+            domains[name] = "*" if rules.features == "*" else list(rules.features)
+        key = self.point.state.public_key_path
+        return NodeRegistration(
+            max_epsilon_per_job=policy.max_epsilon_per_job,
+            domains=domains,
+            approval_mode=policy.approval.mode,
+            public_key_pem=key.read_text(encoding="utf-8") if key.exists() else None,
+        )
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def _cohort(self, spec: Any) -> int | None:
+        if self.config.data_dir is None:
+            return None
+        from nodes.sources import read_columns
+
+        try:
+            frame = read_columns(self.config.data_dir, spec.domain, spec.columns())
+        except (FileNotFoundError, KeyError, ValueError):
+            return None
+        mask = self.point.permitted_subjects(spec, frame["subject"].astype(str).to_numpy())
+        return int(frame.loc[mask, "subject"].nunique())
+
+    def evaluate(self, job: NodeJobView) -> DecisionCreate:
+        """Evaluate a job against the node's policy (and budget left, and cohort if data known)."""
+        try:
+            spec = parse_job_spec(job.spec)
+        except JobSpecError as exc:
+            return DecisionCreate(outcome="reject", source="policy",
+                                  reasons=[DecisionReason(code="invalid_spec", message=str(exc)[:2000])])
+        decision = self.point.review(spec, job.id, cohort_size=self._cohort(spec))
+        reasons = [DecisionReason(code=r.code, message=r.message[:2000]) for r in decision.reasons]
+        outcome = {"allow": "approve", "deny": "reject", "needs_approval": "needs_approval"}[decision.outcome]
+        return DecisionCreate(outcome=outcome, source="policy", reasons=reasons)  # type: ignore[arg-type]
+
+    def poll_once(self) -> dict[str, str]:
+        """Publish caps, decide new jobs, release reservations of ended jobs.
+
+        Returns:
+            What was done per job id (``approve``, ``reject``, ``needs_approval``, ``released``).
+        """
+        self.link.publish(self.registration())
+        done: dict[str, str] = {}
+        for job in self.link.jobs(include_finished=True):
+            if job.state in TERMINAL_STATES:
+                held = self.point.budget().reservation(job.id)
+                if held is not None and held.status == "active":
+                    self.point.release(job.id, f"job {job.state} at the coordinator")
+                    done[job.id] = "released"
+                continue
+            if job.approval.status != "pending" or job.state != "awaiting_approval":
+                continue
+            decision = self.evaluate(job)
+            try:
+                self.link.decide(job.id, decision)
+            except NodeServiceError as exc:  # the job moved on meanwhile (e.g. cancelled)
+                log.info("job %s: %s", job.id, exc)
+                continue
+            done[job.id] = decision.outcome
+            log.info("job %s (%s): %s by policy", job.id, job.name, decision.outcome)
+        return done
+
+    def serve(self, stop: threading.Event) -> None:
+        """Poll until ``stop`` is set; a failed poll is logged and retried next interval."""
+        while not stop.is_set():
+            try:
+                self.poll_once()
+            except (httpx.HTTPError, NodeServiceError) as exc:
+                log.warning("poll failed: %s", exc)
+            stop.wait(self.config.poll_interval)
+
+    # -- the admin's actions -----------------------------------------------------------------
+    def waiting(self) -> list[NodeJobView]:
+        """Return the jobs that wait for this node's decision (pending or needing the admin)."""
+        return [j for j in self.link.jobs() if j.approval.status in ("pending", "needs_approval")
+                and j.state == "awaiting_approval"]
+
+    def _job(self, job_id: str) -> NodeJobView:
+        for job in self.link.jobs():
+            if job.id == job_id:
+                return job
+        raise NodeServiceError(f"job: no open job {job_id!r} targets node {self.config.name}")
+
+    def approve(self, job_id: str, reason: str | None = None) -> DecisionCreate:
+        """Approve a job as the node admin; the policy must not deny it.
+
+        Raises:
+            NodeServiceError: no such open job, or the policy denies it (with the reasons).
+        """
+        job = self._job(job_id)
+        decision = self.evaluate(job)
+        if decision.outcome == "reject":
+            text = "; ".join(f"{r.code}: {r.message}" for r in decision.reasons)
+            raise NodeServiceError(f"job {job_id}: the node policy denies it ({text}); an admin cannot override")
+        reasons = [DecisionReason(code="admin_approved", message=reason)] if reason else []
+        out = DecisionCreate(outcome="approve", source="admin", reasons=reasons)
+        self.link.decide(job_id, out)
+        return out
+
+    def reject(self, job_id: str, reason: str) -> DecisionCreate:
+        """Reject a job as the node admin, with a reason.
+
+        Raises:
+            NodeServiceError: no reason, or no such open job.
+        """
+        if not reason.strip():
+            raise NodeServiceError("--reason: a rejection needs a reason")
+        self._job(job_id)
+        out = DecisionCreate(outcome="reject", source="admin",
+                             reasons=[DecisionReason(code="admin_rejected", message=reason.strip()[:2000])])
+        self.link.decide(job_id, out)
+        return out
+
+
+def install_stop_signals(stop: threading.Event) -> None:
+    """Set ``stop`` on SIGTERM and SIGINT (graceful stop after the current poll)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
