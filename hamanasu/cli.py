@@ -27,14 +27,20 @@ def _mount() -> None:
     """Mount every package's command group on the top-level app."""
     from hamanasu.embedded import register as register_embedded
 
+    from hamanasu.up import register as register_up
+
     register_embedded(app)
+    register_up(app)
     groups = (
         ("consent.cli", "audit", "Verify consent ledgers and job usage."),
         ("nodes.cli", "node", "Run and administer a data holder's node."),
+        ("coordinator.cli", "coordinator", "Run and administer the coordinator."),
+        ("coordinator.cli:job_app", "job", "Submit and follow federated jobs."),
     )
     for module, name, text in groups:
+        module, _, attr = module.partition(":")
         try:
-            sub = importlib.import_module(module).app
+            sub = getattr(importlib.import_module(module), attr or "app")
         except ModuleNotFoundError:  # a package whose CLI is not built yet
             continue
         app.add_typer(sub, name=name, help=text)

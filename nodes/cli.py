@@ -231,3 +231,10 @@ def ledger_disclose(
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh)
     typer.echo(f"wrote the disclosure of job {job} to {out} (0600)")
+
+
+from nodes.approvals_cli import app as approvals_app  # noqa: E402
+from nodes.approvals_cli import serve as serve_cmd  # noqa: E402
+
+app.add_typer(approvals_app, name="approvals")
+app.command("serve")(serve_cmd)

@@ -1,0 +1,304 @@
+"""``hamanasu coordinator ...`` (operator) and ``hamanasu job ...`` (researchers).
+
+The token comes from ``HAMANASU_TOKEN`` or ``--token-file`` (a 0600 file), the
+coordinator's address from ``--url`` or ``HAMANASU_COORDINATOR_URL``. Errors end with one
+line on stderr and exit code 2; ``--format json`` prints what scripts read.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from coordinator.client import CoordinatorAPIError, CoordinatorClient
+from coordinator.errors import CoordinatorError
+
+__all__ = ["app", "job_app", "load_runner"]
+
+app = typer.Typer(no_args_is_help=True, help="Run and administer the coordinator.")
+job_app = typer.Typer(no_args_is_help=True, help="Submit and follow federated jobs.")
+principal_app = typer.Typer(no_args_is_help=True, help="Principals and their tokens (operator).")
+app.add_typer(principal_app, name="principal")
+
+Url = Annotated[str, typer.Option("--url", envvar="HAMANASU_COORDINATOR_URL", help="The coordinator's URL.")]
+TokenFile = Annotated[Path | None, typer.Option("--token-file", help="A 0600 file holding the API token "
+                                                "(default: the HAMANASU_TOKEN variable).")]
+Format = Annotated[str, typer.Option("--format", help="text or json.")]
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="The coordinator's data folder.")]
+Config = Annotated[Path | None, typer.Option("--config", help="A TOML file with a [coordinator] table.")]
+DEFAULT_URL = "http://127.0.0.1:8750"
+
+
+class _Fail(Exception):
+    pass
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    try:
+        yield
+    except CoordinatorAPIError as exc:
+        typer.echo(f"error: {exc.message}" + (f" (HTTP {exc.status})" if exc.status else ""), err=True)
+        raise typer.Exit(code=2) from None
+    except (CoordinatorError, _Fail, ValueError, OSError, TimeoutError) as exc:
+        text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        typer.echo(f"error: {text.splitlines()[0]}", err=True)
+        raise typer.Exit(code=2) from None
+
+
+def _token(token_file: Path | None) -> str:
+    if token_file is not None:
+        if not token_file.is_file():
+            raise _Fail(f"--token-file: {token_file} does not exist")
+        if token_file.stat().st_mode & 0o077:
+            raise _Fail(f"--token-file: {token_file} is readable by others; chmod 600 it")
+        return token_file.read_text(encoding="utf-8").strip()
+    token = os.environ.get("HAMANASU_TOKEN", "").strip()
+    if not token:
+        raise _Fail("token: set HAMANASU_TOKEN or pass --token-file")
+    return token
+
+
+def _client(url: str, token_file: Path | None) -> CoordinatorClient:
+    return CoordinatorClient(url or DEFAULT_URL, _token(token_file))
+
+
+def _print(data: Any, fmt: str, text: str) -> None:
+    if fmt == "json":
+        typer.echo(json.dumps(data, indent=2, default=str))
+    elif fmt == "text":
+        typer.echo(text)
+    else:
+        raise _Fail(f"--format: {fmt!r} is not text or json")
+
+
+def _write_secret(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text + "\n")
+
+
+# -- coordinator (operator) --------------------------------------------------------------------
+@app.command("init")
+def init_cmd(
+    data_dir: DataDir = None,
+    config: Config = None,
+    name: Annotated[str, typer.Option(help="The first operator's name.")] = "operator",
+    token_out: Annotated[Path | None, typer.Option(help="Also write the token to this file (0600).")] = None,
+) -> None:
+    """Create the database and the first operator; print its token once."""
+    from coordinator.api import bootstrap_operator, open_store
+    from coordinator.settings import load_settings
+
+    with _one_line_errors():
+        settings = load_settings(config, data_dir=data_dir)
+        issued = bootstrap_operator(open_store(settings), name)
+        if token_out is not None:
+            _write_secret(token_out, issued.token)
+    typer.echo(f"initialised {settings.safe_url()}")
+    typer.echo(f"operator token (shown once, keep it safe): {issued.token}")
+
+
+def load_runner(spec: str) -> Any:
+    """Import ``module:factory`` and call the factory to get a Runner.
+
+    Raises:
+        ValueError: the spec is malformed or the factory cannot be found.
+    """
+    module, sep, attr = spec.partition(":")
+    if not sep or not module or not attr:
+        raise ValueError(f"--runner: expected module:factory, got {spec!r}")
+    try:
+        factory = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"--runner: cannot load {spec!r}: {exc}") from None
+    return factory()
+
+
+@app.command("serve")
+def serve_cmd(
+    data_dir: DataDir = None,
+    config: Config = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8750).")] = None,
+    runner: Annotated[str | None, typer.Option(help="module:factory returning the federation "
+                                               "engine's Runner (default: none, approved jobs wait).")] = None,
+) -> None:
+    """Serve the coordinator's API with uvicorn (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from coordinator.api import create_app
+    from coordinator.settings import load_settings
+
+    with _one_line_errors():
+        settings = load_settings(config, data_dir=data_dir, host=host, port=port)
+        the_runner = load_runner(runner) if runner else None
+        application = create_app(settings, the_runner)
+    ssl: dict[str, Any] = {}
+    if settings.ssl_certfile is not None:
+        ssl = {"ssl_certfile": str(settings.ssl_certfile), "ssl_keyfile": str(settings.ssl_keyfile)}
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level="info", **ssl)
+
+
+@principal_app.command("add")
+def principal_add(
+    name: Annotated[str, typer.Argument(help="Unique name, e.g. aki@hokudai.")],
+    role: Annotated[str, typer.Option(help="researcher, node_admin, auditor or operator.")],
+    node: Annotated[str | None, typer.Option(help="The node a node_admin administers.")] = None,
+    token_out: Annotated[Path | None, typer.Option(help="Write the new token to this file (0600).")] = None,
+    url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
+    fmt: Format = "text",
+) -> None:
+    """Register a principal and print its token once (operator)."""
+    with _one_line_errors(), _client(url, token_file) as c:
+        created = c.create_principal(name, role, node)
+        if token_out is not None:
+            _write_secret(token_out, created.token.token)
+        _print(created.model_dump(mode="json"), fmt,
+               f"{created.principal.role} {created.principal.name}: token (shown once) {created.token.token}")
+
+
+@principal_app.command("revoke")
+def principal_revoke(
+    prefix: Annotated[str, typer.Argument(help="The token's prefix (hmn_<prefix>_...).")],
+    url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
+) -> None:
+    """Revoke a token (operator)."""
+    with _one_line_errors(), _client(url, token_file) as c:
+        c.revoke_token(prefix)
+    typer.echo(f"revoked token {prefix}")
+
+
+@app.command("node-add")
+def node_add(
+    name: Annotated[str, typer.Argument(help="The node's name, e.g. city-hospital.")],
+    url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
+) -> None:
+    """Register a node (operator); its service publishes its caps when it first polls."""
+    with _one_line_errors(), _client(url, token_file) as c:
+        c.register_node(name)
+    typer.echo(f"registered node {name}")
+
+
+# -- jobs (researchers) ------------------------------------------------------------------------
+def _status_line(job: Any) -> str:
+    rounds = f" round {job.round}/{job.rounds_total}" if job.state in ("running", "succeeded") else ""
+    return f"{job.id} {job.name}: {job.state}{rounds} — {job.reason}"
+
+
+@job_app.command("submit")
+def job_submit(
+    spec: Annotated[Path, typer.Argument(help="Job spec (TOML or JSON).")],
+    url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
+    fmt: Format = "text",
+) -> None:
+    """Submit a job; print its id (the coordinator validates it and asks the nodes)."""
+    with _one_line_errors():
+        try:
+            text = spec.read_text(encoding="utf-8")
+            data = json.loads(text) if spec.suffix == ".json" else tomllib.loads(text)
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+            raise _Fail(f"{spec.name}: not valid {spec.suffix[1:].upper()}: {exc}") from None
+        with _client(url, token_file) as c:
+            job = c.submit(data)
+        _print(job.model_dump(mode="json"), fmt, f"submitted {job.id}: {job.state} — {job.reason}")
+
+
+@job_app.command("status")
+def job_status(
+    job_id: Annotated[str, typer.Argument(help="The job id.")],
+    url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
+    fmt: Format = "text",
+) -> None:
+    """Show a job's state, round, reason and approvals."""
+    with _one_line_errors(), _client(url, token_file) as c:
+        job = c.status(job_id)
+        lines = [_status_line(job)] + [
+            f"  {a.node}: {a.status}" + (f" ({'; '.join(r.message for r in a.reasons)})" if a.reasons else "")
+            for a in job.approvals
+        ]
+        _print(job.model_dump(mode="json"), fmt, "\n".join(lines))
+
+
+@job_app.command("list")
+def job_list(url: Url = DEFAULT_URL, token_file: TokenFile = None, fmt: Format = "text") -> None:
+    """List one's jobs, newest first."""
+    with _one_line_errors(), _client(url, token_file) as c:
+        jobs = c.jobs()
+        _print([j.model_dump(mode="json") for j in jobs], fmt, "\n".join(_status_line(j) for j in jobs))
+
+
+@job_app.command("wait")
+def job_wait(
+    job_id: Annotated[str, typer.Argument(help="The job id.")],
+    url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
+    timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds.")] = None,
+    poll: Annotated[float, typer.Option(min=0.05, help="Seconds between status reads.")] = 1.0,
+    fmt: Format = "text",
+) -> None:
+    """Follow a job to its end with a progress bar over rounds; exit 1 unless it succeeded."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with _one_line_errors(), _client(url, token_file) as c:
+        first = c.status(job_id)
+        show = fmt == "text" and sys.stderr.isatty()
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[info]}"), TimeElapsedColumn(), disable=not show,
+                      transient=False) as progress:
+            task = progress.add_task(first.name, total=first.rounds_total, info=first.state)
+
+            def update(job: Any) -> None:
+                auc = job.metrics.get("auc")
+                info = job.state + (f"  AUC {auc:.3f}" if isinstance(auc, float) else "")
+                progress.update(task, completed=job.round, info=info)
+
+            job = c.wait(job_id, poll=poll, timeout=timeout, on_update=update)
+    _print(job.model_dump(mode="json"), fmt, _status_line(job))
+    if job.state != "succeeded":
+        raise typer.Exit(code=1)
+
+
+@job_app.command("results")
+def job_results(
+    job_id: Annotated[str, typer.Argument(help="The job id.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for result.json, model.json, plot.png.")],
+    url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
+    fmt: Format = "text",
+) -> None:
+    """Download a finished job's result, model and plot."""
+    with _one_line_errors(), _client(url, token_file) as c:
+        files = c.download(job_id, out)
+        result = c.result(job_id)
+        eps = ", ".join(f"{k} {v:.3f}" for k, v in sorted(result.epsilon_by_node.items()))
+        _print({"files": [str(f) for f in files], "epsilon_by_node": result.epsilon_by_node}, fmt,
+               f"wrote {', '.join(f.name for f in files)} to {out}" + (f"; ε spent: {eps}" if eps else ""))
+
+
+@job_app.command("cancel")
+def job_cancel(
+    job_id: Annotated[str, typer.Argument(help="The job id.")],
+    url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
+    fmt: Format = "text",
+) -> None:
+    """Cancel a job (a running one stops at its next round)."""
+    with _one_line_errors(), _client(url, token_file) as c:
+        job = c.cancel(job_id)
+        _print(job.model_dump(mode="json"), fmt, _status_line(job))

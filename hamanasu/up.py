@@ -1,0 +1,98 @@
+"""``hamanasu up``: a local consortium on loopback — the coordinator with the embedded
+engine's runner, and a node service for each of the scenario's maternity nodes.
+
+It generates the Iwamizawa scenario (unless present), initialises the nodes with the
+scenario's policies and consents, bootstraps the coordinator, registers the nodes,
+their admins and one researcher, writes every token to a 0600 file under
+``OUT/tokens/``, and serves until Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["register", "up"]
+
+
+def _secret(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text + "\n")
+
+
+def up(
+    out: Annotated[Path, typer.Option(help="Folder for data, node state, coordinator and tokens.")] = Path("consortium"),
+    port: Annotated[int, typer.Option(help="The coordinator's port on 127.0.0.1.")] = 8750,
+    years: Annotated[list[int] | None, typer.Option("--year", help="Scenario years (default 2019).")] = None,
+    poll: Annotated[float, typer.Option(help="Node services' poll interval (s).")] = 2.0,
+) -> None:
+    """Start a local consortium: coordinator + the scenario's maternity nodes, on loopback."""
+    import uvicorn
+
+    from coordinator.api import bootstrap_operator, create_app
+    from coordinator.client import CoordinatorClient
+    from coordinator.settings import load_settings
+    from hamanasu.demo import EXAMPLES, MATERNITY
+    from hamanasu.local_runner import EmbeddedRunner, LocalNode
+    from nodes.cli import import_consents, init_node
+    from nodes.enforcement import EnforcementPoint
+    from nodes.scenario import generate
+    from nodes.service import CoordinatorLink, NodeService, NodeServiceConfig, install_stop_signals
+
+    if (out / "coordinator").exists():
+        typer.echo(f"error: {out} holds a consortium already; remove it or pick another --out", err=True)
+        raise typer.Exit(code=2)
+    if not (out / "data" / "scenario.json").exists():
+        generate("iwamizawa", out / "data", years=years or [2019])
+    local = {}
+    for name in MATERNITY:
+        state = out / "nodes" / name
+        shutil.rmtree(state, ignore_errors=True)
+        init_node(state, name, EXAMPLES / "policies" / f"{name}.toml")
+        import_consents(EnforcementPoint(name, state), out / "data" / name / "consents.csv")
+        local[name] = LocalNode(name, out / "data" / name, state)
+    settings = load_settings(data_dir=out / "coordinator", host="127.0.0.1", port=port)
+    app = create_app(settings, EmbeddedRunner(local))
+    tokens = out / "tokens"
+    _secret(tokens / "operator", bootstrap_operator(app.state.store).token)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    while not server.started:
+        time.sleep(0.05)
+    oper = CoordinatorClient(url, (tokens / "operator").read_text().strip())
+    services = []
+    for name, node in local.items():
+        oper.register_node(name)
+        _secret(tokens / name, oper.create_principal(f"{name}-admin", "node_admin", name).token.token)
+        cfg = NodeServiceConfig(name=name, coordinator_url=url, state_dir=node.state_dir, data_dir=node.data,
+                                token_file=tokens / name, poll_interval=poll)
+        link = CoordinatorLink.connect(url, (tokens / name).read_text().strip(), name)
+        services.append(NodeService(cfg, link))
+    _secret(tokens / "researcher", oper.create_principal("researcher", "researcher").token.token)
+    stop = threading.Event()
+    install_stop_signals(stop)
+    workers = [threading.Thread(target=s.serve, args=(stop,), daemon=True) for s in services]
+    for w in workers:
+        w.start()
+    typer.echo(f"coordinator on {url} (docs {url}/docs); nodes {', '.join(local)}; tokens in {tokens}")
+    typer.echo(f"try: HAMANASU_COORDINATOR_URL={url} hamanasu job submit "
+               f"{EXAMPLES / 'lbw_model.toml'} --token-file {tokens / 'researcher'}")
+    stop.wait()
+    server.should_exit = True
+    thread.join(timeout=10)
+    typer.echo("stopped")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``up`` to the top-level app."""
+    app.command("up")(up)

@@ -1,0 +1,99 @@
+"""``hamanasu node approvals list|approve|reject`` and ``hamanasu node serve``.
+
+Both talk to the coordinator through the node service (outbound only), configured by
+``node.toml`` (:class:`nodes.service.NodeServiceConfig`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nodes.service import (
+    CoordinatorLink,
+    NodeService,
+    NodeServiceError,
+    install_stop_signals,
+    load_node_config,
+    read_token,
+)
+
+__all__ = ["app", "serve"]
+
+app = typer.Typer(no_args_is_help=True, help="Jobs waiting for this node's decision.")
+
+ConfigOpt = Annotated[Path, typer.Option("--config", help="The node service's node.toml.")]
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except (NodeServiceError, ValueError, OSError) as exc:
+        typer.echo(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", err=True)
+        raise typer.Exit(code=2) from None
+
+
+def _service(config: Path) -> NodeService:
+    cfg = load_node_config(config)
+    link = CoordinatorLink.connect(cfg.coordinator_url, read_token(cfg.token_file), cfg.name, cfg.ca_file)
+    return NodeService(cfg, link)
+
+
+@app.command("list")
+def list_cmd(config: ConfigOpt, fmt: Annotated[str, typer.Option("--format", help="text or json.")] = "text") -> None:
+    """List the jobs waiting for this node (policy not yet run, or waiting for the admin)."""
+    with _errors():
+        jobs = _service(config).waiting()
+    if fmt == "json":
+        typer.echo(json.dumps([j.model_dump(mode="json") for j in jobs], indent=2))
+        return
+    for j in jobs:
+        eps = (j.spec.get("privacy") or {}).get("epsilon")
+        typer.echo(f"{j.id} {j.name} by {j.owner} ({j.spec.get('kind')}, ε {eps}): {j.approval.status}")
+    if not jobs:
+        typer.echo("no job waits for this node")
+
+
+@app.command("approve")
+def approve_cmd(
+    job_id: Annotated[str, typer.Argument(help="The job id.")],
+    config: ConfigOpt,
+    reason: Annotated[str | None, typer.Option(help="Why (kept with the approval).")] = None,
+) -> None:
+    """Approve a job for this node (the node policy must not deny it)."""
+    with _errors():
+        _service(config).approve(job_id, reason)
+    typer.echo(f"approved {job_id}")
+
+
+@app.command("reject")
+def reject_cmd(
+    job_id: Annotated[str, typer.Argument(help="The job id.")],
+    config: ConfigOpt,
+    reason: Annotated[str, typer.Option(help="Why (required; shown to the researcher).")],
+) -> None:
+    """Reject a job for this node, with a reason."""
+    with _errors():
+        _service(config).reject(job_id, reason)
+    typer.echo(f"rejected {job_id}")
+
+
+def serve(config: ConfigOpt) -> None:
+    """Run the node service: publish caps, pull jobs, decide by policy; stop on SIGTERM."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    with _errors():
+        service = _service(config)
+    stop = threading.Event()
+    install_stop_signals(stop)
+    typer.echo(f"node {service.config.name}: polling {service.config.coordinator_url} "
+               f"every {service.config.poll_interval:g} s")
+    service.serve(stop)
+    typer.echo("stopped")
