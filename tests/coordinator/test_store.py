@@ -1,0 +1,143 @@
+"""Store tests, run on SQLite and (when HAMANASU_TEST_POSTGRES_URL is set) PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import inspect
+
+from coordinator.db import migrate
+from coordinator.errors import Conflict, InvalidSpec, NotFound, Unauthorized
+from coordinator.runner import RunResult
+from coordinator.schemas import NodeCreate, PrincipalCreate
+from coordinator.store import RESTART_REASON, Store
+from federation.api_models import DecisionCreate, DecisionReason, NodeRegistration
+from federation.spec import parse_job_spec
+
+SPEC = {"kind": "train", "features": ["maternal_age"], "label": "lbw", "rounds": 2, "min_nodes": 2,
+        "privacy": {"epsilon": 1.0}}
+
+
+def _setup(store: Store, n_nodes: int = 2) -> tuple:
+    for i in range(n_nodes):
+        store.register_node(NodeCreate(name=f"n{i}", max_epsilon_per_job=3.0))
+    researcher, _ = store.create_principal(PrincipalCreate(name="aki", role="researcher"))
+    return researcher, [f"n{i}" for i in range(n_nodes)]
+
+
+def test_migrate_schema_twice_is_idempotent(store: Store, backend) -> None:
+    _, engine, schema = backend
+    migrate(engine, schema=schema)
+    tables = set(inspect(engine).get_table_names(schema=schema))
+    assert {"principals", "tokens", "nodes", "jobs", "job_events", "approvals", "results",
+            "alembic_version"} <= tables
+
+
+def test_authenticate_token_unknown_or_revoked_fails(store: Store) -> None:
+    p, tok = store.create_principal(PrincipalCreate(name="op", role="operator"))
+    assert store.authenticate(tok.token).id == p.id
+    for bad in ["", "nonsense", tok.token[:-1] + ("A" if tok.token[-1] != "A" else "B"),
+                "hmn_000000000000_" + "x" * 43]:
+        with pytest.raises(Unauthorized):
+            store.authenticate(bad)
+    store.revoke_token(tok.prefix)
+    with pytest.raises(Unauthorized):
+        store.authenticate(tok.token)
+
+
+def test_store_token_only_as_argon2_hash(store: Store) -> None:
+    _, tok = store.create_principal(PrincipalCreate(name="op", role="operator"))
+    from sqlalchemy import text
+
+    with store.engine.connect() as conn:
+        rows = [tuple(r) for r in conn.execute(text("SELECT prefix, hash FROM tokens"))]
+    assert rows and all(tok.token not in "".join(map(str, r)) for r in rows)
+    assert rows[0][1].startswith("$argon2id$")
+    assert tok.token not in repr(tok)
+
+
+def test_create_principal_duplicate_name_conflicts(store: Store) -> None:
+    store.create_principal(PrincipalCreate(name="op", role="operator"))
+    with pytest.raises(Conflict):
+        store.create_principal(PrincipalCreate(name="op", role="auditor"))
+    with pytest.raises(NotFound):
+        store.create_principal(PrincipalCreate(name="adm", role="node_admin", node="nowhere"))
+
+
+def test_create_job_unknown_node_or_epsilon_above_caps_stores_nothing(store: Store) -> None:
+    researcher, _ = _setup(store)
+    with pytest.raises(InvalidSpec) as err:
+        store.create_job(researcher, parse_job_spec({**SPEC, "nodes": ["n0", "zz"]}))
+    assert err.value.field == "nodes"
+    with pytest.raises(InvalidSpec) as err:
+        store.create_job(researcher, parse_job_spec({**SPEC, "privacy": {"epsilon": 5.0}}))
+    assert err.value.field == "privacy.epsilon"
+    store.publish_node("n1", NodeRegistration(domains={"births": ["maternal_age"]}))
+    with pytest.raises(InvalidSpec) as err:
+        store.create_job(researcher, parse_job_spec(SPEC))
+    assert err.value.field == "label"
+    assert store.list_jobs() == [] and store.approvals() == []
+
+
+def test_decide_job_approvals_then_run_to_result(store: Store) -> None:
+    researcher, nodes = _setup(store, 3)
+    job = store.create_job(researcher, parse_job_spec(SPEC))
+    assert job.state == "awaiting_approval" and [a.status for a in job.approvals] == ["pending"] * 3
+    _, started = store.decide(job.id, "n0", DecisionCreate(outcome="approve"), "n0-admin")
+    assert not started
+    store.decide(job.id, "n1", DecisionCreate(outcome="needs_approval"), "n1-admin")
+    _, started = store.decide(job.id, "n2", DecisionCreate(outcome="approve", source="admin"), "n2-admin")
+    assert started
+    spec, run_nodes = store.job_spec(job.id)
+    assert run_nodes == ["n0", "n2"] and spec.rounds == 2
+    with pytest.raises(Conflict):
+        store.decide(job.id, "n1", DecisionCreate(outcome="approve"), "x")
+    assert store.start(job.id) and not store.start(job.id)
+    store.progress(job.id, 1, {"auc": 0.6})
+    assert store.get_job(job.id)[0].round == 1
+    assert store.finish(job.id, RunResult("succeeded", "2 rounds", report={"a": 1}, model={"p": [1.0]},
+                                          epsilon_by_node={"n0": 0.9, "n2": 0.8}, plot_png=b"\x89PNG"))
+    done = store.get_job(job.id)[0]
+    assert done.state == "succeeded" and done.has_result and done.finished_at is not None
+    assert store.result(job.id).epsilon_by_node == {"n0": 0.9, "n2": 0.8}
+    assert store.plot(job.id) == b"\x89PNG"
+    assert [e.node for e in store.epsilon_by_node()] == ["n0", "n2"]
+    assert [e.state for e in store.events(job.id)] == [
+        "submitted", "awaiting_approval", "approved", "running", "running", "succeeded"]
+
+
+def test_decide_job_rejections_fail_it_with_reasons(store: Store) -> None:
+    researcher, _ = _setup(store, 2)
+    job = store.create_job(researcher, parse_job_spec(SPEC))
+    with pytest.raises(InvalidSpec):
+        store.decide(job.id, "n0", DecisionCreate(outcome="reject"), "x")
+    store.decide(job.id, "n0", DecisionCreate(outcome="reject", reasons=[
+        DecisionReason(code="commercial_not_allowed", message="no")]), "n0-admin")
+    failed = store.get_job(job.id)[0]
+    assert failed.state == "failed" and "commercial_not_allowed" in failed.reason
+
+
+def test_recover_running_job_fails_it_once(store: Store) -> None:
+    researcher, _ = _setup(store, 2)
+    job = store.create_job(researcher, parse_job_spec(SPEC))
+    for n in ("n0", "n1"):
+        store.decide(job.id, n, DecisionCreate(outcome="approve"), n)
+    other = store.create_job(researcher, parse_job_spec(SPEC))
+    for n in ("n0", "n1"):
+        store.decide(other.id, n, DecisionCreate(outcome="approve"), n)
+    store.start(job.id)
+    assert store.recover() == [other.id]  # approved, never started: run it again
+    j = store.get_job(job.id)[0]
+    assert j.state == "failed" and j.reason == RESTART_REASON
+    assert store.recover() == [other.id]
+    assert [e.state for e in store.events(job.id)].count("failed") == 1
+
+
+def test_cancel_finished_job_conflicts(store: Store) -> None:
+    researcher, _ = _setup(store, 2)
+    job = store.create_job(researcher, parse_job_spec(SPEC))
+    assert store.cancel(job.id, "aki").state == "cancelled"
+    with pytest.raises(Conflict):
+        store.cancel(job.id, "aki")
+    with pytest.raises(NotFound):
+        store.cancel("nope", "aki")
+    assert not store.start(job.id)
