@@ -1,0 +1,144 @@
+"""Flower's deployment engine for real: SuperLink + SuperNodes as processes, TLS, node auth."""
+
+import json
+import stat
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import fleet  # noqa: E402
+
+from coordinator.deployment_runner import DeploymentRunner  # noqa: E402
+from federation.deployment import LocalDeployment  # noqa: E402
+from federation.pki import create_node_key, init_pki, load_node_public_key  # noqa: E402
+
+
+def test_pki_certificate_san_and_private_keys(tmp_path):
+    pki = init_pki(tmp_path / "pki")
+    cert = x509.load_pem_x509_certificate(pki.server_cert.read_bytes())
+    ca = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in san.get_values_for_type(x509.DNSName)
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    cert.verify_directly_issued_by(ca)
+    key = create_node_key(pki, "city-hospital")
+    assert isinstance(load_node_public_key(key.public_key), ec.EllipticCurvePublicKey)
+    assert key.private_key.read_bytes().startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----")
+    for private in (pki.ca_key, pki.server_key, key.private_key):
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
+    with pytest.raises(FileExistsError):
+        create_node_key(pki, "city-hospital")
+    with pytest.raises(ValueError):
+        pki.node("../evil")
+
+
+@pytest.mark.slow
+def test_unregistered_supernode_is_refused(tmp_path):
+    with LocalDeployment(tmp_path / "dep") as dep:
+        dep.register("member")
+        dep.start_node("member", {"data-dir": str(tmp_path)})
+        rogue_key = create_node_key(dep.pki, "rogue")  # a valid key, never registered
+        rogue = dep.start_node("rogue", {"data-dir": str(tmp_path)}, private_key=rogue_key.private_key)
+        dep.wait_online(["member"])
+        rogue.popen.wait(timeout=60)
+        assert rogue.popen.returncode != 0
+        assert "Failed to activate SuperNode" in rogue.log_tail(5000)
+        with dep.control() as ctl:
+            nodes = ctl.nodes()
+        assert [n.name for n in nodes if n.online] == ["member"]
+        assert "rogue" not in [n.name for n in nodes]
+
+
+def _deploy(tmp_path, names):
+    nodes = fleet.make_nodes(tmp_path, names)
+    dep = LocalDeployment(tmp_path / "dep").start()
+    for name, (data, state) in nodes.items():
+        dep.register(name)
+        dep.start_node(name, {"data-dir": str(data), "state-dir": str(state)})
+    dep.wait_online(names)
+    return dep, nodes
+
+
+@pytest.mark.slow
+def test_three_supernodes_dp_secagg_job_end_to_end(tmp_path):
+    names = ["n1", "n2", "n3"]
+    dep, nodes = _deploy(tmp_path, names)
+    try:
+        job = fleet.tiny_job(names, rounds=2)
+        fleet.accept(nodes, job, "job-e2e")
+        runner = DeploymentRunner(dep.superlink.address, dep.pki.ca_cert, tmp_path / "store",
+                                  max_records=fleet.max_records(nodes, job))
+        progress = []
+        result = runner.run(job, "job-e2e", names, progress.append, threading.Event())
+    finally:
+        dep.stop()
+    assert result.status == "succeeded", result.reason
+    report = json.loads((tmp_path / "store" / "job-e2e" / "report.json").read_text())
+    assert report["engine"] == "deployment" and report["secure_aggregation"] is True
+    assert [r["round"] for r in report["rounds"]] == [1, 2, 3]  # two training rounds + evaluation
+    assert all(sorted(r["nodes"]) == names for r in report["rounds"])
+    assert [p.round for p in progress] == [1, 2, 2]
+    assert set(result.epsilon_by_node) == set(names)
+    assert all(0 < eps <= job.privacy.epsilon for eps in result.epsilon_by_node.values())
+    assert result.model is not None and len(result.model["parameters"]) == 2
+    from nodes.enforcement import EnforcementPoint
+
+    for name, (_, state) in nodes.items():  # each node gated and logged both rounds
+        usage = [e.payload for e in EnforcementPoint(name, state).ledger().entries(kind="job.usage")]
+        assert [u["round"] for u in usage if u["job_id"] == "job-e2e"] == [1, 2]
+
+
+@pytest.mark.slow
+def test_one_of_five_supernodes_killed_mid_round(tmp_path):
+    names = ["n1", "n2", "n3", "n4", "n5"]
+    dep, nodes = _deploy(tmp_path, names)
+    victim = "n5"
+    job = fleet.tiny_job(names, rounds=2, min_nodes=3, timeout=15.0)
+    job = job.model_copy(update={"secure_aggregation": job.secure_aggregation.model_copy(
+        update={"max_retries": 6})})
+    fleet.accept(nodes, job, "job-kill")
+    runner = DeploymentRunner(dep.superlink.address, dep.pki.ca_cert, tmp_path / "store",
+                              max_records=fleet.max_records(nodes, job))
+    out = {}
+    rounds_at = {}
+
+    def on_progress(p):
+        rounds_at.setdefault(len(rounds_at) + 1, time.monotonic())
+
+    thread = threading.Thread(target=lambda: out.setdefault(
+        "result", runner.run(job, "job-kill", names, on_progress, threading.Event())))
+    try:
+        thread.start()
+        # Kill the victim mid-round: right after its gate committed round 1 (it is training).
+        subjects = nodes[victim][1] / "salts" / "job-kill.subjects.json"
+        end = time.monotonic() + 120
+        while not subjects.exists() and time.monotonic() < end:
+            time.sleep(0.05)
+        assert subjects.exists(), "the victim never started round 1"
+        dep.nodes[victim].kill()
+        killed_at = time.monotonic()
+        thread.join(timeout=240)
+        assert not thread.is_alive(), "the job did not finish"
+    finally:
+        dep.stop()
+    result = out["result"]
+    assert result.status == "succeeded", result.reason
+    rounds = result.report["rounds"]
+    assert sorted(rounds[0]["nodes"]) == names[:4]  # round 1 completed without the victim
+    assert rounds_at[1] - killed_at <= 30.0, "round 1 did not go on within 30 s of the death"
+    assert all(victim not in r["nodes"] for r in rounds) and len(rounds) == 3
+    # The victim comes back: its reservation for the finished job is released.
+    from nodes.enforcement import EnforcementPoint
+
+    point = EnforcementPoint(victim, nodes[victim][1])
+    assert point.budget().reservation("job-kill") is not None
+    released = point.budget().recover(active_job_ids=set())
+    assert [r.job_id for r in released] == ["job-kill"]
+    assert point.budget().reservation("job-kill").status == "released"
