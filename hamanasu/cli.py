@@ -36,6 +36,7 @@ def _mount() -> None:
         ("nodes.cli", "node", "Run and administer a data holder's node."),
         ("coordinator.cli", "coordinator", "Run and administer the coordinator."),
         ("coordinator.cli:job_app", "job", "Submit and follow federated jobs."),
+        ("federation.pki_cli", "pki", "Issue the federation's CA, TLS certificate and node keys."),
     )
     for module, name, text in groups:
         module, _, attr = module.partition(":")
