@@ -133,20 +133,40 @@ class TrainingSpec(_Strict):
 
 
 class StatsSpec(_Strict):
-    """What a ``kind = "stats"`` job computes: measures over variables, by groups."""
+    """What a ``kind = "stats"`` job computes: measures over variables, by groups.
 
-    measures: list[Literal["count", "sum", "mean", "variance", "proportion", "histogram"]] = Field(
-        default_factory=lambda: ["count", "mean"], min_length=1
-    )
+    ``levels`` declares every grouping variable's public levels (ints or strings, such
+    as a facility type); ``bins`` are public histogram edges (all variables), else
+    ``histogram_bins`` equal bins over a variable's ``bounds``; ``quantiles`` are read
+    off the histograms when ``quantile`` is a measure.
+    """
+
+    measures: list[
+        Literal["count", "sum", "mean", "variance", "proportion", "histogram", "quantile"]
+    ] = Field(default_factory=lambda: ["count", "mean"], min_length=1)
     variables: list[str] = Field(default_factory=list)
     group_by: list[str] = Field(default_factory=list, max_length=2)
     bins: list[Finite] = Field(default_factory=list)
-    levels: dict[str, list[int]] = Field(default_factory=dict)
+    levels: dict[str, list[int | str]] = Field(default_factory=dict)
     bounds: dict[str, tuple[Finite, Finite]] = Field(default_factory=dict)
+    quantiles: list[Finite] = Field(default_factory=lambda: [0.25, 0.5, 0.75])
+    histogram_bins: int = Field(default=50, ge=1, le=10_000)
+
+    @field_validator("quantiles")
+    @classmethod
+    def _probabilities(cls, value: list[float]) -> list[float]:
+        if any(not 0 < q < 1 for q in value):
+            raise ValueError("quantiles must lie strictly between 0 and 1")
+        return value
 
 
 class GlmSpec(_Strict):
-    """Settings of a ``kind = "glm"`` job (Newton-Raphson / IRLS)."""
+    """Settings of a ``kind = "glm"`` job (Newton-Raphson / IRLS).
+
+    ``bounds`` gives a public (low, high) range per numeric feature (else the data
+    model's declared range); with ``y_bound`` (a bound on ``|y|``) it sizes the public
+    scale that brings every node's summed statistics into SecAgg+'s range.
+    """
 
     family: Literal["binomial", "gaussian", "poisson"] = "binomial"
     categorical: dict[str, int] = Field(default_factory=dict)
@@ -154,6 +174,8 @@ class GlmSpec(_Strict):
     max_iterations: int = Field(default=25, ge=1, le=200)
     tolerance: Finite = Field(default=1e-10, gt=0, lt=1)
     min_events_per_parameter: int = Field(default=10, ge=0, le=10_000)
+    bounds: dict[str, tuple[Finite, Finite]] = Field(default_factory=dict)
+    y_bound: Finite = Field(default=1.0, gt=0, le=1e9)
 
 
 class JobSpec(_Strict):

@@ -74,6 +74,15 @@ def _preflight(spec: Any, nodes: list[Any]) -> dict[str, int]:
             if not values <= {0, 1, 0.0, 1.0, True, False}:
                 raise UsageError(f"label: {spec.label!r} is not binary at node {node.name} (values {sorted(values)[:5]})")
         sizes[node.name] = len(frame)
+    if spec.kind == "glm":
+        from federation.analytics.design import DesignError
+        from federation.analytics.glm_round import glm_term_bounds
+        from hamanasu.analytics_run import declared_ranges
+
+        try:
+            glm_term_bounds(spec, declared_ranges(spec.domain))
+        except DesignError as exc:
+            raise UsageError(str(exc)) from None
     return sizes
 
 

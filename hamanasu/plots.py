@@ -60,3 +60,40 @@ def plot_training(report: dict[str, Any], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_forest(result: dict[str, Any], path: Path) -> Path:
+    """Draw a forest plot of a GLM's effects (odds ratios for binomial) with 95 % CIs.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: the result has no coefficient besides the intercept.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(k, v) for k, v in result["coefficients"].items() if k != "(Intercept)"]
+    if not rows:
+        raise ValueError("no coefficient to plot")
+    odds = result.get("family") == "binomial"
+    keys = ("odds_ratio", "or_ci_low", "or_ci_high") if odds else ("estimate", "ci_low", "ci_high")
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.5))
+    for i, (name, row) in enumerate(reversed(rows)):
+        est, lo, hi = (row[k] for k in keys)
+        ax.plot([lo, hi], [i, i], color="tab:blue")
+        ax.plot([est], [i], "o", color="tab:blue")
+    ax.set_yticks(range(len(rows)), [name for name, _ in reversed(rows)])
+    ax.axvline(1.0 if odds else 0.0, color="grey", linestyle="--")
+    if odds:
+        ax.set_xscale("log")
+    ax.set_xlabel("odds ratio (95 % CI)" if odds else "estimate (95 % CI)")
+    ax.set_title(f"{result.get('job_id', '')}: federated {result.get('family', '')} GLM, n = {result.get('n_obs', '?')}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -28,7 +28,8 @@ def round_progress(total: int, label: str, enabled: bool = True) -> Iterator[Cal
 
         def advance(record: Any) -> None:
             metrics = getattr(record, "metrics", {}) or {}
-            info = f"round {getattr(record, 'round', '?')}"
+            number = record if isinstance(record, int) else getattr(record, "round", "?")
+            info = f"round {number}"
             if "auc" in metrics:
                 info += f"  AUC {metrics['auc']:.3f}"
             progress.update(task, advance=1, info=info)

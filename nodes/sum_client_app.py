@@ -1,0 +1,76 @@
+"""The node's ClientApp for statistics and GLM jobs: gate, then one scaled vector per round.
+
+Each round passes the node's gate exactly as training does (policy, consent now,
+minimum cohort, usage entry), then computes the job's local vector at the broadcast
+parameters, scaled by a public scale and range-checked, and sends it with weight 1
+through ``secaggplus_mod``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from federation.spec import JobSpec
+from nodes.client_app import OpenGate, RoundGate, RoundUse
+from nodes.sources import NodeSource, read_columns
+
+if TYPE_CHECKING:
+    from flwr.app import Context
+    from flwr.clientapp import ClientApp
+
+__all__ = ["LocalVectorFn", "build_sum_client_app"]
+
+#: (the node's admitted rows, broadcast parameters, round config) -> the scaled local vector.
+LocalVectorFn = Callable[[pd.DataFrame, np.ndarray, dict[str, Any]], np.ndarray]
+
+
+def build_sum_client_app(
+    job: JobSpec,
+    job_id: str,
+    nodes: list[NodeSource],
+    local_vector: LocalVectorFn,
+    gates: dict[str, RoundGate] | None = None,
+    secure_aggregation: bool = True,
+    mechanism: Callable[[int], tuple[float, dict[str, Any]]] | None = None,
+) -> ClientApp:
+    """Build the ClientApp of a secure-sum job (statistics, GLM).
+
+    ``mechanism(round)`` gives the (ε, mechanism) a round charges when the node adds DP
+    noise itself; None charges nothing (no DP, or noise added after aggregation).
+
+    Returns:
+        The :class:`flwr.clientapp.ClientApp`.
+    """
+    from flwr.client import NumPyClient
+    from flwr.client.mod import secaggplus_mod
+    from flwr.clientapp import ClientApp
+
+    by_name = {n.name: n for n in nodes}
+    gate_map = gates or {}
+
+    class _Client(NumPyClient):  # type: ignore[misc]
+        def __init__(self, node: NodeSource) -> None:
+            self.node = node
+            self.gate = gate_map.get(node.name, OpenGate())
+
+        def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> Any:
+            round_no = int(config["round"])
+            frame = read_columns(self.node.data, job.domain, job.columns())
+            frame = self.gate.select(job, job_id, round_no, frame)
+            eps, mech = mechanism(round_no) if mechanism else (0.0, {"type": "none"})
+            subjects = frame["subject"].astype(str).tolist() if "subject" in frame.columns else []
+            delta = job.privacy.delta if job.privacy and mechanism else 0.0
+            self.gate.commit(job, RoundUse(job_id, round_no, "compute", subjects, eps, delta, mech))
+            vector = local_vector(frame, np.asarray(parameters[0], dtype=np.float64), config)
+            return [vector], 1, {"node": self.node.name}
+
+    def client_fn(context: Context) -> Any:
+        name = context.node_config.get("node-name")
+        node = by_name[str(name)] if name else nodes[int(context.node_config["partition-id"])]
+        return _Client(node).to_client()
+
+    return ClientApp(client_fn=client_fn, mods=[secaggplus_mod] if secure_aggregation else [])
