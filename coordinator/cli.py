@@ -147,7 +147,8 @@ def serve_cmd(
     ssl: dict[str, Any] = {}
     if settings.ssl_certfile is not None:
         ssl = {"ssl_certfile": str(settings.ssl_certfile), "ssl_keyfile": str(settings.ssl_keyfile)}
-    uvicorn.run(application, host=settings.host, port=settings.port, log_level="info", **ssl)
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level="info",
+                access_log=settings.access_log, **ssl)
 
 
 @principal_app.command("add")

@@ -66,6 +66,7 @@ class CoordinatorSettings(BaseSettings):
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
     allow_insecure_http: bool = False
+    access_log: bool = True
     max_concurrent_runs: int = Field(default=1, ge=1, le=64)
     token_cache_seconds: float = Field(default=60.0, ge=0, le=3600)
     argon2_time_cost: int = Field(default=2, ge=1, le=20)

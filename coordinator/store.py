@@ -99,6 +99,7 @@ class Store:
         self.hasher = hasher
         self.verifier = verifier
         self.clock = clock
+        self._principals: dict[str, PrincipalPublic] = {}
 
     # -- principals and tokens -------------------------------------------------------------
     def create_principal(self, data: PrincipalCreate) -> tuple[PrincipalPublic, TokenIssued]:
@@ -175,6 +176,8 @@ class Store:
         if prefix is None:
             raise denied
         principal_id = self.verifier.cached(token)
+        if principal_id is not None and principal_id in self._principals:
+            return self._principals[principal_id]
         with self.sessions() as s:
             if principal_id is None:
                 row = s.get(Token, prefix)
@@ -187,7 +190,10 @@ class Store:
             p = s.get(Principal, principal_id)
             if p is None or p.disabled_at is not None:
                 raise denied
-            return _principal_public(p)
+            public = _principal_public(p)
+            if len(self._principals) < 10_000:
+                self._principals[principal_id] = public  # principals never change once created
+            return public
 
     # -- nodes -------------------------------------------------------------------------------
     def register_node(self, data: NodeCreate) -> NodePublic:
@@ -299,7 +305,8 @@ class Store:
         if owner_name is None:
             owner_name = s.scalar(select(Principal.name).where(Principal.id == job.owner_id)) or "?"
         approvals = s.scalars(select(Approval).where(Approval.job_id == job.id).order_by(Approval.node))
-        has_result = s.scalar(select(func.count()).select_from(Result).where(Result.job_id == job.id))
+        has_result = job.state in TERMINAL_STATES and s.scalar(
+            select(func.count()).select_from(Result).where(Result.job_id == job.id))
         return JobPublic(
             id=job.id, name=job.name, kind=job.kind, owner=owner_name, state=job.state,  # type: ignore[arg-type]
             reason=job.reason, nodes=list(job.nodes), min_nodes=job.min_nodes, round=job.round,

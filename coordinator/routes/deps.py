@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -28,11 +28,11 @@ __all__ = [
 _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer hmn_...`")
 
 
-def _store(request: Request) -> Store:
+async def _store(request: Request) -> Store:
     return request.app.state.store  # type: ignore[no-any-return]
 
 
-def _lifecycle(request: Request) -> Lifecycle:
+async def _lifecycle(request: Request) -> Lifecycle:
     return request.app.state.lifecycle  # type: ignore[no-any-return]
 
 
@@ -50,10 +50,10 @@ def _caller(store: StoreDep,
 Caller = Annotated[PrincipalPublic, Depends(_caller)]
 
 
-def require(*roles: str) -> Callable[[PrincipalPublic], PrincipalPublic]:
+def require(*roles: str) -> Callable[[PrincipalPublic], Awaitable[PrincipalPublic]]:
     """Return a dependency that admits only principals holding one of ``roles``."""
 
-    def check(caller: Caller) -> PrincipalPublic:
+    async def check(caller: Caller) -> PrincipalPublic:
         if caller.role not in roles:
             raise Forbidden(f"role {caller.role} may not do this; needs {' or '.join(roles)}")
         return caller
