@@ -7,6 +7,8 @@ from federation.analytics.design import (
     build_design,
     design_from_job,
 )
+from federation.analytics.disclosure import Suppression, suppress_cells, table_lines
+from federation.analytics.dp_noise import DpConfig, calibrate_gaussian, calibrate_laplace
 from federation.analytics.glm import (
     GlmLayout,
     GlmRefusal,
@@ -20,16 +22,31 @@ from federation.analytics.glm import (
     glm_result,
 )
 from federation.analytics.scaling import scale_for_secagg, simulate_secure_sum, unscale
+from federation.analytics.stats import (
+    StatsError,
+    StatsLayout,
+    StatsResult,
+    stats_finalize,
+    stats_layout,
+    stats_local,
+)
 
 __all__ = [
-    "INTERCEPT",
     "DesignError",
     "DesignSpec",
+    "DpConfig",
     "GlmLayout",
     "GlmRefusal",
     "GlmResult",
+    "INTERCEPT",
     "NewtonInfo",
+    "StatsError",
+    "StatsLayout",
+    "StatsResult",
+    "Suppression",
     "build_design",
+    "calibrate_gaussian",
+    "calibrate_laplace",
     "design_from_job",
     "glm_fit",
     "glm_layout",
@@ -39,5 +56,10 @@ __all__ = [
     "glm_result",
     "scale_for_secagg",
     "simulate_secure_sum",
+    "stats_finalize",
+    "stats_layout",
+    "stats_local",
+    "suppress_cells",
+    "table_lines",
     "unscale",
 ]
