@@ -98,24 +98,34 @@ class DeploymentRunner:
         """Run ``job`` on ``nodes`` as a Flower run and return its result (see :class:`Runner`)."""
         folder = self.results_dir / job_id
         folder.mkdir(parents=True, exist_ok=True)
-        report_path, progress_path, model_path = folder / "report.json", folder / "progress.jsonl", folder / "model.npz"
+        report_path, progress_path, model_path = (
+            folder / "report.json",
+            folder / "progress.jsonl",
+            folder / "model.npz",
+        )
         for path in (report_path, progress_path, model_path):
             path.unlink(missing_ok=True)
         try:
             with FlowerControl(self.superlink, self.ca_cert) as ctl:
                 ids = self._node_ids(ctl, list(nodes), job.min_nodes)
-                bound = self.max_records(job, list(ids)) if callable(self.max_records) else self.max_records
-                run_id = ctl.start_run({
-                    "job-spec": json.dumps(job.model_dump(mode="json")),
-                    "job-id": job_id,
-                    "n-nodes": len(ids),
-                    "node-ids": ",".join(str(i) for i in ids.values()),
-                    "max-records": int(bound),
-                    "results-file": str(report_path),
-                    "progress-file": str(progress_path),
-                    "model-file": str(model_path),
-                    "start-timeout": float(self.start_timeout),
-                })
+                bound = (
+                    self.max_records(job, list(ids))
+                    if callable(self.max_records)
+                    else self.max_records
+                )
+                run_id = ctl.start_run(
+                    {
+                        "job-spec": json.dumps(job.model_dump(mode="json")),
+                        "job-id": job_id,
+                        "n-nodes": len(ids),
+                        "node-ids": ",".join(str(i) for i in ids.values()),
+                        "max-records": int(bound),
+                        "results-file": str(report_path),
+                        "progress-file": str(progress_path),
+                        "model-file": str(model_path),
+                        "start-timeout": float(self.start_timeout),
+                    }
+                )
                 self.last_run_id = run_id
                 log.info("job %s: Flower run %d on %s", job_id, run_id, sorted(ids))
                 info = self._follow(ctl, run_id, job, progress_path, on_progress, cancelled)
@@ -125,8 +135,15 @@ class DeploymentRunner:
             return RunResult("failed", str(exc))
         return self._result(job, report_path, model_path, info)
 
-    def _follow(self, ctl: FlowerControl, run_id: int, job: JobSpec, progress: Path,
-                on_progress: Callable[[RoundProgress], None], cancelled: threading.Event) -> Any:
+    def _follow(
+        self,
+        ctl: FlowerControl,
+        run_id: int,
+        job: JobSpec,
+        progress: Path,
+        on_progress: Callable[[RoundProgress], None],
+        cancelled: threading.Event,
+    ) -> Any:
         """Poll the run until it finishes, forwarding each finished round to ``on_progress``."""
         seen = 0
         end = None if self.run_timeout is None else time.monotonic() + self.run_timeout
@@ -139,8 +156,13 @@ class DeploymentRunner:
                 seen += 1
                 rec = json.loads(line)
                 try:
-                    on_progress(RoundProgress(round=min(int(rec["round"]), job.rounds),
-                                              rounds_total=job.rounds, metrics=dict(rec.get("metrics") or {})))
+                    on_progress(
+                        RoundProgress(
+                            round=min(int(rec["round"]), job.rounds),
+                            rounds_total=job.rounds,
+                            metrics=dict(rec.get("metrics") or {}),
+                        )
+                    )
                 except RunCancelled:
                     ctl.stop_run(run_id)
                     raise
@@ -158,7 +180,10 @@ class DeploymentRunner:
         """Turn the ServerApp's report (or its absence) into a :class:`RunResult`."""
         if not report_path.exists():
             why = info.details or info.sub_status or "no report"
-            return RunResult("failed", f"Flower run {info.run_id} ended {info.sub_status or 'without a report'}: {why}")
+            return RunResult(
+                "failed",
+                f"Flower run {info.run_id} ended {info.sub_status or 'without a report'}: {why}",
+            )
         report = json.loads(report_path.read_text(encoding="utf-8"))
         model = None
         if model_path.exists() and report.get("status") == "succeeded":
@@ -166,7 +191,12 @@ class DeploymentRunner:
 
             with np.load(model_path) as arrays:
                 params = [arrays[f"arr_{i}"].tolist() for i in range(len(arrays.files))]
-            model = {"model": job.model, "features": job.features, "label": job.label, "parameters": params}
+            model = {
+                "model": job.model,
+                "features": job.features,
+                "label": job.label,
+                "parameters": params,
+            }
         eps = {str(k): float(v) for k, v in (report.get("epsilon_spent_by_node") or {}).items()}
         status = "succeeded" if report.get("status") == "succeeded" else "failed"
         reason = report.get("reason") or f"{job.rounds} round(s) done"

@@ -35,6 +35,7 @@ __all__ = [
     "write_app_dir",
 ]
 
+
 def _toml_value(value: str | int | float) -> str:
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -42,29 +43,31 @@ def _toml_value(value: str | int | float) -> str:
 
 
 #: The Flower app (``flwr run`` reads ``[project]`` and ``[tool.flwr.app]``).
-APP_PYPROJECT = "\n".join([
-    "[build-system]",
-    'requires = ["hatchling"]',
-    'build-backend = "hatchling.build"',
-    "",
-    "[project]",
-    'name = "hamanasu-federated"',
-    'version = "0.1.0"',
-    'description = "Hamanasu federated jobs (ServerApp + ClientApp), installed in place"',
-    'license = "Apache-2.0"',
-    "dependencies = []",
-    "",
-    "[tool.flwr.app]",
-    'publisher = "hamanasu"',
-    "",
-    "[tool.flwr.app.components]",
-    'serverapp = "coordinator.flower_server:app"',
-    'clientapp = "nodes.flower_client:app"',
-    "",
-    "[tool.flwr.app.config]",
-    *[f"{key} = {_toml_value(value)}" for key, value in _CONFIG_DEFAULTS.items()],
-    "",
-])
+APP_PYPROJECT = "\n".join(
+    [
+        "[build-system]",
+        'requires = ["hatchling"]',
+        'build-backend = "hatchling.build"',
+        "",
+        "[project]",
+        'name = "hamanasu-federated"',
+        'version = "0.1.0"',
+        'description = "Hamanasu federated jobs (ServerApp + ClientApp), installed in place"',
+        'license = "Apache-2.0"',
+        "dependencies = []",
+        "",
+        "[tool.flwr.app]",
+        'publisher = "hamanasu"',
+        "",
+        "[tool.flwr.app.components]",
+        'serverapp = "coordinator.flower_server:app"',
+        'clientapp = "nodes.flower_client:app"',
+        "",
+        "[tool.flwr.app.config]",
+        *[f"{key} = {_toml_value(value)}" for key, value in _CONFIG_DEFAULTS.items()],
+        "",
+    ]
+)
 
 
 class FlowerControlError(RuntimeError):
@@ -144,7 +147,10 @@ class FlowerControl:
             server_address=address,
             insecure=False,
             root_certificates=str(root_certificates),
-            interceptors=[CliClientHttpInterceptor(), RuntimeVersionHttpInterceptor(component_name="flwr CLI")],
+            interceptors=[
+                CliClientHttpInterceptor(),
+                RuntimeVersionHttpInterceptor(component_name="flwr CLI"),
+            ],
         )
         self._client._client.timeout = timeout  # noqa: SLF001 - httpx client of the Flower client
 
@@ -179,8 +185,11 @@ class FlowerControl:
         from flwr.supercore.primitives.asymmetric import public_key_to_bytes
 
         key = load_node_public_key(public_key)
-        res = self._call("register node", self._client.RegisterNode,
-                         RegisterNodeRequest(public_key=public_key_to_bytes(key), name=name))
+        res = self._call(
+            "register node",
+            self._client.RegisterNode,
+            RegisterNodeRequest(public_key=public_key_to_bytes(key), name=name),
+        )
         if not res.node_id:
             raise FlowerControlError("register node: the SuperLink returned no node id")
         return int(res.node_id)
@@ -193,7 +202,9 @@ class FlowerControl:
         """
         from flwr.proto.control_pb2 import UnregisterNodeRequest
 
-        self._call("unregister node", self._client.UnregisterNode, UnregisterNodeRequest(node_id=node_id))
+        self._call(
+            "unregister node", self._client.UnregisterNode, UnregisterNodeRequest(node_id=node_id)
+        )
 
     def nodes(self) -> list[NodeInfo]:
         """Return every SuperNode the SuperLink knows, with its status.
@@ -298,7 +309,9 @@ class FlowerControl:
         from flwr.proto.control_pb2 import StreamLogsRequest
 
         try:
-            for res in self._client.StreamLogs(StreamLogsRequest(run_id=run_id, after_timestamp=after)):
+            for res in self._client.StreamLogs(
+                StreamLogsRequest(run_id=run_id, after_timestamp=after)
+            ):
                 yield str(res.log_output), float(res.latest_timestamp)
         except Exception as exc:  # noqa: BLE001
             raise FlowerControlError(f"stream logs: {type(exc).__name__}: {exc}") from exc

@@ -72,7 +72,9 @@ class _JobGrid:
         ids = list(self._grid.get_node_ids())
         return ids if self._ids is None else [i for i in ids if i in self._ids]
 
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
         ids = list(self._grid.push_messages(messages))
         pending, replies = set(ids), []
         end = None if timeout is None else time.monotonic() + timeout
@@ -108,9 +110,14 @@ class _Reporter:
         if self.progress is None:
             return
         line = {
-            "event": "round", "round": record.round, "model_version": record.model_version,
-            "metrics": record.metrics, "nodes": record.nodes, "epsilon_by_node": record.epsilon_by_node,
-            "n_train_total": record.n_train_total, "elapsed_s": round(time.time() - self.started, 3),
+            "event": "round",
+            "round": record.round,
+            "model_version": record.model_version,
+            "metrics": record.metrics,
+            "nodes": record.nodes,
+            "epsilon_by_node": record.epsilon_by_node,
+            "n_train_total": record.n_train_total,
+            "elapsed_s": round(time.time() - self.started, 3),
         }
         self.progress.parent.mkdir(parents=True, exist_ok=True)
         with self.progress.open("a", encoding="utf-8") as fh:
@@ -142,8 +149,14 @@ def _wait_for_nodes(grid: _JobGrid, expected: set[int] | None, want: int, timeou
         time.sleep(0.5)
 
 
-def _watch_min_nodes(grid: _JobGrid, min_nodes: int, grace: float, reporter: _Reporter,
-                     base: dict[str, Any], stop: threading.Event) -> None:
+def _watch_min_nodes(
+    grid: _JobGrid,
+    min_nodes: int,
+    grace: float,
+    reporter: _Reporter,
+    base: dict[str, Any],
+    stop: threading.Event,
+) -> None:
     """Fail the run when fewer than ``min_nodes`` nodes stay online for ``grace`` seconds.
 
     Flower's client manager would otherwise wait a day for nodes that died.
@@ -161,8 +174,14 @@ def _watch_min_nodes(grid: _JobGrid, min_nodes: int, grace: float, reporter: _Re
         if time.monotonic() - below_since >= grace:
             reason = f"{online} node(s) online, the job needs at least {min_nodes}"
             log.error("run failed: %s", reason)
-            if reporter.finish({**base, "status": "failed", "reason": reason,
-                                "wall_seconds": round(time.time() - reporter.started, 2)}):
+            if reporter.finish(
+                {
+                    **base,
+                    "status": "failed",
+                    "reason": reason,
+                    "wall_seconds": round(time.time() - reporter.started, 2),
+                }
+            ):
                 os._exit(1)
 
 
@@ -178,12 +197,23 @@ def _run(grid: Grid, context: Context) -> None:
     reporter = _Reporter(cfg)
     job_id = str(cfg["job-id"])
     base: dict[str, Any] = {"job_id": job_id, "engine": "deployment", "run_id": context.run_id}
-    outcome, recorder, secagg, parameters = RunOutcome(), TrainingRecorder(on_round=reporter.round), None, None
+    outcome, recorder, secagg, parameters = (
+        RunOutcome(),
+        TrainingRecorder(on_round=reporter.round),
+        None,
+        None,
+    )
     stop = threading.Event()
     try:
         spec = parse_job_spec(json.loads(str(cfg["job-spec"])))
-        base.update(kind=spec.kind, model=spec.model, features=spec.features, label=spec.label,
-                    rounds_planned=spec.rounds, min_nodes=spec.min_nodes)
+        base.update(
+            kind=spec.kind,
+            model=spec.model,
+            features=spec.features,
+            label=spec.label,
+            rounds_planned=spec.rounds,
+            min_nodes=spec.min_nodes,
+        )
         if spec.kind != "train":
             raise ValueError(f"job kind {spec.kind!r} is not wired for the deployment engine yet")
         ids = {int(x) for x in str(cfg["node-ids"]).split(",") if x.strip()} or None
@@ -193,16 +223,23 @@ def _run(grid: Grid, context: Context) -> None:
         job_grid = _JobGrid(grid, ids, float(cfg["poll-interval"]))
         online = _wait_for_nodes(job_grid, ids, n_nodes, float(cfg["start-timeout"]))
         if online < spec.min_nodes:
-            raise RuntimeError(f"{online} of {n_nodes} node(s) came online, the job needs {spec.min_nodes}")
+            raise RuntimeError(
+                f"{online} of {n_nodes} node(s) came online, the job needs {spec.min_nodes}"
+            )
         sa = spec.secure_aggregation
         if sa.enabled:
             max_records = sa.max_weight or int(cfg["max-records"])
             if max_records < 1:
-                raise ValueError("max-records: unknown bound of the nodes' training sets (SecAgg+ max_weight)")
+                raise ValueError(
+                    "max-records: unknown bound of the nodes' training sets (SecAgg+ max_weight)"
+                )
             secagg = SecAggSettings.for_job(
-                n_nodes, max_records, clipping_range=sa.clipping_range,
+                n_nodes,
+                max_records,
+                clipping_range=sa.clipping_range,
                 reconstruction_threshold=sa.reconstruction_threshold,
-                timeout=sa.timeout, max_retries=sa.max_retries,
+                timeout=sa.timeout,
+                max_retries=sa.max_retries,
             )
         import torch
 
@@ -210,10 +247,15 @@ def _run(grid: Grid, context: Context) -> None:
         from federation.models import build_model
 
         torch.manual_seed(spec.seed)
-        initial = get_parameters(build_model(spec.model, len(spec.features), spec.training.hidden_units))
+        initial = get_parameters(
+            build_model(spec.model, len(spec.features), spec.training.hidden_units)
+        )
         grace = (sa.timeout if sa.enabled else 30.0) + 15.0
-        threading.Thread(target=_watch_min_nodes, daemon=True,
-                         args=(job_grid, spec.min_nodes, grace, reporter, base, stop)).start()
+        threading.Thread(
+            target=_watch_min_nodes,
+            daemon=True,
+            args=(job_grid, spec.min_nodes, grace, reporter, base, stop),
+        ).start()
         inner = build_training_server_app(
             initial=initial,
             # Sample every live node but wait only for the minimum: a dead node must
@@ -229,7 +271,10 @@ def _run(grid: Grid, context: Context) -> None:
         inner(job_grid, context)  # type: ignore[arg-type]
         parameters = recorder.final_parameters
         if outcome.status == "pending":
-            outcome.status, outcome.reason = "failed", "the run ended without reaching its last round"
+            outcome.status, outcome.reason = (
+                "failed",
+                "the run ended without reaching its last round",
+            )
     except Exception as exc:  # noqa: BLE001 - the report carries the reason
         outcome.status, outcome.reason = "failed", str(exc) or type(exc).__name__
         log.error("run failed: %s", outcome.reason)
@@ -243,16 +288,28 @@ def _run(grid: Grid, context: Context) -> None:
         "status": outcome.status,
         "reason": outcome.reason,
         "secure_aggregation": secagg is not None,
-        "secagg_settings": None if secagg is None else {
-            "max_weight": secagg.max_weight, "clipping_range": secagg.clipping_range,
-            "quantization_range": secagg.quantization_range, "resolution": secagg.resolution,
-            "timeout_s": secagg.timeout, "retried_rounds": outcome.retried_rounds,
+        "secagg_settings": None
+        if secagg is None
+        else {
+            "max_weight": secagg.max_weight,
+            "clipping_range": secagg.clipping_range,
+            "quantization_range": secagg.quantization_range,
+            "resolution": secagg.resolution,
+            "timeout_s": secagg.timeout,
+            "retried_rounds": outcome.retried_rounds,
         },
         "epsilon_spent_by_node": last_eps,
         "rounds": [
-            {"round": r.round, "model_version": r.model_version, "metrics": r.metrics, "nodes": r.nodes,
-             "epsilon_by_node": r.epsilon_by_node, "n_train_total": r.n_train_total,
-             "seconds": round(r.seconds, 4), "attempts": r.attempts}
+            {
+                "round": r.round,
+                "model_version": r.model_version,
+                "metrics": r.metrics,
+                "nodes": r.nodes,
+                "epsilon_by_node": r.epsilon_by_node,
+                "n_train_total": r.n_train_total,
+                "seconds": round(r.seconds, 4),
+                "attempts": r.attempts,
+            }
             for r in recorder.rounds
         ],
         "wall_seconds": round(time.time() - reporter.started, 2),

@@ -52,8 +52,16 @@ __all__ = [
 FAST_POLL_S = 0.2
 
 #: Modules a warm executor imports once, before forking a child per task.
-DEFAULT_PRELOAD = ("numpy", "pandas", "torch", "opacus", "flwr.clientapp", "nodes.client_app",
-                   "nodes.enforcement", "nodes.flower_client")
+DEFAULT_PRELOAD = (
+    "numpy",
+    "pandas",
+    "torch",
+    "opacus",
+    "flwr.clientapp",
+    "nodes.client_app",
+    "nodes.enforcement",
+    "nodes.flower_client",
+)
 
 _BIN = Path(sys.executable).parent
 
@@ -65,7 +73,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for_port(
+    host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     """Wait until ``host:port`` accepts connections.
 
     Raises:
@@ -75,14 +85,18 @@ def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[b
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with code {proc.returncode} before {host}:{port} opened")
+            raise RuntimeError(
+                f"process exited with code {proc.returncode} before {host}:{port} opened"
+            )
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
             return
         time.sleep(0.1)
     raise TimeoutError(f"{host}:{port} did not open within {timeout:g} s")
 
 
-def flower_env(state_dir: Path, base: Mapping[str, str] | None = None, *, fast_poll: bool = True) -> dict[str, str]:
+def flower_env(
+    state_dir: Path, base: Mapping[str, str] | None = None, *, fast_poll: bool = True
+) -> dict[str, str]:
     """Return the environment of a Flower process whose state lives under ``state_dir``."""
     env = dict(os.environ if base is None else base)
     env.update(
@@ -174,12 +188,19 @@ class ManagedProcess:
             return ""
 
 
-def _spawn(cmd: Sequence[str], env: dict[str, str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
+def _spawn(
+    cmd: Sequence[str], env: dict[str, str], log_path: Path, cwd: Path
+) -> subprocess.Popen[bytes]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen(  # noqa: S603 - our own fixed command line
-            list(cmd), env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            list(cmd),
+            env=env,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
 
 
@@ -204,22 +225,33 @@ def start_superlink(
         TimeoutError: it did not open its port in time.
     """
     if not pki.exists():
-        raise FileNotFoundError(f"{pki.root}: no CA / SuperLink certificate (run `hamanasu pki init`)")
+        raise FileNotFoundError(
+            f"{pki.root}: no CA / SuperLink certificate (run `hamanasu pki init`)"
+        )
     port = port or free_port(host)
     data_dir.mkdir(parents=True, exist_ok=True)
     env = flower_env(data_dir / "superlink", fast_poll=fast_poll)
     cmd = [
         str(_BIN / "flower-superlink"),
-        "--ssl-ca-certfile", str(pki.ca_cert),
-        "--ssl-certfile", str(pki.server_cert),
-        "--ssl-keyfile", str(pki.server_key),
+        "--ssl-ca-certfile",
+        str(pki.ca_cert),
+        "--ssl-certfile",
+        str(pki.server_cert),
+        "--ssl-keyfile",
+        str(pki.server_key),
         "--enable-supernode-auth",
         "--disable-runtime-dependency-installation",
-        "--host", host, "--port", str(port),
-        "--database", str(data_dir / "superlink.db"),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--database",
+        str(data_dir / "superlink.db"),
     ]
     proc = _spawn(cmd, env, data_dir / "logs" / "superlink.log", data_dir)
-    managed = ManagedProcess("superlink", proc, data_dir / "logs" / "superlink.log", f"{host}:{port}")
+    managed = ManagedProcess(
+        "superlink", proc, data_dir / "logs" / "superlink.log", f"{host}:{port}"
+    )
     try:
         wait_for_port(host, port, ready_timeout, proc)
     except (RuntimeError, TimeoutError) as exc:
@@ -255,16 +287,29 @@ def start_supernode(
     state = data_dir / "nodes" / name
     env = flower_env(state, fast_poll=fast_poll)
     config = {"node-name": name, **(node_config or {})}
-    launcher = [sys.executable, "-m", "federation.deployment", "supernode"] if fast_poll else [
-        str(_BIN / "flower-supernode")]
+    launcher = (
+        [sys.executable, "-m", "federation.deployment", "supernode"]
+        if fast_poll
+        else [str(_BIN / "flower-supernode")]
+    )
     cmd = [
         *launcher,
-        "--superlink", superlink,
-        "--root-certificates", str(pki.ca_cert),
-        "--auth-supernode-private-key", str(key),
-        "--node-config", node_config_arg(config),
-        "--host", "127.0.0.1", "--port", str(port),
-        "--max-retries", "3", "--max-wait-time", "30",
+        "--superlink",
+        superlink,
+        "--root-certificates",
+        str(pki.ca_cert),
+        "--auth-supernode-private-key",
+        str(key),
+        "--node-config",
+        node_config_arg(config),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--max-retries",
+        "3",
+        "--max-wait-time",
+        "30",
     ]
     if warm:
         cmd += ["--isolation", "process"]
@@ -272,10 +317,21 @@ def start_supernode(
     proc = _spawn(cmd, env, log_path, data_dir)
     managed = ManagedProcess(name, proc, log_path, f"127.0.0.1:{port}")
     if warm:
-        exec_cmd = [sys.executable, "-m", "federation.deployment", "executor",
-                    "--runtime-api-address", f"127.0.0.1:{port}", "--parent-pid", str(proc.pid),
-                    "--preload", ",".join(preload)]
-        managed.extra.append(_spawn(exec_cmd, env, data_dir / "logs" / f"{name}.executor.log", data_dir))
+        exec_cmd = [
+            sys.executable,
+            "-m",
+            "federation.deployment",
+            "executor",
+            "--runtime-api-address",
+            f"127.0.0.1:{port}",
+            "--parent-pid",
+            str(proc.pid),
+            "--preload",
+            ",".join(preload),
+        ]
+        managed.extra.append(
+            _spawn(exec_cmd, env, data_dir / "logs" / f"{name}.executor.log", data_dir)
+        )
     return managed
 
 
@@ -325,13 +381,25 @@ class LocalDeployment:
         self.node_ids[name] = node_id
         return node_id
 
-    def start_node(self, name: str, node_config: Mapping[str, str | int | float | bool] | None = None,
-                   *, private_key: Path | None = None) -> ManagedProcess:
+    def start_node(
+        self,
+        name: str,
+        node_config: Mapping[str, str | int | float | bool] | None = None,
+        *,
+        private_key: Path | None = None,
+    ) -> ManagedProcess:
         """Start node ``name``'s SuperNode (registered or not) and return its process."""
         assert self.superlink is not None
-        proc = start_supernode(self.pki, name, self.superlink.address, self.data_dir,
-                               node_config=node_config, private_key=private_key,
-                               fast_poll=self.fast_poll, warm=self.warm)
+        proc = start_supernode(
+            self.pki,
+            name,
+            self.superlink.address,
+            self.data_dir,
+            node_config=node_config,
+            private_key=private_key,
+            fast_poll=self.fast_poll,
+            warm=self.warm,
+        )
         self.nodes[name] = proc
         return proc
 
@@ -352,10 +420,14 @@ class LocalDeployment:
                 for n in names:
                     proc = self.nodes.get(n)
                     if proc is not None and not proc.alive():
-                        raise RuntimeError(f"SuperNode {n} exited ({proc.popen.returncode}):\n{proc.log_tail()}")
+                        raise RuntimeError(
+                            f"SuperNode {n} exited ({proc.popen.returncode}):\n{proc.log_tail()}"
+                        )
                 if time.monotonic() >= end:
-                    raise TimeoutError(f"nodes not online after {timeout:g} s: "
-                                       f"{sorted(n for n in names if self.node_ids[n] not in online)}")
+                    raise TimeoutError(
+                        f"nodes not online after {timeout:g} s: "
+                        f"{sorted(n for n in names if self.node_ids[n] not in online)}"
+                    )
                 time.sleep(0.3)
 
     def stop(self) -> None:
@@ -417,7 +489,9 @@ def _run_executor(argv: list[str]) -> None:
     from flwr.supernode.runtime.run_clientapp import run_clientapp
 
     client = RuntimeHttpClient.from_server_address(
-        server_address=args.runtime_api_address, insecure=True, root_certificates=None,
+        server_address=args.runtime_api_address,
+        insecure=True,
+        root_certificates=None,
         interceptors=[RuntimeVersionHttpInterceptor(component_name="SuperExec")],
         retry_invoker=make_simple_http_retry_invoker(),
     )
@@ -444,9 +518,14 @@ def _run_executor(argv: list[str]) -> None:
             if pid == 0:  # the child runs exactly one task, in its own process
                 code = 1
                 try:
-                    run_clientapp(runtime_api_address=args.runtime_api_address, token=res.token,
-                                  insecure=True, certificates=None, parent_pid=args.parent_pid,
-                                  runtime_dependency_install=False)
+                    run_clientapp(
+                        runtime_api_address=args.runtime_api_address,
+                        token=res.token,
+                        insecure=True,
+                        certificates=None,
+                        parent_pid=args.parent_pid,
+                        runtime_dependency_install=False,
+                    )
                     code = 0
                 except SystemExit as exc:
                     code = int(exc.code or 0) if isinstance(exc.code, int | None) else 1

@@ -113,14 +113,18 @@ class Pki:
 
     def exists(self) -> bool:
         """Return True when the CA and the SuperLink certificate exist."""
-        return all(p.exists() for p in (self.ca_cert, self.ca_key, self.server_cert, self.server_key))
+        return all(
+            p.exists() for p in (self.ca_cert, self.ca_key, self.server_cert, self.server_key)
+        )
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Hamanasu federation"),
-        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-    ])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Hamanasu federation"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
 
 
 def _san(hosts: Sequence[str]) -> x509.SubjectAlternativeName:
@@ -165,9 +169,12 @@ def init_pki(
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
         .sign(ca_key, hashes.SHA384())
     )
     server_key = ec.generate_private_key(ec.SECP384R1())
@@ -183,7 +190,8 @@ def init_pki(
         .add_extension(_san(hosts), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(
-            x509.KeyUsage(True, False, False, False, True, False, False, False, False), critical=True
+            x509.KeyUsage(True, False, False, False, True, False, False, False, False),
+            critical=True,
         )
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
@@ -191,10 +199,16 @@ def init_pki(
         .sign(ca_key, hashes.SHA384())
     )
     pem = serialization.Encoding.PEM
-    _write_private(pki.ca_key, ca_key.private_bytes(
-        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    _write_private(pki.server_key, server_key.private_bytes(
-        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    _write_private(
+        pki.ca_key,
+        ca_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+    )
+    _write_private(
+        pki.server_key,
+        server_key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    )
     _write_public(pki.ca_cert, ca_cert.public_bytes(pem))
     _write_public(pki.server_cert, server_cert.public_bytes(pem))
     return pki
@@ -216,10 +230,17 @@ def create_node_key(pki: Pki, name: str, *, overwrite: bool = False) -> NodeKey:
     if key.private_key.exists() and not overwrite:
         raise FileExistsError(f"node {name}: a SuperNode key exists already")
     private = ec.generate_private_key(ec.SECP384R1())
-    _write_private(key.private_key, private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()))
+    _write_private(
+        key.private_key,
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        ),
+    )
     public = private.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
     _write_public(key.public_key, public + f" hamanasu-{name}\n".encode())
     return key
 

@@ -11,7 +11,9 @@ from federation.pki import DEFAULT_HOSTS, Pki, create_node_key, init_pki
 
 __all__ = ["app"]
 
-app = typer.Typer(no_args_is_help=True, help="Issue the federation's CA, TLS certificate and node keys.")
+app = typer.Typer(
+    no_args_is_help=True, help="Issue the federation's CA, TLS certificate and node keys."
+)
 
 PkiDir = Annotated[Path, typer.Option("--dir", help="The PKI folder (private keys 0600 under it).")]
 
@@ -19,8 +21,13 @@ PkiDir = Annotated[Path, typer.Option("--dir", help="The PKI folder (private key
 @app.command("init")
 def init_cmd(
     folder: PkiDir,
-    host: Annotated[list[str] | None, typer.Option(
-        "--host", help="An address the SuperLink is reached at (repeat; default 127.0.0.1 and localhost).")] = None,
+    host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--host",
+            help="An address the SuperLink is reached at (repeat; default 127.0.0.1 and localhost).",
+        ),
+    ] = None,
     days: Annotated[int, typer.Option(help="Validity in days.")] = 825,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing CA.")] = False,
 ) -> None:
@@ -30,7 +37,9 @@ def init_cmd(
     except (FileExistsError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
-    typer.echo(f"CA {pki.ca_cert}\nSuperLink certificate {pki.server_cert} for {', '.join(host or DEFAULT_HOSTS)}")
+    typer.echo(
+        f"CA {pki.ca_cert}\nSuperLink certificate {pki.server_cert} for {', '.join(host or DEFAULT_HOSTS)}"
+    )
 
 
 @app.command("node-key")

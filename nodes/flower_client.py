@@ -88,7 +88,10 @@ class NodeClientApp(ClientApp):  # type: ignore[misc]
 
         gate = EnforcementPoint(name, state)
         inner = build_training_client_app(
-            job, job_id, [NodeSource(name, data, state)], {name: gate},
+            job,
+            job_id,
+            [NodeSource(name, data, state)],
+            {name: gate},
             secure_aggregation=job.secure_aggregation.enabled,
         )
         return inner(message, context)
