@@ -39,6 +39,7 @@ from federation.pki import Pki, init_pki, node_key
 
 __all__ = [
     "FAST_POLL_S",
+    "LocalDeployment",
     "ManagedProcess",
     "flower_env",
     "free_port",
