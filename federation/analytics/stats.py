@@ -456,7 +456,7 @@ def stats_finalize(
         levels={g: list(lv) for g, lv in zip(layout.group_by, layout.levels, strict=True)},
         cells=cells,
         suppressed=[
-            {"group": _label(layout, s.key), "reason": s.reason, "detail": s.detail}
+            {"group": _label(layout, tuple(s.key))  # type: ignore[arg-type], "reason": s.reason, "detail": s.detail}
             for s in suppressions
         ],
         min_cell_count=min_cell_count,

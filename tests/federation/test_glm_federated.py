@@ -334,3 +334,50 @@ def test_newton_step_reports_and_result_needs_matching_names(cohort):
     assert info2.converged and np.array_equal(beta2, beta1)  # gaussian: one step is exact
     with pytest.raises(ValueError):
         glm_result(summed1, beta1, "gaussian", ["a"], 1)
+
+
+def test_dp_glm_noise_is_calibrated_and_large_epsilon_fit_is_close(cohort):
+    from federation.analytics.dp_noise import calibrate_gaussian
+    from federation.analytics.glm import glm_clip_rows, glm_dp_perturb
+
+    nodes = [
+        (glm_clip_rows(X / np.r_[1, 55, 1, 1, 1, 1, 1], 2.0), y)
+        for X, y in _nodes(cohort, "binomial")
+    ]
+    beta = np.zeros(7)
+    exact = _exact_round(nodes, "binomial")(beta)
+    draws = np.array(
+        [
+            glm_dp_perturb(
+                exact,
+                7,
+                "binomial",
+                x_norm_bound=2.0,
+                epsilon=1.0,
+                delta=1e-6,
+                n_releases=10,
+                eta_bound=10.0,
+            )[0][0]
+            - exact[0]
+            for _ in range(300)
+        ]
+    )
+    sigma = calibrate_gaussian(float(np.sqrt(7 * 10)), 1.0, 1e-6)
+    assert abs(draws.std(ddof=1) / (sigma * 2.0) - 1) < 0.15  # score block: sens = B * 1
+    ref = glm_fit(_exact_round(nodes, "binomial"), 7, "binomial", DESIGN.term_names)
+
+    def noisy_round(b):
+        return glm_dp_perturb(
+            _exact_round(nodes, "binomial")(b),
+            7,
+            "binomial",
+            x_norm_bound=2.0,
+            epsilon=1e4,
+            delta=1e-6,
+            n_releases=10,
+            eta_bound=10.0,
+        )[0]
+
+    fit = glm_fit(noisy_round, 7, "binomial", DESIGN.term_names, tolerance=0.1)
+    est, _ = _arrays(fit)
+    np.testing.assert_allclose(est, _arrays(ref)[0], atol=0.05)
