@@ -348,7 +348,7 @@ def _quantiles(hist: np.ndarray, edges: Sequence[float], probs: Sequence[float])
     return out
 
 
-def _label(layout: StatsLayout, key: tuple[int | None, ...]) -> dict[str, int | str]:
+def _label(layout: StatsLayout, key: Any) -> dict[str, int | str]:
     return {
         g: (ALL if k is None else lv[k])
         for g, lv, k in zip(layout.group_by, layout.levels, key, strict=True)
@@ -456,7 +456,7 @@ def stats_finalize(
         levels={g: list(lv) for g, lv in zip(layout.group_by, layout.levels, strict=True)},
         cells=cells,
         suppressed=[
-            {"group": _label(layout, tuple(s.key))  # type: ignore[arg-type], "reason": s.reason, "detail": s.detail}
+            {"group": _label(layout, s.key), "reason": s.reason, "detail": s.detail}
             for s in suppressions
         ],
         min_cell_count=min_cell_count,
