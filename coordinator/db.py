@@ -47,6 +47,8 @@ def make_engine(url: str, *, schema: str | None = None) -> Engine:
                                pool_size=8, max_overflow=8)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    if url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]  # the driver we install
     connect_args: dict[str, Any] = {}
     if schema:
         connect_args["options"] = f"-csearch_path={schema}"
