@@ -65,6 +65,7 @@ class Recipe:
 
 # -- attack machinery (also used by tests/privacy/test_membership_inference.py) -----------------
 
+
 def train(recipe: Recipe, x: np.ndarray, y: np.ndarray, seed: int) -> tuple[object, float]:
     """Train a fresh model by ``recipe`` with federation.dp_training; return it and its ε."""
     import torch
@@ -76,10 +77,20 @@ def train(recipe: Recipe, x: np.ndarray, y: np.ndarray, seed: int) -> tuple[obje
     model = build_model(recipe.model, x.shape[1], recipe.hidden)
     plan = (
         plan_dp(len(y), recipe.batch_size, recipe.epochs, 1, recipe.epsilon, DELTA)
-        if recipe.epsilon is not None else None
+        if recipe.epsilon is not None
+        else None
     )
-    train_local(model, x, y, plan, max_grad_norm=1.0, learning_rate=recipe.learning_rate,
-                batch_size=recipe.batch_size, local_epochs=recipe.epochs, seed=seed)
+    train_local(
+        model,
+        x,
+        y,
+        plan,
+        max_grad_norm=1.0,
+        learning_rate=recipe.learning_rate,
+        batch_size=recipe.batch_size,
+        local_epochs=recipe.epochs,
+        seed=seed,
+    )
     return model, (epsilon_spent(plan, 1) if plan else math.inf)
 
 
@@ -112,7 +123,9 @@ def attack_metrics(scores: np.ndarray, is_member: np.ndarray) -> dict[str, float
     auc = float(roc_auc_score(is_member, scores))
     n1, n0 = int(is_member.sum()), int((~is_member.astype(bool)).sum())
     q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
-    se = math.sqrt((auc * (1 - auc) + (n1 - 1) * (q1 - auc**2) + (n0 - 1) * (q2 - auc**2)) / (n1 * n0))
+    se = math.sqrt(
+        (auc * (1 - auc) + (n1 - 1) * (q1 - auc**2) + (n0 - 1) * (q2 - auc**2)) / (n1 * n0)
+    )
     fpr, tpr, _ = roc_curve(is_member, scores)
     return {
         "auc": auc,
@@ -126,6 +139,7 @@ def attack_metrics(scores: np.ndarray, is_member: np.ndarray) -> dict[str, float
 
 # -- the audit --------------------------------------------------------------------------------
 
+
 def scenario_births(folder: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Return the LBW job's scaled features and label over the pooled hokkaido 2019 births."""
     import pandas as pd
@@ -135,13 +149,22 @@ def scenario_births(folder: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     from nodes.scenario import generate
     from nodes.sources import read_columns
 
-    spec = parse_job_spec(tomllib.loads((ROOT / "examples" / "iwamizawa" / "lbw_model.toml").read_text()))
+    spec = parse_job_spec(
+        tomllib.loads((ROOT / "examples" / "iwamizawa" / "lbw_model.toml").read_text())
+    )
     manifest = generate("hokkaido", folder, seed=2017, years=[2019])
-    frames = [read_columns(folder / n.name, spec.domain, [*spec.features, spec.label])
-              for n in manifest.nodes if spec.domain in n.rows]
+    frames = [
+        read_columns(folder / n.name, spec.domain, [*spec.features, spec.label])
+        for n in manifest.nodes
+        if spec.domain in n.rows
+    ]
     df = pd.concat(frames, ignore_index=True)
     assert spec.label is not None
-    return prepare_features(df, spec.features, public_scaling(spec)), df[spec.label].to_numpy(np.float64), spec.features
+    return (
+        prepare_features(df, spec.features, public_scaling(spec)),
+        df[spec.label].to_numpy(np.float64),
+        spec.features,
+    )
 
 
 def recipes() -> list[Recipe]:
@@ -163,16 +186,24 @@ def run(n_members: int, n_non_members: int, n_shadows: int, seed: int = 0) -> di
         x, y, features = scenario_births(Path(tmp))
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(y))
-    members, non = order[:n_members], order[n_members:n_members + n_non_members]
-    population = order[n_members + n_non_members:]
+    members, non = order[:n_members], order[n_members : n_members + n_non_members]
+    population = order[n_members + n_non_members :]
     evaluated = np.concatenate([members, non])
     is_member = np.concatenate([np.ones(len(members), bool), np.zeros(len(non), bool)])
     cases = y[evaluated] == 1
     report: dict[str, object] = {
-        "data": {"preset": "hokkaido", "years": [2019], "births": len(y), "features": features,
-                 "lbw_rate": float(y.mean()), "members": len(members), "non_members": len(non),
-                 "population_for_shadows": len(population), "shadow_models": n_shadows,
-                 "lbw_cases_evaluated": int(cases.sum())},
+        "data": {
+            "preset": "hokkaido",
+            "years": [2019],
+            "births": len(y),
+            "features": features,
+            "lbw_rate": float(y.mean()),
+            "members": len(members),
+            "non_members": len(non),
+            "population_for_shadows": len(population),
+            "shadow_models": n_shadows,
+            "lbw_cases_evaluated": int(cases.sum()),
+        },
         "delta": DELTA,
         "settings": [],
     }
@@ -194,8 +225,12 @@ def run(n_members: int, n_non_members: int, n_shadows: int, seed: int = 0) -> di
             "model": recipe.model,
             "epsilon_target": recipe.epsilon,
             "epsilon_spent": None if math.isinf(eps) else eps,
-            "recipe": {"hidden": recipe.hidden, "learning_rate": recipe.learning_rate,
-                       "batch_size": recipe.batch_size, "epochs": recipe.epochs},
+            "recipe": {
+                "hidden": recipe.hidden,
+                "learning_rate": recipe.learning_rate,
+                "batch_size": recipe.batch_size,
+                "epochs": recipe.epochs,
+            },
             "model_test_auc": float(roc_auc_score(y[non], predict_proba(model, x[non]))),  # type: ignore[arg-type]
             "model_train_auc": float(roc_auc_score(y[members], predict_proba(model, x[members]))),  # type: ignore[arg-type]
             "loss_attack": attack_metrics(target, is_member),
@@ -207,14 +242,21 @@ def run(n_members: int, n_non_members: int, n_shadows: int, seed: int = 0) -> di
         report["settings"].append(row)  # type: ignore[attr-defined]
         from sklearn.metrics import roc_curve
 
-        curves[recipe.label] = {name: roc_curve(is_member, s)[:2] for name, s in (("loss", target), ("LiRA", lira))}
+        curves[recipe.label] = {
+            name: roc_curve(is_member, s)[:2] for name, s in (("loss", target), ("LiRA", lira))
+        }
         la, li = row["loss_attack"], row["lira_offline"]
-        print(f"{recipe.label:<18} ε spent {row['epsilon_spent'] or float('inf'):>5.2f}  "
-              f"test AUC {row['model_test_auc']:.3f}  "
-              f"loss-attack AUC {la['auc']:.3f}±{la['auc_se']:.3f} TPR@0.1%FPR {la['tpr_at_0.1%_fpr']:.4f}  "
-              f"LiRA AUC {li['auc']:.3f}±{li['auc_se']:.3f} TPR@0.1%FPR {li['tpr_at_0.1%_fpr']:.4f}  "
-              f"LBW cases: loss {row['loss_attack_auc_lbw_cases']:.3f} LiRA {row['lira_auc_lbw_cases']:.3f}  "
-              f"({row['seconds']} s)", flush=True)
+        print(
+            f"{recipe.label:<18} ε spent {row['epsilon_spent'] or float('inf'):>5.2f}  "
+            f"test AUC {row['model_test_auc']:.3f}  "
+            f"loss-attack AUC {la['auc']:.3f}±{la['auc_se']:.3f} "
+            f"TPR@0.1%FPR {la['tpr_at_0.1%_fpr']:.4f}  "
+            f"LiRA AUC {li['auc']:.3f}±{li['auc_se']:.3f} TPR@0.1%FPR {li['tpr_at_0.1%_fpr']:.4f}  "
+            f"LBW cases: loss {row['loss_attack_auc_lbw_cases']:.3f} "
+            f"LiRA {row['lira_auc_lbw_cases']:.3f}  "
+            f"({row['seconds']} s)",
+            flush=True,
+        )
     report["goal"] = _goal(report["settings"])  # type: ignore[arg-type]
     report["_curves"] = curves
     return report
@@ -226,8 +268,12 @@ def _goal(settings: list[dict[str, object]]) -> dict[str, object]:
     nodp = [s for s in settings if s["epsilon_target"] is None]
     worst_dp = max(max(s["loss_attack"]["auc"], s["lira_offline"]["auc"]) for s in dp)  # type: ignore[index]
     best_nodp = max(max(s["loss_attack"]["auc"], s["lira_offline"]["auc"]) for s in nodp)  # type: ignore[index]
-    return {"max_attack_auc_with_dp": worst_dp, "max_attack_auc_without_dp": best_nodp,
-            "dp_auc_at_most_0.55": worst_dp <= 0.55, "no_dp_clearly_higher": best_nodp > worst_dp + 0.02}
+    return {
+        "max_attack_auc_with_dp": worst_dp,
+        "max_attack_auc_without_dp": best_nodp,
+        "dp_auc_at_most_0.55": worst_dp <= 0.55,
+        "no_dp_clearly_higher": best_nodp > worst_dp + 0.02,
+    }
 
 
 def plot(curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], path: Path) -> None:
@@ -244,7 +290,9 @@ def plot(curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], path: Path
                 continue
             for attack, style in (("LiRA", "-"), ("loss", ":")):
                 fpr, tpr = by_attack[attack]
-                ax.plot(np.maximum(fpr, 1e-5), np.maximum(tpr, 1e-5), style, label=f"{label}, {attack}")
+                ax.plot(
+                    np.maximum(fpr, 1e-5), np.maximum(tpr, 1e-5), style, label=f"{label}, {attack}"
+                )
         ax.plot([1e-5, 1], [1e-5, 1], color="grey", lw=0.8)
         ax.axvline(FPR_TARGET, color="grey", ls="--", lw=0.8)
         ax.set_xscale("log")
@@ -278,7 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     print(json.dumps(report["goal"], indent=2))
-    print(f"wrote {RESULTS / (name + '.json')} and {RESULTS / (name + '_roc.png')} in {report['wall_seconds']} s")
+    print(
+        f"wrote {RESULTS / (name + '.json')} and {RESULTS / (name + '_roc.png')} "
+        f"in {report['wall_seconds']} s"
+    )
     return 0
 
 

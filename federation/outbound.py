@@ -56,20 +56,22 @@ __all__ = [
 #: ``fitres.num_examples``: its training-set size (FedAvg's weight; SecAgg+ also needs it);
 #: ``fitres.status``: Flower's status code and message. ``secaggplus``: the protocol's own
 #: fields (public keys, encrypted shares, node ids, masked vectors, unmasking shares).
-ALLOWED_CLEAR: frozenset[str] = frozenset({
-    "config_records/fitres.metrics/node",
-    "config_records/fitres.metrics/epsilon",
-    "metric_records/fitres.num_examples/num_examples",
-    "config_records/fitres.status/code",
-    "config_records/fitres.status/message",
-    "config_records/secaggplus_configs/pk1",
-    "config_records/secaggplus_configs/pk2",
-    "config_records/secaggplus_configs/dsts",
-    "config_records/secaggplus_configs/ctxts",
-    "config_records/secaggplus_configs/masked_params",
-    "config_records/secaggplus_configs/nids",
-    "config_records/secaggplus_configs/shares",
-})
+ALLOWED_CLEAR: frozenset[str] = frozenset(
+    {
+        "config_records/fitres.metrics/node",
+        "config_records/fitres.metrics/epsilon",
+        "metric_records/fitres.num_examples/num_examples",
+        "config_records/fitres.status/code",
+        "config_records/fitres.status/message",
+        "config_records/secaggplus_configs/pk1",
+        "config_records/secaggplus_configs/pk2",
+        "config_records/secaggplus_configs/dsts",
+        "config_records/secaggplus_configs/ctxts",
+        "config_records/secaggplus_configs/masked_params",
+        "config_records/secaggplus_configs/nids",
+        "config_records/secaggplus_configs/shares",
+    }
+)
 
 #: Record paths whose values are SecAgg+'s masked vectors (decoded ndarray bytes).
 MASKED_PATHS: frozenset[str] = frozenset({"config_records/secaggplus_configs/masked_params"})
@@ -135,6 +137,7 @@ class Finding:
 
 # -- flattening ------------------------------------------------------------------------------
 
+
 def _decode_ndarray(value: bytes) -> np.ndarray | None:
     """Return the ndarray serialised in ``value`` (Flower's ``ndarray_to_bytes``), if it is one."""
     if not value.startswith(b"\x93NUMPY"):
@@ -149,6 +152,7 @@ def _decode_ndarray(value: bytes) -> np.ndarray | None:
 
 def _value_items(base: OutboundItem, value: Any) -> list[OutboundItem]:
     """Flatten one record value into items (lists element-wise, bytes also decoded)."""
+
     def make(path: str, v: Any) -> OutboundItem:
         return OutboundItem(base.source, base.sender, base.message_type, path, v)
 
@@ -210,7 +214,9 @@ def body_items(body: bytes | str, source: str, sender: str, label: str) -> list[
                 walk(v, f"{path}/{k}")
         elif isinstance(obj, list):
             if obj and all(isinstance(v, int | float) and not isinstance(v, bool) for v in obj):
-                items.append(OutboundItem(source, sender, label, path, np.asarray(obj, dtype=np.float64)))
+                items.append(
+                    OutboundItem(source, sender, label, path, np.asarray(obj, dtype=np.float64))
+                )
             else:
                 for i, v in enumerate(obj):
                     walk(v, f"{path}[{i}]")
@@ -222,6 +228,7 @@ def body_items(body: bytes | str, source: str, sender: str, label: str) -> list[
 
 
 # -- recorders ---------------------------------------------------------------------------------
+
 
 def _sender(context: Context) -> str:
     cfg = context.node_config
@@ -241,11 +248,18 @@ def recording_mod(folder: Path, source: str, *, drop_received: bool = False) -> 
         reply = call_next(message, context)
         items = message_items(reply, source, _sender(context))
         if drop_received and message.has_content():
-            received = [a.numpy() for rec in message.content.array_records.values() for a in rec.values()]
+            received = [
+                a.numpy() for rec in message.content.array_records.values() for a in rec.values()
+            ]
             items = [
-                it for it in items
-                if not (isinstance(it.value, np.ndarray) and any(
-                    r.shape == it.value.shape and np.array_equal(r, it.value) for r in received))
+                it
+                for it in items
+                if not (
+                    isinstance(it.value, np.ndarray)
+                    and any(
+                        r.shape == it.value.shape and np.array_equal(r, it.value) for r in received
+                    )
+                )
             ]
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{uuid.uuid4().hex}.tmp"
@@ -265,7 +279,10 @@ def load_recorded(folder: Path) -> list[OutboundItem]:
 
 
 def with_mods(
-    build: Callable[..., ClientApp], *args: Any, before: Sequence[Any] = (), after: Sequence[Any] = (),
+    build: Callable[..., ClientApp],
+    *args: Any,
+    before: Sequence[Any] = (),
+    after: Sequence[Any] = (),
     **kwargs: Any,
 ) -> ClientApp:
     """Call ``build(*args, **kwargs)`` and return its ClientApp with extra mods around its own.
@@ -333,8 +350,11 @@ def _numeric(value: Any) -> np.ndarray | None:
 
 def _member_mask(arr: np.ndarray, uniques: np.ndarray) -> np.ndarray:
     """Return which entries of ``arr`` equal (to float32 precision) one of ``uniques`` (sorted)."""
-    idx = np.clip(np.searchsorted(uniques, arr), 1, len(uniques) - 1) if len(uniques) > 1 else np.zeros(
-        len(arr), dtype=np.int64)
+    idx = (
+        np.clip(np.searchsorted(uniques, arr), 1, len(uniques) - 1)
+        if len(uniques) > 1
+        else np.zeros(len(arr), dtype=np.int64)
+    )
     lo, hi = uniques[np.maximum(idx - 1, 0)], uniques[idx]
     tol = 1e-6 * np.maximum(1.0, np.abs(arr))
     return (np.abs(arr - lo) <= tol) | (np.abs(arr - hi) <= tol)
@@ -366,7 +386,7 @@ def _contains(arr: np.ndarray, pattern: np.ndarray) -> bool:
         return False
     tol = 1e-5 * np.maximum(1.0, np.abs(pattern))
     starts = np.nonzero(np.abs(arr[: len(arr) - m + 1] - pattern[0]) <= tol[0])[0]
-    return any(np.all(np.abs(arr[s:s + m] - pattern) <= tol) for s in starts)
+    return any(np.all(np.abs(arr[s : s + m] - pattern) <= tol) for s in starts)
 
 
 def _texts(value: Any) -> list[str | bytes]:
@@ -401,11 +421,20 @@ def inspect_outbound(
             hex_owner[p.lower()] = s.name
             raw_pseudonyms[bytes.fromhex(p)] = s.name
     col_uniques = [
-        (s.name, col, np.unique(np.asarray(v, dtype=np.float64)[np.isfinite(np.asarray(v, dtype=np.float64))]))
-        for s in secrets for col, v in s.columns.items()
+        (
+            s.name,
+            col,
+            np.unique(
+                np.asarray(v, dtype=np.float64)[np.isfinite(np.asarray(v, dtype=np.float64))]
+            ),
+        )
+        for s in secrets
+        for col, v in s.columns.items()
     ]
     updates = [
-        (s.name, np.asarray(u, dtype=np.float64).ravel()) for s in secrets for u in s.updates
+        (s.name, np.asarray(u, dtype=np.float64).ravel())
+        for s in secrets
+        for u in s.updates
         if np.asarray(u).size >= 2
     ]
 
@@ -415,14 +444,21 @@ def inspect_outbound(
     for it in items:
         key = it.key
         if key.startswith(("config_records/", "metric_records/")) and key not in allowed_clear:
-            add("unlisted_clear_value", "?", it, f"{key} is not on the list of what a node sends in the clear")
+            add(
+                "unlisted_clear_value",
+                "?",
+                it,
+                f"{key} is not on the list of what a node sends in the clear",
+            )
         if key == "error/reason" or key.startswith("json"):
             pass  # checked below like any text or array
         for text in _texts(it.value):
             if isinstance(text, str):
                 for hit in _HEX32.findall(text):
                     if hit.lower() in hex_owner:
-                        add("pseudonym", hex_owner[hit.lower()], it, f"pseudonym {hit[:8]}… in text")
+                        add(
+                            "pseudonym", hex_owner[hit.lower()], it, f"pseudonym {hit[:8]}… in text"
+                        )
             else:
                 for hit in _HEX32_B.findall(text):
                     h = hit.decode().lower()
@@ -437,9 +473,19 @@ def inspect_outbound(
         masked = key in MASKED_PATHS
         if masked:
             if arr.size >= 16 and float(arr.max()) < modulus / 2:
-                add("not_masked", "?", it, f"{arr.size} entries all below modulus/2: not uniformly masked")
+                add(
+                    "not_masked",
+                    "?",
+                    it,
+                    f"{arr.size} entries all below modulus/2: not uniformly masked",
+                )
         elif expect_secure_aggregation and key.startswith("array_records/"):
-            add("unmasked_array", "?", it, f"{arr.size}-entry array outside SecAgg+'s masked vectors")
+            add(
+                "unmasked_array",
+                "?",
+                it,
+                f"{arr.size}-entry array outside SecAgg+'s masked vectors",
+            )
         for owner, col, uniques in col_uniques:
             if uniques.size and arr.size >= RUN:
                 run = _longest_data_run(arr, uniques)
@@ -447,5 +493,10 @@ def inspect_outbound(
                     add("record_values", owner, it, f"a run of {run} values of column {col!r}")
         for owner, upd in updates:
             if _contains(arr, upd):
-                add("clear_update", owner, it, f"the node's plain {upd.size}-entry array in the clear")
+                add(
+                    "clear_update",
+                    owner,
+                    it,
+                    f"the node's plain {upd.size}-entry array in the clear",
+                )
     return findings

@@ -44,8 +44,8 @@ DELTA = 1e-5
 #: (n_records, batch_size, local_epochs, rounds, epsilon): the demo job (lbw_model.toml:
 #: batch 1024, 3 local epochs, 5 rounds, ε 3) at the demo's node sizes, and a grid around it.
 PLANS = [
-    (400, 1024, 3, 5, 3.0),     # a small node: q = 1 (full batch)
-    (3000, 1024, 3, 5, 3.0),    # the demo job at a mid-size node
+    (400, 1024, 3, 5, 3.0),  # a small node: q = 1 (full batch)
+    (3000, 1024, 3, 5, 3.0),  # the demo job at a mid-size node
     (3000, 1024, 3, 2, 8.0),
     (3000, 256, 1, 5, 1.0),
     (1000, 64, 1, 2, 1.0),
@@ -56,7 +56,9 @@ PLANS = [
 ]
 
 
-def pld_epsilon(sigma: float, q: float, steps: int, delta: float, *, pessimistic: bool = True) -> float:
+def pld_epsilon(
+    sigma: float, q: float, steps: int, delta: float, *, pessimistic: bool = True
+) -> float:
     """Return dp_accounting's PLD ε of ``steps`` Poisson-subsampled Gaussian steps."""
     pld = pld_lib.from_gaussian_mechanism(
         sigma, sampling_prob=q, pessimistic_estimate=pessimistic, value_discretization_interval=1e-4
@@ -73,8 +75,12 @@ def pld_epsilon_by_event(sigma: float, q: float, steps: int, delta: float) -> fl
 
 def _ledger_epsilon(plan: DpPlan, rounds_done: int) -> float:
     """The ε the node's budget ledger composes from its per-round charges (as nodes.enforcement)."""
-    mech = {"type": "subsampled_gaussian", "noise_multiplier": plan.noise_multiplier,
-            "sample_rate": plan.sample_rate, "steps": plan.steps_per_round}
+    mech = {
+        "type": "subsampled_gaussian",
+        "noise_multiplier": plan.noise_multiplier,
+        "sample_rate": plan.sample_rate,
+        "steps": plan.steps_per_round,
+    }
     return compose_epsilon([mech] * rounds_done, plan.delta)
 
 
@@ -85,16 +91,26 @@ def crosscheck_rows() -> list[dict[str, float]]:
         plan = plan_dp(n, batch, epochs, rounds, target, DELTA)
         for r in sorted({1, rounds}):
             steps = plan.steps_per_round * r
-            rows.append({
-                "n": n, "batch": batch, "local_epochs": epochs, "rounds": rounds, "target": target,
-                "round": r, "sigma": plan.noise_multiplier, "q": plan.sample_rate, "steps": steps,
-                "opacus_rdp": epsilon_spent(plan, r),
-                "opacus_prv": epsilon_spent(replace(plan, accountant="prv"), r),
-                "ledger_rdp": _ledger_epsilon(plan, r),
-                "pld": pld_epsilon(plan.noise_multiplier, plan.sample_rate, steps, DELTA),
-                "pld_optimistic": pld_epsilon(plan.noise_multiplier, plan.sample_rate, steps, DELTA,
-                                              pessimistic=False),
-            })
+            rows.append(
+                {
+                    "n": n,
+                    "batch": batch,
+                    "local_epochs": epochs,
+                    "rounds": rounds,
+                    "target": target,
+                    "round": r,
+                    "sigma": plan.noise_multiplier,
+                    "q": plan.sample_rate,
+                    "steps": steps,
+                    "opacus_rdp": epsilon_spent(plan, r),
+                    "opacus_prv": epsilon_spent(replace(plan, accountant="prv"), r),
+                    "ledger_rdp": _ledger_epsilon(plan, r),
+                    "pld": pld_epsilon(plan.noise_multiplier, plan.sample_rate, steps, DELTA),
+                    "pld_optimistic": pld_epsilon(
+                        plan.noise_multiplier, plan.sample_rate, steps, DELTA, pessimistic=False
+                    ),
+                }
+            )
     return rows
 
 
@@ -158,7 +174,9 @@ def test_budget_ledger_agrees_with_the_nodes_report(rows):
 @pytest.mark.parametrize("epsilon", [0.5, 1.0, 3.0, 8.0])
 def test_statistics_laplace_charge_matches_pld(sensitivity, epsilon):
     scale = sensitivity / epsilon  # the pure ε-DP Laplace scale
-    charged = compose_epsilon([{"type": "laplace", "scale": scale, "sensitivity": sensitivity}], DELTA)
+    charged = compose_epsilon(
+        [{"type": "laplace", "scale": scale, "sensitivity": sensitivity}], DELTA
+    )
     exact = pld_lib.from_laplace_mechanism(scale / sensitivity).get_epsilon_for_delta(1e-12)
     assert exact == pytest.approx(epsilon, rel=1e-6)
     assert charged >= exact
@@ -170,13 +188,16 @@ def test_statistics_laplace_charge_matches_pld(sensitivity, epsilon):
 def test_statistics_gaussian_charge_never_below_pld(sigma, count):
     mech = {"type": "gaussian", "sigma": sigma, "sensitivity": 1.0, "count": count}
     charged = compose_epsilon([mech], DELTA)
-    exact = float(pld_lib.from_gaussian_mechanism(sigma).self_compose(count).get_epsilon_for_delta(DELTA))
+    exact = float(
+        pld_lib.from_gaussian_mechanism(sigma).self_compose(count).get_epsilon_for_delta(DELTA)
+    )
     assert charged >= exact
     # RDP conversion of Gaussian releases over-reports by a few percent, not more.
     assert charged <= exact * 1.15, (charged, exact)
 
 
 # -- statistics releases: federation.analytics.dp_noise (OpenDP) against dp_accounting PLD ----
+
 
 @pytest.mark.parametrize("sensitivity", [1.0, 2.0])
 @pytest.mark.parametrize("epsilon", [0.5, 1.0, 3.0, 8.0])
@@ -194,7 +215,9 @@ def test_statistics_gaussian_release_epsilon_vs_pld(sensitivity, epsilon):
     assert exact <= reported
     assert 0.04 <= reported / exact - 1 <= 0.10, (reported, exact)
     # The budget ledger charges this release through RDP: the same as OpenDP's zCDP figure.
-    charged = compose_epsilon([{"type": "gaussian", "sigma": sigma, "sensitivity": sensitivity}], delta)
+    charged = compose_epsilon(
+        [{"type": "gaussian", "sigma": sigma, "sensitivity": sensitivity}], delta
+    )
     assert charged == pytest.approx(reported, rel=0.01)
 
 
@@ -212,10 +235,14 @@ def test_statistics_laplace_release_epsilon_vs_pld(sensitivity, epsilon):
 if __name__ == "__main__":  # print the cross-check table
     logging.getLogger().setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
-    print(f"{'n':>6} {'batch':>5} {'R':>2} {'target':>6} {'r':>2} {'sigma':>6} {'q':>6} {'T':>4} "
-          f"{'rdp':>7} {'prv':>7} {'ledger':>7} {'pld':>7} {'rdp/pld':>8} {'prv/pld':>8}")
+    print(
+        f"{'n':>6} {'batch':>5} {'R':>2} {'target':>6} {'r':>2} {'sigma':>6} {'q':>6} {'T':>4} "
+        f"{'rdp':>7} {'prv':>7} {'ledger':>7} {'pld':>7} {'rdp/pld':>8} {'prv/pld':>8}"
+    )
     for r in crosscheck_rows():
-        print(f"{r['n']:>6} {r['batch']:>5} {r['rounds']:>2} {r['target']:>6} {r['round']:>2} "
-              f"{r['sigma']:>6.3f} {r['q']:>6.3f} {r['steps']:>4} {r['opacus_rdp']:>7.4f} "
-              f"{r['opacus_prv']:>7.4f} {r['ledger_rdp']:>7.4f} {r['pld']:>7.4f} "
-              f"{r['opacus_rdp'] / r['pld'] - 1:>+8.2%} {r['opacus_prv'] / r['pld'] - 1:>+8.2%}")
+        print(
+            f"{r['n']:>6} {r['batch']:>5} {r['rounds']:>2} {r['target']:>6} {r['round']:>2} "
+            f"{r['sigma']:>6.3f} {r['q']:>6.3f} {r['steps']:>4} {r['opacus_rdp']:>7.4f} "
+            f"{r['opacus_prv']:>7.4f} {r['ledger_rdp']:>7.4f} {r['pld']:>7.4f} "
+            f"{r['opacus_rdp'] / r['pld'] - 1:>+8.2%} {r['opacus_prv'] / r['pld'] - 1:>+8.2%}"
+        )

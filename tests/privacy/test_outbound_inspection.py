@@ -41,6 +41,7 @@ MATERNITY = ("city-hospital", "women-clinic")
 
 # -- the harness on hand-made items ------------------------------------------------------------
 
+
 def _item(path, value, sender="0"):
     return OutboundItem("server", sender, "train", path, value)
 
@@ -48,12 +49,17 @@ def _item(path, value, sender="0"):
 @pytest.fixture(scope="module")
 def toy_secrets():
     rng = np.random.default_rng(1)
-    return [NodeSecrets(
-        name="a",
-        columns={"bmi_pre": np.round(rng.normal(21, 3, 300), 1), "smoking": rng.integers(0, 2, 300).astype(float)},
-        pseudonyms=frozenset({"74206344fa167506e7dbe9d093159b73"}),
-        updates=[rng.normal(size=10)],
-    )]
+    return [
+        NodeSecrets(
+            name="a",
+            columns={
+                "bmi_pre": np.round(rng.normal(21, 3, 300), 1),
+                "smoking": rng.integers(0, 2, 300).astype(float),
+            },
+            pseudonyms=frozenset({"74206344fa167506e7dbe9d093159b73"}),
+            updates=[rng.normal(size=10)],
+        )
+    ]
 
 
 def test_harness_passes_allowed_metrics_and_masked_vectors(toy_secrets):
@@ -62,7 +68,10 @@ def test_harness_passes_allowed_metrics_and_masked_vectors(toy_secrets):
         _item("config_records/fitres.metrics/node", "a"),
         _item("config_records/fitres.metrics/epsilon", 1.23),
         _item("metric_records/fitres.num_examples/num_examples", 300),
-        _item("config_records/secaggplus_configs/masked_params[1]", rng.integers(0, 2**32, 200, dtype=np.uint64)),
+        _item(
+            "config_records/secaggplus_configs/masked_params[1]",
+            rng.integers(0, 2**32, 200, dtype=np.uint64),
+        ),
         _item("config_records/secaggplus_configs/pk1", rng.bytes(64)),
     ]
     assert inspect_outbound(items, toy_secrets) == []
@@ -75,8 +84,12 @@ def test_harness_flags_each_kind_of_leak(toy_secrets):
     update = s.updates[0]
     cases = {
         "pseudonym": _item("error/reason", f"subject {pseudo} has no consent"),
-        "record_values": _item("array_records/fitres.parameters/0", np.concatenate([[0.3], bmi[40:60]])),
-        "clear_update": _item("array_records/fitres.parameters/0", np.concatenate([[9.0], update, [1.0]])),
+        "record_values": _item(
+            "array_records/fitres.parameters/0", np.concatenate([[0.3], bmi[40:60]])
+        ),
+        "clear_update": _item(
+            "array_records/fitres.parameters/0", np.concatenate([[9.0], update, [1.0]])
+        ),
         "unlisted_clear_value": _item("config_records/fitres.metrics/debug", 1.0),
         "not_masked": _item("config_records/secaggplus_configs/masked_params[1]", np.arange(100)),
         "unmasked_array": _item("array_records/fitres.parameters/1", np.ones(3)),
@@ -93,9 +106,18 @@ def test_harness_flags_each_kind_of_leak(toy_secrets):
     assert "record_values" in {f.kind for f in inspect_outbound([flags], toy_secrets)}
     # ... but a short run, a run of zeros, or other numbers are not.
     quiet = [
-        _item("config_records/secaggplus_configs/masked_params[0]", np.concatenate([bmi[:5], [2.0**31] * 20])),
-        _item("config_records/secaggplus_configs/masked_params[1]", np.concatenate([np.zeros(100), [2.0**31]])),
-        _item("config_records/secaggplus_configs/masked_params[2]", np.random.default_rng(3).normal(size=500) + 2.0**31),
+        _item(
+            "config_records/secaggplus_configs/masked_params[0]",
+            np.concatenate([bmi[:5], [2.0**31] * 20]),
+        ),
+        _item(
+            "config_records/secaggplus_configs/masked_params[1]",
+            np.concatenate([np.zeros(100), [2.0**31]]),
+        ),
+        _item(
+            "config_records/secaggplus_configs/masked_params[2]",
+            np.random.default_rng(3).normal(size=500) + 2.0**31,
+        ),
     ]
     assert inspect_outbound(quiet, toy_secrets) == []
 
@@ -103,7 +125,12 @@ def test_harness_flags_each_kind_of_leak(toy_secrets):
 def test_harness_reads_http_bodies(toy_secrets):
     pseudo = next(iter(toy_secrets[0].pseudonyms))
     bmi = toy_secrets[0].columns["bmi_pre"]
-    leaky = body_items(f'{{"subjects": ["{pseudo}"], "x": {json.dumps(bmi[:30].tolist())}}}', "http", "a", "POST /jobs")
+    leaky = body_items(
+        f'{{"subjects": ["{pseudo}"], "x": {json.dumps(bmi[:30].tolist())}}}',
+        "http",
+        "a",
+        "POST /jobs",
+    )
     kinds = {f.kind for f in inspect_outbound(leaky, toy_secrets, expect_secure_aggregation=False)}
     assert {"pseudonym", "record_values"} <= kinds
     clean = body_items('{"job_id": "j1", "epsilon": 3.0}', "http", "a", "POST /jobs")
@@ -111,6 +138,7 @@ def test_harness_reads_http_bodies(toy_secrets):
 
 
 # -- the demo job, recorded end to end ---------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory):
@@ -135,11 +163,22 @@ def _secrets(out: Path, spec, plain_items) -> list[NodeSecrets]:
         consents = pd.read_csv(out / "data" / name / "consents.csv")
         frame = read_columns(out / "data" / name, spec.domain, [*spec.features, spec.label])
         scaled = prepare_features(frame, spec.features, public_scaling(spec))
-        columns = {c: births[c].to_numpy(dtype=float) for c in births.select_dtypes("number").columns}
+        columns = {
+            c: births[c].to_numpy(dtype=float) for c in births.select_dtypes("number").columns
+        }
         columns |= {f"scaled:{f}": scaled[:, j] for j, f in enumerate(spec.features)}
-        pseudonyms = frozenset(births["subject"]) | frozenset(births["infant"]) | frozenset(consents["subject"])
-        updates = [it.value for it in plain_items if it.sender in (name, str(i))
-                   and isinstance(it.value, np.ndarray) and it.path.startswith("array_records/")]
+        pseudonyms = (
+            frozenset(births["subject"])
+            | frozenset(births["infant"])
+            | frozenset(consents["subject"])
+        )
+        updates = [
+            it.value
+            for it in plain_items
+            if it.sender in (name, str(i))
+            and isinstance(it.value, np.ndarray)
+            and it.path.startswith("array_records/")
+        ]
         secrets.append(NodeSecrets(name, columns, pseudonyms, updates))
     return secrets
 
@@ -153,8 +192,13 @@ def _run(monkeypatch, out: Path, spec, *, gates, before=(), tag: str):
     real_build, real_run = tr.build_training_client_app, tr.run_embedded
 
     def build(*args, **kwargs):
-        return with_mods(real_build, *args, **kwargs, before=[recording_mod(node_out, "node-out"), *before],
-                         after=[recording_mod(node_plain, "node-plain", drop_received=True)])
+        return with_mods(
+            real_build,
+            *args,
+            **kwargs,
+            before=[recording_mod(node_out, "node-out"), *before],
+            after=[recording_mod(node_plain, "node-plain", drop_received=True)],
+        )
 
     def run(server_app, client_app, n):
         return real_run(recording_server_app(server_app, server_items), client_app, n)
@@ -183,16 +227,27 @@ def test_demo_job_sends_nothing_in_the_clear(scenario, monkeypatch):
         import_consents(point, out / "data" / name / "consents.csv")
         point.accept(spec, "outbound-clean")
         gates[name] = point
-    run, server_items, node_items, plain_items = _run(monkeypatch, out, spec, gates=gates, tag="clean")
+    run, server_items, node_items, plain_items = _run(
+        monkeypatch, out, spec, gates=gates, tag="clean"
+    )
     assert run.outcome.status == "succeeded", run.outcome.reason
     assert run.outcome.secure_aggregation is True
     secrets = _secrets(out, spec, plain_items)
 
     # The harness saw the traffic: 2 nodes x 2 rounds x 4 SecAgg+ stages at the server ...
     assert len({(it.sender, it.message_type) for it in server_items}) >= 2
-    masked = [it for it in server_items if it.key == "config_records/secaggplus_configs/masked_params"
-              and isinstance(it.value, np.ndarray)]
-    seen = sorted({(it.source, it.key, type(it.value).__name__) for it in [*server_items, *node_items, *plain_items]})
+    masked = [
+        it
+        for it in server_items
+        if it.key == "config_records/secaggplus_configs/masked_params"
+        and isinstance(it.value, np.ndarray)
+    ]
+    seen = sorted(
+        {
+            (it.source, it.key, type(it.value).__name__)
+            for it in [*server_items, *node_items, *plain_items]
+        }
+    )
     assert len({it.sender for it in masked}) == 2 and len(masked) >= 2 * 2 * 2, seen
     # ... and each node's own plain arrays (parameters, evaluation vector) before masking.
     for s in secrets:
@@ -201,10 +256,15 @@ def test_demo_job_sends_nothing_in_the_clear(scenario, monkeypatch):
     findings = inspect_outbound([*server_items, *node_items], secrets)
     assert findings == [], findings[:5]
     # What the node did send in the clear is only the allow-listed metadata.
-    sent_keys = {it.key for it in server_items if it.key.startswith(("config_records/", "metric_records/"))}
+    sent_keys = {
+        it.key for it in server_items if it.key.startswith(("config_records/", "metric_records/"))
+    }
     assert sent_keys <= ALLOWED_CLEAR
-    assert {"config_records/fitres.metrics/node", "config_records/fitres.metrics/epsilon",
-            "metric_records/fitres.num_examples/num_examples"} <= sent_keys
+    assert {
+        "config_records/fitres.metrics/node",
+        "config_records/fitres.metrics/epsilon",
+        "metric_records/fitres.num_examples/num_examples",
+    } <= sent_keys
 
 
 @pytest.mark.slow
@@ -221,14 +281,17 @@ def test_leaky_client_is_caught(scenario, monkeypatch):
         reply = call_next(message, context)
         if str(context.node_config.get("partition-id")) == "1" and reply.has_content():
             births = pd.read_csv(leak_dir / "births.csv")
-            reply.content.config_records["debug"] = ConfigRecord({
-                "subjects": [str(s) for s in births["subject"][:3]],
-                "bmi": [float(v) for v in births["bmi_pre"][:40]],
-            })
+            reply.content.config_records["debug"] = ConfigRecord(
+                {
+                    "subjects": [str(s) for s in births["subject"][:3]],
+                    "bmi": [float(v) for v in births["bmi_pre"][:40]],
+                }
+            )
         return reply
 
     run, server_items, node_items, plain_items = _run(
-        monkeypatch, out, spec, gates=None, before=[leaky_mod], tag="leaky")
+        monkeypatch, out, spec, gates=None, before=[leaky_mod], tag="leaky"
+    )
     assert run.outcome.status == "succeeded", run.outcome.reason
     secrets = _secrets(out, spec, plain_items)
     findings = inspect_outbound([*server_items, *node_items], secrets)
