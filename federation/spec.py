@@ -138,7 +138,10 @@ class StatsSpec(_Strict):
     ``levels`` declares every grouping variable's public levels (ints or strings, such
     as a facility type); ``bins`` are public histogram edges (all variables), else
     ``histogram_bins`` equal bins over a variable's ``bounds``; ``quantiles`` are read
-    off the histograms when ``quantile`` is a measure.
+    off the histograms when ``quantile`` is a measure. With a ``[privacy]`` table the
+    released values carry DP noise: ``distributed`` (each node adds a discrete Gaussian
+    share, so not even the secure sum is exact) or ``central`` (added after aggregation).
+    ``min_cell_count`` is the job's floor; a node's policy may raise it.
     """
 
     measures: list[
@@ -151,6 +154,9 @@ class StatsSpec(_Strict):
     bounds: dict[str, tuple[Finite, Finite]] = Field(default_factory=dict)
     quantiles: list[Finite] = Field(default_factory=lambda: [0.25, 0.5, 0.75])
     histogram_bins: int = Field(default=50, ge=1, le=10_000)
+    dp_mode: Literal["distributed", "central"] = "distributed"
+    dp_mechanism: Literal["gaussian", "laplace"] = "gaussian"
+    min_cell_count: int = Field(default=10, ge=1, le=100_000)
 
     @field_validator("quantiles")
     @classmethod

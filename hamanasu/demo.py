@@ -89,6 +89,42 @@ def _commercial_request(points: dict[str, Any], console: Console) -> dict[str, A
     return outcome
 
 
+def _rates_by_year(
+    out: Path, nodes: list[Any], points: dict[str, Any], sizes: dict[str, int], console: Console
+) -> dict[str, Any]:
+    """LBW rate by year with CIs, under distributed DP and cell suppression; print the table."""
+    from hamanasu.stats_run import run_stats_job
+
+    spec = _load_example("lbw_rate_by_year.toml")
+    job_id = f"rates-{int(time.time())}"
+    min_cells = 0
+    for point in points.values():
+        point.accept(spec, job_id)
+        min_cells = max(min_cells, point.policy().min_cell_count)
+    with console.status("LBW rate by year (one SecAgg+ round, distributed DP)"):
+        result = run_stats_job(spec, nodes, job_id=job_id, out=out, sizes=sizes, gates=dict(points),
+                               show=False, min_cell_count=min_cells)
+    for point in points.values():
+        point.release(job_id, f"job {result['status']}")
+    if result["status"] != "succeeded":
+        console.print(f"[red]statistics failed:[/] {result['reason']}")
+        return result
+    dp = result["dp"] or {}
+    table = Table(title=f"LBW rate by year (DP ε = {dp.get('epsilon')} per node, {dp.get('mode')}; 95 % CI)")
+    for col in ("year", "births", "LBW %", "95 % CI"):
+        table.add_column(col, justify="right")
+    for cell in result["cells"]:
+        lbw = cell["variables"]["lbw"]
+        if cell.get("suppressed") or "proportion" not in lbw:
+            table.add_row(str(cell["group"]["year"]), "suppressed", "", "")
+            continue
+        low, high = lbw["proportion_ci"]
+        table.add_row(str(cell["group"]["year"]), f"{cell['n']:.0f}", f"{100 * lbw['proportion']:.1f}",
+                      f"{100 * low:.1f}–{100 * high:.1f}")
+    console.print(table)
+    return result
+
+
 def _adjusted_odds_ratios(
     out: Path, nodes: list[Any], points: dict[str, Any], sizes: dict[str, int], console: Console
 ) -> dict[str, Any]:
@@ -181,12 +217,14 @@ def run_demo(out: Path, seed: int = 2017, rounds: int = 5, epsilon: float = 3.0)
             + f" (target {spec.privacy.epsilon if spec.privacy else '-'}, δ {spec.privacy.delta if spec.privacy else '-'})"
         )
     training["ledger"] = {name: _ledger_summary(p, job_id) for name, p in points.items()}
+    rates = _rates_by_year(out, nodes, points, sizes, console)
     glm = _adjusted_odds_ratios(out, nodes, points, sizes, console)
     report: dict[str, Any] = {
         "scenario": {"preset": manifest.preset, "seed": seed, "years": manifest.years,
                      "holders": [n.name for n in manifest.nodes]},
         "refusal": refusal,
         "training": training,
+        "lbw_rate_by_year": rates,
         "adjusted_odds_ratios": glm,
         "wall_seconds": round(time.perf_counter() - started, 2),
     }

@@ -97,3 +97,50 @@ def plot_forest(result: dict[str, Any], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_rates(result: dict[str, Any], variable: str, path: Path) -> Path:
+    """Draw a proportion per level of the first grouping variable with its 95 % CI.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: no released proportion of ``variable`` by group.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    group = result["group_by"][0]
+    points = []
+    for cell in result["cells"]:
+        level = cell["group"].get(group)
+        stats = (cell.get("variables") or {}).get(variable) or {}
+        if cell.get("margin") or cell.get("suppressed") or "proportion_ci" not in stats:
+            continue
+        if level in (None, "(all)") or any(v == "(all)" for v in cell["group"].values()):
+            continue
+        low, high = stats["proportion_ci"]
+        points.append((level, stats["proportion"], low, high))
+    if not points:
+        raise ValueError(f"no released proportion of {variable!r} by {group!r}")
+    points.sort()
+    x = [p[0] for p in points]
+    est = [100 * p[1] for p in points]
+    lo = [100 * (p[1] - p[2]) for p in points]
+    hi = [100 * (p[3] - p[1]) for p in points]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.errorbar(x, est, yerr=[lo, hi], fmt="o-", capsize=3)
+    ax.set_xlabel(group)
+    ax.set_ylabel(f"{variable} (%)")
+    dp = result.get("dp") or {}
+    note = f", DP ε={dp.get('epsilon')} ({dp.get('mode')})" if dp else ""
+    ax.set_title(f"{variable} by {group}, 95 % CI{note}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -35,6 +35,21 @@ def test_demo_runs_end_to_end(tmp_path):
         # Consent filtering: fewer subjects used than rows held.
         assert ledger["usage"][0]["n_subjects"] < training["data_sizes"][name]
     assert (out / "training.png").stat().st_size > 10_000
+    # The consortium's questions: LBW rate by year (DP, suppression) and adjusted ORs.
+    rates = report["lbw_rate_by_year"]
+    assert rates["status"] == "succeeded", rates.get("reason")
+    years = [c["group"]["year"] for c in rates["cells"] if not c.get("margin")]
+    assert years == list(range(2013, 2026))
+    assert rates["dp"]["mode"] == "distributed" and rates["dp"]["epsilon_charged_per_node"] <= 3.0
+    overall = next(c for c in rates["cells"] if c.get("margin"))["variables"]["lbw"]["proportion"]
+    assert 0.05 < overall < 0.11
+    assert (out / "rates.png").exists()
+    ors = report["adjusted_odds_ratios"]
+    assert ors["status"] == "succeeded", ors.get("reason")
+    assert ors["coefficients"]["multiple"]["odds_ratio"] > 10  # multiples dominate LBW
+    assert 1 < ors["coefficients"]["smoking"]["odds_ratio"] < 5
+    assert ors["coefficients"]["gwg_kg"]["odds_ratio"] < 1
+    assert (out / "odds_ratios.png").exists()
     # Node keys are private.
     key = out / "nodes" / "city-hospital" / "keys" / "node_ed25519.pem"
     assert key.stat().st_mode & 0o777 == 0o600
