@@ -152,5 +152,7 @@ def run_analytics_job(
     if spec.kind == "stats":
         from hamanasu.stats_run import run_stats_job
 
-        return run_stats_job(spec, nodes, job_id=job_id, out=out, sizes=sizes, gates=gates, show=show)
+        floors = [g.policy().min_cell_count for g in (gates or {}).values() if hasattr(g, "policy")]
+        return run_stats_job(spec, nodes, job_id=job_id, out=out, sizes=sizes, gates=gates, show=show,
+                             min_cell_count=max(floors, default=0))
     raise ValueError(f"kind: {spec.kind!r} is not an analytics job")

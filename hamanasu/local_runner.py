@@ -39,7 +39,7 @@ class LocalNode:
 
 
 class EmbeddedRunner:
-    """Runs ``train`` jobs over local nodes on the embedded (simulation) engine.
+    """Runs ``train``, ``stats`` and ``glm`` jobs over local nodes on the embedded engine.
 
     Args:
         nodes: the local nodes by name.
@@ -60,8 +60,6 @@ class EmbeddedRunner:
         from nodes.enforcement import EnforcementPoint, JobRefused
         from nodes.sources import NodeSource, read_columns
 
-        if job.kind != "train":
-            return RunResult("failed", f"kind: the embedded runner runs train jobs; {job.kind!r} is not wired yet")
         unknown = [n for n in nodes if n not in self.nodes]
         if unknown:
             return RunResult("failed", f"node(s) {unknown} are not part of this local deployment")
@@ -82,13 +80,33 @@ class EmbeddedRunner:
             if cancelled.is_set():
                 return RunResult("failed", "cancelled before the run started")
             with _ENGINE:
-                return self._train(job, job_id, sources, sizes, points, on_progress)
+                if job.kind == "train":
+                    return self._train(job, job_id, sources, sizes, points, on_progress)
+                return self._analytics(job, job_id, sources, points, on_progress)
         finally:
             for name in accepted:
                 try:
                     points[name].release(job_id, "job ended")
                 except Exception:  # noqa: BLE001 - a release failure must not hide the result
                     log.exception("node %s: could not release job %s", name, job_id)
+
+    def _analytics(self, job: JobSpec, job_id: str, sources: list[Any], points: dict[str, Any],
+                   on_progress: Callable[[RoundProgress], None]) -> RunResult:
+        """Run a ``stats`` or ``glm`` job; the plot is the rates chart or the forest plot."""
+        from hamanasu.analytics_run import run_analytics_job
+
+        with tempfile.TemporaryDirectory() as tmp:
+            result = run_analytics_job(job, sources, job_id=job_id, out=Path(tmp), show=False, gates=dict(points))
+            plot_name = result.get("plot")
+            plot = (Path(tmp) / plot_name).read_bytes() if plot_name else None
+        total = result.get("rounds") if isinstance(result.get("rounds"), int) else 1
+        on_progress(RoundProgress(round=total, rounds_total=total, metrics={}))
+        eps = {}
+        if job.privacy is not None and result.get("dp"):
+            eps = {n: float(result["dp"]["epsilon_charged_per_node"]) for n in result.get("nodes", [])}
+        status = "succeeded" if result["status"] == "succeeded" else "failed"
+        return RunResult(status, result.get("reason") or f"{job.kind} released", report=result,
+                         epsilon_by_node=eps, plot_png=plot)
 
     def _train(self, job: JobSpec, job_id: str, sources: list[Any], sizes: dict[str, int],
                points: dict[str, Any], on_progress: Callable[[RoundProgress], None]) -> RunResult:
