@@ -50,7 +50,7 @@ def make_sum_strategy(
     from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
     from flwr.server.strategy import FedAvg
 
-    class _SecureSum(FedAvg):  # type: ignore[misc]
+    class _SecureSum(FedAvg):
         def aggregate_fit(
             self,
             server_round: int,
@@ -66,6 +66,8 @@ def make_sum_strategy(
             if any(res.num_examples != 1 for _, res in results):
                 raise RuntimeError("a node sent a weighted vector to a secure sum")
             aggregated, _ = super().aggregate_fit(server_round, results, failures)
+            if aggregated is None:
+                raise RuntimeError(f"round {server_round}: no aggregate")
             mean = parameters_to_ndarrays(aggregated)[0]
             summed = mean * len(results)
             recorder.sums.append(summed)

@@ -146,7 +146,7 @@ class StatsSpec(_Strict):
 
     measures: list[
         Literal["count", "sum", "mean", "variance", "proportion", "histogram", "quantile"]
-    ] = Field(default_factory=lambda: ["count", "mean"], min_length=1)
+    ] = Field(default_factory=lambda: ["count", "mean"], min_length=1)  # type: ignore[arg-type]
     variables: list[str] = Field(default_factory=list)
     group_by: list[str] = Field(default_factory=list, max_length=2)
     bins: list[Finite] = Field(default_factory=list)

@@ -109,7 +109,7 @@ def make_fedavg_strategy(
     from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
     from flwr.server.strategy import FedAvg
 
-    class _SecureFedAvg(FedAvg):  # type: ignore[misc]
+    class _SecureFedAvg(FedAvg):
         def aggregate_fit(
             self,
             server_round: int,
@@ -123,6 +123,8 @@ def make_fedavg_strategy(
                     f"the job needs {min_nodes}" + (f" ({reasons})" if reasons else "")
                 )
             aggregated, _ = super().aggregate_fit(server_round, results, failures)
+            if aggregated is None:
+                raise RuntimeError(f"round {server_round}: no aggregate")
             arrays = parameters_to_ndarrays(aggregated)
             total_n = float(sum(res.num_examples for _, res in results))
             params, summed_eval = unpack_update(arrays, total_n)

@@ -99,13 +99,13 @@ class EmbeddedRunner:
             result = run_analytics_job(job, sources, job_id=job_id, out=Path(tmp), show=False, gates=dict(points))
             plot_name = result.get("plot")
             plot = (Path(tmp) / plot_name).read_bytes() if plot_name else None
-        total = result.get("rounds") if isinstance(result.get("rounds"), int) else 1
+        rounds = result.get("rounds")
+        total = rounds if isinstance(rounds, int) else 1
         on_progress(RoundProgress(round=total, rounds_total=total, metrics={}))
         eps = {}
         if job.privacy is not None and result.get("dp"):
             eps = {n: float(result["dp"]["epsilon_charged_per_node"]) for n in result.get("nodes", [])}
-        status = "succeeded" if result["status"] == "succeeded" else "failed"
-        return RunResult(status, result.get("reason") or f"{job.kind} released", report=result,
+        return RunResult("succeeded" if result["status"] == "succeeded" else "failed", result.get("reason") or f"{job.kind} released", report=result,
                          epsilon_by_node=eps, plot_png=plot)
 
     def _train(self, job: JobSpec, job_id: str, sources: list[Any], sizes: dict[str, int],
@@ -131,6 +131,5 @@ class EmbeddedRunner:
                 path = plot_training(report, Path(tmp) / "training.png")
                 plot = path.read_bytes()
         eps = (report.get("privacy") or {}).get("epsilon_spent_by_node") or {}
-        status = "succeeded" if run.outcome.status == "succeeded" else "failed"
-        return RunResult(status, run.outcome.reason or f"{job.rounds} round(s) done", report=report,
+        return RunResult("succeeded" if run.outcome.status == "succeeded" else "failed", run.outcome.reason or f"{job.rounds} round(s) done", report=report,
                          model=model, epsilon_by_node={k: float(v) for k, v in eps.items()}, plot_png=plot)

@@ -162,8 +162,10 @@ class _TrainingClient:
                 {"sigma": plan.noise_multiplier, "q": plan.sample_rate, "steps": plan.steps_per_round}
             )
         rec = store[key]
+        sigma, rate, steps = (rec[k] for k in ("sigma", "q", "steps"))
+        assert isinstance(sigma, float) and isinstance(rate, float) and isinstance(steps, int)
         return DpPlan(
-            float(rec["sigma"]), float(rec["q"]), int(rec["steps"]), self.job.rounds,
+            sigma, rate, steps, self.job.rounds,
             privacy.epsilon, privacy.delta, privacy.accountant,
         )
 
@@ -233,7 +235,7 @@ def build_training_client_app(
     by_name = {n.name: n for n in nodes}
     gate_map = gates or {}
 
-    class _Client(NumPyClient):  # type: ignore[misc]
+    class _Client(NumPyClient):
         def __init__(self, inner: _TrainingClient) -> None:
             self.inner = inner
 
@@ -246,5 +248,4 @@ def build_training_client_app(
         gate = gate_map.get(node.name, OpenGate())
         return _Client(_TrainingClient(job, job_id, node, gate, context)).to_client()
 
-    mods = [secaggplus_mod] if secure_aggregation else []
-    return ClientApp(client_fn=client_fn, mods=mods)
+    return ClientApp(client_fn=client_fn, mods=[secaggplus_mod] if secure_aggregation else None)

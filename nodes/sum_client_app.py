@@ -52,7 +52,7 @@ def build_sum_client_app(
     by_name = {n.name: n for n in nodes}
     gate_map = gates or {}
 
-    class _Client(NumPyClient):  # type: ignore[misc]
+    class _Client(NumPyClient):
         def __init__(self, node: NodeSource) -> None:
             self.node = node
             self.gate = gate_map.get(node.name, OpenGate())
@@ -73,4 +73,4 @@ def build_sum_client_app(
         node = by_name[str(name)] if name else nodes[int(context.node_config["partition-id"])]
         return _Client(node).to_client()
 
-    return ClientApp(client_fn=client_fn, mods=[secaggplus_mod] if secure_aggregation else [])
+    return ClientApp(client_fn=client_fn, mods=[secaggplus_mod] if secure_aggregation else None)
