@@ -29,6 +29,7 @@ __all__ = [
     "SecureAggregationHalted",
     "check_range",
     "make_workflow",
+    "num_shares_for",
     "quantization_range_for",
 ]
 
@@ -68,6 +69,50 @@ def quantization_range_for(n_nodes: int, modulus_range: int = MODULUS_RANGE) -> 
     return int(2 ** min(bits, 30))
 
 
+#: Below this many nodes every node shares its keys with every other (the original
+#: SecAgg's complete graph: the cost is small and no neighbour-graph argument is needed).
+ALL_SHARE_BELOW = 20
+
+
+def num_shares_for(n_nodes: int) -> int:
+    """Return how many nodes (itself included) each node shares its key secrets with.
+
+    SecAgg+ (Bell et al., CCS 2020) replaces SecAgg's complete graph by a sparse
+    neighbour graph of degree k = O(log n): a node agrees pairwise masks with, and
+    secret-shares its mask seeds among, its k - 1 neighbours only, so a round costs
+    O(n log n) key agreements and shares instead of O(n²). The sum stays hidden from the
+    server as long as (a) the graph of surviving honest nodes stays connected, otherwise
+    the server could learn the partial sum of a cut-off group, and (b) fewer than the
+    reconstruction threshold t of any honest node's neighbours collude with the server,
+    otherwise they could rebuild both its seeds and unmask it alone. Bell et al. choose k
+    so that (a) and (b) fail with negligible probability for their assumed fractions of
+    dropped and corrupt nodes; the neighbour graph must be random and unknown in advance.
+
+    What Flower 1.42 implements: the server shuffles the node order and joins each node
+    to the (k - 1) / 2 nodes on either side of it in that ring (a circulant graph, always
+    connected; cutting it takes two separate runs of (k - 1) / 2 consecutive lost nodes).
+    The shuffle is done by the server, so the argument holds for an honest-but-curious
+    coordinator, not one that picks the order to isolate a node; that is the threat
+    model we already state for SecAgg+ (the coordinator follows the protocol).
+
+    Derivation: every node (k = n) below :data:`ALL_SHARE_BELOW` nodes; above it the odd
+    k = max(3, 2·ceil(log2 n) + 1), e.g. 13 at 50 nodes, 17 at 200, 21 at 1,000. With a
+    third of the nodes lost or corrupt, one cut of the ring at 1,000 nodes
+    (10 consecutive losses) has probability about 1000·3⁻¹⁰ ≈ 0.017, and disconnecting
+    it needs two. This is a sizing rule, not a proof: a deployment with more corrupt or
+    dropping nodes than that should raise k (``SecAggSettings(num_shares=...)``).
+
+    Raises:
+        ValueError: ``n_nodes`` < 2.
+    """
+    if n_nodes < 2:
+        raise ValueError("n_nodes must be at least 2")
+    if n_nodes < ALL_SHARE_BELOW:
+        return n_nodes
+    k = max(3, 2 * math.ceil(math.log2(n_nodes)) + 1)
+    return n_nodes if k >= n_nodes else k
+
+
 @dataclass(frozen=True)
 class SecAggSettings:
     """SecAgg+ parameters for one job.
@@ -78,6 +123,8 @@ class SecAggSettings:
         clipping_range: largest absolute value of any entry after weighting.
         quantization_range: integer range each entry is quantised into.
         reconstruction_threshold: fraction of a node's shares needed to unmask it.
+        num_shares: nodes (itself included) each node shares its secrets with; None derives
+            it from ``n_nodes`` with :func:`num_shares_for`; equal to ``n_nodes`` means all.
         timeout: seconds each stage waits for replies.
         max_retries: how often a halted round is tried again before the job fails.
     """
@@ -89,6 +136,7 @@ class SecAggSettings:
     reconstruction_threshold: float = 0.6
     timeout: float = 30.0
     max_retries: int = 2
+    num_shares: int | None = None
 
     def __post_init__(self) -> None:
         if self.n_nodes < 2:
@@ -101,6 +149,26 @@ class SecAggSettings:
             raise ValueError("quantization_range: the sum over nodes would wrap the modulus")
         if not 0 < self.reconstruction_threshold <= 1:
             raise ValueError("reconstruction_threshold: must be in (0, 1]")
+        k = self.num_shares
+        if k is not None and not min(3, self.n_nodes) <= k <= self.n_nodes:
+            raise ValueError(
+                f"num_shares: must be between 3 and n_nodes ({self.n_nodes}), got {self.num_shares}"
+            )
+
+    @property
+    def shares(self) -> int:
+        """Return k, the nodes (itself included) each node shares its secrets with."""
+        k = self.num_shares if self.num_shares is not None else num_shares_for(self.n_nodes)
+        # Flower's ring needs an odd k: (k - 1) / 2 neighbours on each side.
+        return k if k >= self.n_nodes or k % 2 else min(k + 1, self.n_nodes)
+
+    @property
+    def threshold(self) -> int:
+        """Return t, the shares of a node's secrets needed to rebuild them (2 <= t <= k).
+
+        As Flower computes it: ``round(reconstruction_threshold * k)``, at least 2.
+        """
+        return min(self.shares, max(2, round(self.reconstruction_threshold * self.shares)))
 
     @classmethod
     def for_job(
@@ -208,9 +276,14 @@ def make_workflow(settings: SecAggSettings) -> Any:
                         [_node_error(f) for f in state.failures],
                     )
 
+    k, t = settings.shares, settings.threshold
+    everyone = k >= settings.n_nodes
     return _RaisingSecAggPlusWorkflow(
-        num_shares=1.0,
-        reconstruction_threshold=float(settings.reconstruction_threshold),
+        # 1.0 is Flower's "every sampled node"; an int is a fixed neighbour count k.
+        num_shares=1.0 if everyone else int(k),
+        reconstruction_threshold=(
+            float(settings.reconstruction_threshold) if everyone or t >= k else int(t)
+        ),
         max_weight=float(settings.max_weight),
         clipping_range=float(settings.clipping_range),
         quantization_range=int(settings.quantization_range),
