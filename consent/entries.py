@@ -11,9 +11,9 @@ import re
 from collections.abc import Mapping
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from consent.duo import normalise_code
 from consent.errors import IdentifierInPayloadError, LedgerError
@@ -24,15 +24,19 @@ __all__ = [
     "CONSENT_KINDS",
     "FORBIDDEN_KEYS",
     "KIND_PATTERN",
+    "RESULT_REVIEW_KINDS",
     "BudgetPayload",
     "ConsentEventPayload",
     "JobUsagePayload",
+    "ResultReviewPayload",
     "check_no_identifiers",
     "normalise_payload",
 ]
 
 CONSENT_KINDS = ("consent.granted", "consent.changed", "consent.withdrawn")
 BUDGET_KINDS = ("budget.reserved", "budget.charged", "budget.released")
+#: A node admin's output-checking decision on a job's result (issue 8's release review).
+RESULT_REVIEW_KINDS = ("result.released", "result.withheld")
 KIND_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 #: Payload keys (lower-cased, without ``_``/``-``/spaces) that name direct identifiers.
 FORBIDDEN_KEYS = frozenset(
@@ -139,10 +143,33 @@ class BudgetPayload(_Payload):
     delta: float = Field(default=0.0, ge=0, lt=1, allow_inf_nan=False)
 
 
+class ResultReviewPayload(_Payload):
+    """``result.released`` / ``result.withheld``: a node admin's release review of a result.
+
+    Who (a principal id, never a name) released or withheld which job's result (its
+    SHA-256), and why.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job_id: str = Field(min_length=1, max_length=128)
+    reviewer: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    decision: Literal["release", "withhold"]
+    reason: str | None = Field(default=None, max_length=2000)
+    result_hash: str = Field(pattern=_HEX64)
+
+    @model_validator(mode="after")
+    def _withhold_has_reason(self) -> ResultReviewPayload:
+        if self.decision == "withhold" and not (self.reason or "").strip():
+            raise ValueError("reason: a withheld result needs a reason")
+        return self
+
+
 _MODELS: dict[str, type[_Payload]] = {
     **dict.fromkeys(CONSENT_KINDS, ConsentEventPayload),
     "job.usage": JobUsagePayload,
     **dict.fromkeys(BUDGET_KINDS, BudgetPayload),
+    **dict.fromkeys(RESULT_REVIEW_KINDS, ResultReviewPayload),
 }
 
 
@@ -163,8 +190,12 @@ def normalise_payload(kind: str, payload: Mapping[str, Any]) -> dict[str, Any]:
     if model is None:
         return dict(payload)
     try:
-        return model.model_validate(dict(payload)).model_dump(mode="json")
+        out = model.model_validate(dict(payload)).model_dump(mode="json")
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise LedgerError(f"{kind} payload.{where}: {err['msg']}") from None
+    expected = {"result.released": "release", "result.withheld": "withhold"}.get(kind)
+    if expected is not None and out["decision"] != expected:
+        raise LedgerError(f"{kind} payload.decision: must be {expected!r}")
+    return out

@@ -14,6 +14,7 @@ __all__ = [
     "Forbidden",
     "InvalidSpec",
     "NotFound",
+    "ResultHeld",
     "SettingsError",
     "Unauthorized",
 ]
@@ -60,6 +61,12 @@ class Conflict(CoordinatorError):
     code = "conflict"
 
 
+class ResultHeld(CoordinatorError):
+    """The job's result waits for (or was withheld by) a node's release review."""
+
+    code = "result_held"
+
+
 class InvalidSpec(CoordinatorError):
     """The job spec fails validation, or asks for nodes, features or ε no node allows."""
 
@@ -78,6 +85,7 @@ CATALOGUE: dict[str, int] = {
     "forbidden": 403,
     "not_found": 404,
     "conflict": 409,
+    "result_held": 409,
     "invalid_spec": 422,
     "settings": 500,
     "error": 400,

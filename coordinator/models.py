@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -20,10 +21,13 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Approval", "Base", "Job", "JobEvent", "Node", "Principal", "Result", "Token"]
+__all__ = ["Approval", "Base", "Job", "JobEvent", "Node", "Principal", "ReleaseDecision", "ReleaseReview",
+           "Result", "Token"]
 
 
 class Base(DeclarativeBase):
@@ -69,6 +73,7 @@ class Node(Base):
     approval_mode: Mapped[str | None] = mapped_column(String(16), nullable=True)
     public_key_pem: Mapped[str | None] = mapped_column(Text, nullable=True)
     last_seen_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    release_review: Mapped[str | None] = mapped_column(String(16), nullable=True)  # 0002
 
 
 class Job(Base):
@@ -94,6 +99,7 @@ class Job(Base):
     updated_at: Mapped[datetime]
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    held: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # 0002
 
 
 class JobEvent(Base):
@@ -136,3 +142,33 @@ class Result(Base):
     epsilon_by_node: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     plot_png: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[datetime]
+    result_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)  # 0002
+
+
+class ReleaseReview(Base):
+    """One node's output-checking review of one job's held result (revision 0002)."""
+
+    __tablename__ = "release_reviews"
+
+    job_id: Mapped[str] = mapped_column(String(32), ForeignKey("jobs.id"), primary_key=True)
+    node: Mapped[str] = mapped_column(String(64), ForeignKey("nodes.name"), primary_key=True, index=True)
+    mode: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime]
+
+
+class ReleaseDecision(Base):
+    """One reviewer's decision on a held result (append-only; one per reviewer, job and node)."""
+
+    __tablename__ = "release_decisions"
+    __table_args__ = (UniqueConstraint("job_id", "node", "reviewer_id", name="uq_release_decisions_reviewer"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(32), ForeignKey("jobs.id"), index=True)
+    node: Mapped[str] = mapped_column(String(64), ForeignKey("nodes.name"))
+    reviewer_id: Mapped[str] = mapped_column(String(32), ForeignKey("principals.id"))
+    decision: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    result_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    at: Mapped[datetime]

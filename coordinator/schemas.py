@@ -119,6 +119,7 @@ class ResultPublic(_Model):
     epsilon_by_node: dict[str, float]
     has_plot: bool
     created_at: datetime
+    result_hash: str | None = Field(default=None, description="SHA-256 of the result, as reviewers released it.")
 
 
 class EpsilonByNode(_Model):

@@ -8,6 +8,8 @@ appends a :class:`~coordinator.models.JobEvent` in the same transaction.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -19,8 +21,18 @@ from sqlalchemy.orm import Session
 
 from coordinator.auth import TokenVerifier, new_token, split_token
 from coordinator.db import make_sessionmaker
-from coordinator.errors import Conflict, InvalidSpec, NotFound, Unauthorized
-from coordinator.models import Approval, Job, JobEvent, Node, Principal, Result, Token
+from coordinator.errors import Conflict, Forbidden, InvalidSpec, NotFound, ResultHeld, Unauthorized
+from coordinator.models import (
+    Approval,
+    Job,
+    JobEvent,
+    Node,
+    Principal,
+    ReleaseDecision,
+    ReleaseReview,
+    Result,
+    Token,
+)
 from coordinator.runner import RunResult
 from coordinator.schemas import (
     EpsilonByNode,
@@ -41,10 +53,16 @@ from federation.api_models import (
     JobPublic,
     NodeJobView,
     NodeRegistration,
+    ReleaseDecisionCreate,
+    ReleaseDecisionPublic,
+    ReleaseView,
 )
 from federation.spec import JobSpec
 
-__all__ = ["RESTART_REASON", "Store", "utc_now"]
+__all__ = ["RESTART_REASON", "Store", "result_hash", "utc_now"]
+
+#: Release-review modes that hold a result, and how many distinct reviewers each needs.
+REVIEWS_NEEDED = {"admin": 1, "two_reviewers": 2}
 
 #: Why a job that was running when the coordinator died is failed on restart.
 RESTART_REASON = "coordinator restarted during the run"
@@ -62,6 +80,25 @@ def _aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
+def result_hash(status: str, report: dict[str, Any], model: dict[str, Any] | None,
+                epsilon_by_node: dict[str, Any], plot_png: bytes | None) -> str:
+    """Return the SHA-256 (hex) of a result: canonical JSON of its parts and its plot's digest.
+
+    Reviewers' decisions and the nodes' ledger entries name this hash, so a release is
+    bound to the exact result the reviewer saw.
+    """
+    doc = {"status": status, "report": report, "model": model, "epsilon_by_node": epsilon_by_node,
+           "plot_sha256": hashlib.sha256(plot_png).hexdigest() if plot_png is not None else None}
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _decision_public(d: ReleaseDecision, reviewer: str) -> ReleaseDecisionPublic:
+    return ReleaseDecisionPublic(job_id=d.job_id, node=d.node, decision=d.decision,  # type: ignore[arg-type]
+                                 reason=d.reason, reviewer_id=d.reviewer_id, reviewer=reviewer,
+                                 result_hash=d.result_hash, at=_aware(d.at))  # type: ignore[arg-type]
+
+
 def _principal_public(p: Principal) -> PrincipalPublic:
     return PrincipalPublic(id=p.id, name=p.name, role=p.role, node=p.node,  # type: ignore[arg-type]
                            created_at=_aware(p.created_at), disabled_at=_aware(p.disabled_at))  # type: ignore[arg-type]
@@ -71,7 +108,7 @@ def _node_public(n: Node) -> NodePublic:
     return NodePublic(name=n.name, registered_at=_aware(n.registered_at),  # type: ignore[arg-type]
                       last_seen_at=_aware(n.last_seen_at), max_epsilon_per_job=n.max_epsilon_per_job,
                       domains=n.domains or {}, approval_mode=n.approval_mode,  # type: ignore[arg-type]
-                      public_key_pem=n.public_key_pem)
+                      public_key_pem=n.public_key_pem, release_review=n.release_review)  # type: ignore[arg-type]
 
 
 def _approval_public(a: Approval) -> ApprovalPublic:
@@ -207,7 +244,8 @@ class Store:
                 raise Conflict(f"name: node {data.name!r} is registered", field="name")
             n = Node(name=data.name, registered_at=self.clock(),
                      max_epsilon_per_job=data.max_epsilon_per_job, domains=dict(data.domains),
-                     approval_mode=data.approval_mode, public_key_pem=data.public_key_pem)
+                     approval_mode=data.approval_mode, public_key_pem=data.public_key_pem,
+                     release_review=data.release_review)
             s.add(n)
             s.flush()
             return _node_public(n)
@@ -226,6 +264,7 @@ class Store:
             n.domains = dict(data.domains)
             n.approval_mode = data.approval_mode
             n.public_key_pem = data.public_key_pem
+            n.release_review = data.release_review
             n.last_seen_at = self.clock()
             return _node_public(n)
 
@@ -314,6 +353,7 @@ class Store:
             submitted_at=_aware(job.submitted_at), updated_at=_aware(job.updated_at),  # type: ignore[arg-type]
             started_at=_aware(job.started_at), finished_at=_aware(job.finished_at),
             approvals=[_approval_public(a) for a in approvals], has_result=bool(has_result),
+            held=bool(job.held),
         )
 
     def get_job(self, job_id: str) -> tuple[JobPublic, str]:
@@ -455,11 +495,32 @@ class Store:
             Whether the job was still running (if not, the result is stored but the state kept).
         """
         now = self.clock()
+        digest = result_hash(result.status, result.report, result.model, dict(result.epsilon_by_node),
+                             result.plot_png)
         with self.sessions.begin() as s:
             s.merge(Result(job_id=job_id, status=result.status, report=result.report, model=result.model,
                            epsilon_by_node=dict(result.epsilon_by_node), plot_png=result.plot_png,
-                           created_at=now))
-            return self._move(s, job_id, result.status, result.reason, ["running"])
+                           created_at=now, result_hash=digest))
+            moved = self._move(s, job_id, result.status, result.reason, ["running"])
+            self._hold(s, job_id, now)
+            return moved
+
+    def _hold(self, s: Session, job_id: str, now: datetime) -> None:
+        """Hold a stored result when a node it ran on reviews releases (its published caps)."""
+        job = s.get(Job, job_id)
+        if job is None:
+            return
+        names = list(job.run_nodes or job.nodes or [])
+        modes = {n.name: n.release_review for n in s.scalars(select(Node).where(Node.name.in_(names)))}
+        reviewing = sorted(n for n, m in modes.items() if m in REVIEWS_NEEDED)
+        if not reviewing:
+            return
+        for name in reviewing:
+            s.merge(ReleaseReview(job_id=job_id, node=name, mode=modes[name], status="held", reason="",
+                                  updated_at=now))
+        job.held = True
+        why = ", ".join(f"{n} ({str(modes[n]).replace('_', ' ')})" for n in reviewing)
+        s.add(JobEvent(job_id=job_id, at=now, state=job.state, reason=f"result held for release review by {why}"))
 
     def fail(self, job_id: str, reason: str, from_states: Sequence[str] = ("approved", "running")) -> bool:
         """End a job as failed with ``reason`` (only from ``from_states``)."""
@@ -511,31 +572,145 @@ class Store:
         with self.sessions() as s:
             return [_approval_public(a) for a in s.scalars(q)]
 
+    def _check_released(self, s: Session, job_id: str) -> None:
+        job = s.get(Job, job_id)
+        if job is None or not job.held:
+            return
+        reviews = list(s.scalars(select(ReleaseReview).where(ReleaseReview.job_id == job_id)
+                                 .order_by(ReleaseReview.node)))
+        withheld = [f"{r.node}: {r.reason}" for r in reviews if r.status == "withheld"]
+        waiting = [r.node for r in reviews if r.status == "held"]
+        if withheld:
+            raise ResultHeld(f"the result of job {job_id} was withheld by its nodes' release review "
+                             f"({'; '.join(withheld)})", field="job_id")
+        raise ResultHeld(f"the result of job {job_id} is held until node(s) {', '.join(waiting)} release it "
+                         "(output checking)", field="job_id")
+
     def result(self, job_id: str) -> ResultPublic:
         """Return a job's stored result.
 
         Raises:
             NotFound: the job has no result (yet).
+            ResultHeld: the result waits for, or was withheld by, a node's release review.
         """
         with self.sessions() as s:
+            self._check_released(s, job_id)
             r = s.get(Result, job_id)
             if r is None:
                 raise NotFound(f"job {job_id} has no result", field="job_id")
             return ResultPublic(job_id=r.job_id, status=r.status, report=r.report, model=r.model,
                                 epsilon_by_node=r.epsilon_by_node or {}, has_plot=r.plot_png is not None,
-                                created_at=_aware(r.created_at))  # type: ignore[arg-type]
+                                created_at=_aware(r.created_at), result_hash=r.result_hash)  # type: ignore[arg-type]
 
     def plot(self, job_id: str) -> bytes:
         """Return a job's report plot (PNG).
 
         Raises:
             NotFound: no result or no plot.
+            ResultHeld: the result waits for, or was withheld by, a node's release review.
         """
         with self.sessions() as s:
+            self._check_released(s, job_id)
             png = s.scalar(select(Result.plot_png).where(Result.job_id == job_id))
             if png is None:
                 raise NotFound(f"job {job_id} has no plot", field="job_id")
             return bytes(png)
+
+    # -- release review (output checking) --------------------------------------------------------
+    def _decisions(self, s: Session, job_id: str | None, node: str | None) -> list[ReleaseDecisionPublic]:
+        q = (select(ReleaseDecision, Principal.name).join(Principal, Principal.id == ReleaseDecision.reviewer_id)
+             .order_by(ReleaseDecision.id))
+        if job_id is not None:
+            q = q.where(ReleaseDecision.job_id == job_id)
+        if node is not None:
+            q = q.where(ReleaseDecision.node == node)
+        return [_decision_public(d, name) for d, name in s.execute(q).all()]
+
+    def _release_view(self, s: Session, review: ReleaseReview) -> ReleaseView:
+        job = s.get(Job, review.job_id)
+        res = s.get(Result, review.job_id)
+        assert job is not None and res is not None
+        owner = s.scalar(select(Principal.name).where(Principal.id == job.owner_id)) or "?"
+        eps = (res.epsilon_by_node or {}).get(review.node)
+        return ReleaseView(
+            job_id=job.id, name=job.name, owner=owner, kind=job.kind, state=job.state,  # type: ignore[arg-type]
+            node=review.node, review=review.mode, status=review.status,  # type: ignore[arg-type]
+            reviews_needed=REVIEWS_NEEDED.get(review.mode, 1), result_status=res.status,
+            result_hash=res.result_hash or "", result_created_at=_aware(res.created_at),  # type: ignore[arg-type]
+            has_model=res.model is not None, has_plot=res.plot_png is not None,
+            report_keys=sorted(res.report or {}), epsilon=float(eps) if eps is not None else None,
+            decisions=self._decisions(s, job.id, review.node),
+        )
+
+    def release_views(self, node: str, status: str | None = None) -> list[ReleaseView]:
+        """Return the results held (or decided) for ``node``'s review: summaries, never data."""
+        q = (select(ReleaseReview).join(Job, Job.id == ReleaseReview.job_id)
+             .where(ReleaseReview.node == node).order_by(Job.finished_at, Job.id))
+        if status is not None:
+            q = q.where(ReleaseReview.status == status)
+        with self.sessions() as s:
+            return [self._release_view(s, r) for r in s.scalars(q).all()]
+
+    def release_decide(self, job_id: str, node: str, decision: ReleaseDecisionCreate,
+                       reviewer: PrincipalPublic) -> ReleaseView:
+        """Record a node admin's release decision on a held result.
+
+        ``admin`` review: one release releases the node's hold; ``two_reviewers``: two
+        distinct reviewers must release. A withhold (with its reason) is final for the
+        node: the result stays held. Once every reviewing node released, the job's result
+        becomes downloadable. Each decision is also a job event (who, when, why).
+
+        Raises:
+            Forbidden: the reviewer does not administer ``node``.
+            NotFound: the job's result is not held for this node's review.
+            Conflict: the node already decided (released or withheld), or this reviewer
+                already decided on it.
+        """
+        if reviewer.role != "node_admin" or reviewer.node != node:
+            raise Forbidden(f"only an admin of node {node!r} may review its release")
+        now = self.clock()
+        with self.sessions.begin() as s:
+            job = s.get(Job, job_id, with_for_update=True)
+            review = s.get(ReleaseReview, (job_id, node))
+            res = s.get(Result, job_id)
+            if job is None or review is None or res is None:
+                raise NotFound(f"job_id: no result of job {job_id!r} awaits node {node!r}'s review",
+                               field="job_id")
+            if review.status != "held":
+                raise Conflict(f"node {node} already {review.status} the result of job {job_id}", field="job_id")
+            earlier = list(s.scalars(select(ReleaseDecision).where(
+                ReleaseDecision.job_id == job_id, ReleaseDecision.node == node)))
+            if any(d.reviewer_id == reviewer.id for d in earlier):
+                raise Conflict(f"reviewer {reviewer.name} already decided on job {job_id} for node {node}; "
+                               "a second, distinct reviewer is needed", field="reviewer")
+            reason = (decision.reason or "").strip()[:2000] or None
+            s.add(ReleaseDecision(job_id=job_id, node=node, reviewer_id=reviewer.id, decision=decision.decision,
+                                  reason=reason, result_hash=res.result_hash, at=now))
+            releases = 1 + sum(1 for d in earlier if d.decision == "release")
+            needed = REVIEWS_NEEDED.get(review.mode, 1)
+            if decision.decision == "withhold":
+                review.status, review.reason = "withheld", reason or ""
+                what = f"result withheld by {node} (reviewer {reviewer.name}): {reason}"
+            elif releases >= needed:
+                review.status, review.reason = "released", reason or ""
+                what = f"result released by {node} (reviewer {reviewer.name}, {releases} of {needed})"
+            else:
+                what = f"result release by {node}: reviewer {reviewer.name} released, {releases} of {needed}"
+            review.updated_at = now
+            s.flush()
+            statuses = set(s.scalars(select(ReleaseReview.status).where(ReleaseReview.job_id == job_id)))
+            if statuses == {"released"}:
+                job.held = False
+                what += "; the result is released"
+            job.updated_at = now
+            s.add(JobEvent(job_id=job_id, at=now, state=job.state, reason=what))
+            s.flush()
+            return self._release_view(s, review)
+
+    def release_decisions(self, job_id: str | None = None, node: str | None = None) -> list[ReleaseDecisionPublic]:
+        """Return reviewers' release decisions, oldest first (auditors)."""
+        with self.sessions() as s:
+            return self._decisions(s, job_id, node)
 
     def epsilon_by_node(self) -> list[EpsilonByNode]:
         """Return the ε each node spent, summed over the stored results."""

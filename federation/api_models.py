@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "JOB_STATES",
@@ -28,6 +28,12 @@ __all__ = [
     "NodeJobView",
     "NodeName",
     "NodeRegistration",
+    "ReleaseDecision",
+    "ReleaseDecisionCreate",
+    "ReleaseDecisionPublic",
+    "ReleaseReviewMode",
+    "ReleaseStatus",
+    "ReleaseView",
 ]
 
 JobState = Literal[
@@ -45,6 +51,12 @@ TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"}
 ApprovalStatus = Literal["pending", "needs_approval", "approved", "rejected"]
 DecisionOutcome = Literal["approve", "reject", "needs_approval"]
 DecisionSource = Literal["policy", "admin"]
+
+#: A node policy's ``[release] review``: results wait for none, one or two of its admins.
+ReleaseReviewMode = Literal["none", "admin", "two_reviewers"]
+#: Where one node's review of one job's result stands.
+ReleaseStatus = Literal["held", "released", "withheld"]
+ReleaseDecision = Literal["release", "withhold"]
 
 NodeName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 _Text = Annotated[str, Field(min_length=1, max_length=2000)]
@@ -73,6 +85,8 @@ class NodeRegistration(_Wire):
         approval_mode: how the node's policy approves jobs (``automatic``, ``manual``,
             ``automatic_for``), shown to researchers.
         public_key_pem: the node's Ed25519 public key, for auditors.
+        release_review: the policy's ``[release] review``; results of jobs the node took part
+            in are held at the coordinator until its admin (or two) release them.
     """
 
     max_epsilon_per_job: float | None = Field(default=None, gt=0, le=1000, allow_inf_nan=False)
@@ -81,6 +95,7 @@ class NodeRegistration(_Wire):
     )
     approval_mode: Literal["automatic", "manual", "automatic_for"] | None = None
     public_key_pem: str | None = Field(default=None, max_length=4000)
+    release_review: ReleaseReviewMode | None = None
 
 
 class DecisionCreate(_Wire):
@@ -136,6 +151,7 @@ class JobPublic(_Wire):
     finished_at: datetime | None = None
     approvals: list[ApprovalPublic] = Field(default_factory=list)
     has_result: bool = False
+    held: bool = Field(default=False, description="The result waits for the nodes' release review.")
 
 
 class NodeJobView(_Wire):
@@ -149,3 +165,57 @@ class NodeJobView(_Wire):
     spec: dict[str, Any]
     submitted_at: datetime
     approval: ApprovalPublic
+
+
+class ReleaseDecisionCreate(_Wire):
+    """A node admin's output-checking decision on a held result.
+
+    ``withhold`` needs a reason (shown to the researcher); ``release`` may carry one.
+    """
+
+    decision: ReleaseDecision
+    reason: str | None = Field(default=None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _withhold_has_reason(self) -> ReleaseDecisionCreate:
+        if self.decision == "withhold" and not (self.reason or "").strip():
+            raise ValueError("reason: a withheld result needs a reason")
+        return self
+
+
+class ReleaseDecisionPublic(_Wire):
+    """One reviewer's decision on one job's result for one node (who, when, what, why)."""
+
+    job_id: str
+    node: str
+    decision: ReleaseDecision
+    reason: str | None = None
+    reviewer_id: str
+    reviewer: str
+    result_hash: str | None = None
+    at: datetime
+
+
+class ReleaseView(_Wire):
+    """A result held for one node's review, as that node's admins see it.
+
+    A summary only, never the result's data (report, model, plot).
+    """
+
+    job_id: str
+    name: str
+    owner: str
+    kind: str
+    state: JobState
+    node: str
+    review: ReleaseReviewMode
+    status: ReleaseStatus
+    reviews_needed: int
+    result_status: str
+    result_hash: str
+    result_created_at: datetime
+    has_model: bool
+    has_plot: bool
+    report_keys: list[str] = Field(default_factory=list)
+    epsilon: float | None = Field(default=None, description="The ε this node spent on the job.")
+    decisions: list[ReleaseDecisionPublic] = Field(default_factory=list)

@@ -39,6 +39,9 @@ field (``budget.births.epsilon: must be greater than 0``). Example::
     [approval]
     mode = "automatic_for"             # "automatic", "manual" or "automatic_for"
     automatic_for = ["hokkaido-u"]
+
+    [release]
+    review = "admin"                   # "none", "admin" or "two_reviewers" (output checking)
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ __all__ = [
     "JobRules",
     "NodePolicy",
     "PurposeRules",
+    "ReleaseReview",
+    "ReleaseRules",
     "RequesterRules",
     "default_policy",
     "is_identifier",
@@ -185,6 +190,9 @@ _COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _DOMAIN = re.compile(r"^[a-z_]{1,32}$")
 
 BudgetPeriod = Literal["year", "month", "total"]
+#: How a node reviews released results: ``none`` (released at once), ``admin`` (held until one
+#: node admin releases them) or ``two_reviewers`` (until two distinct node admins do).
+ReleaseReview = Literal["none", "admin", "two_reviewers"]
 _ALL_KINDS: tuple[JobKind, ...] = ("train", "stats", "glm")
 _ALL_REQUESTER_TYPES: tuple[RequesterType, ...] = ("academic", "public", "commercial", "clinical")
 
@@ -335,6 +343,19 @@ class ApprovalRules(_Strict):
         return self
 
 
+class ReleaseRules(_Strict):
+    """Output checking: whether results of jobs this node took part in are held for review.
+
+    Attributes:
+        review: ``none`` (results are released when the job ends), ``admin`` (the coordinator
+            holds them until one of this node's admins releases them) or ``two_reviewers``
+            (until two distinct admins of this node do).
+
+    """
+
+    review: ReleaseReview = "none"
+
+
 class NodePolicy(_Strict):
     """A node's policy: which jobs may run here and under which limits.
 
@@ -352,6 +373,7 @@ class NodePolicy(_Strict):
         domains: the domains a job may read, with their allowed columns.
         budget: the privacy budget per domain.
         approval: automatic or manual approval.
+        release: whether released results wait for the node's review.
 
     """
 
@@ -368,6 +390,7 @@ class NodePolicy(_Strict):
     domains: dict[str, DomainRules] = Field(default_factory=dict)
     budget: dict[str, BudgetRule] = Field(default_factory=dict)
     approval: ApprovalRules = Field(default_factory=ApprovalRules)
+    release: ReleaseRules = Field(default_factory=ReleaseRules)
 
     @field_validator("domains", "budget")
     @classmethod

@@ -1,4 +1,4 @@
-"""Auditor routes (read-only): jobs, approvals, privacy spent per node."""
+"""Auditor routes (read-only): jobs, approvals, release decisions, privacy spent per node."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from coordinator.routes.deps import Auditor, StoreDep
 from coordinator.schemas import EpsilonByNode
-from federation.api_models import ApprovalPublic, JobPublic, JobState
+from federation.api_models import ApprovalPublic, JobPublic, JobState, ReleaseDecisionPublic
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
@@ -34,6 +34,17 @@ def audit_approvals(
 ) -> list[ApprovalPublic]:
     """Every node's decision on every job (who, when, why)."""
     return store.approvals(job_id, node)
+
+
+@router.get("/releases")
+def audit_releases(
+    _: Auditor,
+    store: StoreDep,
+    job_id: Annotated[str | None, Query(max_length=64)] = None,
+    node: Annotated[str | None, Query(max_length=64)] = None,
+) -> list[ReleaseDecisionPublic]:
+    """Every reviewer's release decision on every held result (who, when, what, why)."""
+    return store.release_decisions(job_id, node)
 
 
 @router.get("/epsilon")

@@ -1,5 +1,6 @@
 """Node routes: the operator registers nodes; a node's service (its admin's token) publishes
-its caps, pulls the jobs that target it and posts its decisions."""
+its caps, pulls the jobs that target it and posts its decisions; its admins review the
+results held for the node's release review (output checking)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,16 @@ from fastapi import APIRouter, Path, Query
 from coordinator.errors import Forbidden
 from coordinator.routes.deps import Admin, Caller, LifecycleDep, Operator, StoreDep
 from coordinator.schemas import NodeCreate, NodePublic, PrincipalPublic
-from federation.api_models import ApprovalPublic, ApprovalStatus, DecisionCreate, NodeJobView, NodeRegistration
+from federation.api_models import (
+    ApprovalPublic,
+    ApprovalStatus,
+    DecisionCreate,
+    NodeJobView,
+    NodeRegistration,
+    ReleaseDecisionCreate,
+    ReleaseStatus,
+    ReleaseView,
+)
 
 router = APIRouter(tags=["nodes"])
 
@@ -61,3 +71,23 @@ def decide(name: NodePath, job_id: JobPath, body: DecisionCreate, caller: Admin,
     """Record the node's decision: its policy's outcome or its admin's, with reasons."""
     _own_node(caller, name)
     return lifecycle.decide(job_id, name, body, by=caller.name)
+
+
+@router.get("/nodes/{name}/releases")
+def node_releases(
+    name: NodePath,
+    caller: Admin,
+    store: StoreDep,
+    status: Annotated[ReleaseStatus | None, Query(description="Only reviews in this status.")] = None,
+) -> list[ReleaseView]:
+    """Results held for this node's release review: a summary each (never the data)."""
+    _own_node(caller, name)
+    return store.release_views(name, status)
+
+
+@router.post("/nodes/{name}/jobs/{job_id}/release")
+def release_decision(name: NodePath, job_id: JobPath, body: ReleaseDecisionCreate, caller: Admin,
+                     store: StoreDep) -> ReleaseView:
+    """Release or withhold (with a reason) a held result as one of this node's reviewers."""
+    _own_node(caller, name)
+    return store.release_decide(job_id, name, body, caller)
