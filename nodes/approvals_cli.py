@@ -1,4 +1,4 @@
-"""``hamanasu node approvals list|approve|reject`` and ``hamanasu node serve``.
+"""``hamanasu node approvals list|approve|reject|held|release|withhold`` and ``hamanasu node serve``.
 
 Both talk to the coordinator through the node service (outbound only), configured by
 ``node.toml`` (:class:`nodes.service.NodeServiceConfig`).
@@ -84,6 +84,46 @@ def reject_cmd(
     with _errors():
         _service(config).reject(job_id, reason)
     typer.echo(f"rejected {job_id}")
+
+
+@app.command("held")
+def held_cmd(config: ConfigOpt, fmt: Annotated[str, typer.Option("--format", help="text or json.")] = "text") -> None:
+    """List the results held for this node's release review (summaries, never the data)."""
+    with _errors():
+        views = _service(config).held()
+    if fmt == "json":
+        typer.echo(json.dumps([v.model_dump(mode="json") for v in views], indent=2))
+        return
+    for v in views:
+        done = sum(1 for d in v.decisions if d.decision == "release")
+        typer.echo(f"{v.job_id} {v.name} by {v.owner} ({v.kind}, {v.result_status}): "
+                   f"{done} of {v.reviews_needed} release(s), result sha256 {v.result_hash[:16]}…")
+    if not views:
+        typer.echo("no result waits for this node's review")
+
+
+@app.command("release")
+def release_cmd(
+    job_id: Annotated[str, typer.Argument(help="The job id.")],
+    config: ConfigOpt,
+    reason: Annotated[str | None, typer.Option(help="Why (kept with the decision and in the ledger).")] = None,
+) -> None:
+    """Release a held result (output checked); the node's ledger records it."""
+    with _errors():
+        view = _service(config).review_result(job_id, "release", reason)
+    typer.echo(f"released {job_id} ({view.status})")
+
+
+@app.command("withhold")
+def withhold_cmd(
+    job_id: Annotated[str, typer.Argument(help="The job id.")],
+    config: ConfigOpt,
+    reason: Annotated[str, typer.Option(help="Why (required; shown to the researcher).")],
+) -> None:
+    """Withhold a held result, with a reason; the node's ledger records it."""
+    with _errors():
+        _service(config).review_result(job_id, "withhold", reason)
+    typer.echo(f"withheld {job_id}")
 
 
 def serve(config: ConfigOpt) -> None:

@@ -9,6 +9,12 @@ with every reason, or ``needs_approval`` (it waits for the admin's
 ``hamanasu node approvals approve|reject``). When a job it holds a budget reservation
 for has ended (e.g. a coordinator that died mid-run failed it on restart), it releases
 what the job did not use.
+
+Release review (output checking): the caps include the policy's ``[release] review``; the
+coordinator then holds the results of jobs the node ran until its admin (or two distinct
+admins) release them. ``hamanasu node approvals release|withhold JOB --reason`` posts the
+decision and appends ``result.released`` / ``result.withheld`` (job, reviewer principal id,
+decision, reason, result hash) to the node's signed ledger.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from federation.api_models import (
     DecisionReason,
     NodeJobView,
     NodeRegistration,
+    ReleaseDecisionCreate,
+    ReleaseView,
 )
 from federation.errors import JobSpecError
 from federation.spec import parse_job_spec
@@ -162,6 +170,23 @@ class CoordinatorLink:
         self._check(self.client.post(f"/nodes/{self.node}/jobs/{job_id}/decision",
                                      json=decision.model_dump(mode="json")))
 
+    def me(self) -> dict[str, Any]:
+        """Return the calling principal (its ``id`` is the reviewer id the ledger records)."""
+        data = self._check(self.client.get("/me"))
+        return dict(data)
+
+    def releases(self, status: str | None = None) -> list[ReleaseView]:
+        """Return the results held for this node's release review (summaries, no data)."""
+        params = {"status": status} if status else {}
+        data = self._check(self.client.get(f"/nodes/{self.node}/releases", params=params))
+        return [ReleaseView.model_validate(v) for v in data]
+
+    def release(self, job_id: str, decision: ReleaseDecisionCreate) -> ReleaseView:
+        """Post a reviewer's release decision on a held result."""
+        data = self._check(self.client.post(f"/nodes/{self.node}/jobs/{job_id}/release",
+                                            json=decision.model_dump(mode="json")))
+        return ReleaseView.model_validate(data)
+
 
 class NodeService:
     """One node's service loop and its admin's actions.
@@ -189,6 +214,7 @@ class NodeService:
             domains=domains,
             approval_mode=policy.approval.mode,
             public_key_pem=key.read_text(encoding="utf-8") if key.exists() else None,
+            release_review=policy.release.review,
         )
 
     # -- evaluation ----------------------------------------------------------------------------
@@ -292,6 +318,52 @@ class NodeService:
         out = DecisionCreate(outcome="reject", source="admin",
                              reasons=[DecisionReason(code="admin_rejected", message=reason.strip()[:2000])])
         self.link.decide(job_id, out)
+        return out
+
+
+    # -- release review (output checking) -------------------------------------------------------
+    def held(self) -> list[ReleaseView]:
+        """Return the results that wait for this node's release review."""
+        return self.link.releases(status="held")
+
+    def review_result(self, job_id: str, decision: str, reason: str | None = None) -> ReleaseView:
+        """Release or withhold a held result as this admin, and record it in the node's ledger.
+
+        The ledger entry (``result.released`` / ``result.withheld``) holds the job id, the
+        reviewer's principal id (never a name or e-mail), the decision, the reason and the
+        SHA-256 of the result the coordinator holds. It is validated before the decision is
+        posted, so a decision the ledger would refuse is never sent.
+
+        Raises:
+            NodeServiceError: no such held result, a withhold without a reason, a reason the
+                ledger refuses (e.g. an e-mail address), or the coordinator's refusal (another
+                node, the same reviewer twice, already decided).
+        """
+        from consent.entries import normalise_payload
+        from consent.errors import LedgerError
+
+        if decision not in ("release", "withhold"):
+            raise NodeServiceError(f"decision: {decision!r} is not release or withhold")
+        reason = (reason or "").strip() or None
+        if decision == "withhold" and reason is None:
+            raise NodeServiceError("--reason: a withheld result needs a reason")
+        view = next((v for v in self.held() if v.job_id == job_id), None)
+        if view is None:
+            raise NodeServiceError(f"job: no result of job {job_id!r} waits for node {self.config.name}'s review")
+        kind = "result.released" if decision == "release" else "result.withheld"
+        reviewer = str(self.link.me().get("id", ""))
+
+        def payload(result_hash: str) -> dict[str, Any]:
+            return {"job_id": job_id, "reviewer": reviewer, "decision": decision, "reason": reason,
+                    "result_hash": result_hash}
+
+        try:
+            normalise_payload(kind, payload(view.result_hash))
+        except LedgerError as exc:
+            raise NodeServiceError(f"ledger refuses the entry: {exc}") from None
+        out = self.link.release(job_id, ReleaseDecisionCreate(decision=decision, reason=reason))  # type: ignore[arg-type]
+        self.point.ledger().append(kind, payload(out.result_hash), self.point.clock())
+        log.info("job %s: result %s by reviewer %s (%s)", job_id, kind.split(".")[1], reviewer, out.status)
         return out
 
 
