@@ -197,7 +197,8 @@ def node_add(
 # -- jobs (researchers) ------------------------------------------------------------------------
 def _status_line(job: Any) -> str:
     rounds = f" round {job.round}/{job.rounds_total}" if job.state in ("running", "succeeded") else ""
-    return f"{job.id} {job.name}: {job.state}{rounds} — {job.reason}"
+    held = " (result held for the nodes' release review)" if getattr(job, "held", False) else ""
+    return f"{job.id} {job.name}: {job.state}{rounds}{held} — {job.reason}"
 
 
 @job_app.command("submit")

@@ -35,7 +35,13 @@ from coordinator.schemas import (
     TokenIssued,
     TokenPublic,
 )
-from federation.api_models import TERMINAL_STATES, ApprovalPublic, JobEventPublic, JobPublic
+from federation.api_models import (
+    TERMINAL_STATES,
+    ApprovalPublic,
+    JobEventPublic,
+    JobPublic,
+    ReleaseDecisionPublic,
+)
 
 __all__ = ["CoordinatorAPIError", "CoordinatorClient"]
 
@@ -133,7 +139,12 @@ class CoordinatorClient:
         return [JobEventPublic.model_validate(e) for e in self._call("GET", f"/jobs/{job_id}/events").json()]
 
     def result(self, job_id: str) -> ResultPublic:
-        """Return a finished job's result."""
+        """Return a finished job's result.
+
+        Raises:
+            CoordinatorAPIError: status 409, code ``result_held``, while the nodes' release
+                review holds it (or after a node withheld it; the message gives the reason).
+        """
         return ResultPublic.model_validate(self._call("GET", f"/jobs/{job_id}/result").json())
 
     def plot(self, job_id: str) -> bytes:
@@ -214,6 +225,12 @@ class CoordinatorClient:
         """Return approvals (auditors, operator)."""
         params = {"job_id": job_id} if job_id else {}
         return [ApprovalPublic.model_validate(a) for a in self._call("GET", "/audit/approvals", params=params).json()]
+
+    def release_decisions(self, job_id: str | None = None) -> list[ReleaseDecisionPublic]:
+        """Return the node reviewers' release decisions on held results (auditors, operator)."""
+        params = {"job_id": job_id} if job_id else {}
+        return [ReleaseDecisionPublic.model_validate(d)
+                for d in self._call("GET", "/audit/releases", params=params).json()]
 
     def epsilon_by_node(self) -> list[EpsilonByNode]:
         """Return ε spent per node (auditors, operator)."""

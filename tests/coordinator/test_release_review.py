@@ -122,6 +122,22 @@ def test_job_of_nodes_without_review_is_not_held(world) -> None:
     assert api.client.get("/nodes/n0/releases", headers=api.h(t["a0"])).json() == []
 
 
+def test_client_reports_a_held_result_and_auditors_read_decisions(world) -> None:
+    from coordinator.client import CoordinatorAPIError, CoordinatorClient
+
+    api, t, run = world
+    job_id = run("admin")
+    researcher = CoordinatorClient("", t["r"], client=TestClient(api.client.app))
+    with pytest.raises(CoordinatorAPIError) as err:
+        researcher.result(job_id)
+    assert err.value.status == 409 and err.value.code == "result_held" and "n0" in err.value.message
+    assert researcher.status(job_id).held
+    assert _release(api, t["a0"], job_id).status_code == 200
+    assert researcher.result(job_id).model == {"parameters": [[0.1]]}
+    auditor = CoordinatorClient("", t["aud"], client=TestClient(api.client.app))
+    assert [d.reviewer for d in auditor.release_decisions(job_id)] == ["n0-admin"]
+
+
 def test_two_reviewers_need_two_distinct_reviewers(world) -> None:
     api, t, run = world
     job_id = run("two_reviewers")
