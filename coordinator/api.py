@@ -129,4 +129,7 @@ def create_app(settings: CoordinatorSettings, runner: Runner | None = None, *, s
         return {"status": "ok"}
 
     app.include_router(api_router)
+    from coordinator.console import mount_console
+
+    mount_console(app)
     return app
