@@ -67,6 +67,7 @@ class Sessions:
         self._lock = threading.Lock()
 
     def create(self, token: str) -> str:
+        """Open a session for a verified token; return its id (the cookie's value)."""
         sid = secrets.token_urlsafe(32)
         with self._lock:
             now = time.monotonic()
@@ -76,6 +77,7 @@ class Sessions:
         return sid
 
     def get(self, sid: str | None) -> _Session | None:
+        """Return the live session ``sid`` names, else None."""
         if not sid:
             return None
         with self._lock:
@@ -86,6 +88,7 @@ class Sessions:
             return item
 
     def drop(self, sid: str | None) -> None:
+        """End a session (sign-out, revoked token)."""
         with self._lock:
             self._items.pop(sid or "", None)
 
@@ -109,11 +112,13 @@ class _Ctx:
 
     @property
     def store(self) -> Store:
-        return self.request.app.state.store  # type: ignore[no-any-return]
+        store: Store = self.request.app.state.store
+        return store
 
     @property
     def lifecycle(self) -> Lifecycle:
-        return self.request.app.state.lifecycle  # type: ignore[no-any-return]
+        lifecycle: Lifecycle = self.request.app.state.lifecycle
+        return lifecycle
 
 
 def _lang(request: Request) -> str:
@@ -327,7 +332,7 @@ def mount_console(app: FastAPI) -> None:
         reasons = [DecisionReason(code=f"admin_{outcome}", message=reason)] if reason else []
         try:
             ctx.lifecycle.decide(job_id[:64], ctx.caller.node or "",
-                                 DecisionCreate(outcome=outcome, source="admin", reasons=reasons),
+                                 DecisionCreate(outcome="approve" if outcome == "approve" else "reject", source="admin", reasons=reasons),
                                  by=ctx.caller.name)
         except CoordinatorError as exc:
             return node_page(ctx, 409 if exc.code == "conflict" else 422, {"job": job_id, "message": exc.message})

@@ -143,6 +143,6 @@ STRINGS: dict[str, dict[str, str]] = {
 def pick_lang(query: str | None, cookie: str | None) -> str:
     """Return the language asked for by the query, else the cookie, else English."""
     for value in (query, cookie):
-        if value in LANGS:
-            return value  # type: ignore[return-value]
+        if value is not None and value in LANGS:
+            return value
     return "en"

@@ -1,0 +1,186 @@
+"""The console in a real browser: Playwright drives Debian's headless Chromium against the
+coordinator served by uvicorn on a loopback port, with a scripted runner (3 quick rounds).
+
+Screenshots of each view go to ``test-output/console/``. Without ``/usr/bin/chromium`` the
+tests skip, naming the missing browser (``apt-get install chromium``).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.console.helpers import SPEC_TOML, build_world
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "console"
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
+                                reason=f"browser missing: Chromium not found at {CHROMIUM} (apt-get install chromium)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str], Any]]:
+    import uvicorn
+
+    app, tokens = build_world(tmp_path_factory.mktemp("console") / "coord", delay=0.4)
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    assert srv.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}", tokens, app
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(CHROMIUM), args=ARGS,
+            headless=True, viewport={"width": 1280, "height": 860})
+        context.set_default_timeout(15_000)
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def _sign_in(context: Any, base: str, token: str) -> Any:
+    context.clear_cookies()
+    page = context.new_page()
+    page.goto(f"{base}/console/login?lang=en")
+    page.get_by_label("API token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_load_state()
+    return page
+
+
+def _shot(page: Any, name: str) -> None:
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_full_flow_researcher_admin_auditor(server: tuple[str, dict[str, str], Any], browser: Any) -> None:
+    base, tokens, app = server
+
+    # Sign-in page: labelled token field, keyboard reachable; a bad token is refused.
+    page = browser.new_page()
+    page.goto(f"{base}/console/login?lang=en")
+    _shot(page, "01-login")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip"
+    page.get_by_label("API token").fill("hmn_not_a_token")
+    page.get_by_role("button", name="Sign in").click()
+    assert "not valid" in page.get_by_role("alert").inner_text()
+    assert "hmn_not_a_token" not in page.url
+    page.close()
+
+    # Researcher: a bad spec shows its error beside the field and submits nothing.
+    page = _sign_in(browser, base, tokens["researcher"])
+    assert page.url.endswith("/console/jobs")
+    cookie = next(c for c in browser.cookies() if c["name"] == "hmn_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["value"] != tokens["researcher"]
+    page.get_by_label("Job spec (TOML)").fill(SPEC_TOML.replace('"smoking"]', '"smoking", "shoe_size"]'))
+    page.get_by_role("button", name="Submit").click()
+    err = page.locator("#spec-error")
+    assert err.get_attribute("data-field") == "features" and "shoe_size" in err.inner_text()
+    assert page.get_by_label("Job spec (TOML)").get_attribute("aria-invalid") == "true"
+    _shot(page, "02-researcher-invalid-spec")
+    page.get_by_label("Job spec (TOML)").fill(SPEC_TOML.replace("epsilon = 2.0", "epsilon = 50.0"))
+    page.get_by_role("button", name="Submit").click()
+    assert page.locator("#spec-error").get_attribute("data-field") == "privacy.epsilon"
+    page.get_by_label("Job spec (TOML)").fill("kind = ")
+    page.get_by_role("button", name="Submit").click()
+    assert "malformed TOML" in page.locator("#spec-error").inner_text()
+    assert app.state.store.list_jobs(None, None, 10, 0) == []
+
+    # A good spec: submitted, the job page follows it.
+    page.get_by_label("Job spec (TOML)").fill(SPEC_TOML)
+    page.get_by_role("button", name="Submit").click()
+    page.wait_for_url(re.compile(r"/console/jobs/[0-9a-f]+$"))
+    job_id = page.url.rsplit("/", 1)[1]
+    assert page.locator("#job-state").inner_text() == "awaiting_approval"
+    _shot(page, "03-researcher-job-awaiting")
+
+    # The researcher's session may not open the approval page (nor the auditor's).
+    for path in ("/console/node", "/console/audit"):
+        response = page.goto(base + path)
+        assert response is not None and response.status == 403
+    _shot(page, "04-researcher-forbidden")
+
+    # Node admin: the job with its purpose, features and ε; a rejection needs a reason; approve.
+    page = _sign_in(browser, base, tokens["node_admin"])
+    assert page.url.endswith("/console/node")
+    review = page.locator(f"#review-{job_id}")
+    assert "hokkaido-university" in review.inner_text() and review.locator(".eps").inner_text() == "2.0"
+    assert "bmi_pre" in review.inner_text()
+    page.wait_for_function("document.querySelector('#budget-chart').width > 0")
+    _shot(page, "05-node-admin-awaiting")
+    review.get_by_role("button", name="Reject").click()
+    assert "needs a reason" in page.locator(f"#err-{job_id}").inner_text()
+    page.locator(f"#review-{job_id}").get_by_label("Reason (needed to reject)").fill("cohort checked")
+    page.locator(f"#review-{job_id}").get_by_role("button", name="Approve").click()
+    page.wait_for_load_state()
+    assert page.locator(f"#review-{job_id}").count() == 0
+    _shot(page, "06-node-admin-approved")
+
+    # Researcher follows the job round by round until it succeeds; the chart has 3 rounds.
+    page = _sign_in(browser, base, tokens["researcher"])
+    page.goto(f"{base}/console/jobs/{job_id}")
+    page.wait_for_selector("#job[data-done=succeeded]", timeout=20_000)
+    page.wait_for_function("document.querySelector('#metrics-chart').dataset.rounds === '3'")
+    assert page.locator("#job-round").inner_text() == "3"
+    assert page.locator("#downloads").is_visible()
+    with page.expect_download() as dl:
+        page.locator("#dl-result").click()
+    assert dl.value.suggested_filename == f"{job_id}-result.json"
+    _shot(page, "07-researcher-job-succeeded")
+
+    # Japanese labels, kept by cookie; tablet width.
+    page.set_viewport_size({"width": 768, "height": 1024})
+    page.goto(f"{base}/console/jobs?lang=ja")
+    assert page.locator("h1").inner_text() == "研究者"
+    page.goto(f"{base}/console/jobs")
+    assert page.locator("html").get_attribute("lang") == "ja"
+    _shot(page, "08-researcher-jobs-ja-tablet")
+    page.goto(f"{base}/console/jobs?lang=en")
+    page.set_viewport_size({"width": 1280, "height": 860})
+
+    # Another researcher may not open this job.
+    page = _sign_in(browser, base, tokens["other"])
+    response = page.goto(f"{base}/console/jobs/{job_id}")
+    assert response is not None and response.status == 403
+
+    # Auditor: every job with purpose, requester, approvals and ε per node.
+    page = _sign_in(browser, base, tokens["auditor"])
+    assert page.url.endswith("/console/audit")
+    row = page.locator(f"#audit-{job_id}").inner_text()
+    assert "hokkaido-university" in row and "city-hospital: approved (hospital-admin)" in row
+    assert "city-hospital: 1.500" in row and "HMB" in row
+    page.wait_for_function("document.querySelector('#eps-chart').width > 0")
+    _shot(page, "09-auditor")

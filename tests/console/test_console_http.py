@@ -1,0 +1,116 @@
+"""The console over HTTP without a browser: sessions, role checks, CSRF, validation, language."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.console.helpers import SPEC_TOML, build_world
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], Any]]:
+    app, tokens = build_world(tmp_path / "coord", delay=0.0)
+    with TestClient(app) as client:
+        yield client, tokens, app
+
+
+def _login(client: TestClient, token: str) -> str:
+    client.cookies.clear()
+    r = client.post("/console/login", data={"token": token}, follow_redirects=False)
+    assert r.status_code == 303
+    page = client.get(r.headers["location"])
+    return re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+
+
+def test_sign_in_sets_a_strict_httponly_session_not_the_token(world) -> None:
+    client, tokens, _ = world
+    assert client.get("/console/jobs", follow_redirects=False).headers["location"] == "/console/login"
+    r = client.post("/console/login", data={"token": tokens["researcher"]}, follow_redirects=False)
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and tokens["researcher"] not in cookie
+    assert client.post("/console/login", data={"token": "hmn_bad"}).status_code == 401
+
+
+def test_each_page_checks_the_role(world) -> None:
+    client, tokens, _ = world
+    expected = {"researcher": {"/console/jobs": 200, "/console/node": 403, "/console/audit": 403},
+                "node_admin": {"/console/jobs": 403, "/console/node": 200, "/console/audit": 403},
+                "auditor": {"/console/jobs": 403, "/console/node": 403, "/console/audit": 200},
+                "operator": {"/console/jobs": 403, "/console/node": 403, "/console/audit": 200}}
+    for role, pages in expected.items():
+        _login(client, tokens[role])
+        for path, status in pages.items():
+            assert client.get(path).status_code == status, (role, path)
+
+
+def test_revoked_token_ends_the_session(world) -> None:
+    client, tokens, app = world
+    _login(client, tokens["auditor"])
+    app.state.store.revoke_token(tokens["auditor"].split("_")[1])
+    assert client.get("/console/audit", follow_redirects=False).status_code == 303
+
+
+def test_posts_need_the_session_csrf_value(world) -> None:
+    client, tokens, app = world
+    _login(client, tokens["researcher"])
+    assert client.post("/console/jobs", data={"csrf": "x", "spec": SPEC_TOML}).status_code == 403
+    assert app.state.store.list_jobs(None, None, 10, 0) == []
+
+
+@pytest.mark.parametrize(("spec", "field"), [
+    (SPEC_TOML.replace('"smoking"]', '"smoking", "nope"]'), "features"),
+    (SPEC_TOML.replace("epsilon = 2.0", "epsilon = 9.0"), "privacy.epsilon"),
+    (SPEC_TOML.replace("epsilon = 2.0", "epsilon = -1.0"), "privacy.epsilon"),
+    ("kind = ", "spec"),
+])
+def test_invalid_spec_is_shown_by_its_field_and_not_stored(world, spec: str, field: str) -> None:
+    client, tokens, app = world
+    csrf = _login(client, tokens["researcher"])
+    r = client.post("/console/jobs", data={"csrf": csrf, "spec": spec})
+    assert r.status_code == 422 and f'data-field="{field}"' in r.text
+    assert app.state.store.list_jobs(None, None, 10, 0) == []
+
+
+def test_submit_approve_run_and_download(world) -> None:
+    client, tokens, app = world
+    csrf = _login(client, tokens["researcher"])
+    r = client.post("/console/jobs", data={"csrf": csrf, "spec": SPEC_TOML}, follow_redirects=False)
+    job_id = r.headers["location"].rsplit("/", 1)[1]
+    csrf = _login(client, tokens["node_admin"])
+    page = client.get("/console/node").text
+    assert job_id in page and "hokkaido-university" in page
+    r = client.post(f"/console/node/jobs/{job_id}/decision", data={"csrf": csrf, "outcome": "reject"})
+    assert r.status_code == 422
+    r = client.post(f"/console/node/jobs/{job_id}/decision", data={"csrf": csrf, "outcome": "approve"},
+                    follow_redirects=False)
+    assert r.status_code == 303
+    app.state.lifecycle.wait(job_id, 10)
+    _login(client, tokens["researcher"])
+    body = client.get(f"/console/api/jobs/{job_id}").json()
+    assert body["job"]["state"] == "succeeded" and [h["round"] for h in body["history"]] == [1, 2, 3]
+    assert client.get(f"/console/jobs/{job_id}/result.json").json()["epsilon_by_node"] == {"city-hospital": 1.5}
+    assert client.get(f"/console/jobs/{job_id}/plot.png").content.startswith(b"\x89PNG")
+    _login(client, tokens["other"])
+    assert client.get(f"/console/jobs/{job_id}").status_code == 403
+    assert client.get(f"/console/api/jobs/{job_id}").status_code == 403
+
+
+def test_language_switch_by_query_then_cookie(world) -> None:
+    client, tokens, _ = world
+    _login(client, tokens["researcher"])
+    assert "<h1>研究者</h1>" in client.get("/console/jobs?lang=ja").text
+    assert "<h1>研究者</h1>" in client.get("/console/jobs").text
+    assert "<h1>Researcher</h1>" in client.get("/console/jobs?lang=en").text
+
+
+def test_chart_library_is_served_locally_with_its_license(world) -> None:
+    client, _, _ = world
+    js = client.get("/console/static/chart.umd.js")
+    assert js.status_code == 200 and "Released under the MIT License" in js.text[:300]
+    assert "MIT" in client.get("/console/static/chart.js.LICENSE.md").text
