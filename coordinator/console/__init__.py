@@ -306,7 +306,9 @@ def mount_console(app: FastAPI) -> None:
         info = next((n for n in ctx.store.list_nodes() if n.name == node), None)
         domains = sorted(info.domains) if info and info.domains else ["*"]
         cap = info.max_epsilon_per_job if info else None
+        t = STRINGS[ctx.lang]
         chart = {"labels": domains, "caps": [cap for _ in domains],
+                 "cap_label": t["chart_cap"], "requested_label": t["chart_requested"],
                  "requested": [sum(float((v.spec.get("privacy") or {}).get("epsilon") or 0)
                                    for v in awaiting if v.spec.get("domain") == d or d == "*")
                                for d in domains]}
@@ -353,7 +355,8 @@ def mount_console(app: FastAPI) -> None:
                 purpose = None
             rows.append({"job": job, "purpose": purpose,
                          "eps": {e.node: e.by_job[job.id] for e in eps if job.id in e.by_job}})
-        chart = {"labels": [e.node for e in eps], "values": [e.epsilon_total for e in eps]}
+        chart = {"labels": [e.node for e in eps], "values": [e.epsilon_total for e in eps],
+                 "label": STRINGS[ctx.lang]["eps_total"]}
         return page(ctx, "audit.html", rows=rows, eps=eps, chart=_json(chart))
 
     app.include_router(router)

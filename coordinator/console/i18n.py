@@ -71,6 +71,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "invalid_spec": "The spec was not submitted",
         "malformed_toml": "malformed TOML",
         "home": "Home",
+        "chart_cap": "ε cap per job",
+        "chart_requested": "ε requested (awaiting)",
     },
     "ja": {
         "title": "ハマナス コンソール",
@@ -136,6 +138,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "invalid_spec": "仕様は投入されませんでした",
         "malformed_toml": "TOMLの書式が不正です",
         "home": "ホーム",
+        "chart_cap": "1ジョブあたりのε上限",
+        "chart_requested": "要求ε（判断待ち）",
     },
 }
 

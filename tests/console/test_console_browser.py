@@ -119,8 +119,10 @@ def test_full_flow_researcher_admin_auditor(server: tuple[str, dict[str, str], A
     assert "malformed TOML" in page.locator("#spec-error").inner_text()
     assert app.state.store.list_jobs(None, None, 10, 0) == []
 
-    # A good spec: submitted, the job page follows it.
-    page.get_by_label("Job spec (TOML)").fill(SPEC_TOML)
+    # A good spec, loaded from a .toml file into the textarea: submitted, the job page follows it.
+    page.get_by_label("Or load a TOML file").set_input_files(
+        files=[{"name": "lbw.toml", "mimeType": "text/plain", "buffer": SPEC_TOML.encode()}])
+    page.wait_for_function("document.querySelector('#spec').value.includes('lbw-console')")
     page.get_by_role("button", name="Submit").click()
     page.wait_for_url(re.compile(r"/console/jobs/[0-9a-f]+$"))
     job_id = page.url.rsplit("/", 1)[1]
@@ -147,7 +149,12 @@ def test_full_flow_researcher_admin_auditor(server: tuple[str, dict[str, str], A
     page.locator(f"#review-{job_id}").get_by_role("button", name="Approve").click()
     page.wait_for_load_state()
     assert page.locator(f"#review-{job_id}").count() == 0
-    _shot(page, "06-node-admin-approved")
+    page.set_viewport_size({"width": 768, "height": 1024})
+    page.goto(f"{base}/console/node?lang=ja")
+    assert page.locator("h1").inner_text().startswith("ノード管理者")
+    _shot(page, "06-node-admin-approved-ja-tablet")
+    page.goto(f"{base}/console/node?lang=en")
+    page.set_viewport_size({"width": 1280, "height": 860})
 
     # Researcher follows the job round by round until it succeeds; the chart has 3 rounds.
     page = _sign_in(browser, base, tokens["researcher"])

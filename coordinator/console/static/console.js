@@ -31,13 +31,13 @@
   const budget = readJson("budget-data");
   if (budget) {
     barChart("budget-chart", budget.labels, [
-      { label: "ε cap / job", data: budget.caps, backgroundColor: palette[0] },
-      { label: "ε requested (awaiting)", data: budget.requested, backgroundColor: palette[4] },
+      { label: budget.cap_label, data: budget.caps, backgroundColor: palette[0] },
+      { label: budget.requested_label, data: budget.requested, backgroundColor: palette[4] },
     ]);
   }
   const eps = readJson("eps-data");
   if (eps) {
-    barChart("eps-chart", eps.labels, [{ label: "ε", data: eps.values, backgroundColor: palette[0] }]);
+    barChart("eps-chart", eps.labels, [{ label: eps.label, data: eps.values, backgroundColor: palette[0] }]);
   }
 
   // A job page: poll the status, plot metrics round by round.
@@ -61,7 +61,7 @@
     if (!chart) {
       chart = new Chart(canvas, { type: "line", data: { labels: rounds, datasets: datasets },
         options: { responsive: true, maintainAspectRatio: false, animation: false,
-                   scales: { x: { title: { display: true, text: "round" } } } } });
+                   scales: { x: { title: { display: true, text: canvas.dataset.xlabel || "round" } } } } });
     } else {
       chart.data.labels = rounds;
       chart.data.datasets = datasets;
