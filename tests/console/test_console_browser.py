@@ -81,6 +81,29 @@ def _sign_in(context: Any, base: str, token: str) -> Any:
     return page
 
 
+# WCAG 2 contrast of each element's text against the first opaque background behind it.
+CONTRAST_JS = """(selectors) => {
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = (c) => { const v = rgb(c).slice(0, 3).map((x) => { x /= 255;
+    return x <= 0.03928 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4); });
+    return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]; };
+  const bg = (el) => { for (; el; el = el.parentElement) { const c = getComputedStyle(el).backgroundColor;
+    const a = rgb(c); if (a.length < 4 || a[3] > 0) return c; } return "rgb(255, 255, 255)"; };
+  const out = {};
+  for (const sel of selectors) { const el = document.querySelector(sel); if (!el) continue;
+    const a = lum(getComputedStyle(el).color), b = lum(bg(el));
+    out[sel] = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05); }
+  return out;
+}"""
+
+
+def _contrast(page: Any, selectors: list[str]) -> dict[str, float]:
+    ratios: dict[str, float] = page.evaluate(CONTRAST_JS, selectors)
+    low = {k: round(v, 2) for k, v in ratios.items() if v < 4.5}
+    assert not low, f"text contrast below 4.5:1: {low}"
+    return ratios
+
+
 def _shot(page: Any, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
@@ -111,6 +134,8 @@ def test_full_flow_researcher_admin_auditor(server: tuple[str, dict[str, str], A
     assert err.get_attribute("data-field") == "features" and "shoe_size" in err.inner_text()
     assert page.get_by_label("Job spec (TOML)").get_attribute("aria-invalid") == "true"
     _shot(page, "02-researcher-invalid-spec")
+    _contrast(page, ["h1", "label", ".help", "#spec-error", "button[type=submit]", "header a", ".who",
+                     "th", "td"])
     page.get_by_label("Job spec (TOML)").fill(SPEC_TOML.replace("epsilon = 2.0", "epsilon = 50.0"))
     page.get_by_role("button", name="Submit").click()
     assert page.locator("#spec-error").get_attribute("data-field") == "privacy.epsilon"
@@ -145,9 +170,13 @@ def test_full_flow_researcher_admin_auditor(server: tuple[str, dict[str, str], A
     _shot(page, "05-node-admin-awaiting")
     review.get_by_role("button", name="Reject").click()
     assert "needs a reason" in page.locator(f"#err-{job_id}").inner_text()
+    _contrast(page, [".facts dt", ".facts dd", f"#err-{job_id}", "button.danger", "button[value=approve]"])
+    # Keyboard only: from the reason field, Tab reaches Approve and Enter presses it.
     page.locator(f"#review-{job_id}").get_by_label("Reason (needed to reject)").fill("cohort checked")
-    page.locator(f"#review-{job_id}").get_by_role("button", name="Approve").click()
-    page.wait_for_load_state()
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.value") == "approve"
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{base}/console/node")
     assert page.locator(f"#review-{job_id}").count() == 0
     page.set_viewport_size({"width": 768, "height": 1024})
     page.goto(f"{base}/console/node?lang=ja")
