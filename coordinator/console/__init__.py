@@ -43,6 +43,7 @@ __all__ = ["SESSION_COOKIE", "Sessions", "mount_console"]
 HERE = Path(__file__).parent
 SESSION_COOKIE = "hmn_session"
 LANG_COOKIE = "hmn_lang"
+LOGIN_COOKIE = "hmn_login"
 
 # The roles each view admits: the same sets as the API's dependencies (routes/deps.py).
 RESEARCHER = ("researcher",)
@@ -187,21 +188,33 @@ def mount_console(app: FastAPI) -> None:
         return render(request, "error.html", _lang(request), 403, message=exc.message)
 
     # -- sign-in -------------------------------------------------------------------------
+    def login_page(request: Request, status: int = 200, error: str | None = None) -> HTMLResponse:
+        # Login CSRF: the form carries a value that must match a cookie set with it.
+        nonce = secrets.token_urlsafe(24)
+        response = render(request, "login.html", _lang(request), status, error=error, login_nonce=nonce)
+        response.set_cookie(LOGIN_COOKIE, nonce, httponly=True, samesite="strict", path="/console/login",
+                            secure=request.url.scheme == "https", max_age=3600)
+        return response
+
     @router.get("/login", response_class=HTMLResponse)
     def login_form(request: Request) -> HTMLResponse:
-        return render(request, "login.html", _lang(request))
+        return login_page(request)
 
     @router.post("/login", response_class=HTMLResponse)
     async def login(request: Request) -> Response:
         form = await _form(request)
         token = form.get("token", "").strip()
         lang = _lang(request)
+        cookie = request.cookies.get(LOGIN_COOKIE, "")
+        if not cookie or not secrets.compare_digest(form.get("nonce", ""), cookie):
+            return login_page(request, 403, STRINGS[lang]["login_expired"])
         try:
             request.app.state.store.authenticate(token)
         except Unauthorized:
-            return render(request, "login.html", lang, 401, error=STRINGS[lang]["bad_token"])
+            return login_page(request, 401, STRINGS[lang]["bad_token"])
         sid = request.app.state.console_sessions.create(token)
         response = RedirectResponse("/console/", status_code=303)
+        response.delete_cookie(LOGIN_COOKIE, path="/console/login")
         response.set_cookie(SESSION_COOKIE, sid, httponly=True, samesite="strict", path="/console",
                             secure=request.url.scheme == "https")
         return response

@@ -20,9 +20,14 @@ def world(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], Any]]:
         yield client, tokens, app
 
 
+def _nonce(client: TestClient) -> str:
+    page = client.get("/console/login").text
+    return re.search(r'name="nonce" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+
+
 def _login(client: TestClient, token: str) -> str:
     client.cookies.clear()
-    r = client.post("/console/login", data={"token": token}, follow_redirects=False)
+    r = client.post("/console/login", data={"token": token, "nonce": _nonce(client)}, follow_redirects=False)
     assert r.status_code == 303
     page = client.get(r.headers["location"])
     return re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
@@ -31,10 +36,15 @@ def _login(client: TestClient, token: str) -> str:
 def test_sign_in_sets_a_strict_httponly_session_not_the_token(world) -> None:
     client, tokens, _ = world
     assert client.get("/console/jobs", follow_redirects=False).headers["location"] == "/console/login"
-    r = client.post("/console/login", data={"token": tokens["researcher"]}, follow_redirects=False)
+    # Without the sign-in form's nonce (login CSRF) the token is not even checked.
+    assert client.post("/console/login", data={"token": tokens["researcher"]}).status_code == 403
+    r = client.post("/console/login", data={"token": tokens["researcher"], "nonce": _nonce(client)},
+                    follow_redirects=False)
     cookie = r.headers["set-cookie"]
-    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and tokens["researcher"] not in cookie
-    assert client.post("/console/login", data={"token": "hmn_bad"}).status_code == 401
+    assert "hmn_session=" in cookie and tokens["researcher"] not in cookie
+    session = next(c for c in r.headers.get_list("set-cookie") if c.startswith("hmn_session="))
+    assert "HttpOnly" in session and "SameSite=strict" in session
+    assert client.post("/console/login", data={"token": "hmn_bad", "nonce": _nonce(client)}).status_code == 401
 
 
 def test_each_page_checks_the_role(world) -> None:
