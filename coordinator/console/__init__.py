@@ -32,7 +32,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from coordinator.console.i18n import STRINGS, pick_lang
-from coordinator.errors import CoordinatorError, InvalidSpec, Unauthorized
+from coordinator.errors import CoordinatorError, InvalidSpec, NotFound, Unauthorized
 from coordinator.lifecycle import Lifecycle
 from coordinator.schemas import PrincipalPublic
 from coordinator.store import Store
@@ -99,9 +99,10 @@ class _NeedLogin(Exception):
 
 
 class _PageForbidden(Exception):
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, status: int = 403) -> None:
         super().__init__(message)
         self.message = message
+        self.status = status
 
 
 @dataclass
@@ -184,8 +185,10 @@ def mount_console(app: FastAPI) -> None:
     @app.exception_handler(_PageForbidden)
     async def _forbidden(request: Request, exc: _PageForbidden) -> Response:
         if request.url.path.startswith("/console/api/"):
-            return JSONResponse({"detail": exc.message, "code": "forbidden", "field": None}, status_code=403)
-        return render(request, "error.html", _lang(request), 403, message=exc.message)
+            code = "forbidden" if exc.status == 403 else "not_found"
+            return JSONResponse({"detail": exc.message, "code": code, "field": None}, status_code=exc.status)
+        return render(request, "error.html", _lang(request), exc.status, message=exc.message,
+                      code=exc.status)
 
     # -- sign-in -------------------------------------------------------------------------
     def login_page(request: Request, status: int = 200, error: str | None = None) -> HTMLResponse:
@@ -265,7 +268,10 @@ def mount_console(app: FastAPI) -> None:
         return RedirectResponse(f"/console/jobs/{job.id}", status_code=303)
 
     def visible_job(ctx: _Ctx, job_id: str) -> Any:
-        job, owner_id = ctx.store.get_job(job_id)
+        try:
+            job, owner_id = ctx.store.get_job(job_id)
+        except NotFound:
+            raise _PageForbidden(f"no job {job_id!r}", 404) from None
         if ctx.caller.role == "researcher" and owner_id != ctx.caller.id:  # as routes/jobs.py
             raise _PageForbidden("this job belongs to another researcher")
         return job

@@ -109,6 +109,8 @@ def test_submit_approve_run_and_download(world) -> None:
     _login(client, tokens["other"])
     assert client.get(f"/console/jobs/{job_id}").status_code == 403
     assert client.get(f"/console/api/jobs/{job_id}").status_code == 403
+    missing = client.get("/console/jobs/0123456789abcdef")
+    assert missing.status_code == 404 and "Not found." in missing.text
 
 
 def test_language_switch_by_query_then_cookie(world) -> None:
