@@ -17,8 +17,6 @@ from typing import Any
 
 import pytest
 
-from tests.console.helpers import SPEC_TOML, build_world
-
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -35,10 +33,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str], Any]]:
+def server(tmp_path_factory: pytest.TempPathFactory,
+           world_factory: Any) -> Iterator[tuple[str, dict[str, str], Any]]:
     import uvicorn
 
-    app, tokens = build_world(tmp_path_factory.mktemp("console") / "coord", delay=0.4)
+    app, tokens = world_factory(tmp_path_factory.mktemp("console") / "coord", delay=0.4)
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -108,8 +107,10 @@ def _shot(page: Any, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-def test_full_flow_researcher_admin_auditor(server: tuple[str, dict[str, str], Any], browser: Any) -> None:
+def test_full_flow_researcher_admin_auditor(server: tuple[str, dict[str, str], Any], browser: Any,
+                                            spec_toml: str) -> None:
     base, tokens, app = server
+    SPEC_TOML = spec_toml  # noqa: N806
 
     # Sign-in page: labelled token field, keyboard reachable; a bad token is refused.
     page = browser.new_page()

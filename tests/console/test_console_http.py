@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.console.helpers import SPEC_TOML, build_world
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], Any]]:
-    app, tokens = build_world(tmp_path / "coord", delay=0.0)
+def world(tmp_path: Path, world_factory: Any, spec_toml: str) -> Iterator[tuple[TestClient, dict[str, str], Any]]:
+    app, tokens = world_factory(tmp_path / "coord", delay=0.0)
+    app.state.console_test_spec = spec_toml
     with TestClient(app) as client:
         yield client, tokens, app
 
@@ -69,18 +69,21 @@ def test_revoked_token_ends_the_session(world) -> None:
 def test_posts_need_the_session_csrf_value(world) -> None:
     client, tokens, app = world
     _login(client, tokens["researcher"])
-    assert client.post("/console/jobs", data={"csrf": "x", "spec": SPEC_TOML}).status_code == 403
+    spec = app.state.console_test_spec
+    assert client.post("/console/jobs", data={"csrf": "x", "spec": spec}).status_code == 403
     assert app.state.store.list_jobs(None, None, 10, 0) == []
 
 
-@pytest.mark.parametrize(("spec", "field"), [
-    (SPEC_TOML.replace('"smoking"]', '"smoking", "nope"]'), "features"),
-    (SPEC_TOML.replace("epsilon = 2.0", "epsilon = 9.0"), "privacy.epsilon"),
-    (SPEC_TOML.replace("epsilon = 2.0", "epsilon = -1.0"), "privacy.epsilon"),
-    ("kind = ", "spec"),
+@pytest.mark.parametrize(("edit", "field"), [
+    (('"smoking"]', '"smoking", "nope"]'), "features"),
+    (("epsilon = 2.0", "epsilon = 9.0"), "privacy.epsilon"),
+    (("epsilon = 2.0", "epsilon = -1.0"), "privacy.epsilon"),
+    (None, "spec"),
 ])
-def test_invalid_spec_is_shown_by_its_field_and_not_stored(world, spec: str, field: str) -> None:
+def test_invalid_spec_is_shown_by_its_field_and_not_stored(world, edit: tuple[str, str] | None,
+                                                         field: str) -> None:
     client, tokens, app = world
+    spec = app.state.console_test_spec.replace(*edit) if edit else "kind = "
     csrf = _login(client, tokens["researcher"])
     r = client.post("/console/jobs", data={"csrf": csrf, "spec": spec})
     assert r.status_code == 422 and f'data-field="{field}"' in r.text
@@ -90,7 +93,8 @@ def test_invalid_spec_is_shown_by_its_field_and_not_stored(world, spec: str, fie
 def test_submit_approve_run_and_download(world) -> None:
     client, tokens, app = world
     csrf = _login(client, tokens["researcher"])
-    r = client.post("/console/jobs", data={"csrf": csrf, "spec": SPEC_TOML}, follow_redirects=False)
+    r = client.post("/console/jobs", data={"csrf": csrf, "spec": app.state.console_test_spec},
+                    follow_redirects=False)
     job_id = r.headers["location"].rsplit("/", 1)[1]
     csrf = _login(client, tokens["node_admin"])
     page = client.get("/console/node").text

@@ -1,4 +1,4 @@
-"""A coordinator with a scripted runner, two nodes and one principal per role, for console tests."""
+"""Console test fixtures: a coordinator with a scripted runner, two nodes, one principal per role."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 
 from coordinator.api import bootstrap_operator, create_app
@@ -74,3 +75,15 @@ def build_world(data_dir: Path, delay: float = 0.3) -> tuple[FastAPI, dict[str, 
     tokens["other"] = store.create_principal(PrincipalCreate(name="ren", role="researcher"))[1].token
     tokens["auditor"] = store.create_principal(PrincipalCreate(name="audit", role="auditor"))[1].token
     return app, tokens
+
+
+@pytest.fixture(scope="session")
+def spec_toml() -> str:
+    """A valid job spec (TOML) the console tests submit."""
+    return SPEC_TOML
+
+
+@pytest.fixture(scope="session")
+def world_factory() -> Callable[..., tuple[FastAPI, dict[str, str]]]:
+    """``build_world(data_dir, delay)``: the app and a token per role."""
+    return build_world
