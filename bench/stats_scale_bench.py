@@ -1,0 +1,270 @@
+"""Stats-round scale bench (issue 6): one secure-sum round over N simulated nodes under SecAgg+.
+
+What runs: the server side of a statistics job exactly as ``run_stats_job`` wires it
+(``build_sum_server_app``: our SecAgg+ workflow with halts that raise, the secure-sum
+strategy) on the embedded engine (``run_embedded``: Flower simulation, Ray, 2 actors on
+2 cores). The client side is a bench ClientApp with ``secaggplus_mod`` whose nodes hold
+their rows in memory and send the stats layout's vector for one variable over two cells
+(rows, n, sum, sum of squares per cell: 8 entries) scaled by the public scale; the
+product's ClientApp reads the node's file and passes the gate on every message, which
+is per-node work, not what scales with N here.
+
+Each configuration runs in a fresh process (Ray starts once per run) for two rounds:
+``startup_s`` is from ``run_simulation`` to the server's main starting (Ray, engine),
+``first_round_s`` includes the actors' warm-up and every node registering,
+``round_s`` is the second, steady round. Modes: ``plain`` (no SecAgg+), ``secagg``
+(SecAgg+ with k = O(log n) neighbours, ``num_shares_for``), ``secagg-all`` (every node
+shares with every other: the pre-issue-6 setting, quadratic).
+
+Run: .venv/bin/python bench/stats_scale_bench.py [--nodes 50 200 1000] [--modes plain secagg]
+(writes bench/results/stats_scale.json)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+OUT = ROOT / "bench" / "results" / "stats_scale.json"
+ROWS_PER_NODE = 100
+VALUE_BOUND = 10.0  # public bounds of the variable: [0, 10]
+CLIP = 8.0
+GOAL_S = 60.0
+STAGE_TIMEOUT_S = 600.0
+
+
+def node_vectors(n_nodes: int, seed: int = 0) -> np.ndarray:
+    """Return each node's stats vector: per cell (2 cells) rows, n, sum, sum of squares."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((n_nodes, 8))
+    for i in range(n_nodes):
+        x = rng.uniform(0, VALUE_BOUND, ROWS_PER_NODE)
+        cell = rng.integers(0, 2, ROWS_PER_NODE)
+        for c in (0, 1):
+            xc = x[cell == c]
+            out[i, 4 * c : 4 * c + 4] = [xc.size, xc.size, xc.sum(), (xc**2).sum()]
+    return out
+
+
+def public_scale() -> np.ndarray:
+    """Return the public per-entry scale: the row bound times each block's value bound."""
+    bound = float(2 ** int(np.ceil(np.log2(ROWS_PER_NODE))))
+    per_cell = np.array([1.0, 1.0, VALUE_BOUND, VALUE_BOUND**2])
+    return np.tile(per_cell, 2) * bound
+
+
+def use_linear_dispatch() -> None:
+    """Replace the simulation engine's message dispatcher by one linear in the messages.
+
+    Flower 1.42's ``vce_api.add_messages_to_queue`` asks the in-memory LinkState, every
+    0.1 s, for each node's next message; each such call scans (and re-validates) every
+    stored message, so one sweep costs nodes × messages, about 10⁶ checks at 1,000
+    nodes, holding the state's lock the server also needs. That is the simulation
+    engine's cost, not SecAgg+'s (SecAgg+ has four exchanges a round, so it pays it four
+    times). This version scans the store once per sweep with the same checks (expiry and
+    federation membership, via ``_check_stored_messages``) and the same delivery marking.
+    Bench only: it reaches into Flower internals that change between versions.
+    """
+    import threading
+    from queue import Queue
+
+    from flwr.common import now
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    original = vce_api.add_messages_to_queue
+
+    def add_messages_to_queue(state: Any, queue: Queue[Any], nodes_mapping: Any,
+                              f_stop: threading.Event) -> None:
+        if not hasattr(state, "message_ins_store"):  # not the in-memory LinkState
+            return original(state, queue, nodes_mapping, f_stop)
+        nodes = set(nodes_mapping.keys())
+        while not f_stop.is_set():
+            with state.lock:
+                state._check_stored_messages(set(state.message_ins_store.keys()))
+                ready, taken = [], set()
+                for msg in list(state.message_ins_store.values()):
+                    dst = msg.metadata.dst_node_id
+                    if dst in nodes and dst not in taken and msg.metadata.delivered_at == "":
+                        taken.add(dst)
+                        ready.append(msg)
+                delivered_at = now().isoformat()
+                for msg in ready:
+                    msg.metadata.delivered_at = delivered_at
+            for msg in ready:
+                queue.put(msg)
+            f_stop.wait(0.1)
+
+    vce_api.add_messages_to_queue = add_messages_to_queue
+
+
+def run_one(n_nodes: int, mode: str, linear_dispatch: bool = False) -> dict[str, Any]:
+    """Run one configuration (two rounds) in this process and return its figures."""
+    from flwr.client import NumPyClient
+    from flwr.client.mod import secaggplus_mod
+    from flwr.clientapp import ClientApp
+    from flwr.server import ServerApp
+
+    from coordinator.server_app import RunOutcome, build_sum_server_app
+    from federation.analytics.scaling import scale_for_secagg, unscale
+    from federation.embedded import run_embedded
+    from federation.secagg import SecAggSettings
+    from federation.secure_sum import SumRecorder
+
+    if linear_dispatch:
+        use_linear_dispatch()
+    vectors = node_vectors(n_nodes)
+    scale = public_scale()
+    sent = [scale_for_secagg(v, scale, CLIP) for v in vectors]  # in memory, checked once
+    secagg = None
+    if mode != "plain":
+        secagg = SecAggSettings.for_job(n_nodes, 1, clipping_range=CLIP, timeout=STAGE_TIMEOUT_S)
+        if mode == "secagg-all":
+            secagg = dataclasses.replace(secagg, num_shares=n_nodes)
+    marks: dict[str, float] = {}
+
+    def step(server_round: int, _summed: np.ndarray) -> np.ndarray | None:
+        marks[f"round{server_round}"] = time.perf_counter()
+        return np.zeros(1) if server_round == 1 else None
+
+    class Client(NumPyClient):  # type: ignore[misc]
+        def __init__(self, i: int) -> None:
+            self.i = i
+
+        def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> Any:
+            return [sent[self.i]], 1, {"node": f"n{self.i}"}
+
+    client = ClientApp(
+        client_fn=lambda ctx: Client(int(ctx.node_config["partition-id"])).to_client(),
+        mods=[secaggplus_mod] if secagg else [],
+    )
+    recorder, outcome = SumRecorder(), RunOutcome()
+    inner = build_sum_server_app(
+        initial=np.zeros(1), n_nodes=n_nodes, max_rounds=2, min_nodes=n_nodes, secagg=secagg,
+        fit_config={"job_id": "bench"}, step=step, recorder=recorder, outcome=outcome,
+    )
+    server = ServerApp()
+
+    @server.main()
+    def main(grid: Any, context: Any) -> None:
+        marks["server"] = time.perf_counter()
+        inner._main(grid, context)
+
+    t0 = time.perf_counter()
+    run_embedded(server, client, n_nodes, num_cpus=2)
+    end = time.perf_counter()
+    result: dict[str, Any] = {"nodes": n_nodes, "mode": mode, "linear_dispatch": linear_dispatch,
+                              "status": outcome.status}
+    if outcome.status != "succeeded" or "round2" not in marks:
+        result["reason"] = outcome.reason or "no second round"
+        return result
+    plain_sum = vectors.sum(axis=0)
+    secure_sum = unscale(recorder.sums[-1], scale)
+    # Flower quantises each node's scaled entry with stochastic rounding to a step of
+    # 2·clip/q: at most one step of error per node, scaled back by the public scale.
+    step_size = 2 * CLIP / secagg.quantization_range if secagg else 0.0
+    tolerance = n_nodes * step_size * scale
+    error = np.abs(secure_sum - plain_sum)
+    result.update(
+        startup_s=round(marks["server"] - t0, 2),
+        first_round_s=round(marks["round1"] - marks["server"], 2),
+        round_s=round(marks["round2"] - marks["round1"], 2),
+        shutdown_s=round(end - marks["round2"], 2),
+        total_s=round(end - t0, 2),
+        num_shares=secagg.shares if secagg else None,
+        threshold=secagg.threshold if secagg else None,
+        quantization_range=secagg.quantization_range if secagg else None,
+        max_abs_error=float(error.max()),
+        max_rel_error=float((error / np.maximum(np.abs(plain_sum), 1e-12)).max()),
+        within_tolerance=bool(np.all(error <= tolerance + 1e-9)),
+        nodes_in_sum=len(recorder.nodes[-1]),
+    )
+    return result
+
+
+def main() -> None:
+    """Run every (nodes, mode) in a fresh process and write the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, nargs="+", default=[50, 200, 1000])
+    parser.add_argument("--modes", nargs="+", default=["plain", "secagg"],
+                        choices=["plain", "secagg", "secagg-all"])
+    parser.add_argument("--linear-dispatch", action="store_true",
+                        help="patch the simulation engine's O(nodes x messages) dispatcher")
+    parser.add_argument("--one", nargs=2, metavar=("N", "MODE"), help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    if args.one:
+        run = run_one(int(args.one[0]), args.one[1], args.linear_dispatch)
+        print("RESULT " + json.dumps(run), flush=True)
+        return
+    runs = []
+    for n in args.nodes:
+        for mode in args.modes:
+            proc = subprocess.run(
+                [sys.executable, __file__, "--one", str(n), mode]
+                + (["--linear-dispatch"] if args.linear_dispatch else []),
+                capture_output=True, text=True, cwd=ROOT, env=os.environ.copy(), check=False,
+            )
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            run = json.loads(lines[-1][7:]) if lines else {
+                "nodes": n, "mode": mode, "status": "crashed", "reason": proc.stderr[-500:]}
+            print(json.dumps(run), flush=True)
+            runs.append(run)
+            write_report(runs, args.out)
+    print(json.dumps(write_report(runs, args.out), indent=2))
+
+
+def _key(run: dict[str, Any]) -> tuple[int, str, bool]:
+    return run["nodes"], run["mode"], bool(run.get("linear_dispatch"))
+
+
+def write_report(runs: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
+    """Merge ``runs`` into the report at ``out`` (replacing the same configurations)."""
+    old = json.loads(out.read_text()).get("runs", []) if out.exists() else []
+    fresh = {_key(r) for r in runs}
+    merged = sorted([r for r in old if _key(r) not in fresh] + runs, key=_key)
+    summary = []
+    for n, dispatch in sorted({(r["nodes"], bool(r.get("linear_dispatch"))) for r in merged}):
+        by = {r["mode"]: r for r in merged
+              if r["nodes"] == n and bool(r.get("linear_dispatch")) == dispatch
+              and r.get("status") == "succeeded"}
+        row: dict[str, Any] = {"nodes": n, "linear_dispatch": dispatch}
+        for mode, r in sorted(by.items()):
+            row[f"{mode}_round_s"] = r["round_s"]
+            row[f"{mode}_startup_s"] = r["startup_s"]
+            row[f"{mode}_first_round_s"] = r["first_round_s"]
+        if "plain" in by and "secagg" in by:
+            ratio = by["secagg"]["round_s"] / max(by["plain"]["round_s"], 1e-9)
+            row["secagg_over_plain"] = round(ratio, 1)
+        if "secagg" in by:
+            row["secagg_meets_goal"] = by["secagg"]["round_s"] <= GOAL_S
+            row["secure_sum_within_tolerance"] = by["secagg"]["within_tolerance"]
+        summary.append(row)
+    report = {
+        "bench": "stats_scale",
+        "goal": f"one SecAgg+ statistics round over 1,000 nodes in <= {GOAL_S:g} s on 2 cores",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "rows_per_node": ROWS_PER_NODE,
+        "vector_entries": 8,
+        "summary": summary,
+        "runs": merged,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    return summary
+
+if __name__ == "__main__":
+    main()
