@@ -32,7 +32,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from coordinator.console.i18n import STRINGS, pick_lang
-from coordinator.errors import CoordinatorError, InvalidSpec, NotFound, Unauthorized
+from coordinator.errors import CATALOGUE, CoordinatorError, InvalidSpec, NotFound, Unauthorized
 from coordinator.lifecycle import Lifecycle
 from coordinator.schemas import PrincipalPublic
 from coordinator.store import Store
@@ -185,7 +185,7 @@ def mount_console(app: FastAPI) -> None:
     @app.exception_handler(_PageForbidden)
     async def _forbidden(request: Request, exc: _PageForbidden) -> Response:
         if request.url.path.startswith("/console/api/"):
-            code = "forbidden" if exc.status == 403 else "not_found"
+            code = {403: "forbidden", 404: "not_found"}.get(exc.status, "refused")
             return JSONResponse({"detail": exc.message, "code": code, "field": None}, status_code=exc.status)
         return render(request, "error.html", _lang(request), exc.status, message=exc.message,
                       code=exc.status)
@@ -305,7 +305,10 @@ def mount_console(app: FastAPI) -> None:
     def result_json(request: Request, job_id: str) -> Response:
         ctx = _ctx(request, VIEWER)
         job = visible_job(ctx, job_id[:64])
-        result = ctx.store.result(job.id)
+        try:
+            result = ctx.store.result(job.id)
+        except CoordinatorError as exc:  # no result yet, or held by a node's release review
+            raise _PageForbidden(exc.message, CATALOGUE.get(exc.code, 400)) from None
         return Response(result.model_dump_json(indent=2), media_type="application/json",
                         headers={"Content-Disposition": f'attachment; filename="{job.id}-result.json"'})
 
@@ -313,7 +316,11 @@ def mount_console(app: FastAPI) -> None:
     def result_plot(request: Request, job_id: str) -> Response:
         ctx = _ctx(request, VIEWER)
         job = visible_job(ctx, job_id[:64])
-        return Response(ctx.store.plot(job.id), media_type="image/png",
+        try:
+            png = ctx.store.plot(job.id)
+        except CoordinatorError as exc:
+            raise _PageForbidden(exc.message, CATALOGUE.get(exc.code, 400)) from None
+        return Response(png, media_type="image/png",
                         headers={"Content-Disposition": f'attachment; filename="{job.id}-plot.png"'})
 
     # -- node admin ----------------------------------------------------------------------

@@ -106,6 +106,11 @@ def test_submit_approve_run_and_download(world) -> None:
     assert r.status_code == 303
     app.state.lifecycle.wait(job_id, 10)
     _login(client, tokens["researcher"])
+    early = client.post("/console/jobs", data={"csrf": _login(client, tokens["researcher"]),
+                                               "spec": app.state.console_test_spec}, follow_redirects=False)
+    early_id = early.headers["location"].rsplit("/", 1)[1]
+    missing = client.get(f"/console/jobs/{early_id}/result.json")
+    assert missing.status_code == 404 and "<h1>404</h1>" in missing.text
     body = client.get(f"/console/api/jobs/{job_id}").json()
     assert body["job"]["state"] == "succeeded" and [h["round"] for h in body["history"]] == [1, 2, 3]
     assert client.get(f"/console/jobs/{job_id}/result.json").json()["epsilon_by_node"] == {"city-hospital": 1.5}

@@ -100,7 +100,8 @@
           li.textContent = e.at.slice(11, 19) + " " + e.state + " — " + e.reason;
           return li;
         }));
-        if (job.has_result) document.getElementById("downloads").hidden = false;
+        document.getElementById("job-held").hidden = !job.held;
+        if (job.has_result && !job.held) document.getElementById("downloads").hidden = false;
         if (!terminal.has(job.state)) setTimeout(tick, 500);
         else jobEl.dataset.done = job.state;
       })
