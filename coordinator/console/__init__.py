@@ -159,44 +159,68 @@ def mount_console(app: FastAPI) -> None:
     app.state.console_sessions = Sessions()
     router = APIRouter(prefix="/console", include_in_schema=False)
 
-    def render(request: Request, name: str, lang: str, status: int = 200, **context: Any) -> HTMLResponse:
+    def render(
+        request: Request, name: str, lang: str, status: int = 200, **context: Any
+    ) -> HTMLResponse:
         t = STRINGS[lang]
         response = templates.TemplateResponse(
-            request, name, {"t": t, "lang": lang, "path": request.url.path, **context}, status_code=status)
+            request,
+            name,
+            {"t": t, "lang": lang, "path": request.url.path, **context},
+            status_code=status,
+        )
         if request.query_params.get("lang") == lang:
-            response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="strict", httponly=True)
+            response.set_cookie(
+                LANG_COOKIE, lang, max_age=365 * 86400, samesite="strict", httponly=True
+            )
         response.headers["Cache-Control"] = "no-store"
         response.headers["Content-Security-Policy"] = (
             "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-            "frame-ancestors 'none'; form-action 'self'")
+            "frame-ancestors 'none'; form-action 'self'"
+        )
         response.headers["X-Content-Type-Options"] = "nosniff"
         return response
 
     def page(ctx: _Ctx, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-        return render(ctx.request, name, ctx.lang, status, caller=ctx.caller, csrf=ctx.session.csrf, **context)
+        return render(
+            ctx.request, name, ctx.lang, status, caller=ctx.caller, csrf=ctx.session.csrf, **context
+        )
 
     @app.exception_handler(_NeedLogin)
     async def _need_login(request: Request, _: _NeedLogin) -> Response:
         if request.url.path.startswith("/console/api/"):
-            return JSONResponse({"detail": "sign in first", "code": "unauthorized", "field": None},
-                                status_code=401)
+            return JSONResponse(
+                {"detail": "sign in first", "code": "unauthorized", "field": None}, status_code=401
+            )
         return RedirectResponse("/console/login", status_code=303)
 
     @app.exception_handler(_PageForbidden)
     async def _forbidden(request: Request, exc: _PageForbidden) -> Response:
         if request.url.path.startswith("/console/api/"):
             code = {403: "forbidden", 404: "not_found"}.get(exc.status, "refused")
-            return JSONResponse({"detail": exc.message, "code": code, "field": None}, status_code=exc.status)
-        return render(request, "error.html", _lang(request), exc.status, message=exc.message,
-                      code=exc.status)
+            return JSONResponse(
+                {"detail": exc.message, "code": code, "field": None}, status_code=exc.status
+            )
+        return render(
+            request, "error.html", _lang(request), exc.status, message=exc.message, code=exc.status
+        )
 
     # -- sign-in -------------------------------------------------------------------------
     def login_page(request: Request, status: int = 200, error: str | None = None) -> HTMLResponse:
         # Login CSRF: the form carries a value that must match a cookie set with it.
         nonce = secrets.token_urlsafe(24)
-        response = render(request, "login.html", _lang(request), status, error=error, login_nonce=nonce)
-        response.set_cookie(LOGIN_COOKIE, nonce, httponly=True, samesite="strict", path="/console/login",
-                            secure=request.url.scheme == "https", max_age=3600)
+        response = render(
+            request, "login.html", _lang(request), status, error=error, login_nonce=nonce
+        )
+        response.set_cookie(
+            LOGIN_COOKIE,
+            nonce,
+            httponly=True,
+            samesite="strict",
+            path="/console/login",
+            secure=request.url.scheme == "https",
+            max_age=3600,
+        )
         return response
 
     @router.get("/login", response_class=HTMLResponse)
@@ -218,8 +242,14 @@ def mount_console(app: FastAPI) -> None:
         sid = request.app.state.console_sessions.create(token)
         response = RedirectResponse("/console/", status_code=303)
         response.delete_cookie(LOGIN_COOKIE, path="/console/login")
-        response.set_cookie(SESSION_COOKIE, sid, httponly=True, samesite="strict", path="/console",
-                            secure=request.url.scheme == "https")
+        response.set_cookie(
+            SESSION_COOKIE,
+            sid,
+            httponly=True,
+            samesite="strict",
+            path="/console",
+            secure=request.url.scheme == "https",
+        )
         return response
 
     @router.post("/logout")
@@ -234,15 +264,22 @@ def mount_console(app: FastAPI) -> None:
     @router.get("/")
     def home(request: Request) -> Response:
         ctx = _ctx(request, ("researcher", "node_admin", "auditor", "operator"))
-        target = {"researcher": "/console/jobs", "node_admin": "/console/node",
-                  "auditor": "/console/audit", "operator": "/console/audit"}[ctx.caller.role]
+        target = {
+            "researcher": "/console/jobs",
+            "node_admin": "/console/node",
+            "auditor": "/console/audit",
+            "operator": "/console/audit",
+        }[ctx.caller.role]
         return RedirectResponse(target, status_code=303)
 
     # -- researcher ----------------------------------------------------------------------
-    def researcher_page(ctx: _Ctx, status: int = 200, spec_text: str = "",
-                        errors: dict[str, str] | None = None) -> HTMLResponse:
+    def researcher_page(
+        ctx: _Ctx, status: int = 200, spec_text: str = "", errors: dict[str, str] | None = None
+    ) -> HTMLResponse:
         jobs = ctx.store.list_jobs(ctx.caller.id, None, 200, 0)
-        return page(ctx, "researcher.html", status, jobs=jobs, spec_text=spec_text, errors=errors or {})
+        return page(
+            ctx, "researcher.html", status, jobs=jobs, spec_text=spec_text, errors=errors or {}
+        )
 
     @router.get("/jobs", response_class=HTMLResponse)
     def researcher(request: Request) -> HTMLResponse:
@@ -258,7 +295,9 @@ def mount_console(app: FastAPI) -> None:
         try:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            return researcher_page(ctx, 422, text, {"field": "spec", "message": f"{t['malformed_toml']}: {exc}"})
+            return researcher_page(
+                ctx, 422, text, {"field": "spec", "message": f"{t['malformed_toml']}: {exc}"}
+            )
         try:
             job = ctx.lifecycle.submit(ctx.caller, raw)
         except InvalidSpec as exc:
@@ -297,8 +336,12 @@ def mount_console(app: FastAPI) -> None:
                     if isinstance(r, dict):
                         m = r.get("metrics") if isinstance(r.get("metrics"), dict) else r
                         history.append({"round": r.get("round", i), "metrics": _numeric(m)})
-        body = {"job": job.model_dump(mode="json"), "metrics": _numeric(job.metrics), "history": history,
-                "events": [e.model_dump(mode="json") for e in ctx.store.events(job.id)]}
+        body = {
+            "job": job.model_dump(mode="json"),
+            "metrics": _numeric(job.metrics),
+            "history": history,
+            "events": [e.model_dump(mode="json") for e in ctx.store.events(job.id)],
+        }
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
     @router.get("/jobs/{job_id}/result.json")
@@ -309,8 +352,11 @@ def mount_console(app: FastAPI) -> None:
             result = ctx.store.result(job.id)
         except CoordinatorError as exc:  # no result yet, or held by a node's release review
             raise _PageForbidden(exc.message, CATALOGUE.get(exc.code, 400)) from None
-        return Response(result.model_dump_json(indent=2), media_type="application/json",
-                        headers={"Content-Disposition": f'attachment; filename="{job.id}-result.json"'})
+        return Response(
+            result.model_dump_json(indent=2),
+            media_type="application/json",
+            headers={"Content-Disposition": f'attachment; filename="{job.id}-result.json"'},
+        )
 
     @router.get("/jobs/{job_id}/plot.png")
     def result_plot(request: Request, job_id: str) -> Response:
@@ -320,12 +366,16 @@ def mount_console(app: FastAPI) -> None:
             png = ctx.store.plot(job.id)
         except CoordinatorError as exc:
             raise _PageForbidden(exc.message, CATALOGUE.get(exc.code, 400)) from None
-        return Response(png, media_type="image/png",
-                        headers={"Content-Disposition": f'attachment; filename="{job.id}-plot.png"'})
+        return Response(
+            png,
+            media_type="image/png",
+            headers={"Content-Disposition": f'attachment; filename="{job.id}-plot.png"'},
+        )
 
     # -- node admin ----------------------------------------------------------------------
-    def node_page(ctx: _Ctx, status: int = 200, error: dict[str, str] | None = None,
-                  notice: str | None = None) -> HTMLResponse:
+    def node_page(
+        ctx: _Ctx, status: int = 200, error: dict[str, str] | None = None, notice: str | None = None
+    ) -> HTMLResponse:
         node = ctx.caller.node or ""
         views = ctx.store.node_jobs(node)
         awaiting = [v for v in views if v.approval.status in ("pending", "needs_approval")]
@@ -333,13 +383,31 @@ def mount_console(app: FastAPI) -> None:
         domains = sorted(info.domains) if info and info.domains else ["*"]
         cap = info.max_epsilon_per_job if info else None
         t = STRINGS[ctx.lang]
-        chart = {"labels": domains, "caps": [cap for _ in domains],
-                 "cap_label": t["chart_cap"], "requested_label": t["chart_requested"],
-                 "requested": [sum(float((v.spec.get("privacy") or {}).get("epsilon") or 0)
-                                   for v in awaiting if v.spec.get("domain") == d or d == "*")
-                               for d in domains]}
-        return page(ctx, "node.html", status, node=node, awaiting=awaiting, info=info, chart=_json(chart),
-                    error=error or {}, notice=notice)
+        chart = {
+            "labels": domains,
+            "caps": [cap for _ in domains],
+            "cap_label": t["chart_cap"],
+            "requested_label": t["chart_requested"],
+            "requested": [
+                sum(
+                    float((v.spec.get("privacy") or {}).get("epsilon") or 0)
+                    for v in awaiting
+                    if v.spec.get("domain") == d or d == "*"
+                )
+                for d in domains
+            ],
+        }
+        return page(
+            ctx,
+            "node.html",
+            status,
+            node=node,
+            awaiting=awaiting,
+            info=info,
+            chart=_json(chart),
+            error=error or {},
+            notice=notice,
+        )
 
     @router.get("/node", response_class=HTMLResponse)
     def node_admin(request: Request) -> HTMLResponse:
@@ -359,11 +427,20 @@ def mount_console(app: FastAPI) -> None:
             return node_page(ctx, 422, {"job": job_id, "message": t["reason_needed"]})
         reasons = [DecisionReason(code=f"admin_{outcome}", message=reason)] if reason else []
         try:
-            ctx.lifecycle.decide(job_id[:64], ctx.caller.node or "",
-                                 DecisionCreate(outcome="approve" if outcome == "approve" else "reject", source="admin", reasons=reasons),
-                                 by=ctx.caller.name)
+            ctx.lifecycle.decide(
+                job_id[:64],
+                ctx.caller.node or "",
+                DecisionCreate(
+                    outcome="approve" if outcome == "approve" else "reject",
+                    source="admin",
+                    reasons=reasons,
+                ),
+                by=ctx.caller.name,
+            )
         except CoordinatorError as exc:
-            return node_page(ctx, 409 if exc.code == "conflict" else 422, {"job": job_id, "message": exc.message})
+            return node_page(
+                ctx, 409 if exc.code == "conflict" else 422, {"job": job_id, "message": exc.message}
+            )
         return RedirectResponse("/console/node", status_code=303)
 
     # -- auditor -------------------------------------------------------------------------
@@ -379,10 +456,18 @@ def mount_console(app: FastAPI) -> None:
                 purpose = spec.purpose
             except CoordinatorError:
                 purpose = None
-            rows.append({"job": job, "purpose": purpose,
-                         "eps": {e.node: e.by_job[job.id] for e in eps if job.id in e.by_job}})
-        chart = {"labels": [e.node for e in eps], "values": [e.epsilon_total for e in eps],
-                 "label": STRINGS[ctx.lang]["eps_total"]}
+            rows.append(
+                {
+                    "job": job,
+                    "purpose": purpose,
+                    "eps": {e.node: e.by_job[job.id] for e in eps if job.id in e.by_job},
+                }
+            )
+        chart = {
+            "labels": [e.node for e in eps],
+            "values": [e.epsilon_total for e in eps],
+            "label": STRINGS[ctx.lang]["eps_total"],
+        }
         return page(ctx, "audit.html", rows=rows, eps=eps, chart=_json(chart))
 
     app.include_router(router)
@@ -392,9 +477,11 @@ def mount_console(app: FastAPI) -> None:
 def _numeric(metrics: Any) -> dict[str, float]:
     if not isinstance(metrics, dict):
         return {}
-    return {str(k): float(v) for k, v in metrics.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)}
-
+    return {
+        str(k): float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
 
 
 def _json(value: Any) -> str:

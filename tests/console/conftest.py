@@ -1,4 +1,4 @@
-"""Console test fixtures: a coordinator with a scripted runner, two nodes, one principal per role."""
+"""Console test fixtures: a coordinator with a scripted runner, two nodes, a principal per role."""
 
 from __future__ import annotations
 
@@ -48,17 +48,28 @@ class ScriptedRunner:
     def __init__(self, delay: float = 0.3) -> None:
         self.delay = delay
 
-    def run(self, job: JobSpec, job_id: str, nodes: Sequence[str],
-            on_progress: Callable[[RoundProgress], None], cancelled: threading.Event) -> RunResult:
+    def run(
+        self,
+        job: JobSpec,
+        job_id: str,
+        nodes: Sequence[str],
+        on_progress: Callable[[RoundProgress], None],
+        cancelled: threading.Event,
+    ) -> RunResult:
         rounds = []
         for k in range(1, job.rounds + 1):
             time.sleep(self.delay)
             metrics = {"auc": 0.6 + 0.05 * k, "log_loss": 0.7 - 0.05 * k}
             rounds.append({"round": k, "metrics": metrics})
             on_progress(RoundProgress(k, job.rounds, metrics))
-        return RunResult("succeeded", f"{job.rounds} round(s) done", report={"rounds": rounds},
-                         model={"parameters": [[0.1, 0.2]]}, epsilon_by_node={n: 1.5 for n in nodes},
-                         plot_png=b"\x89PNG\r\n\x1a\n")
+        return RunResult(
+            "succeeded",
+            f"{job.rounds} round(s) done",
+            report={"rounds": rounds},
+            model={"parameters": [[0.1, 0.2]]},
+            epsilon_by_node={n: 1.5 for n in nodes},
+            plot_png=b"\x89PNG\r\n\x1a\n",
+        )
 
 
 def build_world(data_dir: Path, delay: float = 0.3) -> tuple[FastAPI, dict[str, str]]:
@@ -68,12 +79,21 @@ def build_world(data_dir: Path, delay: float = 0.3) -> tuple[FastAPI, dict[str, 
     tokens: dict[str, Any] = {"operator": bootstrap_operator(store).token}
     for name in ("city-hospital", "women-clinic"):
         store.register_node(NodeCreate(name=name))
-        store.publish_node(name, NodeRegistration(max_epsilon_per_job=3.0, domains={"births": COLUMNS}))
+        store.publish_node(
+            name, NodeRegistration(max_epsilon_per_job=3.0, domains={"births": COLUMNS})
+        )
     tokens["node_admin"] = store.create_principal(
-        PrincipalCreate(name="hospital-admin", role="node_admin", node="city-hospital"))[1].token
-    tokens["researcher"] = store.create_principal(PrincipalCreate(name="aki", role="researcher"))[1].token
-    tokens["other"] = store.create_principal(PrincipalCreate(name="ren", role="researcher"))[1].token
-    tokens["auditor"] = store.create_principal(PrincipalCreate(name="audit", role="auditor"))[1].token
+        PrincipalCreate(name="hospital-admin", role="node_admin", node="city-hospital")
+    )[1].token
+    tokens["researcher"] = store.create_principal(PrincipalCreate(name="aki", role="researcher"))[
+        1
+    ].token
+    tokens["other"] = store.create_principal(PrincipalCreate(name="ren", role="researcher"))[
+        1
+    ].token
+    tokens["auditor"] = store.create_principal(PrincipalCreate(name="audit", role="auditor"))[
+        1
+    ].token
     return app, tokens
 
 

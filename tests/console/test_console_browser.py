@@ -18,12 +18,22 @@ from typing import Any
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "console"
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
-                                reason=f"browser missing: Chromium not found at {CHROMIUM} (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason=f"browser missing: Chromium not found at {CHROMIUM} (apt-get install chromium)",
+)
 
 
 def _free_port() -> int:
@@ -33,13 +43,16 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory,
-           world_factory: Any) -> Iterator[tuple[str, dict[str, str], Any]]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, world_factory: Any
+) -> Iterator[tuple[str, dict[str, str], Any]]:
     import uvicorn
 
     app, tokens = world_factory(tmp_path_factory.mktemp("console") / "coord", delay=0.4)
     port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
+    srv = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    )
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     for _ in range(200):
@@ -61,8 +74,12 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(CHROMIUM), args=ARGS,
-            headless=True, viewport={"width": 1280, "height": 860})
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=str(CHROMIUM),
+            args=ARGS,
+            headless=True,
+            viewport={"width": 1280, "height": 860},
+        )
         context.set_default_timeout(15_000)
         try:
             yield context
@@ -86,8 +103,10 @@ CONTRAST_JS = """(selectors) => {
   const lum = (c) => { const v = rgb(c).slice(0, 3).map((x) => { x /= 255;
     return x <= 0.03928 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4); });
     return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]; };
-  const bg = (el) => { for (; el; el = el.parentElement) { const c = getComputedStyle(el).backgroundColor;
-    const a = rgb(c); if (a.length < 4 || a[3] > 0) return c; } return "rgb(255, 255, 255)"; };
+  const bg = (el) => { for (; el; el = el.parentElement) {
+    const c = getComputedStyle(el).backgroundColor; const a = rgb(c);
+    if (a.length < 4 || a[3] > 0) return c; }
+    return "rgb(255, 255, 255)"; };
   const out = {};
   for (const sel of selectors) { const el = document.querySelector(sel); if (!el) continue;
     const a = lum(getComputedStyle(el).color), b = lum(bg(el));
@@ -107,8 +126,9 @@ def _shot(page: Any, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-def test_full_flow_researcher_admin_auditor(server: tuple[str, dict[str, str], Any], browser: Any,
-                                            spec_toml: str) -> None:
+def test_full_flow_researcher_admin_auditor(
+    server: tuple[str, dict[str, str], Any], browser: Any, spec_toml: str
+) -> None:
     base, tokens, app = server
     SPEC_TOML = spec_toml  # noqa: N806
 
@@ -128,15 +148,33 @@ def test_full_flow_researcher_admin_auditor(server: tuple[str, dict[str, str], A
     page = _sign_in(browser, base, tokens["researcher"])
     assert page.url.endswith("/console/jobs")
     cookie = next(c for c in browser.cookies() if c["name"] == "hmn_session")
-    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["value"] != tokens["researcher"]
-    page.get_by_label("Job spec (TOML)").fill(SPEC_TOML.replace('"smoking"]', '"smoking", "shoe_size"]'))
+    assert (
+        cookie["httpOnly"]
+        and cookie["sameSite"] == "Strict"
+        and cookie["value"] != tokens["researcher"]
+    )
+    page.get_by_label("Job spec (TOML)").fill(
+        SPEC_TOML.replace('"smoking"]', '"smoking", "shoe_size"]')
+    )
     page.get_by_role("button", name="Submit").click()
     err = page.locator("#spec-error")
     assert err.get_attribute("data-field") == "features" and "shoe_size" in err.inner_text()
     assert page.get_by_label("Job spec (TOML)").get_attribute("aria-invalid") == "true"
     _shot(page, "02-researcher-invalid-spec")
-    _contrast(page, ["h1", "label", ".help", "#spec-error", "button[type=submit]", "header a", ".who",
-                     "th", "td"])
+    _contrast(
+        page,
+        [
+            "h1",
+            "label",
+            ".help",
+            "#spec-error",
+            "button[type=submit]",
+            "header a",
+            ".who",
+            "th",
+            "td",
+        ],
+    )
     page.get_by_label("Job spec (TOML)").fill(SPEC_TOML.replace("epsilon = 2.0", "epsilon = 50.0"))
     page.get_by_role("button", name="Submit").click()
     assert page.locator("#spec-error").get_attribute("data-field") == "privacy.epsilon"
@@ -147,7 +185,8 @@ def test_full_flow_researcher_admin_auditor(server: tuple[str, dict[str, str], A
 
     # A good spec, loaded from a .toml file into the textarea: submitted, the job page follows it.
     page.get_by_label("Or load a TOML file").set_input_files(
-        files=[{"name": "lbw.toml", "mimeType": "text/plain", "buffer": SPEC_TOML.encode()}])
+        files=[{"name": "lbw.toml", "mimeType": "text/plain", "buffer": SPEC_TOML.encode()}]
+    )
     page.wait_for_function("document.querySelector('#spec').value.includes('lbw-console')")
     page.get_by_role("button", name="Submit").click()
     page.wait_for_url(re.compile(r"/console/jobs/[0-9a-f]+$"))
@@ -165,15 +204,22 @@ def test_full_flow_researcher_admin_auditor(server: tuple[str, dict[str, str], A
     page = _sign_in(browser, base, tokens["node_admin"])
     assert page.url.endswith("/console/node")
     review = page.locator(f"#review-{job_id}")
-    assert "hokkaido-university" in review.inner_text() and review.locator(".eps").inner_text() == "2.0"
+    assert (
+        "hokkaido-university" in review.inner_text()
+        and review.locator(".eps").inner_text() == "2.0"
+    )
     assert "bmi_pre" in review.inner_text()
     page.wait_for_function("document.querySelector('#budget-chart').width > 0")
     _shot(page, "05-node-admin-awaiting")
     review.get_by_role("button", name="Reject").click()
     assert "needs a reason" in page.locator(f"#err-{job_id}").inner_text()
-    _contrast(page, [".facts dt", ".facts dd", f"#err-{job_id}", "button.danger", "button[value=approve]"])
+    _contrast(
+        page, [".facts dt", ".facts dd", f"#err-{job_id}", "button.danger", "button[value=approve]"]
+    )
     # Keyboard only: from the reason field, Tab reaches Approve and Enter presses it.
-    page.locator(f"#review-{job_id}").get_by_label("Reason (needed to reject)").fill("cohort checked")
+    page.locator(f"#review-{job_id}").get_by_label("Reason (needed to reject)").fill(
+        "cohort checked"
+    )
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.value") == "approve"
     page.keyboard.press("Enter")

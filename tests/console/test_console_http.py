@@ -11,9 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 
-
 @pytest.fixture
-def world(tmp_path: Path, world_factory: Any, spec_toml: str) -> Iterator[tuple[TestClient, dict[str, str], Any]]:
+def world(
+    tmp_path: Path, world_factory: Any, spec_toml: str
+) -> Iterator[tuple[TestClient, dict[str, str], Any]]:
     app, tokens = world_factory(tmp_path / "coord", delay=0.0)
     app.state.console_test_spec = spec_toml
     with TestClient(app) as client:
@@ -27,7 +28,9 @@ def _nonce(client: TestClient) -> str:
 
 def _login(client: TestClient, token: str) -> str:
     client.cookies.clear()
-    r = client.post("/console/login", data={"token": token, "nonce": _nonce(client)}, follow_redirects=False)
+    r = client.post(
+        "/console/login", data={"token": token, "nonce": _nonce(client)}, follow_redirects=False
+    )
     assert r.status_code == 303
     page = client.get(r.headers["location"])
     return re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
@@ -35,24 +38,36 @@ def _login(client: TestClient, token: str) -> str:
 
 def test_sign_in_sets_a_strict_httponly_session_not_the_token(world) -> None:
     client, tokens, _ = world
-    assert client.get("/console/jobs", follow_redirects=False).headers["location"] == "/console/login"
+    assert (
+        client.get("/console/jobs", follow_redirects=False).headers["location"] == "/console/login"
+    )
     # Without the sign-in form's nonce (login CSRF) the token is not even checked.
     assert client.post("/console/login", data={"token": tokens["researcher"]}).status_code == 403
-    r = client.post("/console/login", data={"token": tokens["researcher"], "nonce": _nonce(client)},
-                    follow_redirects=False)
+    r = client.post(
+        "/console/login",
+        data={"token": tokens["researcher"], "nonce": _nonce(client)},
+        follow_redirects=False,
+    )
     cookie = r.headers["set-cookie"]
     assert "hmn_session=" in cookie and tokens["researcher"] not in cookie
     session = next(c for c in r.headers.get_list("set-cookie") if c.startswith("hmn_session="))
     assert "HttpOnly" in session and "SameSite=strict" in session
-    assert client.post("/console/login", data={"token": "hmn_bad", "nonce": _nonce(client)}).status_code == 401
+    assert (
+        client.post(
+            "/console/login", data={"token": "hmn_bad", "nonce": _nonce(client)}
+        ).status_code
+        == 401
+    )
 
 
 def test_each_page_checks_the_role(world) -> None:
     client, tokens, _ = world
-    expected = {"researcher": {"/console/jobs": 200, "/console/node": 403, "/console/audit": 403},
-                "node_admin": {"/console/jobs": 403, "/console/node": 200, "/console/audit": 403},
-                "auditor": {"/console/jobs": 403, "/console/node": 403, "/console/audit": 200},
-                "operator": {"/console/jobs": 403, "/console/node": 403, "/console/audit": 200}}
+    expected = {
+        "researcher": {"/console/jobs": 200, "/console/node": 403, "/console/audit": 403},
+        "node_admin": {"/console/jobs": 403, "/console/node": 200, "/console/audit": 403},
+        "auditor": {"/console/jobs": 403, "/console/node": 403, "/console/audit": 200},
+        "operator": {"/console/jobs": 403, "/console/node": 403, "/console/audit": 200},
+    }
     for role, pages in expected.items():
         _login(client, tokens[role])
         for path, status in pages.items():
@@ -74,14 +89,18 @@ def test_posts_need_the_session_csrf_value(world) -> None:
     assert app.state.store.list_jobs(None, None, 10, 0) == []
 
 
-@pytest.mark.parametrize(("edit", "field"), [
-    (('"smoking"]', '"smoking", "nope"]'), "features"),
-    (("epsilon = 2.0", "epsilon = 9.0"), "privacy.epsilon"),
-    (("epsilon = 2.0", "epsilon = -1.0"), "privacy.epsilon"),
-    (None, "spec"),
-])
-def test_invalid_spec_is_shown_by_its_field_and_not_stored(world, edit: tuple[str, str] | None,
-                                                         field: str) -> None:
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        (('"smoking"]', '"smoking", "nope"]'), "features"),
+        (("epsilon = 2.0", "epsilon = 9.0"), "privacy.epsilon"),
+        (("epsilon = 2.0", "epsilon = -1.0"), "privacy.epsilon"),
+        (None, "spec"),
+    ],
+)
+def test_invalid_spec_is_shown_by_its_field_and_not_stored(
+    world, edit: tuple[str, str] | None, field: str
+) -> None:
     client, tokens, app = world
     spec = app.state.console_test_spec.replace(*edit) if edit else "kind = "
     csrf = _login(client, tokens["researcher"])
@@ -93,27 +112,44 @@ def test_invalid_spec_is_shown_by_its_field_and_not_stored(world, edit: tuple[st
 def test_submit_approve_run_and_download(world) -> None:
     client, tokens, app = world
     csrf = _login(client, tokens["researcher"])
-    r = client.post("/console/jobs", data={"csrf": csrf, "spec": app.state.console_test_spec},
-                    follow_redirects=False)
+    r = client.post(
+        "/console/jobs",
+        data={"csrf": csrf, "spec": app.state.console_test_spec},
+        follow_redirects=False,
+    )
     job_id = r.headers["location"].rsplit("/", 1)[1]
     csrf = _login(client, tokens["node_admin"])
     page = client.get("/console/node").text
     assert job_id in page and "hokkaido-university" in page
-    r = client.post(f"/console/node/jobs/{job_id}/decision", data={"csrf": csrf, "outcome": "reject"})
+    r = client.post(
+        f"/console/node/jobs/{job_id}/decision", data={"csrf": csrf, "outcome": "reject"}
+    )
     assert r.status_code == 422
-    r = client.post(f"/console/node/jobs/{job_id}/decision", data={"csrf": csrf, "outcome": "approve"},
-                    follow_redirects=False)
+    r = client.post(
+        f"/console/node/jobs/{job_id}/decision",
+        data={"csrf": csrf, "outcome": "approve"},
+        follow_redirects=False,
+    )
     assert r.status_code == 303
     app.state.lifecycle.wait(job_id, 10)
     _login(client, tokens["researcher"])
-    early = client.post("/console/jobs", data={"csrf": _login(client, tokens["researcher"]),
-                                               "spec": app.state.console_test_spec}, follow_redirects=False)
+    early = client.post(
+        "/console/jobs",
+        data={"csrf": _login(client, tokens["researcher"]), "spec": app.state.console_test_spec},
+        follow_redirects=False,
+    )
     early_id = early.headers["location"].rsplit("/", 1)[1]
     missing = client.get(f"/console/jobs/{early_id}/result.json")
     assert missing.status_code == 404 and "<h1>404</h1>" in missing.text
     body = client.get(f"/console/api/jobs/{job_id}").json()
-    assert body["job"]["state"] == "succeeded" and [h["round"] for h in body["history"]] == [1, 2, 3]
-    assert client.get(f"/console/jobs/{job_id}/result.json").json()["epsilon_by_node"] == {"city-hospital": 1.5}
+    assert body["job"]["state"] == "succeeded" and [h["round"] for h in body["history"]] == [
+        1,
+        2,
+        3,
+    ]
+    assert client.get(f"/console/jobs/{job_id}/result.json").json()["epsilon_by_node"] == {
+        "city-hospital": 1.5
+    }
     assert client.get(f"/console/jobs/{job_id}/plot.png").content.startswith(b"\x89PNG")
     _login(client, tokens["other"])
     assert client.get(f"/console/jobs/{job_id}").status_code == 403
