@@ -36,7 +36,7 @@ from coordinator.errors import CATALOGUE, CoordinatorError, InvalidSpec, NotFoun
 from coordinator.lifecycle import Lifecycle
 from coordinator.schemas import PrincipalPublic
 from coordinator.store import Store
-from federation.api_models import DecisionCreate, DecisionReason
+from federation.api_models import DecisionCreate, DecisionReason, ReleaseDecisionCreate
 
 __all__ = ["SESSION_COOKIE", "Sessions", "mount_console"]
 
@@ -403,6 +403,7 @@ def mount_console(app: FastAPI) -> None:
             status,
             node=node,
             awaiting=awaiting,
+            held=ctx.store.release_views(node, "held"),
             info=info,
             chart=_json(chart),
             error=error or {},
@@ -440,6 +441,33 @@ def mount_console(app: FastAPI) -> None:
         except CoordinatorError as exc:
             return node_page(
                 ctx, 409 if exc.code == "conflict" else 422, {"job": job_id, "message": exc.message}
+            )
+        return RedirectResponse("/console/node", status_code=303)
+
+    @router.post("/node/jobs/{job_id}/release", response_class=HTMLResponse)
+    async def release(request: Request, job_id: str) -> Response:
+        ctx = _ctx(request, NODE_ADMIN)
+        form = await _form(request)
+        _check_csrf(ctx, form)
+        decision = form.get("decision")
+        reason = form.get("reason", "").strip()[:2000] or None
+        t = STRINGS[ctx.lang]
+        if decision not in ("release", "withhold"):
+            return node_page(ctx, 422, {"job": job_id, "message": "decision: release or withhold"})
+        if decision == "withhold" and not reason:
+            return node_page(ctx, 422, {"job": job_id, "message": t["withhold_reason"]})
+        try:
+            ctx.store.release_decide(
+                job_id[:64],
+                ctx.caller.node or "",
+                ReleaseDecisionCreate(
+                    decision="release" if decision == "release" else "withhold", reason=reason
+                ),
+                ctx.caller,
+            )
+        except CoordinatorError as exc:
+            return node_page(
+                ctx, CATALOGUE.get(exc.code, 400), {"job": job_id, "message": exc.message}
             )
         return RedirectResponse("/console/node", status_code=303)
 

@@ -171,3 +171,37 @@ def test_chart_library_is_served_locally_with_its_license(world) -> None:
     js = client.get("/console/static/chart.umd.js")
     assert js.status_code == 200 and "Released under the MIT License" in js.text[:300]
     assert "MIT" in client.get("/console/static/chart.js.LICENSE.md").text
+
+
+def test_node_admin_releases_a_held_result(world) -> None:
+    client, tokens, app = world
+    from federation.api_models import NodeRegistration
+
+    app.state.store.publish_node("city-hospital", NodeRegistration(release_review="admin"))
+    csrf = _login(client, tokens["researcher"])
+    r = client.post(
+        "/console/jobs",
+        data={"csrf": csrf, "spec": app.state.console_test_spec},
+        follow_redirects=False,
+    )
+    job_id = r.headers["location"].rsplit("/", 1)[1]
+    csrf = _login(client, tokens["node_admin"])
+    client.post(f"/console/node/jobs/{job_id}/decision", data={"csrf": csrf, "outcome": "approve"})
+    app.state.lifecycle.wait(job_id, 10)
+    page = client.get("/console/node").text
+    assert f'id="held-{job_id}"' in page
+    bad = client.post(
+        f"/console/node/jobs/{job_id}/release", data={"csrf": csrf, "decision": "withhold"}
+    )
+    assert bad.status_code == 422 and "needs a reason" in bad.text
+    _login(client, tokens["researcher"])
+    assert client.get(f"/console/jobs/{job_id}/result.json").status_code != 200
+    csrf = _login(client, tokens["node_admin"])
+    ok = client.post(
+        f"/console/node/jobs/{job_id}/release",
+        data={"csrf": csrf, "decision": "release"},
+        follow_redirects=False,
+    )
+    assert ok.status_code == 303 and f'id="held-{job_id}"' not in client.get("/console/node").text
+    _login(client, tokens["researcher"])
+    assert client.get(f"/console/jobs/{job_id}/result.json").status_code == 200
