@@ -48,8 +48,21 @@ def main() -> None:
     port = _port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hamanasu", "coordinator", "serve", "--data-dir", str(tmp), "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "hamanasu",
+            "coordinator",
+            "serve",
+            "--data-dir",
+            str(tmp),
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=ROOT,
         env={**os.environ, "HAMANASU_ACCESS_LOG": "false"},
     )
     try:
@@ -64,8 +77,12 @@ def main() -> None:
             c.register_node(n)
         researcher = c.create_principal("bench", "researcher").token.token
         r = CoordinatorClient(url, researcher)
-        job_ids = [r.submit({"kind": "train", "features": ["a"], "label": "y", "privacy": {"epsilon": 1.0}}).id
-                   for _ in range(20)]
+        job_ids = [
+            r.submit(
+                {"kind": "train", "features": ["a"], "label": "y", "privacy": {"epsilon": 1.0}}
+            ).id
+            for _ in range(20)
+        ]
         latencies: list[float] = []
         errors = [0]
         stop_at = time.perf_counter() + args.seconds
@@ -84,8 +101,9 @@ def main() -> None:
 
         async def drive() -> None:
             limits = httpx.Limits(max_connections=args.clients)
-            async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {researcher}"},
-                                         limits=limits) as h:
+            async with httpx.AsyncClient(
+                base_url=url, headers={"Authorization": f"Bearer {researcher}"}, limits=limits
+            ) as h:
                 await asyncio.gather(*(worker(i, h) for i in range(args.clients)))
 
         started = time.perf_counter()
@@ -101,8 +119,12 @@ def main() -> None:
 
     out = {
         "what": "GET /jobs/{id} (status with approvals) by a researcher, uvicorn 1 worker, SQLite WAL",
-        "cpus": os.cpu_count(), "python": platform.python_version(), "clients": args.clients,
-        "requests": len(latencies), "errors": errors[0], "seconds": round(wall, 2),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "clients": args.clients,
+        "requests": len(latencies),
+        "errors": errors[0],
+        "seconds": round(wall, 2),
         "reads_per_second": round(len(latencies) / wall, 1),
         "latency_ms": {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99), "max": pct(1.0)},
         "goal": {"reads_per_second": 500, "p99_ms": 50},

@@ -106,8 +106,9 @@ def use_linear_dispatch() -> None:
 
     original = vce_api.add_messages_to_queue
 
-    def add_messages_to_queue(state: Any, queue: Queue[Any], nodes_mapping: Any,
-                              f_stop: threading.Event) -> None:
+    def add_messages_to_queue(
+        state: Any, queue: Queue[Any], nodes_mapping: Any, f_stop: threading.Event
+    ) -> None:
         if not hasattr(state, "message_ins_store"):  # not the in-memory LinkState
             return original(state, queue, nodes_mapping, f_stop)
         nodes = set(nodes_mapping.keys())
@@ -176,8 +177,15 @@ def run_one(n_nodes: int, mode: str, linear_dispatch: bool = False) -> dict[str,
     )
     recorder, outcome = SumRecorder(), RunOutcome()
     inner = build_sum_server_app(
-        initial=np.zeros(1), n_nodes=n_nodes, max_rounds=2, min_nodes=n_nodes, secagg=secagg,
-        fit_config={"job_id": "bench"}, step=step, recorder=recorder, outcome=outcome,
+        initial=np.zeros(1),
+        n_nodes=n_nodes,
+        max_rounds=2,
+        min_nodes=n_nodes,
+        secagg=secagg,
+        fit_config={"job_id": "bench"},
+        step=step,
+        recorder=recorder,
+        outcome=outcome,
     )
     server = ServerApp()
 
@@ -191,9 +199,14 @@ def run_one(n_nodes: int, mode: str, linear_dispatch: bool = False) -> dict[str,
     actors = int(os.environ.get("BENCH_RAY_ACTORS", "2"))
     run_embedded(server, client, n_nodes, num_cpus=actors)
     end = time.perf_counter()
-    result: dict[str, Any] = {"nodes": n_nodes, "mode": mode, "linear_dispatch": linear_dispatch,
-                              "pull_interval_s": pull, "ray_actors": actors,
-                              "status": outcome.status}
+    result: dict[str, Any] = {
+        "nodes": n_nodes,
+        "mode": mode,
+        "linear_dispatch": linear_dispatch,
+        "pull_interval_s": pull,
+        "ray_actors": actors,
+        "status": outcome.status,
+    }
     if outcome.status != "succeeded" or "round2" not in marks:
         result["reason"] = outcome.reason or "no second round"
         return result
@@ -227,10 +240,14 @@ def main() -> None:
     """Run every (nodes, mode) in a fresh process and write the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, nargs="+", default=[50, 200, 1000])
-    parser.add_argument("--modes", nargs="+", default=["plain", "secagg"],
-                        choices=["plain", "secagg", "secagg-all"])
-    parser.add_argument("--linear-dispatch", action="store_true",
-                        help="patch the simulation engine's O(nodes x messages) dispatcher")
+    parser.add_argument(
+        "--modes", nargs="+", default=["plain", "secagg"], choices=["plain", "secagg", "secagg-all"]
+    )
+    parser.add_argument(
+        "--linear-dispatch",
+        action="store_true",
+        help="patch the simulation engine's O(nodes x messages) dispatcher",
+    )
     parser.add_argument("--one", nargs=2, metavar=("N", "MODE"), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
@@ -244,11 +261,18 @@ def main() -> None:
             proc = subprocess.run(
                 [sys.executable, __file__, "--one", str(n), mode]
                 + (["--linear-dispatch"] if args.linear_dispatch else []),
-                capture_output=True, text=True, cwd=ROOT, env=os.environ.copy(), check=False,
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+                env=os.environ.copy(),
+                check=False,
             )
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-            run = json.loads(lines[-1][7:]) if lines else {
-                "nodes": n, "mode": mode, "status": "crashed", "reason": proc.stderr[-500:]}
+            run = (
+                json.loads(lines[-1][7:])
+                if lines
+                else {"nodes": n, "mode": mode, "status": "crashed", "reason": proc.stderr[-500:]}
+            )
             print(json.dumps(run), flush=True)
             runs.append(run)
             write_report(runs, args.out)
@@ -257,8 +281,12 @@ def main() -> None:
 
 def _config(run: dict[str, Any]) -> tuple[int, bool, float, int]:
     """Return what a run was measured under: nodes, dispatch, pull interval, Ray actors."""
-    return (run["nodes"], bool(run.get("linear_dispatch")), run.get("pull_interval_s", 0.01),
-            run.get("ray_actors", 2))
+    return (
+        run["nodes"],
+        bool(run.get("linear_dispatch")),
+        run.get("pull_interval_s", 0.01),
+        run.get("ray_actors", 2),
+    )
 
 
 def _key(run: dict[str, Any]) -> tuple[Any, ...]:
@@ -272,11 +300,16 @@ def write_report(runs: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
     merged = sorted([r for r in old if _key(r) not in fresh] + runs, key=_key)
     summary = []
     for config in sorted({_config(r) for r in merged}):
-        by = {r["mode"]: r for r in merged
-              if _config(r) == config and r.get("status") == "succeeded"}
+        by = {
+            r["mode"]: r for r in merged if _config(r) == config and r.get("status") == "succeeded"
+        }
         n, dispatch, pull, actors = config
-        row: dict[str, Any] = {"nodes": n, "linear_dispatch": dispatch, "pull_interval_s": pull,
-                               "ray_actors": actors}
+        row: dict[str, Any] = {
+            "nodes": n,
+            "linear_dispatch": dispatch,
+            "pull_interval_s": pull,
+            "ray_actors": actors,
+        }
         for mode, r in sorted(by.items()):
             row[f"{mode}_round_s"] = r["round_s"]
             row[f"{mode}_startup_s"] = r["startup_s"]
@@ -301,6 +334,7 @@ def write_report(runs: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     return summary
+
 
 if __name__ == "__main__":
     main()

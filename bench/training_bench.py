@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from federation.dp_training import plan_dp, predict_proba, set_parameters, train_local
+from federation.dp_training import plan_dp, set_parameters, train_local
 from federation.models import build_model
 from federation.spec import parse_job_spec
 from hamanasu.training_run import run_training_job
@@ -29,17 +29,38 @@ from nodes.scenario import generate
 from nodes.sources import NodeSource, read_columns
 
 RESULTS = Path(__file__).resolve().parent / "results"
-FEATURES = ["maternal_age", "parity", "bmi_pre", "smoking", "alcohol", "hdp", "gwg_kg", "multiple", "female"]
-SCALING = {"maternal_age": [31.9, 5.0], "parity": [1.7, 0.9], "bmi_pre": [21.0, 3.0], "gwg_kg": [10.0, 4.0]}
+FEATURES = [
+    "maternal_age",
+    "parity",
+    "bmi_pre",
+    "smoking",
+    "alcohol",
+    "hdp",
+    "gwg_kg",
+    "multiple",
+    "female",
+]
+SCALING = {
+    "maternal_age": [31.9, 5.0],
+    "parity": [1.7, 0.9],
+    "bmi_pre": [21.0, 3.0],
+    "gwg_kg": [10.0, 4.0],
+}
 
 
 def _spec(rounds: int, epsilon: float, secagg: bool, nodes: int) -> object:
-    return parse_job_spec({
-        "kind": "train", "features": FEATURES, "label": "lbw", "rounds": rounds, "min_nodes": nodes,
-        "privacy": {"epsilon": epsilon, "delta": 1e-6},
-        "training": {"batch_size": 128, "learning_rate": 2.0, "scaling": SCALING},
-        "secure_aggregation": {"enabled": secagg},
-    })
+    return parse_job_spec(
+        {
+            "kind": "train",
+            "features": FEATURES,
+            "label": "lbw",
+            "rounds": rounds,
+            "min_nodes": nodes,
+            "privacy": {"epsilon": epsilon, "delta": 1e-6},
+            "training": {"batch_size": 128, "learning_rate": 2.0, "scaling": SCALING},
+            "secure_aggregation": {"enabled": secagg},
+        }
+    )
 
 
 def _node_data(spec, node: NodeSource):
@@ -55,9 +76,13 @@ def bare_loop(spec, nodes: list[NodeSource], rounds: int) -> list[float]:
     import torch
 
     data = [_node_data(spec, n) for n in nodes]
-    plans = [plan_dp(len(d[1]), 128, 1, rounds, spec.privacy.epsilon, spec.privacy.delta) for d in data]
+    plans = [
+        plan_dp(len(d[1]), 128, 1, rounds, spec.privacy.epsilon, spec.privacy.delta) for d in data
+    ]
     torch.manual_seed(0)
-    global_params = [p.detach().numpy().astype(float) for p in build_model("logreg", len(FEATURES)).parameters()]
+    global_params = [
+        p.detach().numpy().astype(float) for p in build_model("logreg", len(FEATURES)).parameters()
+    ]
     times = []
     for r in range(rounds):
         t0 = time.perf_counter()
@@ -65,11 +90,23 @@ def bare_loop(spec, nodes: list[NodeSource], rounds: int) -> list[float]:
         for i, (x, y, _, _) in enumerate(data):
             model = build_model("logreg", len(FEATURES))
             set_parameters(model, global_params)
-            res = train_local(model, x, y, plans[i], max_grad_norm=1.0, learning_rate=2.0,
-                              batch_size=128, local_epochs=1, seed=r * 10 + i)
+            res = train_local(
+                model,
+                x,
+                y,
+                plans[i],
+                max_grad_norm=1.0,
+                learning_rate=2.0,
+                batch_size=128,
+                local_epochs=1,
+                seed=r * 10 + i,
+            )
             updates.append(res.parameters)
             weights.append(len(y))
-        global_params = [sum(w * u[k] for w, u in zip(weights, updates)) / sum(weights) for k in range(len(global_params))]
+        global_params = [
+            sum(w * u[k] for w, u in zip(weights, updates, strict=True)) / sum(weights)
+            for k in range(len(global_params))
+        ]
         times.append(time.perf_counter() - t0)
     return times
 
@@ -86,8 +123,10 @@ def pooled_auc(spec, nodes) -> float:
     from sklearn.metrics import roc_auc_score
 
     parts = [_node_data(spec, n) for n in nodes]
-    x = np.vstack([p[0] for p in parts]); y = np.concatenate([p[1] for p in parts])
-    xt = np.vstack([p[2] for p in parts]); yt = np.concatenate([p[3] for p in parts])
+    x = np.vstack([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    xt = np.vstack([p[2] for p in parts])
+    yt = np.concatenate([p[3] for p in parts])
     clf = LogisticRegression(max_iter=2000).fit(x, y)
     return float(roc_auc_score(yt, clf.predict_proba(xt)[:, 1]))
 
@@ -109,27 +148,39 @@ def main() -> None:
     c, _ = federated(spec_secure, five, max_records)
     steady = lambda xs: statistics.median(xs[1:])  # noqa: E731
     speed = {
-        "nodes": 5, "rows_per_node": [sum(n.rows.values()) for n in facilities[:5]], "rounds": rounds,
-        "a_bare_s_per_round": steady(a), "b_federated_s_per_round": steady(b),
+        "nodes": 5,
+        "rows_per_node": [sum(n.rows.values()) for n in facilities[:5]],
+        "rounds": rounds,
+        "a_bare_s_per_round": steady(a),
+        "b_federated_s_per_round": steady(b),
         "c_federated_secagg_s_per_round": steady(c),
         "first_round_s": {"a": a[0], "b": b[0], "c": c[0]},
     }
     speed["ratio_b_over_a"] = speed["b_federated_s_per_round"] / speed["a_bare_s_per_round"]
-    speed["ratio_c_over_b"] = speed["c_federated_secagg_s_per_round"] / speed["b_federated_s_per_round"]
+    speed["ratio_c_over_b"] = (
+        speed["c_federated_secagg_s_per_round"] / speed["b_federated_s_per_round"]
+    )
     speed["ratio_c_over_a"] = speed["c_federated_secagg_s_per_round"] / speed["a_bare_s_per_round"]
     print(json.dumps(speed, indent=2))
     # Utility: ten facilities, federated DP + SecAgg+ vs pooled non-private.
     ten = [NodeSource(n.name, tmp / "hk" / n.name) for n in facilities[:10]]
-    utility = {"nodes": 10, "pooled_nonprivate_auc": pooled_auc(_spec(rounds, 8.0, True, 10), ten), "by_epsilon": {}}
+    utility = {
+        "nodes": 10,
+        "pooled_nonprivate_auc": pooled_auc(_spec(rounds, 8.0, True, 10), ten),
+        "by_epsilon": {},
+    }
     max10 = max(len(_node_data(spec_plain, n)[1]) for n in ten)
-    for eps in ([8.0] if args.quick else [1.0, 3.0, 8.0]):
+    for eps in [8.0] if args.quick else [1.0, 3.0, 8.0]:
         _, report = federated(_spec(rounds, eps, True, 10), ten, max10)
         auc = report["rounds"][-1]["metrics"]["auc"]
         utility["by_epsilon"][str(eps)] = {
-            "federated_dp_auc": auc, "gap_to_pooled": utility["pooled_nonprivate_auc"] - auc,
+            "federated_dp_auc": auc,
+            "gap_to_pooled": utility["pooled_nonprivate_auc"] - auc,
             "epsilon_spent_max": max(report["privacy"]["epsilon_spent_by_node"].values()),
         }
-        print(f"ε={eps}: federated DP AUC {auc:.4f} vs pooled {utility['pooled_nonprivate_auc']:.4f}")
+        print(
+            f"ε={eps}: federated DP AUC {auc:.4f} vs pooled {utility['pooled_nonprivate_auc']:.4f}"
+        )
     RESULTS.mkdir(exist_ok=True)
     out = {"speed": speed, "utility": utility, "quick": args.quick}
     (RESULTS / "training.json").write_text(json.dumps(out, indent=2))

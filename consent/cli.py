@@ -36,8 +36,10 @@ from consent.verify import verify_inclusion, verify_ledger
 __all__ = ["app"]
 
 app = typer.Typer(
-    help="Verify consent ledgers and job usage.", no_args_is_help=True,
-    pretty_exceptions_enable=False, add_completion=False,
+    help="Verify consent ledgers and job usage.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
 )
 _KEY_NAMES = ("ledger.key", "node.key", "signing.key", "ledger_key.pem", "node_key.pem")
 
@@ -97,7 +99,8 @@ def verify(
         public_key = load_public_key(_existing(key, "key"))
         earlier = (
             SignedTreeHead.model_validate_json(_existing(since, "head file").read_bytes())
-            if since is not None else None
+            if since is not None
+            else None
         )
     except ConsentError as exc:
         _fail(str(exc))
@@ -106,18 +109,33 @@ def verify(
     try:
         report = verify_ledger(ledger, public_key, since=earlier)
     except LedgerVerificationError as exc:
-        data = {"ok": False, "ledger": str(ledger), "first_bad_index": exc.index,
-                "last_bad_index": exc.last_index, "reason": exc.reason}
+        data = {
+            "ok": False,
+            "ledger": str(ledger),
+            "first_bad_index": exc.index,
+            "last_bad_index": exc.last_index,
+            "reason": exc.reason,
+        }
         _emit(fmt, data, _kv_table("Ledger verification FAILED", list(data.items())))
         _fail(f"ledger verification failed: {exc}", code=1)
     data = {"ok": True, **report.model_dump(mode="json")}
     rows = [
-        ("ok", True), ("ledger", report.path), ("entries", report.tree_size),
-        ("root", report.root_hash), ("signed heads checked", report.heads_checked),
-        ("latest head", "-" if report.latest_head is None else
-         f"size {report.latest_head.tree_size} at {report.latest_head.timestamp.isoformat()}"),
-        ("extends earlier head", "-" if report.since_tree_size is None else
-         f"size {report.since_tree_size}"),
+        ("ok", True),
+        ("ledger", report.path),
+        ("entries", report.tree_size),
+        ("root", report.root_hash),
+        ("signed heads checked", report.heads_checked),
+        (
+            "latest head",
+            "-"
+            if report.latest_head is None
+            else f"size {report.latest_head.tree_size} at "
+            f"{report.latest_head.timestamp.isoformat()}",
+        ),
+        (
+            "extends earlier head",
+            "-" if report.since_tree_size is None else f"size {report.since_tree_size}",
+        ),
     ] + [(f"entries: {k}", v) for k, v in report.entries_by_kind.items()]
     _emit(fmt, data, _kv_table("Ledger verified", rows))
 
@@ -137,8 +155,11 @@ def head(
     out: Annotated[Path, typer.Option("--out", help="Where to write the signed head (JSON).")],
     key: Annotated[
         Path | None,
-        typer.Option("--key", help="Node private key or node directory: sign a fresh head. "
-                     "Without it, the latest head the ledger issued is saved."),
+        typer.Option(
+            "--key",
+            help="Node private key or node directory: sign a fresh head. "
+            "Without it, the latest head the ledger issued is saved.",
+        ),
     ] = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
@@ -165,8 +186,10 @@ def head(
 
 @app.command()
 def keygen(
-    out: Annotated[Path, typer.Argument(help="Private key file to create (0600); "
-                                         "the public key goes to OUT.pub.")],
+    out: Annotated[
+        Path,
+        typer.Argument(help="Private key file to create (0600); the public key goes to OUT.pub."),
+    ],
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Create a node's Ed25519 ledger key."""
@@ -176,8 +199,11 @@ def keygen(
         private_key = generate_key(out)
     except ConsentError as exc:
         _fail(str(exc))
-    data = {"private_key": str(out), "public_key": f"{out}.pub",
-            "key_id": key_id(private_key.public_key())}
+    data = {
+        "private_key": str(out),
+        "public_key": f"{out}.pub",
+        "key_id": key_id(private_key.public_key()),
+    }
     _emit(fmt, data, _kv_table("Key created", list(data.items())))
 
 
@@ -208,27 +234,54 @@ def proof(
         verify_inclusion(leaf, index, sth.tree_size, path, bytes.fromhex(sth.root_hash))
     except ConsentError as exc:
         _fail(f"proof does not verify: {exc}", code=1)
-    data = {"index": index, "tree_size": sth.tree_size, "root_hash": sth.root_hash,
-            "leaf_hash": leaf.hex(), "proof": [p.hex() for p in path],
-            "entry": json.loads(data_bytes)}
-    _emit(fmt, data, _kv_table("Inclusion proof (verified)", [
-        ("index", index), ("tree size", sth.tree_size), ("root", sth.root_hash),
-        ("leaf", leaf.hex()), *((f"path[{i}]", p.hex()) for i, p in enumerate(path)),
-    ]))
+    data = {
+        "index": index,
+        "tree_size": sth.tree_size,
+        "root_hash": sth.root_hash,
+        "leaf_hash": leaf.hex(),
+        "proof": [p.hex() for p in path],
+        "entry": json.loads(data_bytes),
+    }
+    _emit(
+        fmt,
+        data,
+        _kv_table(
+            "Inclusion proof (verified)",
+            [
+                ("index", index),
+                ("tree size", sth.tree_size),
+                ("root", sth.root_hash),
+                ("leaf", leaf.hex()),
+                *((f"path[{i}]", p.hex()) for i, p in enumerate(path)),
+            ],
+        ),
+    )
 
 
 def _usage_table(report: UsageReport) -> Table:
     table = Table(title=f"Usage audit of job {report.job_id}: {'OK' if report.ok else 'FAILED'}")
-    for col in ("round", "entry", "time", "purpose", "logged", "disclosed", "commitment",
-                "no consent", "problems"):
+    for col in (
+        "round",
+        "entry",
+        "time",
+        "purpose",
+        "logged",
+        "disclosed",
+        "commitment",
+        "no consent",
+        "problems",
+    ):
         table.add_column(col)
     for r in report.rounds:
         table.add_row(
-            str(r.round), "-" if r.ledger_index is None else str(r.ledger_index),
-            "-" if r.at is None else r.at.isoformat(), ";".join(r.purpose),
+            str(r.round),
+            "-" if r.ledger_index is None else str(r.ledger_index),
+            "-" if r.at is None else r.at.isoformat(),
+            ";".join(r.purpose),
             "-" if r.n_logged is None else str(r.n_logged),
             "-" if r.n_disclosed is None else str(r.n_disclosed),
-            "ok" if r.commitment_ok else "MISMATCH", str(len(r.not_permitted)),
+            "ok" if r.commitment_ok else "MISMATCH",
+            str(len(r.not_permitted)),
             "; ".join(r.problems) or "-",
         )
     return table
@@ -310,13 +363,24 @@ def import_consents(
             for p in exc.problems:
                 table.add_row(p.location, p.field, p.reason)
             Console().print(table)
-        _fail(f"{len(exc.problems)} bad entr{'y' if len(exc.problems) == 1 else 'ies'} "
-              f"in {source}; nothing imported")
+        _fail(
+            f"{len(exc.problems)} bad entr{'y' if len(exc.problems) == 1 else 'ies'} "
+            f"in {source}; nothing imported"
+        )
     except ConsentError as exc:
         _fail(str(exc))
     data = result.model_dump(mode="json")
-    _emit(fmt, data, _kv_table("Consents imported", [
-        ("source", result.source), ("new versions", result.imported),
-        ("unchanged", result.unchanged), ("subjects", result.subjects),
-        ("ledger entries", len(result.ledger_indices)),
-    ]))
+    _emit(
+        fmt,
+        data,
+        _kv_table(
+            "Consents imported",
+            [
+                ("source", result.source),
+                ("new versions", result.imported),
+                ("unchanged", result.unchanged),
+                ("subjects", result.subjects),
+                ("ledger entries", len(result.ledger_indices)),
+            ],
+        ),
+    )

@@ -39,13 +39,28 @@ from consent.model import PSEUDONYM_PATTERN, Consent, ConsentStatus, Period, Pro
 __all__ = ["CSV_COLUMNS", "consent_id_for", "read_csv_consents"]
 
 CSV_COLUMNS = (
-    "subject", "recorded_at", "status", "decision", "purposes", "commercial", "domains",
-    "period_start", "period_end",
+    "subject",
+    "recorded_at",
+    "status",
+    "decision",
+    "purposes",
+    "commercial",
+    "domains",
+    "period_start",
+    "period_end",
 )
 _PSEUDONYM = re.compile(PSEUDONYM_PATTERN)
 _DOMAIN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-_YES = {"yes": True, "y": True, "true": True, "1": True, "no": False, "n": False,
-        "false": False, "0": False}
+_YES = {
+    "yes": True,
+    "y": True,
+    "true": True,
+    "1": True,
+    "no": False,
+    "n": False,
+    "false": False,
+    "0": False,
+}
 
 
 def consent_id_for(subject: str) -> str:
@@ -83,8 +98,8 @@ def _row(row: dict[str, str], where: str, problems: list[ImportProblem]) -> Cons
     purposes: list[str] = []
     diseases: list[str] = []
     for code in (c for c in values["purposes"].split(";") if c.strip()):
-        code, _, disease = (code, "", "") if code.strip().upper().startswith("DUO") else (
-            code.partition(":")
+        code, _, disease = (
+            (code, "", "") if code.strip().upper().startswith("DUO") else (code.partition(":"))
         )
         try:
             norm = normalise_code(code)
@@ -142,11 +157,17 @@ def _row(row: dict[str, str], where: str, problems: list[ImportProblem]) -> Cons
             )
             if ncu:
                 provisions += (Provision(purposes=("NCU",)),)
-        return Consent.model_validate({
-            "id": consent_id_for(values["subject"]), "subject": values["subject"],
-            "status": status, "decision": base, "period": period, "provisions": provisions,
-            "recorded_at": recorded,
-        })
+        return Consent.model_validate(
+            {
+                "id": consent_id_for(values["subject"]),
+                "subject": values["subject"],
+                "status": status,
+                "decision": base,
+                "period": period,
+                "provisions": provisions,
+                "recorded_at": recorded,
+            }
+        )
     except ValidationError as exc:
         for err in exc.errors():
             field = next((str(p) for p in err["loc"] if str(p) in CSV_COLUMNS), None)
@@ -187,18 +208,22 @@ def read_csv_consents(path: Path) -> list[Consent]:
             for row in reader:
                 where = f"line {reader.line_num}"
                 if None in row:
-                    problems.append(ImportProblem(location=where, field="-",
-                                                  reason="more fields than columns"))
+                    problems.append(
+                        ImportProblem(location=where, field="-", reason="more fields than columns")
+                    )
                     continue
                 consent = _row(row, where, problems)
                 if consent is None:
                     continue
                 key = (consent.subject, consent.recorded_at)
                 if key in seen:
-                    problems.append(ImportProblem(
-                        location=where, field="recorded_at",
-                        reason=f"same subject and recorded_at as line {seen[key]}",
-                    ))
+                    problems.append(
+                        ImportProblem(
+                            location=where,
+                            field="recorded_at",
+                            reason=f"same subject and recorded_at as line {seen[key]}",
+                        )
+                    )
                     continue
                 seen[key] = reader.line_num
                 consents.append(consent)
@@ -211,5 +236,3 @@ def read_csv_consents(path: Path) -> list[Consent]:
     if problems:
         raise ConsentImportError(source, problems)
     return consents
-
-

@@ -72,8 +72,24 @@ _BY_ID = {v: k for k, v in DUO_IDS.items()}
 USE_CATEGORIES = frozenset({"NRES", "GRU", "HMB", "DS", "POA", "CC"})
 #: Codes restricting how, by whom or under which obligations data may be used.
 MODIFIERS = frozenset(
-    {"NCU", "NPU", "NPUNCU", "IRB", "GS", "TS", "US", "PS", "IS", "PUB", "COL", "RTN",
-     "MOR", "GSO", "NMDS", "RS"}
+    {
+        "NCU",
+        "NPU",
+        "NPUNCU",
+        "IRB",
+        "GS",
+        "TS",
+        "US",
+        "PS",
+        "IS",
+        "PUB",
+        "COL",
+        "RTN",
+        "MOR",
+        "GSO",
+        "NMDS",
+        "RS",
+    }
 )
 #: Codes that only a request states: ``MDS`` = the use develops methods.
 REQUEST_ONLY_CODES = frozenset({"MDS"})
@@ -196,7 +212,10 @@ def covers(
 
 
 def _category_covers(
-    have: str, have_diseases: tuple[str, ...], want: str, want_disease: str | None,
+    have: str,
+    have_diseases: tuple[str, ...],
+    want: str,
+    want_disease: str | None,
     diseases: DiseaseHierarchy,
 ) -> bool:
     if want not in _CONTAINS[have]:

@@ -40,11 +40,40 @@ RESULT_REVIEW_KINDS = ("result.released", "result.withheld")
 KIND_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 #: Payload keys (lower-cased, without ``_``/``-``/spaces) that name direct identifiers.
 FORBIDDEN_KEYS = frozenset(
-    {"name", "firstname", "lastname", "givenname", "familyname", "fullname", "patientname",
-     "address", "streetaddress", "street", "postcode", "postalcode", "zip", "zipcode",
-     "birthdate", "dateofbirth", "dob", "birthday", "phone", "phonenumber", "telephone",
-     "tel", "mobile", "email", "emailaddress", "mail", "ssn", "mynumber", "insurancenumber",
-     "passport", "passportnumber", "ipaddress"}
+    {
+        "name",
+        "firstname",
+        "lastname",
+        "givenname",
+        "familyname",
+        "fullname",
+        "patientname",
+        "address",
+        "streetaddress",
+        "street",
+        "postcode",
+        "postalcode",
+        "zip",
+        "zipcode",
+        "birthdate",
+        "dateofbirth",
+        "dob",
+        "birthday",
+        "phone",
+        "phonenumber",
+        "telephone",
+        "tel",
+        "mobile",
+        "email",
+        "emailaddress",
+        "mail",
+        "ssn",
+        "mynumber",
+        "insurancenumber",
+        "passport",
+        "passportnumber",
+        "ipaddress",
+    }
 )
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}")
 _HEX64 = r"^[0-9a-f]{64}$"
@@ -129,8 +158,11 @@ class JobUsagePayload(_Payload):
     def to_request(self, time: datetime) -> UseRequest:
         """Return the use request this usage stood for, at ``time``."""
         purpose = Purpose(
-            codes=self.purpose, disease=self.disease, commercial=self.commercial,
-            requester_type=self.requester_type, requester_org=self.requester,
+            codes=self.purpose,
+            disease=self.disease,
+            commercial=self.commercial,
+            requester_type=self.requester_type,
+            requester_org=self.requester,
         )
         return UseRequest.for_purpose(purpose, time=time, domain=self.domain)
 

@@ -48,7 +48,9 @@ class PermittedSource(Protocol):
 
 
 def provision_matches(
-    provision: Provision, request: UseRequest, outcome: DecisionType,
+    provision: Provision,
+    request: UseRequest,
+    outcome: DecisionType,
     diseases: DiseaseHierarchy = DEFAULT_DISEASES,
 ) -> bool:
     """Return True when ``provision`` applies to ``request``.
@@ -77,8 +79,10 @@ def provision_matches(
         if request.data_period is None:
             if permit:
                 return False
-        elif not provision.data_period.covers(request.data_period) if permit else not _overlap(
-            provision.data_period, request.data_period
+        elif (
+            not provision.data_period.covers(request.data_period)
+            if permit
+            else not _overlap(provision.data_period, request.data_period)
         ):
             return False
     if provision.purposes:
@@ -122,7 +126,10 @@ def _purpose_matches(
 
 
 def _resolve(
-    provisions: Sequence[Provision], parent: DecisionType, path: str, request: UseRequest,
+    provisions: Sequence[Provision],
+    parent: DecisionType,
+    path: str,
+    request: UseRequest,
     diseases: DiseaseHierarchy,
 ) -> tuple[DecisionType, str]:
     outcome = parent.flipped()
@@ -160,18 +167,24 @@ def evaluate(
     status = ConsentStatus(consent.status)
     if status is not ConsentStatus.ACTIVE:
         return Decision(
-            decision=deny, path="consent.status",
-            reason=f"consent status is {status.value}", **ids,
+            decision=deny,
+            path="consent.status",
+            reason=f"consent status is {status.value}",
+            **ids,
         )
     if consent.recorded_at > request.time:
         return Decision(
-            decision=deny, path="consent.recorded_at",
-            reason="consent was recorded after the time of use", **ids,
+            decision=deny,
+            path="consent.recorded_at",
+            reason="consent was recorded after the time of use",
+            **ids,
         )
     if consent.period is not None and not consent.period.contains(request.time):
         return Decision(
-            decision=deny, path="consent.period",
-            reason="time of use is outside the consent period", **ids,
+            decision=deny,
+            path="consent.period",
+            reason="time of use is outside the consent period",
+            **ids,
         )
     base = DecisionType(consent.decision)
     decided, path = _resolve(consent.provisions, base, "consent", request, diseases)

@@ -129,9 +129,7 @@ def _provision(raw: Mapping[str, Any], field: str) -> Provision:
                 where = f"{field}.code[{i}].coding[{j}].system"
                 raise _BadElementError(where, f"must be {DOMAIN_SYSTEM}")
             domains.append(str(coding.get("code")))
-    actions = [
-        str(c.get("code")) for a in raw.get("action") or [] for c in a.get("coding") or []
-    ]
+    actions = [str(c.get("code")) for a in raw.get("action") or [] for c in a.get("coding") or []]
     children = tuple(
         _provision(child, f"{field}.provision[{i}]")
         for i, child in enumerate(raw.get("provision") or [])
@@ -210,16 +208,18 @@ def _map(resource: Mapping[str, Any], version: int) -> Consent:
         _provision(p, f"provision[{i}]") for i, p in enumerate(resource.get("provision") or [])
     )
     try:
-        return Consent.model_validate({
-            "id": resource["id"],
-            "subject": ref.split("/", 1)[1],
-            "status": resource.get("status"),
-            "decision": resource.get("decision") or "deny",
-            "period": _period(resource.get("period"), "period"),
-            "provisions": provisions,
-            "recorded_at": _recorded_at(resource),
-            "version": version,
-        })
+        return Consent.model_validate(
+            {
+                "id": resource["id"],
+                "subject": ref.split("/", 1)[1],
+                "status": resource.get("status"),
+                "decision": resource.get("decision") or "deny",
+                "period": _period(resource.get("period"), "period"),
+                "provisions": provisions,
+                "recorded_at": _recorded_at(resource),
+                "version": version,
+            }
+        )
     except ValidationError as exc:
         err = exc.errors()[0]
         raise _BadElementError(_loc(err["loc"]), err["msg"]) from None

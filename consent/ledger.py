@@ -155,7 +155,9 @@ class Ledger:
     """
 
     def __init__(
-        self, path: Path, signing_key: Ed25519PrivateKey | None = None,
+        self,
+        path: Path,
+        signing_key: Ed25519PrivateKey | None = None,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         self.path = Path(path)
@@ -190,7 +192,9 @@ class Ledger:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.close()
@@ -444,9 +448,9 @@ class Ledger:
             args.append(format_time(since))
         for idx, k, at, data, leaf in self._db.execute(sql + " ORDER BY idx", args):
             yield LedgerEntry(
-                index=idx, kind=k,
+                index=idx,
+                kind=k,
                 at=datetime.strptime(at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC),
-                payload=json.loads(data)["payload"], leaf_hash=bytes(leaf).hex(),
+                payload=json.loads(data)["payload"],
+                leaf_hash=bytes(leaf).hex(),
             )
-
-

@@ -98,9 +98,7 @@ def _as_subtrees(source: SubtreeHashes | Sequence[bytes]) -> SubtreeHashes:
     return _perfect_lookup(levels_from_leaves(source))
 
 
-def inclusion_proof(
-    index: int, size: int, source: SubtreeHashes | Sequence[bytes]
-) -> list[bytes]:
+def inclusion_proof(index: int, size: int, source: SubtreeHashes | Sequence[bytes]) -> list[bytes]:
     """Return the RFC 9162 inclusion proof PATH(index, D[0:size]).
 
     Args:

@@ -199,7 +199,8 @@ class Consent(_Frozen):
     def content(self) -> dict[str, Any]:
         """Return what evaluation depends on (status, decision, period, provisions)."""
         return self.model_dump(
-            mode="json", include={"status", "decision", "period", "provisions"},
+            mode="json",
+            include={"status", "decision", "period", "provisions"},
             exclude_defaults=False,
         )
 
@@ -265,7 +266,11 @@ class UseRequest(Purpose):
 
     @classmethod
     def for_purpose(
-        cls, purpose: Purpose, *, time: datetime, domain: str | None = None,
+        cls,
+        purpose: Purpose,
+        *,
+        time: datetime,
+        domain: str | None = None,
         data_period: Period | None = None,
     ) -> UseRequest:
         """Return a request for ``purpose`` at ``time`` in ``domain``.
@@ -301,4 +306,3 @@ class Decision(_Frozen):
     def permitted(self) -> bool:
         """True when the decision is permit."""
         return self.decision is DecisionType.PERMIT
-

@@ -109,7 +109,9 @@ class ConsentRegistry:
     """
 
     def __init__(
-        self, path: Path, ledger: Ledger | None = None,
+        self,
+        path: Path,
+        ledger: Ledger | None = None,
         diseases: DiseaseHierarchy = DEFAULT_DISEASES,
     ) -> None:
         self.path = Path(path)
@@ -134,7 +136,9 @@ class ConsentRegistry:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.close()
@@ -189,11 +193,14 @@ class ConsentRegistry:
         for i, c in enumerate(consents):
             key = (c.subject, _us(c.recorded_at))
             if key in seen and seen[key][1] != c.content_key:
-                problems.append(ImportProblem(
-                    location=f"entry[{i}]", field="recorded_at",
-                    reason=f"entry[{seen[key][0]}] gives this subject other content "
-                    "at the same time",
-                ))
+                problems.append(
+                    ImportProblem(
+                        location=f"entry[{i}]",
+                        field="recorded_at",
+                        reason=f"entry[{seen[key][0]}] gives this subject other content "
+                        "at the same time",
+                    )
+                )
             seen.setdefault(key, (i, c.content_key))
         if problems:
             raise ConsentImportError(source, problems)
@@ -222,14 +229,16 @@ class ConsentRegistry:
             marks = ",".join("?" * len(part))
             for subject, rec_us, key in db.execute(
                 f"SELECT v.subject, v.recorded_us, s.key FROM versions v JOIN shapes s "
-                f"ON s.id = v.shape_id WHERE v.subject IN ({marks})", part,
+                f"ON s.id = v.shape_id WHERE v.subject IN ({marks})",
+                part,
             ):
                 existing.add((subject, rec_us, key))
             for row in db.execute(
                 "SELECT v.subject, v.version, v.consent_id, v.recorded_at, s.content "
                 f"FROM versions v "
                 f"JOIN shapes s ON s.id = v.shape_id WHERE v.subject IN ({marks}) AND v.version = "
-                f"(SELECT MAX(version) FROM versions w WHERE w.subject = v.subject)", part,
+                f"(SELECT MAX(version) FROM versions w WHERE w.subject = v.subject)",
+                part,
             ):
                 latest[row[0]] = self._row_consent(*row)
         shape_ids = dict(db.execute("SELECT key, id FROM shapes").fetchall()) if consents else {}
@@ -255,20 +264,34 @@ class ConsentRegistry:
             rows.append(
                 (c.subject, version, c.id, c.recorded_at.isoformat(), rec_us, shape, source)
             )
-            events.append((event_kind(c, previous), {
-                "subject": c.subject, "consent_id": c.id, "version": version,
-                "status": c.status.value, "decision": c.decision.value,
-                "recorded_at": c.recorded_at.isoformat(), "content_hash": c.content_key,
-            }, c.recorded_at))
+            events.append(
+                (
+                    event_kind(c, previous),
+                    {
+                        "subject": c.subject,
+                        "consent_id": c.id,
+                        "version": version,
+                        "status": c.status.value,
+                        "decision": c.decision.value,
+                        "recorded_at": c.recorded_at.isoformat(),
+                        "content_hash": c.content_key,
+                    },
+                    c.recorded_at,
+                )
+            )
             latest[c.subject] = stored
         db.executemany(
             "INSERT INTO versions(subject, version, consent_id, recorded_at, recorded_us, "
-            "shape_id, source) VALUES (?, ?, ?, ?, ?, ?, ?)", rows,
+            "shape_id, source) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
         )
         indices = ledger.append_many(events) if ledger is not None and events else []
         return ImportResult(
-            source=source, imported=len(rows), unchanged=unchanged,
-            subjects=len({r[0] for r in rows}), ledger_indices=indices,
+            source=source,
+            imported=len(rows),
+            unchanged=unchanged,
+            subjects=len({r[0] for r in rows}),
+            ledger_indices=indices,
         )
 
     # ---- queries ------------------------------------------------------------------
@@ -276,8 +299,11 @@ class ConsentRegistry:
         self, subject: str, version: int, consent_id: str, recorded_at: str, content: str
     ) -> Consent:
         return Consent(
-            id=consent_id, subject=subject, version=version,
-            recorded_at=datetime.fromisoformat(recorded_at), **json.loads(content),
+            id=consent_id,
+            subject=subject,
+            version=version,
+            recorded_at=datetime.fromisoformat(recorded_at),
+            **json.loads(content),
         )
 
     _SELECT = (
@@ -294,7 +320,8 @@ class ConsentRegistry:
         with self._lock:
             row = self._db.execute(
                 self._SELECT + "WHERE v.subject = ? AND v.recorded_us <= ? "
-                "ORDER BY v.recorded_us DESC, v.version DESC LIMIT 1", (subject, _us(at)),
+                "ORDER BY v.recorded_us DESC, v.version DESC LIMIT 1",
+                (subject, _us(at)),
             ).fetchone()
         return None if row is None else self._row_consent(*row)
 
@@ -321,12 +348,16 @@ class ConsentRegistry:
         if self._index is None or self._index[0] != stamp:
             frame = pd.read_sql_query(
                 "SELECT subject, recorded_us, shape_id FROM versions "
-                "ORDER BY subject, recorded_us, version", self._db,
+                "ORDER BY subject, recorded_us, version",
+                self._db,
             )
             codes, uniques = pd.factorize(frame["subject"], sort=False)
             self._index = (
-                stamp, pd.Index(uniques), np.asarray(codes, dtype=np.int64),
-                frame["recorded_us"].to_numpy(np.int64), frame["shape_id"].to_numpy(np.int64),
+                stamp,
+                pd.Index(uniques),
+                np.asarray(codes, dtype=np.int64),
+                frame["recorded_us"].to_numpy(np.int64),
+                frame["shape_id"].to_numpy(np.int64),
             )
         return self._index[1], self._index[2], self._index[3], self._index[4]
 
@@ -371,8 +402,11 @@ class ConsentRegistry:
             wanted = np.where(pos >= 0, by_subject[pos], -1)
             distinct = np.unique(wanted)
             answers = np.array(
-                [s >= 0 and evaluate(self._shape(int(s)), request, self.diseases).permitted
-                 for s in distinct], dtype=bool,
+                [
+                    s >= 0 and evaluate(self._shape(int(s)), request, self.diseases).permitted
+                    for s in distinct
+                ],
+                dtype=bool,
             )
         return answers[np.searchsorted(distinct, wanted)] if len(distinct) else np.zeros(0, bool)
 

@@ -61,7 +61,8 @@ def generate_key(path: Path, private_key: Ed25519PrivateKey | None = None) -> Ed
     path = Path(path)
     key = private_key if private_key is not None else Ed25519PrivateKey.generate()
     pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
     try:
@@ -180,7 +181,9 @@ class SignedTreeHead(BaseModel):
 
 def _message(tree_size: int, root_hash: str, timestamp: datetime, kid: str) -> bytes:
     body: dict[str, Any] = {
-        "key_id": kid, "root_hash": root_hash, "timestamp": _timestamp_text(timestamp),
+        "key_id": kid,
+        "root_hash": root_hash,
+        "timestamp": _timestamp_text(timestamp),
         "tree_size": tree_size,
     }
     return _STH_CONTEXT + rfc8785.dumps(body)
@@ -195,6 +198,9 @@ def sign_tree_head(
     ts = ts.replace(tzinfo=utc(at).tzinfo)
     signature = private_key.sign(_message(tree_size, root.hex(), ts, kid))
     return SignedTreeHead(
-        tree_size=tree_size, root_hash=root.hex(), timestamp=ts, key_id=kid,
+        tree_size=tree_size,
+        root_hash=root.hex(),
+        timestamp=ts,
+        key_id=kid,
         signature=base64.b64encode(signature).decode(),
     )

@@ -145,7 +145,10 @@ def _usage_entries(ledger_path: Path, job_id: str) -> list[tuple[int, datetime, 
 
 
 def audit_usage(
-    ledger_path: Path, job_id: str, disclosure: Disclosure, registry: ConsentRegistry,
+    ledger_path: Path,
+    job_id: str,
+    disclosure: Disclosure,
+    registry: ConsentRegistry,
     max_listed: int = 20,
 ) -> UsageReport:
     """Check a job's usage entries against the node's disclosure and consents.
@@ -178,11 +181,19 @@ def audit_usage(
         problems: list[str] = []
         subjects = disclosure.rounds.get(usage.round)
         if subjects is None:
-            audits.append(RoundAudit(
-                round=usage.round, ledger_index=idx, at=at, purpose=list(usage.purpose),
-                n_logged=usage.n_subjects, n_disclosed=None, commitment_ok=False,
-                not_permitted=[], problems=["round not disclosed"],
-            ))
+            audits.append(
+                RoundAudit(
+                    round=usage.round,
+                    ledger_index=idx,
+                    at=at,
+                    purpose=list(usage.purpose),
+                    n_logged=usage.n_subjects,
+                    n_disclosed=None,
+                    commitment_ok=False,
+                    not_permitted=[],
+                    problems=["round not disclosed"],
+                )
+            )
             continue
         distinct = sorted(set(subjects))
         recomputed = subject_commitment(distinct, disclosure.salt_bytes)
@@ -195,17 +206,33 @@ def audit_usage(
         refused = [s for s, ok in zip(distinct, allowed, strict=True) if not ok]
         if refused:
             problems.append(f"{len(refused)} subject(s) had no permitting consent at the time")
-        audits.append(RoundAudit(
-            round=usage.round, ledger_index=idx, at=at, purpose=list(usage.purpose),
-            n_logged=usage.n_subjects, n_disclosed=len(distinct), commitment_ok=commitment_ok,
-            not_permitted=refused[:max_listed], problems=problems,
-        ))
+        audits.append(
+            RoundAudit(
+                round=usage.round,
+                ledger_index=idx,
+                at=at,
+                purpose=list(usage.purpose),
+                n_logged=usage.n_subjects,
+                n_disclosed=len(distinct),
+                commitment_ok=commitment_ok,
+                not_permitted=refused[:max_listed],
+                problems=problems,
+            )
+        )
     for r in sorted(set(disclosure.rounds) - logged_rounds):
-        audits.append(RoundAudit(
-            round=r, ledger_index=None, at=None, purpose=[], n_logged=None,
-            n_disclosed=len(set(disclosure.rounds[r])), commitment_ok=False, not_permitted=[],
-            problems=["round disclosed but not in the ledger"],
-        ))
+        audits.append(
+            RoundAudit(
+                round=r,
+                ledger_index=None,
+                at=None,
+                purpose=[],
+                n_logged=None,
+                n_disclosed=len(set(disclosure.rounds[r])),
+                commitment_ok=False,
+                not_permitted=[],
+                problems=["round disclosed but not in the ledger"],
+            )
+        )
     report = UsageReport(job_id=job_id, rounds=audits, ok=all(a.ok for a in audits))
     if not report.ok:
         bad = next(a for a in audits if not a.ok)

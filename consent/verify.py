@@ -81,7 +81,10 @@ def verify_inclusion(
 
 
 def verify_entry(
-    data: bytes, index: int, proof: Sequence[bytes], head: SignedTreeHead,
+    data: bytes,
+    index: int,
+    proof: Sequence[bytes],
+    head: SignedTreeHead,
     public_key: Ed25519PublicKey,
 ) -> None:
     """Check that entry bytes sit at ``index`` under a signed head.
@@ -97,7 +100,9 @@ def verify_entry(
 
 
 def verify_consistency(
-    old: SignedTreeHead, new: SignedTreeHead, proof: Sequence[bytes],
+    old: SignedTreeHead,
+    new: SignedTreeHead,
+    proof: Sequence[bytes],
     public_key: Ed25519PublicKey | None = None,
 ) -> None:
     """Check that the tree of ``new`` extends the tree of ``old`` (RFC 9162).
@@ -117,7 +122,10 @@ def verify_consistency(
         old.verify(public_key)
         new.verify(public_key)
     verify_consistency_proof(
-        old.tree_size, new.tree_size, bytes.fromhex(old.root_hash), bytes.fromhex(new.root_hash),
+        old.tree_size,
+        new.tree_size,
+        bytes.fromhex(old.root_hash),
+        bytes.fromhex(new.root_hash),
         proof,
     )
 
@@ -162,14 +170,18 @@ def _check_entries(
             else:
                 obj, canonical = loads(data), True
             ok_fields = (
-                obj["index"] == idx and obj["kind"] == kind and obj["at"] == at and obj["v"] == 1
+                obj["index"] == idx
+                and obj["kind"] == kind
+                and obj["at"] == at
+                and obj["v"] == 1
                 and isinstance(obj["payload"], dict)
             )
         except (ValueError, KeyError, TypeError):
             raise LedgerVerificationError(idx, "entry is not a well-formed ledger entry") from None
         if not ok_fields:
             raise LedgerVerificationError(
-                idx, "entry's own index, kind or time differ from where it is stored "
+                idx,
+                "entry's own index, kind or time differ from where it is stored "
                 "(moved, reordered or relabelled)",
             )
         if obj["prev"] != prev.hex():
@@ -193,15 +205,19 @@ def _check_nodes(db: sqlite3.Connection, levels: list[list[bytes]]) -> None:
         if level >= len(levels) or pos >= len(levels[level]) or levels[level][pos] != bytes(h):
             lo = pos << level
             raise LedgerVerificationError(
-                lo, f"stored Merkle node (level {level}, position {pos}) does not match the "
+                lo,
+                f"stored Merkle node (level {level}, position {pos}) does not match the "
                 "entries it covers; proofs served from it would be false",
                 last_index=lo + (1 << level) - 1,
             )
 
 
 def verify_ledger(
-    path: Path, public_key: Ed25519PublicKey, since: SignedTreeHead | None = None,
-    *, check_canonical: bool = True,
+    path: Path,
+    public_key: Ed25519PublicKey,
+    since: SignedTreeHead | None = None,
+    *,
+    check_canonical: bool = True,
 ) -> VerificationReport:
     """Verify a ledger file completely.
 
@@ -236,16 +252,22 @@ def verify_ledger(
         db.close()
     latest = max((h for _, h in heads), key=lambda h: (h.tree_size, h.timestamp), default=None)
     return VerificationReport(
-        path=str(path), tree_size=n, root_hash=root_from_levels(levels, n).hex(),
-        heads_checked=len(heads), latest_head=latest,
+        path=str(path),
+        tree_size=n,
+        root_hash=root_from_levels(levels, n).hex(),
+        heads_checked=len(heads),
+        latest_head=latest,
         since_tree_size=None if since is None else since.tree_size,
         entries_by_kind=dict(sorted(kinds.items())),
     )
 
 
 def _check_heads(
-    heads: list[tuple[int, SignedTreeHead]], public_key: Ed25519PublicKey, n: int,
-    levels: list[list[bytes]], since: SignedTreeHead | None,
+    heads: list[tuple[int, SignedTreeHead]],
+    public_key: Ed25519PublicKey,
+    n: int,
+    levels: list[list[bytes]],
+    since: SignedTreeHead | None,
 ) -> None:
 
     for hid, head in heads:
@@ -262,7 +284,8 @@ def _check_heads(
         _check_head_against(head, n, levels, good_size, f"signed head #{hid}")
         if last_time is not None and head.timestamp < last_time:
             raise LedgerVerificationError(
-                max(good_size - 1, 0), f"signed head #{hid} covers more entries than an earlier "
+                max(good_size - 1, 0),
+                f"signed head #{hid} covers more entries than an earlier "
                 "head but carries an older timestamp (backdated)",
             )
         good_size, last_time = head.tree_size, head.timestamp
@@ -280,38 +303,45 @@ def _check_heads(
         _check_head_against(since, n, levels, 0, "the earlier head")
         if latest is not None:
             proof = consistency_proof(
-                since.tree_size, latest.tree_size,
+                since.tree_size,
+                latest.tree_size,
                 lambda lo, hi: _mth(levels, lo, hi),
             )
             try:
                 verify_consistency(since, latest, proof)
             except ProofError as exc:
                 raise LedgerVerificationError(
-                    0, f"latest head is not consistent with the earlier head: {exc}",
+                    0,
+                    f"latest head is not consistent with the earlier head: {exc}",
                     last_index=max(since.tree_size - 1, 0),
                 ) from None
 
+
 def _mth(levels: list[list[bytes]], lo: int, hi: int) -> bytes:
     from consent.merkle import hash_children, largest_power_of_two_below
+
     size = hi - lo
     if size & (size - 1) == 0 and lo % size == 0:
         return levels[size.bit_length() - 1][lo // size]
     k = largest_power_of_two_below(size)
     return hash_children(_mth(levels, lo, lo + k), _mth(levels, lo + k, hi))
 
+
 def _check_head_against(
     head: SignedTreeHead, n: int, levels: list[list[bytes]], good_size: int, label: str
 ) -> None:
     if head.tree_size > n:
         raise LedgerVerificationError(
-            n, f"{label} (signed {head.timestamp.isoformat()}) covers {head.tree_size} entries "
+            n,
+            f"{label} (signed {head.timestamp.isoformat()}) covers {head.tree_size} entries "
             f"but the ledger holds {n}: entries were deleted (truncated)",
             last_index=head.tree_size - 1,
         )
     if root_from_levels(levels, head.tree_size).hex() != head.root_hash:
         lo = min(good_size, max(head.tree_size - 1, 0))
         raise LedgerVerificationError(
-            lo, f"{label} (signed {head.timestamp.isoformat()}, size {head.tree_size}) does not "
+            lo,
+            f"{label} (signed {head.timestamp.isoformat()}, size {head.tree_size}) does not "
             "match the entries: history was rewritten or forked",
             last_index=max(head.tree_size - 1, lo),
         )

@@ -37,14 +37,23 @@ __all__ = ["bootstrap_operator", "create_app", "open_store"]
 log = logging.getLogger("hamanasu.coordinator")
 
 
-def open_store(settings: CoordinatorSettings, *, engine: Engine | None = None, schema: str | None = None,
-               clock: Callable[[], datetime] = utc_now) -> Store:
+def open_store(
+    settings: CoordinatorSettings,
+    *,
+    engine: Engine | None = None,
+    schema: str | None = None,
+    clock: Callable[[], datetime] = utc_now,
+) -> Store:
     """Create the data folder (0700), migrate the database and return the store."""
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     engine = engine or make_engine(settings.url(), schema=schema)
     migrate(engine, schema=schema)
-    hasher = PasswordHasher(time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib,
-                            parallelism=1, type=Type.ID)
+    hasher = PasswordHasher(
+        time_cost=settings.argon2_time_cost,
+        memory_cost=settings.argon2_memory_kib,
+        parallelism=1,
+        type=Type.ID,
+    )
     return Store(engine, hasher, TokenVerifier(hasher, settings.token_cache_seconds), clock)
 
 
@@ -63,15 +72,26 @@ def _error_body(exc: CoordinatorError) -> dict[str, Any]:
     if isinstance(exc, InvalidSpec):
         field = exc.field or "spec"
         return {
-            "detail": [{"loc": ["body", "spec", *field.split(".")], "msg": f"{field}: {exc.message}",
-                        "type": exc.code}],
-            "code": exc.code, "field": field,
+            "detail": [
+                {
+                    "loc": ["body", "spec", *field.split(".")],
+                    "msg": f"{field}: {exc.message}",
+                    "type": exc.code,
+                }
+            ],
+            "code": exc.code,
+            "field": field,
         }
     return {"detail": exc.message, "code": exc.code, "field": exc.field}
 
 
-def create_app(settings: CoordinatorSettings, runner: Runner | None = None, *, store: Store | None = None,
-               schema: str | None = None) -> FastAPI:
+def create_app(
+    settings: CoordinatorSettings,
+    runner: Runner | None = None,
+    *,
+    store: Store | None = None,
+    schema: str | None = None,
+) -> FastAPI:
     """Build the coordinator app.
 
     Args:
@@ -89,7 +109,9 @@ def create_app(settings: CoordinatorSettings, runner: Runner | None = None, *, s
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         lifecycle.recover()
-        log.info("coordinator up: database %s, runner %s", settings.safe_url(), type(runner).__name__)
+        log.info(
+            "coordinator up: database %s, runner %s", settings.safe_url(), type(runner).__name__
+        )
         try:
             yield
         finally:
@@ -109,18 +131,24 @@ def create_app(settings: CoordinatorSettings, runner: Runner | None = None, *, s
     @app.exception_handler(CoordinatorError)
     async def _coordinator_error(_: Request, exc: CoordinatorError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
-        return JSONResponse(_error_body(exc), status_code=CATALOGUE.get(exc.code, 400), headers=headers)
+        return JSONResponse(
+            _error_body(exc), status_code=CATALOGUE.get(exc.code, 400), headers=headers
+        )
 
     @app.exception_handler(IntegrityError)
     async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
-        return JSONResponse({"detail": "conflicts with stored data", "code": "conflict", "field": None},
-                            status_code=409)
+        return JSONResponse(
+            {"detail": "conflicts with stored data", "code": "conflict", "field": None},
+            status_code=409,
+        )
 
     @app.exception_handler(OperationalError)
     async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
         log.error("database error: %s", type(exc).__name__)
-        return JSONResponse({"detail": "the database is unavailable", "code": "unavailable", "field": None},
-                            status_code=503)
+        return JSONResponse(
+            {"detail": "the database is unavailable", "code": "unavailable", "field": None},
+            status_code=503,
+        )
 
     @app.get("/health", tags=["health"])
     def health() -> dict[str, str]:

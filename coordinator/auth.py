@@ -66,8 +66,9 @@ class TokenVerifier:
         clock: monotonic time source (tests pass a fake one).
     """
 
-    def __init__(self, hasher: PasswordHasher, ttl: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, hasher: PasswordHasher, ttl: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.hasher = hasher
         self.ttl = ttl
         self.clock = clock

@@ -29,12 +29,21 @@ job_app = typer.Typer(no_args_is_help=True, help="Submit and follow federated jo
 principal_app = typer.Typer(no_args_is_help=True, help="Principals and their tokens (operator).")
 app.add_typer(principal_app, name="principal")
 
-Url = Annotated[str, typer.Option("--url", envvar="HAMANASU_COORDINATOR_URL", help="The coordinator's URL.")]
-TokenFile = Annotated[Path | None, typer.Option("--token-file", help="A 0600 file holding the API token "
-                                                "(default: the HAMANASU_TOKEN variable).")]
+Url = Annotated[
+    str, typer.Option("--url", envvar="HAMANASU_COORDINATOR_URL", help="The coordinator's URL.")
+]
+TokenFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--token-file",
+        help="A 0600 file holding the API token (default: the HAMANASU_TOKEN variable).",
+    ),
+]
 Format = Annotated[str, typer.Option("--format", help="text or json.")]
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="The coordinator's data folder.")]
-Config = Annotated[Path | None, typer.Option("--config", help="A TOML file with a [coordinator] table.")]
+Config = Annotated[
+    Path | None, typer.Option("--config", help="A TOML file with a [coordinator] table.")
+]
 DEFAULT_URL = "http://127.0.0.1:8750"
 
 
@@ -47,7 +56,9 @@ def _one_line_errors() -> Iterator[None]:
     try:
         yield
     except CoordinatorAPIError as exc:
-        typer.echo(f"error: {exc.message}" + (f" (HTTP {exc.status})" if exc.status else ""), err=True)
+        typer.echo(
+            f"error: {exc.message}" + (f" (HTTP {exc.status})" if exc.status else ""), err=True
+        )
         raise typer.Exit(code=2) from None
     except (CoordinatorError, _Fail, ValueError, OSError, TimeoutError) as exc:
         text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
@@ -94,7 +105,9 @@ def init_cmd(
     data_dir: DataDir = None,
     config: Config = None,
     name: Annotated[str, typer.Option(help="The first operator's name.")] = "operator",
-    token_out: Annotated[Path | None, typer.Option(help="Also write the token to this file (0600).")] = None,
+    token_out: Annotated[
+        Path | None, typer.Option(help="Also write the token to this file (0600).")
+    ] = None,
 ) -> None:
     """Create the database and the first operator; print its token once."""
     from coordinator.api import bootstrap_operator, open_store
@@ -131,8 +144,13 @@ def serve_cmd(
     config: Config = None,
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8750).")] = None,
-    runner: Annotated[str | None, typer.Option(help="module:factory returning the federation "
-                                               "engine's Runner (default: none, approved jobs wait).")] = None,
+    runner: Annotated[
+        str | None,
+        typer.Option(
+            help="module:factory returning the federation "
+            "engine's Runner (default: none, approved jobs wait)."
+        ),
+    ] = None,
 ) -> None:
     """Serve the coordinator's API with uvicorn (OpenAPI docs at /docs)."""
     import uvicorn
@@ -147,8 +165,14 @@ def serve_cmd(
     ssl: dict[str, Any] = {}
     if settings.ssl_certfile is not None:
         ssl = {"ssl_certfile": str(settings.ssl_certfile), "ssl_keyfile": str(settings.ssl_keyfile)}
-    uvicorn.run(application, host=settings.host, port=settings.port, log_level="info",
-                access_log=settings.access_log, **ssl)
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        access_log=settings.access_log,
+        **ssl,
+    )
 
 
 @principal_app.command("add")
@@ -156,7 +180,9 @@ def principal_add(
     name: Annotated[str, typer.Argument(help="Unique name, e.g. aki@hokudai.")],
     role: Annotated[str, typer.Option(help="researcher, node_admin, auditor or operator.")],
     node: Annotated[str | None, typer.Option(help="The node a node_admin administers.")] = None,
-    token_out: Annotated[Path | None, typer.Option(help="Write the new token to this file (0600).")] = None,
+    token_out: Annotated[
+        Path | None, typer.Option(help="Write the new token to this file (0600).")
+    ] = None,
     url: Url = DEFAULT_URL,
     token_file: TokenFile = None,
     fmt: Format = "text",
@@ -166,8 +192,12 @@ def principal_add(
         created = c.create_principal(name, role, node)
         if token_out is not None:
             _write_secret(token_out, created.token.token)
-        _print(created.model_dump(mode="json"), fmt,
-               f"{created.principal.role} {created.principal.name}: token (shown once) {created.token.token}")
+        _print(
+            created.model_dump(mode="json"),
+            fmt,
+            f"{created.principal.role} {created.principal.name}: "
+            f"token (shown once) {created.token.token}",
+        )
 
 
 @principal_app.command("revoke")
@@ -196,7 +226,9 @@ def node_add(
 
 # -- jobs (researchers) ------------------------------------------------------------------------
 def _status_line(job: Any) -> str:
-    rounds = f" round {job.round}/{job.rounds_total}" if job.state in ("running", "succeeded") else ""
+    rounds = (
+        f" round {job.round}/{job.rounds_total}" if job.state in ("running", "succeeded") else ""
+    )
     held = " (result held for the nodes' release review)" if getattr(job, "held", False) else ""
     return f"{job.id} {job.name}: {job.state}{rounds}{held} — {job.reason}"
 
@@ -231,7 +263,8 @@ def job_status(
     with _one_line_errors(), _client(url, token_file) as c:
         job = c.status(job_id)
         lines = [_status_line(job)] + [
-            f"  {a.node}: {a.status}" + (f" ({'; '.join(r.message for r in a.reasons)})" if a.reasons else "")
+            f"  {a.node}: {a.status}"
+            + (f" ({'; '.join(r.message for r in a.reasons)})" if a.reasons else "")
             for a in job.approvals
         ]
         _print(job.model_dump(mode="json"), fmt, "\n".join(lines))
@@ -242,7 +275,9 @@ def job_list(url: Url = DEFAULT_URL, token_file: TokenFile = None, fmt: Format =
     """List one's jobs, newest first."""
     with _one_line_errors(), _client(url, token_file) as c:
         jobs = c.jobs()
-        _print([j.model_dump(mode="json") for j in jobs], fmt, "\n".join(_status_line(j) for j in jobs))
+        _print(
+            [j.model_dump(mode="json") for j in jobs], fmt, "\n".join(_status_line(j) for j in jobs)
+        )
 
 
 @job_app.command("wait")
@@ -260,9 +295,15 @@ def job_wait(
     with _one_line_errors(), _client(url, token_file) as c:
         first = c.status(job_id)
         show = fmt == "text" and sys.stderr.isatty()
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[info]}"), TimeElapsedColumn(), disable=not show,
-                      transient=False) as progress:
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            disable=not show,
+            transient=False,
+        ) as progress:
             task = progress.add_task(first.name, total=first.rounds_total, info=first.state)
 
             def update(job: Any) -> None:
@@ -279,7 +320,9 @@ def job_wait(
 @job_app.command("results")
 def job_results(
     job_id: Annotated[str, typer.Argument(help="The job id.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for result.json, model.json, plot.png.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for result.json, model.json, plot.png.")
+    ],
     url: Url = DEFAULT_URL,
     token_file: TokenFile = None,
     fmt: Format = "text",
@@ -289,8 +332,12 @@ def job_results(
         files = c.download(job_id, out)
         result = c.result(job_id)
         eps = ", ".join(f"{k} {v:.3f}" for k, v in sorted(result.epsilon_by_node.items()))
-        _print({"files": [str(f) for f in files], "epsilon_by_node": result.epsilon_by_node}, fmt,
-               f"wrote {', '.join(f.name for f in files)} to {out}" + (f"; ε spent: {eps}" if eps else ""))
+        _print(
+            {"files": [str(f) for f in files], "epsilon_by_node": result.epsilon_by_node},
+            fmt,
+            f"wrote {', '.join(f.name for f in files)} to {out}"
+            + (f"; ε spent: {eps}" if eps else ""),
+        )
 
 
 @job_app.command("cancel")

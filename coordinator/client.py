@@ -56,7 +56,9 @@ class CoordinatorAPIError(Exception):
         message: one line for people.
     """
 
-    def __init__(self, status: int, message: str, code: str | None = None, field: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, code: str | None = None, field: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.code, self.field = status, message, code, field
 
@@ -91,8 +93,15 @@ class CoordinatorClient:
         ca_file: a CA bundle to verify the coordinator's certificate.
     """
 
-    def __init__(self, url: str, token: str, *, client: httpx.Client | None = None,
-                 timeout: float = 30.0, ca_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        client: httpx.Client | None = None,
+        timeout: float = 30.0,
+        ca_file: Path | None = None,
+    ) -> None:
         headers = {"Authorization": f"Bearer {token}"}
         if client is None:
             verify: Any = str(ca_file) if ca_file else True
@@ -104,7 +113,9 @@ class CoordinatorClient:
     def __enter__(self) -> CoordinatorClient:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -115,7 +126,9 @@ class CoordinatorClient:
         try:
             resp = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise CoordinatorAPIError(0, f"cannot reach the coordinator: {type(exc).__name__}") from None
+            raise CoordinatorAPIError(
+                0, f"cannot reach the coordinator: {type(exc).__name__}"
+            ) from None
         if resp.status_code >= 400:
             raise _error(resp)
         return resp
@@ -132,11 +145,16 @@ class CoordinatorClient:
     def jobs(self, state: str | None = None) -> list[JobPublic]:
         """Return the caller's jobs (all jobs for auditors and the operator)."""
         params = {"state": state} if state else {}
-        return [JobPublic.model_validate(j) for j in self._call("GET", "/jobs", params=params).json()]
+        return [
+            JobPublic.model_validate(j) for j in self._call("GET", "/jobs", params=params).json()
+        ]
 
     def events(self, job_id: str) -> list[JobEventPublic]:
         """Return a job's history."""
-        return [JobEventPublic.model_validate(e) for e in self._call("GET", f"/jobs/{job_id}/events").json()]
+        return [
+            JobEventPublic.model_validate(e)
+            for e in self._call("GET", f"/jobs/{job_id}/events").json()
+        ]
 
     def result(self, job_id: str) -> ResultPublic:
         """Return a finished job's result.
@@ -155,8 +173,14 @@ class CoordinatorClient:
         """Cancel a job."""
         return JobPublic.model_validate(self._call("POST", f"/jobs/{job_id}/cancel").json())
 
-    def wait(self, job_id: str, *, poll: float = 1.0, timeout: float | None = None,
-             on_update: Callable[[JobPublic], None] | None = None) -> JobPublic:
+    def wait(
+        self,
+        job_id: str,
+        *,
+        poll: float = 1.0,
+        timeout: float | None = None,
+        on_update: Callable[[JobPublic], None] | None = None,
+    ) -> JobPublic:
         """Poll a job until it ends; call ``on_update`` whenever its state or round changes.
 
         Raises:
@@ -184,7 +208,9 @@ class CoordinatorClient:
         result = self.result(job_id)
         out.mkdir(parents=True, exist_ok=True)
         written = [out / "result.json"]
-        written[0].write_text(json.dumps(result.model_dump(mode="json"), indent=2), encoding="utf-8")
+        written[0].write_text(
+            json.dumps(result.model_dump(mode="json"), indent=2), encoding="utf-8"
+        )
         if result.model is not None:
             written.append(out / "model.json")
             written[-1].write_text(json.dumps(result.model, indent=2), encoding="utf-8")
@@ -202,11 +228,14 @@ class CoordinatorClient:
         """Register a principal; the returned token is shown only this once."""
         body = PrincipalCreate(name=name, role=role, node=node)  # type: ignore[arg-type]
         return PrincipalCreated.model_validate(
-            self._call("POST", "/principals", json=body.model_dump(mode="json")).json())
+            self._call("POST", "/principals", json=body.model_dump(mode="json")).json()
+        )
 
     def issue_token(self, principal_id: str) -> TokenIssued:
         """Issue another token for a principal."""
-        return TokenIssued.model_validate(self._call("POST", f"/principals/{principal_id}/tokens").json())
+        return TokenIssued.model_validate(
+            self._call("POST", f"/principals/{principal_id}/tokens").json()
+        )
 
     def revoke_token(self, prefix: str) -> TokenPublic:
         """Revoke a token by its prefix."""
@@ -215,7 +244,9 @@ class CoordinatorClient:
     def register_node(self, name: str, **caps: Any) -> NodePublic:
         """Register a node (caps: ``max_epsilon_per_job``, ``domains``, ...)."""
         body = NodeCreate(name=name, **caps)
-        return NodePublic.model_validate(self._call("POST", "/nodes", json=body.model_dump(mode="json")).json())
+        return NodePublic.model_validate(
+            self._call("POST", "/nodes", json=body.model_dump(mode="json")).json()
+        )
 
     def nodes(self) -> list[NodePublic]:
         """Return the registered nodes."""
@@ -224,13 +255,18 @@ class CoordinatorClient:
     def approvals(self, job_id: str | None = None) -> list[ApprovalPublic]:
         """Return approvals (auditors, operator)."""
         params = {"job_id": job_id} if job_id else {}
-        return [ApprovalPublic.model_validate(a) for a in self._call("GET", "/audit/approvals", params=params).json()]
+        return [
+            ApprovalPublic.model_validate(a)
+            for a in self._call("GET", "/audit/approvals", params=params).json()
+        ]
 
     def release_decisions(self, job_id: str | None = None) -> list[ReleaseDecisionPublic]:
         """Return the node reviewers' release decisions on held results (auditors, operator)."""
         params = {"job_id": job_id} if job_id else {}
-        return [ReleaseDecisionPublic.model_validate(d)
-                for d in self._call("GET", "/audit/releases", params=params).json()]
+        return [
+            ReleaseDecisionPublic.model_validate(d)
+            for d in self._call("GET", "/audit/releases", params=params).json()
+        ]
 
     def epsilon_by_node(self) -> list[EpsilonByNode]:
         """Return ε spent per node (auditors, operator)."""

@@ -43,8 +43,12 @@ def make_engine(url: str, *, schema: str | None = None) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10},
-                               pool_size=8, max_overflow=8)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 10},
+            pool_size=8,
+            max_overflow=8,
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if url.startswith(("postgresql://", "postgres://")):
@@ -52,8 +56,9 @@ def make_engine(url: str, *, schema: str | None = None) -> Engine:
     connect_args: dict[str, Any] = {}
     if schema:
         connect_args["options"] = f"-csearch_path={schema}"
-    return create_engine(url, connect_args=connect_args, pool_size=8, max_overflow=8,
-                         pool_pre_ping=True)
+    return create_engine(
+        url, connect_args=connect_args, pool_size=8, max_overflow=8, pool_pre_ping=True
+    )
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

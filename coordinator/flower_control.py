@@ -219,7 +219,9 @@ class FlowerControl:
 
     # -- runs ---------------------------------------------------------------------------
     def start_run(self, run_config: Mapping[str, str | int | float | bool]) -> int:
-        """Submit a run of the Hamanasu app with ``run_config`` (keys of ``[tool.flwr.app.config]``).
+        """Submit a run of the Hamanasu app with ``run_config``.
+
+        ``run_config`` keys are those of ``[tool.flwr.app.config]``.
 
         Returns:
             The Flower run id.

@@ -40,7 +40,9 @@ class Lifecycle:
     def __init__(self, store: Store, runner: Runner | None, max_concurrent_runs: int = 1) -> None:
         self.store = store
         self.runner = runner
-        self._pool = ThreadPoolExecutor(max_workers=max_concurrent_runs, thread_name_prefix="hamanasu-run")
+        self._pool = ThreadPoolExecutor(
+            max_workers=max_concurrent_runs, thread_name_prefix="hamanasu-run"
+        )
         self._cancel: dict[str, threading.Event] = {}
         self._futures: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
@@ -129,9 +131,13 @@ class Lifecycle:
                 result = RunResult(status="failed", reason="cancelled during the run")
             except Exception as exc:  # a runner's bug must not kill the worker
                 log.exception("runner failed on job %s", job_id)
-                result = RunResult(status="failed", reason=f"runner error: {type(exc).__name__}: {exc}"[:500])
+                result = RunResult(
+                    status="failed", reason=f"runner error: {type(exc).__name__}: {exc}"[:500]
+                )
             if not self.store.finish(job_id, result):
-                log.info("job %s ended %s after it left running (kept as is)", job_id, result.status)
+                log.info(
+                    "job %s ended %s after it left running (kept as is)", job_id, result.status
+                )
         except Exception:  # the store is unreachable: the restart path will fail the job
             log.exception("could not record the run of job %s", job_id)
         finally:

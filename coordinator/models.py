@@ -26,8 +26,18 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Approval", "Base", "Job", "JobEvent", "Node", "Principal", "ReleaseDecision", "ReleaseReview",
-           "Result", "Token"]
+__all__ = [
+    "Approval",
+    "Base",
+    "Job",
+    "JobEvent",
+    "Node",
+    "Principal",
+    "ReleaseDecision",
+    "ReleaseReview",
+    "Result",
+    "Token",
+]
 
 
 class Base(DeclarativeBase):
@@ -121,7 +131,9 @@ class Approval(Base):
     __tablename__ = "approvals"
 
     job_id: Mapped[str] = mapped_column(String(32), ForeignKey("jobs.id"), primary_key=True)
-    node: Mapped[str] = mapped_column(String(64), ForeignKey("nodes.name"), primary_key=True, index=True)
+    node: Mapped[str] = mapped_column(
+        String(64), ForeignKey("nodes.name"), primary_key=True, index=True
+    )
     status: Mapped[str] = mapped_column(String(16))
     source: Mapped[str | None] = mapped_column(String(16), nullable=True)
     reasons: Mapped[list[Any]] = mapped_column(JSON, default=list)
@@ -151,7 +163,9 @@ class ReleaseReview(Base):
     __tablename__ = "release_reviews"
 
     job_id: Mapped[str] = mapped_column(String(32), ForeignKey("jobs.id"), primary_key=True)
-    node: Mapped[str] = mapped_column(String(64), ForeignKey("nodes.name"), primary_key=True, index=True)
+    node: Mapped[str] = mapped_column(
+        String(64), ForeignKey("nodes.name"), primary_key=True, index=True
+    )
     mode: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(Text, default="")
@@ -162,7 +176,9 @@ class ReleaseDecision(Base):
     """One reviewer's decision on a held result (append-only; one per reviewer, job and node)."""
 
     __tablename__ = "release_decisions"
-    __table_args__ = (UniqueConstraint("job_id", "node", "reviewer_id", name="uq_release_decisions_reviewer"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "node", "reviewer_id", name="uq_release_decisions_reviewer"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(String(32), ForeignKey("jobs.id"), index=True)

@@ -51,8 +51,11 @@ class RunResult:
 
 
 class RunCancelled(Exception):
-    """Raised by the ``on_progress`` callback once the job was cancelled; a runner may let
-    it propagate (the coordinator keeps the job cancelled) or stop at its next round."""
+    """Raised by the ``on_progress`` callback once the job was cancelled.
+
+    A runner may let it propagate (the coordinator keeps the job cancelled) or stop at
+    its next round.
+    """
 
 
 @runtime_checkable

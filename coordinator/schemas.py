@@ -119,7 +119,9 @@ class ResultPublic(_Model):
     epsilon_by_node: dict[str, float]
     has_plot: bool
     created_at: datetime
-    result_hash: str | None = Field(default=None, description="SHA-256 of the result, as reviewers released it.")
+    result_hash: str | None = Field(
+        default=None, description="SHA-256 of the result, as reviewers released it."
+    )
 
 
 class EpsilonByNode(_Model):
@@ -129,4 +131,3 @@ class EpsilonByNode(_Model):
     jobs: int
     epsilon_total: float
     by_job: dict[str, float]
-

@@ -21,8 +21,8 @@ from federation.secure_sum import StepFn, SumRecorder, make_sum_strategy
 from federation.training_round import TrainingRecorder, make_fedavg_strategy
 
 if TYPE_CHECKING:
-    from flwr.server import Grid, ServerApp
     from flwr.app import Context
+    from flwr.server import Grid, ServerApp
 
 __all__ = ["RunOutcome", "build_sum_server_app", "build_training_server_app"]
 
@@ -180,7 +180,12 @@ def _drive(
 
 
 def _retrying(
-    fit: Any, grid: Grid, legacy: Any, server_round: int, secagg: SecAggSettings | None, outcome: RunOutcome
+    fit: Any,
+    grid: Grid,
+    legacy: Any,
+    server_round: int,
+    secagg: SecAggSettings | None,
+    outcome: RunOutcome,
 ) -> int:
     """Run one round's fit, retrying a halted secure aggregation up to the job's limit.
 

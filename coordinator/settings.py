@@ -55,7 +55,9 @@ class CoordinatorSettings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="HAMANASU_", extra="ignore", validate_default=True,
+        env_prefix="HAMANASU_",
+        extra="ignore",
+        validate_default=True,
     )
 
     data_dir: Path = Path("coordinator-data")
@@ -76,7 +78,9 @@ class CoordinatorSettings(BaseSettings):
     @classmethod
     def _known_backend(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("sqlite", "postgresql")):
-            raise ValueError("database_url: only sqlite:/// and postgresql+psycopg:// URLs are supported")
+            raise ValueError(
+                "database_url: only sqlite:/// and postgresql+psycopg:// URLs are supported"
+            )
         return value
 
     @classmethod
@@ -89,12 +93,18 @@ class CoordinatorSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Order the sources: code, environment, TOML file, defaults."""
-        path = _TOML.get() or (Path(os.environ["HAMANASU_CONFIG"]) if os.environ.get("HAMANASU_CONFIG") else None)
+        path = _TOML.get() or (
+            Path(os.environ["HAMANASU_CONFIG"]) if os.environ.get("HAMANASU_CONFIG") else None
+        )
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if path is not None:
             if not path.is_file():
                 raise SettingsError(f"config: {path} does not exist", field="config")
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path, toml_table_header=("coordinator",)))
+            sources.append(
+                TomlConfigSettingsSource(
+                    settings_cls, toml_file=path, toml_table_header=("coordinator",)
+                )
+            )
         return tuple(sources)
 
     # -- derived values ------------------------------------------------------------------
@@ -106,9 +116,11 @@ class CoordinatorSettings(BaseSettings):
             return self.database_url
         from sqlalchemy.engine import make_url
 
-        return make_url(self.database_url).set(
-            password=self.database_password.get_secret_value()
-        ).render_as_string(hide_password=False)
+        return (
+            make_url(self.database_url)
+            .set(password=self.database_password.get_secret_value())
+            .render_as_string(hide_password=False)
+        )
 
     def safe_url(self) -> str:
         """Return the database URL with any password masked, for logs."""
@@ -133,7 +145,9 @@ class CoordinatorSettings(BaseSettings):
                 ``allow_insecure_http``; half a TLS pair; a password in the database URL.
         """
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
-            raise SettingsError("ssl_certfile/ssl_keyfile: give both or neither", field="ssl_certfile")
+            raise SettingsError(
+                "ssl_certfile/ssl_keyfile: give both or neither", field="ssl_certfile"
+            )
         tls = self.ssl_certfile is not None
         if not tls and not self.is_loopback():
             if not self.allow_insecure_http:
@@ -142,8 +156,11 @@ class CoordinatorSettings(BaseSettings):
                     "ssl_certfile and ssl_keyfile, bind 127.0.0.1, or set allow_insecure_http",
                     field="host",
                 )
-            log.warning("INSECURE: serving plain HTTP on %s (allow_insecure_http is set); "
-                        "API tokens travel in the clear", self.host)
+            log.warning(
+                "INSECURE: serving plain HTTP on %s (allow_insecure_http is set); "
+                "API tokens travel in the clear",
+                self.host,
+            )
         if self.database_url:
             from sqlalchemy.engine import make_url
 
@@ -170,7 +187,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Coordina
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "settings"
         msg = str(err["msg"]).removeprefix("Value error, ")
-        raise SettingsError(f"{field}: {msg}" if not msg.startswith(field) else msg, field=field) from None
+        raise SettingsError(
+            f"{field}: {msg}" if not msg.startswith(field) else msg, field=field
+        ) from None
     finally:
         _TOML.reset(token)
     settings.check_secure()

@@ -80,42 +80,78 @@ def _aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
-def result_hash(status: str, report: dict[str, Any], model: dict[str, Any] | None,
-                epsilon_by_node: dict[str, Any], plot_png: bytes | None) -> str:
+def result_hash(
+    status: str,
+    report: dict[str, Any],
+    model: dict[str, Any] | None,
+    epsilon_by_node: dict[str, Any],
+    plot_png: bytes | None,
+) -> str:
     """Return the SHA-256 (hex) of a result: canonical JSON of its parts and its plot's digest.
 
     Reviewers' decisions and the nodes' ledger entries name this hash, so a release is
     bound to the exact result the reviewer saw.
     """
-    doc = {"status": status, "report": report, "model": model, "epsilon_by_node": epsilon_by_node,
-           "plot_sha256": hashlib.sha256(plot_png).hexdigest() if plot_png is not None else None}
-    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    doc = {
+        "status": status,
+        "report": report,
+        "model": model,
+        "epsilon_by_node": epsilon_by_node,
+        "plot_sha256": hashlib.sha256(plot_png).hexdigest() if plot_png is not None else None,
+    }
+    canonical = json.dumps(
+        doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+    )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def _decision_public(d: ReleaseDecision, reviewer: str) -> ReleaseDecisionPublic:
-    return ReleaseDecisionPublic(job_id=d.job_id, node=d.node, decision=d.decision,  # type: ignore[arg-type]
-                                 reason=d.reason, reviewer_id=d.reviewer_id, reviewer=reviewer,
-                                 result_hash=d.result_hash, at=_aware(d.at))  # type: ignore[arg-type]
+    return ReleaseDecisionPublic(
+        job_id=d.job_id,
+        node=d.node,
+        decision=d.decision,  # type: ignore[arg-type]
+        reason=d.reason,
+        reviewer_id=d.reviewer_id,
+        reviewer=reviewer,
+        result_hash=d.result_hash,
+        at=_aware(d.at),
+    )  # type: ignore[arg-type]
 
 
 def _principal_public(p: Principal) -> PrincipalPublic:
-    return PrincipalPublic(id=p.id, name=p.name, role=p.role, node=p.node,  # type: ignore[arg-type]
-                           created_at=_aware(p.created_at), disabled_at=_aware(p.disabled_at))  # type: ignore[arg-type]
+    return PrincipalPublic(
+        id=p.id,
+        name=p.name,
+        role=p.role,
+        node=p.node,  # type: ignore[arg-type]
+        created_at=_aware(p.created_at),
+        disabled_at=_aware(p.disabled_at),
+    )  # type: ignore[arg-type]
 
 
 def _node_public(n: Node) -> NodePublic:
-    return NodePublic(name=n.name, registered_at=_aware(n.registered_at),  # type: ignore[arg-type]
-                      last_seen_at=_aware(n.last_seen_at), max_epsilon_per_job=n.max_epsilon_per_job,
-                      domains=n.domains or {}, approval_mode=n.approval_mode,  # type: ignore[arg-type]
-                      public_key_pem=n.public_key_pem, release_review=n.release_review)  # type: ignore[arg-type]
+    return NodePublic(
+        name=n.name,
+        registered_at=_aware(n.registered_at),  # type: ignore[arg-type]
+        last_seen_at=_aware(n.last_seen_at),
+        max_epsilon_per_job=n.max_epsilon_per_job,
+        domains=n.domains or {},
+        approval_mode=n.approval_mode,  # type: ignore[arg-type]
+        public_key_pem=n.public_key_pem,
+        release_review=n.release_review,
+    )  # type: ignore[arg-type]
 
 
 def _approval_public(a: Approval) -> ApprovalPublic:
     return ApprovalPublic(
-        job_id=a.job_id, node=a.node, status=a.status, source=a.source,  # type: ignore[arg-type]
+        job_id=a.job_id,
+        node=a.node,
+        status=a.status,
+        source=a.source,  # type: ignore[arg-type]
         reasons=[DecisionReason.model_validate(r) for r in a.reasons or []],
-        decided_by=a.decided_by, decided_at=_aware(a.decided_at), updated_at=_aware(a.updated_at),  # type: ignore[arg-type]
+        decided_by=a.decided_by,
+        decided_at=_aware(a.decided_at),
+        updated_at=_aware(a.updated_at),  # type: ignore[arg-type]
     )
 
 
@@ -129,8 +165,13 @@ class Store:
         clock: returns "now" (tests pass a fixed clock).
     """
 
-    def __init__(self, engine: Engine, hasher: PasswordHasher, verifier: TokenVerifier,
-                 clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        hasher: PasswordHasher,
+        verifier: TokenVerifier,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
         self.engine = engine
         self.sessions = make_sessionmaker(engine)
         self.hasher = hasher
@@ -156,19 +197,24 @@ class Store:
                 raise NotFound(f"node: no node named {data.node!r}", field="node")
             if s.scalar(select(Principal.id).where(Principal.name == data.name)) is not None:
                 raise Conflict(f"name: a principal named {data.name!r} exists", field="name")
-            p = Principal(id=uuid.uuid4().hex, name=data.name, role=data.role, node=data.node,
-                          created_at=now)
+            p = Principal(
+                id=uuid.uuid4().hex, name=data.name, role=data.role, node=data.node, created_at=now
+            )
             s.add(p)
             s.flush()
             s.add(Token(prefix=issued.prefix, principal_id=p.id, hash=issued.hash, created_at=now))
             public = _principal_public(p)
-        return public, TokenIssued(prefix=issued.prefix, principal_id=public.id, created_at=now,
-                                   token=issued.token)
+        return public, TokenIssued(
+            prefix=issued.prefix, principal_id=public.id, created_at=now, token=issued.token
+        )
 
     def list_principals(self) -> list[PrincipalPublic]:
         """Return every principal, oldest first."""
         with self.sessions() as s:
-            return [_principal_public(p) for p in s.scalars(select(Principal).order_by(Principal.created_at))]
+            return [
+                _principal_public(p)
+                for p in s.scalars(select(Principal).order_by(Principal.created_at))
+            ]
 
     def issue_token(self, principal_id: str) -> TokenIssued:
         """Issue another token for a principal.
@@ -181,8 +227,17 @@ class Store:
         with self.sessions.begin() as s:
             if s.get(Principal, principal_id) is None:
                 raise NotFound("principal_id: no such principal", field="principal_id")
-            s.add(Token(prefix=issued.prefix, principal_id=principal_id, hash=issued.hash, created_at=now))
-        return TokenIssued(prefix=issued.prefix, principal_id=principal_id, created_at=now, token=issued.token)
+            s.add(
+                Token(
+                    prefix=issued.prefix,
+                    principal_id=principal_id,
+                    hash=issued.hash,
+                    created_at=now,
+                )
+            )
+        return TokenIssued(
+            prefix=issued.prefix, principal_id=principal_id, created_at=now, token=issued.token
+        )
 
     def revoke_token(self, prefix: str) -> TokenPublic:
         """Revoke a token by its prefix (idempotent); it stops working at once.
@@ -196,8 +251,12 @@ class Store:
                 raise NotFound("prefix: no such token", field="prefix")
             if tok.revoked_at is None:
                 tok.revoked_at = self.clock()
-            out = TokenPublic(prefix=tok.prefix, principal_id=tok.principal_id,
-                              created_at=_aware(tok.created_at), revoked_at=_aware(tok.revoked_at))  # type: ignore[arg-type]
+            out = TokenPublic(
+                prefix=tok.prefix,
+                principal_id=tok.principal_id,
+                created_at=_aware(tok.created_at),
+                revoked_at=_aware(tok.revoked_at),
+            )  # type: ignore[arg-type]
         self.verifier.forget(prefix=prefix)
         return out
 
@@ -242,10 +301,15 @@ class Store:
         with self.sessions.begin() as s:
             if s.get(Node, data.name) is not None:
                 raise Conflict(f"name: node {data.name!r} is registered", field="name")
-            n = Node(name=data.name, registered_at=self.clock(),
-                     max_epsilon_per_job=data.max_epsilon_per_job, domains=dict(data.domains),
-                     approval_mode=data.approval_mode, public_key_pem=data.public_key_pem,
-                     release_review=data.release_review)
+            n = Node(
+                name=data.name,
+                registered_at=self.clock(),
+                max_epsilon_per_job=data.max_epsilon_per_job,
+                domains=dict(data.domains),
+                approval_mode=data.approval_mode,
+                public_key_pem=data.public_key_pem,
+                release_review=data.release_review,
+            )
             s.add(n)
             s.flush()
             return _node_public(n)
@@ -285,34 +349,54 @@ class Store:
         if spec.nodes:
             unknown = [n for n in spec.nodes if n not in known]
             if unknown:
-                raise InvalidSpec(f"unknown node(s) {unknown}; registered: {sorted(known)}", field="nodes")
+                raise InvalidSpec(
+                    f"unknown node(s) {unknown}; registered: {sorted(known)}", field="nodes"
+                )
             targets = [known[n] for n in spec.nodes]
         else:
             targets = list(known.values())
         if len(targets) < spec.min_nodes:
-            raise InvalidSpec(f"the job needs {spec.min_nodes} nodes; {len(targets)} targeted", field="min_nodes")
+            raise InvalidSpec(
+                f"the job needs {spec.min_nodes} nodes; {len(targets)} targeted", field="min_nodes"
+            )
         eligible = list(targets)
 
         def narrow(field: str, keep: Callable[[Node], bool], why: str) -> None:
             nonlocal eligible
             kept = [n for n in eligible if keep(n)]
             if len(kept) < spec.min_nodes:
-                raise InvalidSpec(f"{why}; {len(kept)} targeted node(s) allow it, the job needs "
-                                  f"{spec.min_nodes}", field=field)
+                raise InvalidSpec(
+                    f"{why}; {len(kept)} targeted node(s) allow it, the job needs {spec.min_nodes}",
+                    field=field,
+                )
             eligible = kept
 
-        narrow("domain", lambda n: not n.domains or spec.domain in n.domains,
-               f"domain {spec.domain!r} is not served")
+        narrow(
+            "domain",
+            lambda n: not n.domains or spec.domain in n.domains,
+            f"domain {spec.domain!r} is not served",
+        )
         for col in spec.columns():
             field = "label" if col == spec.label else "features"
-            narrow(field, lambda n, c=col: (not n.domains or n.domains.get(spec.domain) == "*"
-                                            or c in (n.domains.get(spec.domain) or [])),
-                   f"column {col!r} is not published by the nodes for domain {spec.domain!r}")
+            narrow(
+                field,
+                lambda n, c=col: (
+                    not n.domains
+                    or n.domains.get(spec.domain) == "*"
+                    or c in (n.domains.get(spec.domain) or [])
+                ),
+                f"column {col!r} is not published by the nodes for domain {spec.domain!r}",
+            )
         if spec.privacy is not None:
             eps = spec.privacy.epsilon
-            caps = {n.name: n.max_epsilon_per_job for n in eligible if n.max_epsilon_per_job is not None}
-            narrow("privacy.epsilon", lambda n: n.max_epsilon_per_job is None or eps <= n.max_epsilon_per_job,
-                   f"epsilon {eps} is above the per-job caps {caps}")
+            caps = {
+                n.name: n.max_epsilon_per_job for n in eligible if n.max_epsilon_per_job is not None
+            }
+            narrow(
+                "privacy.epsilon",
+                lambda n: n.max_epsilon_per_job is None or eps <= n.max_epsilon_per_job,
+                f"epsilon {eps} is above the per-job caps {caps}",
+            )
         return targets
 
     def create_job(self, owner: PrincipalPublic, spec: JobSpec) -> JobPublic:
@@ -325,34 +409,66 @@ class Store:
         job_id = uuid.uuid4().hex[:16]
         with self.sessions.begin() as s:
             targets = self._targets(s, spec)
-            job = Job(id=job_id, owner_id=owner.id, name=spec.name, kind=spec.kind,
-                      spec=spec.model_dump(mode="json"), nodes=[n.name for n in targets],
-                      min_nodes=spec.min_nodes, state="awaiting_approval",
-                      reason=f"waiting for {spec.min_nodes} of {len(targets)} node(s) to approve",
-                      round=0, rounds_total=spec.rounds if spec.kind == "train" else 1, metrics={},
-                      submitted_at=now, updated_at=now)
+            job = Job(
+                id=job_id,
+                owner_id=owner.id,
+                name=spec.name,
+                kind=spec.kind,
+                spec=spec.model_dump(mode="json"),
+                nodes=[n.name for n in targets],
+                min_nodes=spec.min_nodes,
+                state="awaiting_approval",
+                reason=f"waiting for {spec.min_nodes} of {len(targets)} node(s) to approve",
+                round=0,
+                rounds_total=spec.rounds if spec.kind == "train" else 1,
+                metrics={},
+                submitted_at=now,
+                updated_at=now,
+            )
             s.add(job)
             s.flush()
-            s.add(JobEvent(job_id=job_id, at=now, state="submitted", reason=f"submitted by {owner.name}"))
+            s.add(
+                JobEvent(
+                    job_id=job_id, at=now, state="submitted", reason=f"submitted by {owner.name}"
+                )
+            )
             s.add(JobEvent(job_id=job_id, at=now, state="awaiting_approval", reason=job.reason))
             for n in targets:
-                s.add(Approval(job_id=job_id, node=n.name, status="pending", reasons=[], updated_at=now))
+                s.add(
+                    Approval(
+                        job_id=job_id, node=n.name, status="pending", reasons=[], updated_at=now
+                    )
+                )
             s.flush()
             return self._job_public(s, job, owner.name)
 
     def _job_public(self, s: Session, job: Job, owner_name: str | None = None) -> JobPublic:
         if owner_name is None:
             owner_name = s.scalar(select(Principal.name).where(Principal.id == job.owner_id)) or "?"
-        approvals = s.scalars(select(Approval).where(Approval.job_id == job.id).order_by(Approval.node))
+        approvals = s.scalars(
+            select(Approval).where(Approval.job_id == job.id).order_by(Approval.node)
+        )
         has_result = job.state in TERMINAL_STATES and s.scalar(
-            select(func.count()).select_from(Result).where(Result.job_id == job.id))
+            select(func.count()).select_from(Result).where(Result.job_id == job.id)
+        )
         return JobPublic(
-            id=job.id, name=job.name, kind=job.kind, owner=owner_name, state=job.state,  # type: ignore[arg-type]
-            reason=job.reason, nodes=list(job.nodes), min_nodes=job.min_nodes, round=job.round,
-            rounds_total=job.rounds_total, metrics=job.metrics or {},
-            submitted_at=_aware(job.submitted_at), updated_at=_aware(job.updated_at),  # type: ignore[arg-type]
-            started_at=_aware(job.started_at), finished_at=_aware(job.finished_at),
-            approvals=[_approval_public(a) for a in approvals], has_result=bool(has_result),
+            id=job.id,
+            name=job.name,
+            kind=job.kind,
+            owner=owner_name,
+            state=job.state,  # type: ignore[arg-type]
+            reason=job.reason,
+            nodes=list(job.nodes),
+            min_nodes=job.min_nodes,
+            round=job.round,
+            rounds_total=job.rounds_total,
+            metrics=job.metrics or {},
+            submitted_at=_aware(job.submitted_at),
+            updated_at=_aware(job.updated_at),  # type: ignore[arg-type]
+            started_at=_aware(job.started_at),
+            finished_at=_aware(job.finished_at),
+            approvals=[_approval_public(a) for a in approvals],
+            has_result=bool(has_result),
             held=bool(job.held),
         )
 
@@ -380,8 +496,13 @@ class Store:
                 raise NotFound(f"job_id: no job {job_id!r}", field="job_id")
             return JobSpec.model_validate(job.spec), list(job.run_nodes or [])
 
-    def list_jobs(self, owner_id: str | None = None, state: str | None = None,
-                  limit: int = 100, offset: int = 0) -> list[JobPublic]:
+    def list_jobs(
+        self,
+        owner_id: str | None = None,
+        state: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[JobPublic]:
         """Return jobs, newest first, optionally one owner's or in one state."""
         q = select(Job).order_by(Job.submitted_at.desc(), Job.id).limit(limit).offset(offset)
         if owner_id is not None:
@@ -391,10 +512,16 @@ class Store:
         with self.sessions() as s:
             return [self._job_public(s, j) for j in s.scalars(q).all()]
 
-    def node_jobs(self, node: str, status: str | None = None, include_finished: bool = False) -> list[NodeJobView]:
+    def node_jobs(
+        self, node: str, status: str | None = None, include_finished: bool = False
+    ) -> list[NodeJobView]:
         """Return the jobs targeting ``node`` with its approval (unfinished ones unless asked)."""
-        q = (select(Job, Approval).join(Approval, Approval.job_id == Job.id)
-             .where(Approval.node == node).order_by(Job.submitted_at, Job.id))
+        q = (
+            select(Job, Approval)
+            .join(Approval, Approval.job_id == Job.id)
+            .where(Approval.node == node)
+            .order_by(Job.submitted_at, Job.id)
+        )
         if status is not None:
             q = q.where(Approval.status == status)
         if not include_finished:
@@ -403,26 +530,45 @@ class Store:
             out = []
             for job, appr in s.execute(q).all():
                 owner = s.scalar(select(Principal.name).where(Principal.id == job.owner_id)) or "?"
-                out.append(NodeJobView(
-                    id=job.id, name=job.name, owner=owner, state=job.state, reason=job.reason,  # type: ignore[arg-type]
-                    spec=job.spec, submitted_at=_aware(job.submitted_at),  # type: ignore[arg-type]
-                    approval=_approval_public(appr),
-                ))
+                out.append(
+                    NodeJobView(
+                        id=job.id,
+                        name=job.name,
+                        owner=owner,
+                        state=job.state,
+                        reason=job.reason,  # type: ignore[arg-type]
+                        spec=job.spec,
+                        submitted_at=_aware(job.submitted_at),  # type: ignore[arg-type]
+                        approval=_approval_public(appr),
+                    )
+                )
             return out
 
-    def _move(self, s: Session, job_id: str, to: str, reason: str, from_states: Iterable[str],
-              round_no: int | None = None, **values: Any) -> bool:
+    def _move(
+        self,
+        s: Session,
+        job_id: str,
+        to: str,
+        reason: str,
+        from_states: Iterable[str],
+        round_no: int | None = None,
+        **values: Any,
+    ) -> bool:
         now = self.clock()
         values = {"state": to, "reason": reason, "updated_at": now, **values}
         if to in TERMINAL_STATES:
             values.setdefault("finished_at", now)
-        res = s.execute(update(Job).where(Job.id == job_id, Job.state.in_(list(from_states))).values(**values))
+        res = s.execute(
+            update(Job).where(Job.id == job_id, Job.state.in_(list(from_states))).values(**values)
+        )
         if res.rowcount != 1:  # type: ignore[attr-defined]
             return False
         s.add(JobEvent(job_id=job_id, at=now, state=to, reason=reason, round=round_no))
         return True
 
-    def decide(self, job_id: str, node: str, decision: DecisionCreate, by: str) -> tuple[ApprovalPublic, bool]:
+    def decide(
+        self, job_id: str, node: str, decision: DecisionCreate, by: str
+    ) -> tuple[ApprovalPublic, bool]:
         """Record a node's decision and move the job on when the decisions allow.
 
         The job becomes ``approved`` once ``min_nodes`` targeted nodes approved (it runs on
@@ -439,7 +585,9 @@ class Store:
         if decision.outcome == "reject" and not decision.reasons:
             raise InvalidSpec("a rejection needs at least one reason", field="reasons")
         now = self.clock()
-        status = {"approve": "approved", "reject": "rejected", "needs_approval": "needs_approval"}[decision.outcome]
+        status = {"approve": "approved", "reject": "rejected", "needs_approval": "needs_approval"}[
+            decision.outcome
+        ]
         with self.sessions.begin() as s:
             job = s.get(Job, job_id, with_for_update=True)
             appr = s.get(Approval, (job_id, node))
@@ -457,18 +605,32 @@ class Store:
             rejected = [a for a in rows if a.status == "rejected"]
             started = False
             if len(approved) >= job.min_nodes:
-                started = self._move(s, job_id, "approved", f"approved by {', '.join(approved)}",
-                                     ["submitted", "awaiting_approval"], run_nodes=approved)
+                started = self._move(
+                    s,
+                    job_id,
+                    "approved",
+                    f"approved by {', '.join(approved)}",
+                    ["submitted", "awaiting_approval"],
+                    run_nodes=approved,
+                )
             elif len(rows) - len(rejected) < job.min_nodes:
                 why = "; ".join(
-                    f"{a.node}: " + (", ".join(r["code"] for r in a.reasons) or "rejected") for a in rejected
+                    f"{a.node}: " + (", ".join(r["code"] for r in a.reasons) or "rejected")
+                    for a in rejected
                 )
-                self._move(s, job_id, "failed",
-                           f"rejected ({why}); {len(rows) - len(rejected)} node(s) left, the job needs {job.min_nodes}",
-                           ["submitted", "awaiting_approval"])
+                self._move(
+                    s,
+                    job_id,
+                    "failed",
+                    f"rejected ({why}); {len(rows) - len(rejected)} node(s) left, "
+                    f"the job needs {job.min_nodes}",
+                    ["submitted", "awaiting_approval"],
+                )
             else:
                 waiting = len(rows) - len(rejected) - len(approved)
-                job.reason = (f"{len(approved)} of {job.min_nodes} approvals; {waiting} node(s) to decide")
+                job.reason = (
+                    f"{len(approved)} of {job.min_nodes} approvals; {waiting} node(s) to decide"
+                )
                 job.updated_at = now
             return _approval_public(appr), started
 
@@ -486,7 +648,15 @@ class Store:
                 return
             job.round, job.metrics, job.updated_at = round_no, metrics, self.clock()
             job.reason = f"round {round_no} of {job.rounds_total} done"
-            s.add(JobEvent(job_id=job_id, at=job.updated_at, state="running", reason=job.reason, round=round_no))
+            s.add(
+                JobEvent(
+                    job_id=job_id,
+                    at=job.updated_at,
+                    state="running",
+                    reason=job.reason,
+                    round=round_no,
+                )
+            )
 
     def finish(self, job_id: str, result: RunResult) -> bool:
         """Store a run's result and end the job (unless it was cancelled meanwhile).
@@ -495,12 +665,26 @@ class Store:
             Whether the job was still running (if not, the result is stored but the state kept).
         """
         now = self.clock()
-        digest = result_hash(result.status, result.report, result.model, dict(result.epsilon_by_node),
-                             result.plot_png)
+        digest = result_hash(
+            result.status,
+            result.report,
+            result.model,
+            dict(result.epsilon_by_node),
+            result.plot_png,
+        )
         with self.sessions.begin() as s:
-            s.merge(Result(job_id=job_id, status=result.status, report=result.report, model=result.model,
-                           epsilon_by_node=dict(result.epsilon_by_node), plot_png=result.plot_png,
-                           created_at=now, result_hash=digest))
+            s.merge(
+                Result(
+                    job_id=job_id,
+                    status=result.status,
+                    report=result.report,
+                    model=result.model,
+                    epsilon_by_node=dict(result.epsilon_by_node),
+                    plot_png=result.plot_png,
+                    created_at=now,
+                    result_hash=digest,
+                )
+            )
             moved = self._move(s, job_id, result.status, result.reason, ["running"])
             self._hold(s, job_id, now)
             return moved
@@ -511,18 +695,37 @@ class Store:
         if job is None:
             return
         names = list(job.run_nodes or job.nodes or [])
-        modes = {n.name: n.release_review for n in s.scalars(select(Node).where(Node.name.in_(names)))}
+        modes = {
+            n.name: n.release_review for n in s.scalars(select(Node).where(Node.name.in_(names)))
+        }
         reviewing = sorted(n for n, m in modes.items() if m in REVIEWS_NEEDED)
         if not reviewing:
             return
         for name in reviewing:
-            s.merge(ReleaseReview(job_id=job_id, node=name, mode=modes[name], status="held", reason="",
-                                  updated_at=now))
+            s.merge(
+                ReleaseReview(
+                    job_id=job_id,
+                    node=name,
+                    mode=modes[name],
+                    status="held",
+                    reason="",
+                    updated_at=now,
+                )
+            )
         job.held = True
         why = ", ".join(f"{n} ({str(modes[n]).replace('_', ' ')})" for n in reviewing)
-        s.add(JobEvent(job_id=job_id, at=now, state=job.state, reason=f"result held for release review by {why}"))
+        s.add(
+            JobEvent(
+                job_id=job_id,
+                at=now,
+                state=job.state,
+                reason=f"result held for release review by {why}",
+            )
+        )
 
-    def fail(self, job_id: str, reason: str, from_states: Sequence[str] = ("approved", "running")) -> bool:
+    def fail(
+        self, job_id: str, reason: str, from_states: Sequence[str] = ("approved", "running")
+    ) -> bool:
         """End a job as failed with ``reason`` (only from ``from_states``)."""
         with self.sessions.begin() as s:
             return self._move(s, job_id, "failed", reason, from_states)
@@ -538,9 +741,16 @@ class Store:
             job = s.get(Job, job_id)
             if job is None:
                 raise NotFound(f"job_id: no job {job_id!r}", field="job_id")
-            if not self._move(s, job_id, "cancelled", f"cancelled by {by}",
-                              ["submitted", "awaiting_approval", "approved", "running"]):
-                raise Conflict(f"job {job_id} is {job.state}; it cannot be cancelled", field="job_id")
+            if not self._move(
+                s,
+                job_id,
+                "cancelled",
+                f"cancelled by {by}",
+                ["submitted", "awaiting_approval", "approved", "running"],
+            ):
+                raise Conflict(
+                    f"job {job_id} is {job.state}; it cannot be cancelled", field="job_id"
+                )
         return self.get_job(job_id)[0]
 
     def recover(self) -> list[str]:
@@ -553,14 +763,20 @@ class Store:
             running = list(s.scalars(select(Job.id).where(Job.state == "running")))
             for job_id in running:
                 self._move(s, job_id, "failed", RESTART_REASON, ["running"])
-            return list(s.scalars(select(Job.id).where(Job.state == "approved").order_by(Job.updated_at)))
+            return list(
+                s.scalars(select(Job.id).where(Job.state == "approved").order_by(Job.updated_at))
+            )
 
     def events(self, job_id: str) -> list[JobEventPublic]:
         """Return a job's history, oldest first."""
         with self.sessions() as s:
-            rows = s.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))
-            return [JobEventPublic(at=_aware(e.at), state=e.state, reason=e.reason, round=e.round)  # type: ignore[arg-type]
-                    for e in rows]
+            rows = s.scalars(
+                select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
+            )
+            return [
+                JobEventPublic(at=_aware(e.at), state=e.state, reason=e.reason, round=e.round)  # type: ignore[arg-type]
+                for e in rows
+            ]
 
     def approvals(self, job_id: str | None = None, node: str | None = None) -> list[ApprovalPublic]:
         """Return approvals, optionally of one job or one node."""
@@ -576,15 +792,26 @@ class Store:
         job = s.get(Job, job_id)
         if job is None or not job.held:
             return
-        reviews = list(s.scalars(select(ReleaseReview).where(ReleaseReview.job_id == job_id)
-                                 .order_by(ReleaseReview.node)))
+        reviews = list(
+            s.scalars(
+                select(ReleaseReview)
+                .where(ReleaseReview.job_id == job_id)
+                .order_by(ReleaseReview.node)
+            )
+        )
         withheld = [f"{r.node}: {r.reason}" for r in reviews if r.status == "withheld"]
         waiting = [r.node for r in reviews if r.status == "held"]
         if withheld:
-            raise ResultHeld(f"the result of job {job_id} was withheld by its nodes' release review "
-                             f"({'; '.join(withheld)})", field="job_id")
-        raise ResultHeld(f"the result of job {job_id} is held until node(s) {', '.join(waiting)} release it "
-                         "(output checking)", field="job_id")
+            raise ResultHeld(
+                f"the result of job {job_id} was withheld by its nodes' release review "
+                f"({'; '.join(withheld)})",
+                field="job_id",
+            )
+        raise ResultHeld(
+            f"the result of job {job_id} is held until node(s) {', '.join(waiting)} release it "
+            "(output checking)",
+            field="job_id",
+        )
 
     def result(self, job_id: str) -> ResultPublic:
         """Return a job's stored result.
@@ -598,9 +825,16 @@ class Store:
             r = s.get(Result, job_id)
             if r is None:
                 raise NotFound(f"job {job_id} has no result", field="job_id")
-            return ResultPublic(job_id=r.job_id, status=r.status, report=r.report, model=r.model,
-                                epsilon_by_node=r.epsilon_by_node or {}, has_plot=r.plot_png is not None,
-                                created_at=_aware(r.created_at), result_hash=r.result_hash)  # type: ignore[arg-type]
+            return ResultPublic(
+                job_id=r.job_id,
+                status=r.status,
+                report=r.report,
+                model=r.model,
+                epsilon_by_node=r.epsilon_by_node or {},
+                has_plot=r.plot_png is not None,
+                created_at=_aware(r.created_at),
+                result_hash=r.result_hash,
+            )  # type: ignore[arg-type]
 
     def plot(self, job_id: str) -> bytes:
         """Return a job's report plot (PNG).
@@ -617,9 +851,14 @@ class Store:
             return bytes(png)
 
     # -- release review (output checking) --------------------------------------------------------
-    def _decisions(self, s: Session, job_id: str | None, node: str | None) -> list[ReleaseDecisionPublic]:
-        q = (select(ReleaseDecision, Principal.name).join(Principal, Principal.id == ReleaseDecision.reviewer_id)
-             .order_by(ReleaseDecision.id))
+    def _decisions(
+        self, s: Session, job_id: str | None, node: str | None
+    ) -> list[ReleaseDecisionPublic]:
+        q = (
+            select(ReleaseDecision, Principal.name)
+            .join(Principal, Principal.id == ReleaseDecision.reviewer_id)
+            .order_by(ReleaseDecision.id)
+        )
         if job_id is not None:
             q = q.where(ReleaseDecision.job_id == job_id)
         if node is not None:
@@ -633,26 +872,41 @@ class Store:
         owner = s.scalar(select(Principal.name).where(Principal.id == job.owner_id)) or "?"
         eps = (res.epsilon_by_node or {}).get(review.node)
         return ReleaseView(
-            job_id=job.id, name=job.name, owner=owner, kind=job.kind, state=job.state,  # type: ignore[arg-type]
-            node=review.node, review=review.mode, status=review.status,  # type: ignore[arg-type]
-            reviews_needed=REVIEWS_NEEDED.get(review.mode, 1), result_status=res.status,
-            result_hash=res.result_hash or "", result_created_at=_aware(res.created_at),  # type: ignore[arg-type]
-            has_model=res.model is not None, has_plot=res.plot_png is not None,
-            report_keys=sorted(res.report or {}), epsilon=float(eps) if eps is not None else None,
+            job_id=job.id,
+            name=job.name,
+            owner=owner,
+            kind=job.kind,
+            state=job.state,  # type: ignore[arg-type]
+            node=review.node,
+            review=review.mode,
+            status=review.status,  # type: ignore[arg-type]
+            reviews_needed=REVIEWS_NEEDED.get(review.mode, 1),
+            result_status=res.status,
+            result_hash=res.result_hash or "",
+            result_created_at=_aware(res.created_at),  # type: ignore[arg-type]
+            has_model=res.model is not None,
+            has_plot=res.plot_png is not None,
+            report_keys=sorted(res.report or {}),
+            epsilon=float(eps) if eps is not None else None,
             decisions=self._decisions(s, job.id, review.node),
         )
 
     def release_views(self, node: str, status: str | None = None) -> list[ReleaseView]:
         """Return the results held (or decided) for ``node``'s review: summaries, never data."""
-        q = (select(ReleaseReview).join(Job, Job.id == ReleaseReview.job_id)
-             .where(ReleaseReview.node == node).order_by(Job.finished_at, Job.id))
+        q = (
+            select(ReleaseReview)
+            .join(Job, Job.id == ReleaseReview.job_id)
+            .where(ReleaseReview.node == node)
+            .order_by(Job.finished_at, Job.id)
+        )
         if status is not None:
             q = q.where(ReleaseReview.status == status)
         with self.sessions() as s:
             return [self._release_view(s, r) for r in s.scalars(q).all()]
 
-    def release_decide(self, job_id: str, node: str, decision: ReleaseDecisionCreate,
-                       reviewer: PrincipalPublic) -> ReleaseView:
+    def release_decide(
+        self, job_id: str, node: str, decision: ReleaseDecisionCreate, reviewer: PrincipalPublic
+    ) -> ReleaseView:
         """Record a node admin's release decision on a held result.
 
         ``admin`` review: one release releases the node's hold; ``two_reviewers``: two
@@ -674,18 +928,40 @@ class Store:
             review = s.get(ReleaseReview, (job_id, node))
             res = s.get(Result, job_id)
             if job is None or review is None or res is None:
-                raise NotFound(f"job_id: no result of job {job_id!r} awaits node {node!r}'s review",
-                               field="job_id")
+                raise NotFound(
+                    f"job_id: no result of job {job_id!r} awaits node {node!r}'s review",
+                    field="job_id",
+                )
             if review.status != "held":
-                raise Conflict(f"node {node} already {review.status} the result of job {job_id}", field="job_id")
-            earlier = list(s.scalars(select(ReleaseDecision).where(
-                ReleaseDecision.job_id == job_id, ReleaseDecision.node == node)))
+                raise Conflict(
+                    f"node {node} already {review.status} the result of job {job_id}",
+                    field="job_id",
+                )
+            earlier = list(
+                s.scalars(
+                    select(ReleaseDecision).where(
+                        ReleaseDecision.job_id == job_id, ReleaseDecision.node == node
+                    )
+                )
+            )
             if any(d.reviewer_id == reviewer.id for d in earlier):
-                raise Conflict(f"reviewer {reviewer.name} already decided on job {job_id} for node {node}; "
-                               "a second, distinct reviewer is needed", field="reviewer")
+                raise Conflict(
+                    f"reviewer {reviewer.name} already decided on job {job_id} for node {node}; "
+                    "a second, distinct reviewer is needed",
+                    field="reviewer",
+                )
             reason = (decision.reason or "").strip()[:2000] or None
-            s.add(ReleaseDecision(job_id=job_id, node=node, reviewer_id=reviewer.id, decision=decision.decision,
-                                  reason=reason, result_hash=res.result_hash, at=now))
+            s.add(
+                ReleaseDecision(
+                    job_id=job_id,
+                    node=node,
+                    reviewer_id=reviewer.id,
+                    decision=decision.decision,
+                    reason=reason,
+                    result_hash=res.result_hash,
+                    at=now,
+                )
+            )
             releases = 1 + sum(1 for d in earlier if d.decision == "release")
             needed = REVIEWS_NEEDED.get(review.mode, 1)
             if decision.decision == "withhold":
@@ -693,12 +969,19 @@ class Store:
                 what = f"result withheld by {node} (reviewer {reviewer.name}): {reason}"
             elif releases >= needed:
                 review.status, review.reason = "released", reason or ""
-                what = f"result released by {node} (reviewer {reviewer.name}, {releases} of {needed})"
+                what = (
+                    f"result released by {node} (reviewer {reviewer.name}, {releases} of {needed})"
+                )
             else:
-                what = f"result release by {node}: reviewer {reviewer.name} released, {releases} of {needed}"
+                what = (
+                    f"result release by {node}: reviewer {reviewer.name} released, "
+                    f"{releases} of {needed}"
+                )
             review.updated_at = now
             s.flush()
-            statuses = set(s.scalars(select(ReleaseReview.status).where(ReleaseReview.job_id == job_id)))
+            statuses = set(
+                s.scalars(select(ReleaseReview.status).where(ReleaseReview.job_id == job_id))
+            )
             if statuses == {"released"}:
                 job.held = False
                 what += "; the result is released"
@@ -707,7 +990,9 @@ class Store:
             s.flush()
             return self._release_view(s, review)
 
-    def release_decisions(self, job_id: str | None = None, node: str | None = None) -> list[ReleaseDecisionPublic]:
+    def release_decisions(
+        self, job_id: str | None = None, node: str | None = None
+    ) -> list[ReleaseDecisionPublic]:
         """Return reviewers' release decisions, oldest first (auditors)."""
         with self.sessions() as s:
             return self._decisions(s, job_id, node)
@@ -719,8 +1004,10 @@ class Store:
             for job_id, eps in s.execute(select(Result.job_id, Result.epsilon_by_node)):
                 for node, value in (eps or {}).items():
                     totals.setdefault(node, {})[job_id] = float(value)
-        return [EpsilonByNode(node=n, jobs=len(j), epsilon_total=sum(j.values()), by_job=j)
-                for n, j in sorted(totals.items())]
+        return [
+            EpsilonByNode(node=n, jobs=len(j), epsilon_total=sum(j.values()), by_job=j)
+            for n, j in sorted(totals.items())
+        ]
 
     def ping(self) -> None:
         """Run a trivial query (health check).
@@ -730,5 +1017,3 @@ class Store:
         """
         with self.sessions() as s:
             s.execute(select(1))
-
-

@@ -1,1 +1,1 @@
-"""What nodes and the coordinator share: job specs, models, DP training, aggregation, Flower apps."""
+"""What nodes and the coordinator share: specs, models, DP training, aggregation, apps."""

@@ -41,7 +41,13 @@ JobState = Literal[
 ]
 #: Every job state, in lifecycle order.
 JOB_STATES: tuple[JobState, ...] = (
-    "submitted", "awaiting_approval", "approved", "running", "succeeded", "failed", "cancelled"
+    "submitted",
+    "awaiting_approval",
+    "approved",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
 )
 #: States a job never leaves.
 TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
@@ -90,9 +96,9 @@ class NodeRegistration(_Wire):
     """
 
     max_epsilon_per_job: float | None = Field(default=None, gt=0, le=1000, allow_inf_nan=False)
-    domains: dict[Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")], list[_Column] | Literal["*"]] = (
-        Field(default_factory=dict, max_length=64)
-    )
+    domains: dict[
+        Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")], list[_Column] | Literal["*"]
+    ] = Field(default_factory=dict, max_length=64)
     approval_mode: Literal["automatic", "manual", "automatic_for"] | None = None
     public_key_pem: str | None = Field(default=None, max_length=4000)
     release_review: ReleaseReviewMode | None = None

@@ -166,14 +166,18 @@ def train_local(
         raise FederationError("training data are empty or contain NaN/inf")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    data = TensorDataset(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32))
+    data = TensorDataset(
+        torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     model.train()
     if plan is not None:
         from opacus import PrivacyEngine
 
-        loader = DataLoader(data, batch_size=max(1, round(plan.sample_rate * len(data))), generator=gen)
+        loader = DataLoader(
+            data, batch_size=max(1, round(plan.sample_rate * len(data))), generator=gen
+        )
         engine = PrivacyEngine(accountant=plan.accountant)
         model, optimizer, loader = engine.make_private(
             module=model,

@@ -91,10 +91,18 @@ def metrics_from_sums(summed: np.ndarray) -> EvaluationMetrics:
         raise ValueError("the evaluation holds no example")
     # AUC: P(score_pos > score_neg) + 0.5 P(tie), ties = same bin.
     neg_below = np.concatenate([[0.0], np.cumsum(neg)[:-1]])
-    auc = float((pos * (neg_below + 0.5 * neg)).sum() / (n_pos * n_neg)) if n_pos and n_neg else float("nan")
+    auc = (
+        float((pos * (neg_below + 0.5 * neg)).sum() / (n_pos * n_neg))
+        if n_pos and n_neg
+        else float("nan")
+    )
     count = pos + neg
     with np.errstate(invalid="ignore", divide="ignore"):
-        gap = np.where(count > 0, np.abs(psum / np.where(count > 0, count, 1) - pos / np.where(count > 0, count, 1)), 0.0)
+        gap = np.where(
+            count > 0,
+            np.abs(psum / np.where(count > 0, count, 1) - pos / np.where(count > 0, count, 1)),
+            0.0,
+        )
     ece = float((count * gap).sum() / total)
     return EvaluationMetrics(
         n=int(round(n)),

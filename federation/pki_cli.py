@@ -25,7 +25,8 @@ def init_cmd(
         list[str] | None,
         typer.Option(
             "--host",
-            help="An address the SuperLink is reached at (repeat; default 127.0.0.1 and localhost).",
+            help="An address the SuperLink is reached at "
+            "(repeat; default 127.0.0.1 and localhost).",
         ),
     ] = None,
     days: Annotated[int, typer.Option(help="Validity in days.")] = 825,
@@ -38,7 +39,8 @@ def init_cmd(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
     typer.echo(
-        f"CA {pki.ca_cert}\nSuperLink certificate {pki.server_cert} for {', '.join(host or DEFAULT_HOSTS)}"
+        f"CA {pki.ca_cert}\nSuperLink certificate {pki.server_cert} "
+        f"for {', '.join(host or DEFAULT_HOSTS)}"
     )
 
 
@@ -48,7 +50,10 @@ def node_key_cmd(
     folder: PkiDir,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing key.")] = False,
 ) -> None:
-    """Create a node's ECDSA P-384 SuperNode key pair (OpenSSH); register the .pub with the SuperLink."""
+    """Create a node's ECDSA P-384 SuperNode key pair (OpenSSH).
+
+    Register the ``.pub`` with the SuperLink.
+    """
     try:
         key = create_node_key(Pki(folder), name, overwrite=force)
     except (FileExistsError, ValueError) as exc:

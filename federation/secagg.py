@@ -140,11 +140,15 @@ class SecAggSettings:
 
     def __post_init__(self) -> None:
         if self.n_nodes < 2:
-            raise ValueError(f"n_nodes: secure aggregation needs at least 2 nodes, got {self.n_nodes}")
+            raise ValueError(
+                f"n_nodes: secure aggregation needs at least 2 nodes, got {self.n_nodes}"
+            )
         if self.max_weight < 1:
             raise ValueError(f"max_weight: must be >= 1, got {self.max_weight}")
         if not (self.clipping_range > 0 and math.isfinite(self.clipping_range)):
-            raise ValueError(f"clipping_range: must be a positive number, got {self.clipping_range}")
+            raise ValueError(
+                f"clipping_range: must be a positive number, got {self.clipping_range}"
+            )
         if self.n_nodes * self.quantization_range >= MODULUS_RANGE:
             raise ValueError("quantization_range: the sum over nodes would wrap the modulus")
         if not 0 < self.reconstruction_threshold <= 1:
@@ -205,7 +209,7 @@ class SecAggSettings:
 
     @property
     def resolution(self) -> float:
-        """Return the quantisation step of one entry: ``2 * clipping_range / quantization_range``."""
+        """Return the quantisation step of one entry (2 × clipping range / quantisation range)."""
         return 2 * self.clipping_range / self.quantization_range
 
     def as_config(self) -> dict[str, float | int]:

@@ -35,8 +35,29 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 #: DUO codes a job may state as its purpose (primary categories and modifiers).
 DUO_PURPOSE_CODES = frozenset(
-    {"GRU", "HMB", "DS", "POA", "NCU", "NPU", "NPUNCU", "IRB", "GS", "TS", "US", "PS",
-     "PUB", "COL", "RTN", "MOR", "NRES", "NMDS", "GSO", "IS", "CC"}
+    {
+        "GRU",
+        "HMB",
+        "DS",
+        "POA",
+        "NCU",
+        "NPU",
+        "NPUNCU",
+        "IRB",
+        "GS",
+        "TS",
+        "US",
+        "PS",
+        "PUB",
+        "COL",
+        "RTN",
+        "MOR",
+        "NRES",
+        "NMDS",
+        "GSO",
+        "IS",
+        "CC",
+    }
 )
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
@@ -328,7 +349,9 @@ def load_job_spec(path: Path) -> JobSpec:
     try:
         data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise JobSpecError("spec", f"{path.name} is not valid {path.suffix[1:].upper()}: {exc}") from None
+        raise JobSpecError(
+            "spec", f"{path.name} is not valid {path.suffix[1:].upper()}: {exc}"
+        ) from None
     return parse_job_spec(data)
 
 

@@ -130,7 +130,10 @@ def make_fedavg_strategy(
             params, summed_eval = unpack_update(arrays, total_n)
             metrics: EvaluationMetrics = metrics_from_sums(summed_eval)
             names = sorted(str(res.metrics.get("node", "?")) for _, res in results)
-            eps = {str(res.metrics.get("node", "?")): float(res.metrics.get("epsilon", 0.0)) for _, res in results}
+            eps = {
+                str(res.metrics.get("node", "?")): float(res.metrics.get("epsilon", 0.0))
+                for _, res in results
+            }
             phase = fit_config(server_round).get("phase")
             recorder.add(
                 RoundRecord(

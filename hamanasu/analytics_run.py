@@ -37,7 +37,11 @@ def declared_ranges(domain: str) -> dict[str, tuple[float, float]]:
     for col in schema.columns:
         if col.kind == "bool":
             out[col.name] = (0.0, 1.0)
-        elif col.kind in ("int", "float") and isinstance(col.low, int | float) and isinstance(col.high, int | float):
+        elif (
+            col.kind in ("int", "float")
+            and isinstance(col.low, int | float)
+            and isinstance(col.high, int | float)
+        ):
             out[col.name] = (float(col.low), float(col.high))
     return out
 
@@ -47,8 +51,12 @@ def _secagg(spec: JobSpec, n_nodes: int) -> SecAggSettings | None:
     if not sa.enabled:
         return None
     return SecAggSettings.for_job(
-        n_nodes, 1, clipping_range=sa.clipping_range, reconstruction_threshold=sa.reconstruction_threshold,
-        timeout=sa.timeout, max_retries=sa.max_retries,
+        n_nodes,
+        1,
+        clipping_range=sa.clipping_range,
+        reconstruction_threshold=sa.reconstruction_threshold,
+        timeout=sa.timeout,
+        max_retries=sa.max_retries,
     )
 
 
@@ -87,7 +95,11 @@ def run_glm_job(
         beta = state["beta"]
         summed = glm_unscale_sum(summed_scaled, spec, beta, term_bounds, bound, clip)
         beta_new, info = glm_newton_step(
-            summed, beta, family, previous=state["info"], tolerance=spec.glm.tolerance,
+            summed,
+            beta,
+            family,
+            previous=state["info"],
+            tolerance=spec.glm.tolerance,
             min_events_per_parameter=spec.glm.min_events_per_parameter,
             rcond=1e-7 if secagg else 1e-10,
         )
@@ -102,17 +114,30 @@ def run_glm_job(
 
     recorder, outcome = SumRecorder(on_round=on_round), RunOutcome()
     server = build_sum_server_app(
-        initial=state["beta"], n_nodes=len(nodes), max_rounds=spec.glm.max_iterations + 1,
-        min_nodes=spec.min_nodes, secagg=secagg, fit_config={"job_id": job_id}, step=step,
-        recorder=recorder, outcome=outcome,
+        initial=state["beta"],
+        n_nodes=len(nodes),
+        max_rounds=spec.glm.max_iterations + 1,
+        min_nodes=spec.min_nodes,
+        secagg=secagg,
+        fit_config={"job_id": job_id},
+        step=step,
+        recorder=recorder,
+        outcome=outcome,
     )
-    client = build_sum_client_app(spec, job_id, nodes, local, gates, secure_aggregation=secagg is not None)
+    client = build_sum_client_app(
+        spec, job_id, nodes, local, gates, secure_aggregation=secagg is not None
+    )
     started = time.perf_counter()
     run_embedded(server, client, len(nodes))
     result: dict[str, Any] = {
-        "job_id": job_id, "kind": "glm", "status": outcome.status, "reason": outcome.reason,
-        "nodes": [n.name for n in nodes], "secure_aggregation": secagg is not None,
-        "rounds": len(recorder.sums), "wall_seconds": round(time.perf_counter() - started, 2),
+        "job_id": job_id,
+        "kind": "glm",
+        "status": outcome.status,
+        "reason": outcome.reason,
+        "nodes": [n.name for n in nodes],
+        "secure_aggregation": secagg is not None,
+        "rounds": len(recorder.sums),
+        "wall_seconds": round(time.perf_counter() - started, 2),
     }
     if outcome.status == "succeeded" and state["result"] is not None:
         result.update(state["result"].to_json_dict())
@@ -125,7 +150,12 @@ def run_glm_job(
 
 
 def run_analytics_job(
-    spec: JobSpec, nodes: list[NodeSource], *, job_id: str, out: Path, show: bool = True,
+    spec: JobSpec,
+    nodes: list[NodeSource],
+    *,
+    job_id: str,
+    out: Path,
+    show: bool = True,
     gates: dict[str, RoundGate] | None = None,
 ) -> dict[str, Any]:
     """Run a ``stats`` or ``glm`` job over ``nodes`` and draw its plot into ``out``.
@@ -142,9 +172,17 @@ def run_analytics_job(
 
     sizes = {n.name: len(read_columns(n.data, spec.domain, spec.columns())) for n in nodes}
     if spec.kind == "glm":
-        with round_progress(spec.glm.max_iterations + 1, f"fitting {spec.name} (Newton over SecAgg+)", enabled=show) as advance:
-            result = run_glm_job(spec, nodes, job_id=job_id, max_records=max(sizes.values()), gates=gates,
-                                 on_round=advance)
+        with round_progress(
+            spec.glm.max_iterations + 1, f"fitting {spec.name} (Newton over SecAgg+)", enabled=show
+        ) as advance:
+            result = run_glm_job(
+                spec,
+                nodes,
+                job_id=job_id,
+                max_records=max(sizes.values()),
+                gates=gates,
+                on_round=advance,
+            )
         if result["status"] == "succeeded":
             plot_forest(result, out / "forest.png")
             result["plot"] = "forest.png"
@@ -153,6 +191,14 @@ def run_analytics_job(
         from hamanasu.stats_run import run_stats_job
 
         floors = [g.policy().min_cell_count for g in (gates or {}).values() if hasattr(g, "policy")]
-        return run_stats_job(spec, nodes, job_id=job_id, out=out, sizes=sizes, gates=gates, show=show,
-                             min_cell_count=max(floors, default=0))
+        return run_stats_job(
+            spec,
+            nodes,
+            job_id=job_id,
+            out=out,
+            sizes=sizes,
+            gates=gates,
+            show=show,
+            min_cell_count=max(floors, default=0),
+        )
     raise ValueError(f"kind: {spec.kind!r} is not an analytics job")

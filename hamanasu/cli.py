@@ -26,7 +26,6 @@ app = typer.Typer(
 def _mount() -> None:
     """Mount every package's command group on the top-level app."""
     from hamanasu.embedded import register as register_embedded
-
     from hamanasu.up import register as register_up
 
     register_embedded(app)

@@ -39,8 +39,15 @@ def _training_table(report: dict[str, Any]) -> Table:
         table.add_column(col, justify="right")
     for r in report["rounds"]:
         m = r["metrics"]
-        table.add_row(str(r["model_version"]), f"{m['auc']:.3f}", f"{m['accuracy']:.3f}",
-                      f"{m['log_loss']:.3f}", f"{m['ece']:.3f}", str(m["n"]), f"{r['seconds']:.2f}")
+        table.add_row(
+            str(r["model_version"]),
+            f"{m['auc']:.3f}",
+            f"{m['accuracy']:.3f}",
+            f"{m['log_loss']:.3f}",
+            f"{m['ece']:.3f}",
+            str(m["n"]),
+            f"{r['seconds']:.2f}",
+        )
     return table
 
 
@@ -58,7 +65,9 @@ def _set_up_nodes(out: Path, console: Console) -> dict[str, Any]:
         init_node(folder, name, EXAMPLES / "policies" / f"{name}.toml")
         point = EnforcementPoint(name, folder)
         count = import_consents(point, out / "data" / name / "consents.csv")
-        console.print(f"node [bold]{name}[/]: key 0600, policy {name}.toml, {count} consent versions imported")
+        console.print(
+            f"node [bold]{name}[/]: key 0600, policy {name}.toml, {count} consent versions imported"
+        )
         points[name] = point
     return points
 
@@ -83,7 +92,9 @@ def _commercial_request(points: dict[str, Any], console: Console) -> dict[str, A
     accepted = [n for n, v in outcome["nodes"].items() if v["outcome"] == "allow"]
     outcome["ran"] = len(accepted) >= spec.min_nodes
     outcome["why_not_run"] = (
-        None if outcome["ran"] else f"{len(accepted)} node(s) accepted; the job needs {spec.min_nodes}"
+        None
+        if outcome["ran"]
+        else f"{len(accepted)} node(s) accepted; the job needs {spec.min_nodes}"
     )
     _ = JobRefused  # refusals at round time arrive as JobRefused; here the policy refuses up front
     return outcome
@@ -102,15 +113,25 @@ def _rates_by_year(
         point.accept(spec, job_id)
         min_cells = max(min_cells, point.policy().min_cell_count)
     with console.status("LBW rate by year (one SecAgg+ round, distributed DP)"):
-        result = run_stats_job(spec, nodes, job_id=job_id, out=out, sizes=sizes, gates=dict(points),
-                               show=False, min_cell_count=min_cells)
+        result = run_stats_job(
+            spec,
+            nodes,
+            job_id=job_id,
+            out=out,
+            sizes=sizes,
+            gates=dict(points),
+            show=False,
+            min_cell_count=min_cells,
+        )
     for point in points.values():
         point.release(job_id, f"job {result['status']}")
     if result["status"] != "succeeded":
         console.print(f"[red]statistics failed:[/] {result['reason']}")
         return result
     dp = result["dp"] or {}
-    table = Table(title=f"LBW rate by year (DP ε = {dp.get('epsilon')} per node, {dp.get('mode')}; 95 % CI)")
+    table = Table(
+        title=f"LBW rate by year (DP ε = {dp.get('epsilon')} per node, {dp.get('mode')}; 95 % CI)"
+    )
     for col in ("year", "births", "LBW %", "95 % CI"):
         table.add_column(col, justify="right")
     for cell in result["cells"]:
@@ -119,8 +140,12 @@ def _rates_by_year(
             table.add_row(str(cell["group"]["year"]), "suppressed", "", "")
             continue
         low, high = lbw["proportion_ci"]
-        table.add_row(str(cell["group"]["year"]), f"{cell['n']:.0f}", f"{100 * lbw['proportion']:.1f}",
-                      f"{100 * low:.1f}–{100 * high:.1f}")
+        table.add_row(
+            str(cell["group"]["year"]),
+            f"{cell['n']:.0f}",
+            f"{100 * lbw['proportion']:.1f}",
+            f"{100 * low:.1f}–{100 * high:.1f}",
+        )
     console.print(table)
     return result
 
@@ -137,19 +162,34 @@ def _adjusted_odds_ratios(
     job_id = f"glm-{int(time.time())}"
     for point in points.values():
         point.accept(spec, job_id)
-    with round_progress(spec.glm.max_iterations + 1, "adjusted odds ratios (Newton over SecAgg+)") as advance:
-        result = run_glm_job(spec, nodes, job_id=job_id, max_records=max(sizes.values()),
-                             gates=dict(points), on_round=advance)
+    with round_progress(
+        spec.glm.max_iterations + 1, "adjusted odds ratios (Newton over SecAgg+)"
+    ) as advance:
+        result = run_glm_job(
+            spec,
+            nodes,
+            job_id=job_id,
+            max_records=max(sizes.values()),
+            gates=dict(points),
+            on_round=advance,
+        )
     if result["status"] != "succeeded":
         console.print(f"[red]regression failed:[/] {result['reason']}")
         return result
-    table = Table(title=f"Adjusted odds ratios for LBW (n = {result['n_obs']}, {result['iterations']} Newton steps)")
+    table = Table(
+        title=f"Adjusted odds ratios for LBW (n = {result['n_obs']}, "
+        f"{result['iterations']} Newton steps)"
+    )
     for col in ("term", "OR", "95 % CI", "p"):
         table.add_column(col, justify="right")
     for term, row in result["coefficients"].items():
         if term != "(Intercept)":
-            table.add_row(term, f"{row['odds_ratio']:.2f}", f"{row['or_ci_low']:.2f}–{row['or_ci_high']:.2f}",
-                          f"{row['p_value']:.2g}")
+            table.add_row(
+                term,
+                f"{row['odds_ratio']:.2f}",
+                f"{row['or_ci_low']:.2f}–{row['or_ci_high']:.2f}",
+                f"{row['p_value']:.2g}",
+            )
     console.print(table)
     plot_forest(result, out / "odds_ratios.png")
     result["plot"] = "odds_ratios.png"
@@ -159,10 +199,15 @@ def _adjusted_odds_ratios(
 def _ledger_summary(point: Any, job_id: str) -> dict[str, Any]:
     """Return the usage entries of a job in a node's ledger and its signed head."""
     ledger = point.ledger()
-    usage = [e.payload for e in ledger.entries(kind="job.usage") if e.payload.get("job_id") == job_id]
+    usage = [
+        e.payload for e in ledger.entries(kind="job.usage") if e.payload.get("job_id") == job_id
+    ]
     head = ledger.sign_head()
     return {
-        "usage": [{k: u[k] for k in ("round", "n_subjects", "subject_commitment", "epsilon")} for u in usage],
+        "usage": [
+            {k: u[k] for k in ("round", "n_subjects", "subject_commitment", "epsilon")}
+            for u in usage
+        ],
         "head": {"tree_size": head.tree_size, "root": head.root_hash},
     }
 
@@ -199,8 +244,14 @@ def run_demo(out: Path, seed: int = 2017, rounds: int = 5, epsilon: float = 3.0)
     for point in points.values():
         point.accept(spec, job_id)
     with round_progress(spec.rounds + 1, "training the LBW model (DP-SGD + SecAgg+)") as advance:
-        run = run_training_job(spec, nodes, job_id=job_id, max_records=max(sizes.values()),
-                               gates=dict(points), on_round=advance)
+        run = run_training_job(
+            spec,
+            nodes,
+            job_id=job_id,
+            max_records=max(sizes.values()),
+            gates=dict(points),
+            on_round=advance,
+        )
     for point in points.values():
         point.release(job_id, f"job {run.outcome.status}")
     run.node_sizes = sizes
@@ -213,15 +264,20 @@ def run_demo(out: Path, seed: int = 2017, rounds: int = 5, epsilon: float = 3.0)
         training["plot"] = "training.png"
         eps = training["privacy"]["epsilon_spent_by_node"]
         console.print(
-            "ε spent per node: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(eps.items()))
-            + f" (target {spec.privacy.epsilon if spec.privacy else '-'}, δ {spec.privacy.delta if spec.privacy else '-'})"
+            "ε spent per node: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in sorted(eps.items()))
+            + (f" (target {spec.privacy.epsilon}, δ {spec.privacy.delta})" if spec.privacy else "")
         )
     training["ledger"] = {name: _ledger_summary(p, job_id) for name, p in points.items()}
     rates = _rates_by_year(out, nodes, points, sizes, console)
     glm = _adjusted_odds_ratios(out, nodes, points, sizes, console)
     report: dict[str, Any] = {
-        "scenario": {"preset": manifest.preset, "seed": seed, "years": manifest.years,
-                     "holders": [n.name for n in manifest.nodes]},
+        "scenario": {
+            "preset": manifest.preset,
+            "seed": seed,
+            "years": manifest.years,
+            "holders": [n.name for n in manifest.nodes],
+        },
         "refusal": refusal,
         "training": training,
         "lbw_rate_by_year": rates,
@@ -229,5 +285,7 @@ def run_demo(out: Path, seed: int = 2017, rounds: int = 5, epsilon: float = 3.0)
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float), encoding="utf-8")
-    console.print(f"wrote {out / 'report.json'} and {out / 'training.png'} in {report['wall_seconds']:.1f} s")
+    console.print(
+        f"wrote {out / 'report.json'} and {out / 'training.png'} in {report['wall_seconds']:.1f} s"
+    )
     return report

@@ -90,13 +90,21 @@ class EmbeddedRunner:
                 except Exception:  # noqa: BLE001 - a release failure must not hide the result
                     log.exception("node %s: could not release job %s", name, job_id)
 
-    def _analytics(self, job: JobSpec, job_id: str, sources: list[Any], points: dict[str, Any],
-                   on_progress: Callable[[RoundProgress], None]) -> RunResult:
+    def _analytics(
+        self,
+        job: JobSpec,
+        job_id: str,
+        sources: list[Any],
+        points: dict[str, Any],
+        on_progress: Callable[[RoundProgress], None],
+    ) -> RunResult:
         """Run a ``stats`` or ``glm`` job; the plot is the rates chart or the forest plot."""
         from hamanasu.analytics_run import run_analytics_job
 
         with tempfile.TemporaryDirectory() as tmp:
-            result = run_analytics_job(job, sources, job_id=job_id, out=Path(tmp), show=False, gates=dict(points))
+            result = run_analytics_job(
+                job, sources, job_id=job_id, out=Path(tmp), show=False, gates=dict(points)
+            )
             plot_name = result.get("plot")
             plot = (Path(tmp) / plot_name).read_bytes() if plot_name else None
         rounds = result.get("rounds")
@@ -104,32 +112,69 @@ class EmbeddedRunner:
         on_progress(RoundProgress(round=total, rounds_total=total, metrics={}))
         eps = {}
         if job.privacy is not None and result.get("dp"):
-            eps = {n: float(result["dp"]["epsilon_charged_per_node"]) for n in result.get("nodes", [])}
-        return RunResult("succeeded" if result["status"] == "succeeded" else "failed", result.get("reason") or f"{job.kind} released", report=result,
-                         epsilon_by_node=eps, plot_png=plot)
+            eps = {
+                n: float(result["dp"]["epsilon_charged_per_node"]) for n in result.get("nodes", [])
+            }
+        return RunResult(
+            "succeeded" if result["status"] == "succeeded" else "failed",
+            result.get("reason") or f"{job.kind} released",
+            report=result,
+            epsilon_by_node=eps,
+            plot_png=plot,
+        )
 
-    def _train(self, job: JobSpec, job_id: str, sources: list[Any], sizes: dict[str, int],
-               points: dict[str, Any], on_progress: Callable[[RoundProgress], None]) -> RunResult:
+    def _train(
+        self,
+        job: JobSpec,
+        job_id: str,
+        sources: list[Any],
+        sizes: dict[str, int],
+        points: dict[str, Any],
+        on_progress: Callable[[RoundProgress], None],
+    ) -> RunResult:
         from hamanasu.plots import plot_training
         from hamanasu.training_run import run_training_job
 
         def on_round(record: Any) -> None:
-            on_progress(RoundProgress(round=min(int(record.round), job.rounds), rounds_total=job.rounds,
-                                      metrics=dict(record.metrics)))
+            on_progress(
+                RoundProgress(
+                    round=min(int(record.round), job.rounds),
+                    rounds_total=job.rounds,
+                    metrics=dict(record.metrics),
+                )
+            )
 
-        run = run_training_job(job, sources, job_id=job_id, max_records=max(sizes.values()),
-                               gates=dict(points), on_round=on_round)
+        run = run_training_job(
+            job,
+            sources,
+            job_id=job_id,
+            max_records=max(sizes.values()),
+            gates=dict(points),
+            on_round=on_round,
+        )
         run.node_sizes = sizes
         report = run.report()
-        model = None if run.parameters is None else {
-            "model": job.model, "features": job.features, "label": job.label,
-            "parameters": [p.tolist() for p in run.parameters],
-        }
+        model = (
+            None
+            if run.parameters is None
+            else {
+                "model": job.model,
+                "features": job.features,
+                "label": job.label,
+                "parameters": [p.tolist() for p in run.parameters],
+            }
+        )
         plot = None
         if report["rounds"]:
             with tempfile.TemporaryDirectory() as tmp:
                 path = plot_training(report, Path(tmp) / "training.png")
                 plot = path.read_bytes()
         eps = (report.get("privacy") or {}).get("epsilon_spent_by_node") or {}
-        return RunResult("succeeded" if run.outcome.status == "succeeded" else "failed", run.outcome.reason or f"{job.rounds} round(s) done", report=report,
-                         model=model, epsilon_by_node={k: float(v) for k, v in eps.items()}, plot_png=plot)
+        return RunResult(
+            "succeeded" if run.outcome.status == "succeeded" else "failed",
+            run.outcome.reason or f"{job.rounds} round(s) done",
+            report=report,
+            model=model,
+            epsilon_by_node={k: float(v) for k, v in eps.items()},
+            plot_png=plot,
+        )

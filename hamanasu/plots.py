@@ -54,7 +54,10 @@ def plot_training(report: dict[str, Any], path: Path) -> Path:
     ax.set_xlabel("rounds done")
     ax.set_title("Privacy spent (ε) per node")
     ax.legend(fontsize=8)
-    fig.suptitle(f"{report.get('job_id', '')}: secure aggregation {'on' if report.get('secure_aggregation') else 'off'}")
+    fig.suptitle(
+        f"{report.get('job_id', '')}: secure aggregation "
+        f"{'on' if report.get('secure_aggregation') else 'off'}"
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -82,7 +85,7 @@ def plot_forest(result: dict[str, Any], path: Path) -> Path:
     odds = result.get("family") == "binomial"
     keys = ("odds_ratio", "or_ci_low", "or_ci_high") if odds else ("estimate", "ci_low", "ci_high")
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.5))
-    for i, (name, row) in enumerate(reversed(rows)):
+    for i, (_name, row) in enumerate(reversed(rows)):
         est, lo, hi = (row[k] for k in keys)
         ax.plot([lo, hi], [i, i], color="tab:blue")
         ax.plot([est], [i], "o", color="tab:blue")
@@ -91,7 +94,10 @@ def plot_forest(result: dict[str, Any], path: Path) -> Path:
     if odds:
         ax.set_xscale("log")
     ax.set_xlabel("odds ratio (95 % CI)" if odds else "estimate (95 % CI)")
-    ax.set_title(f"{result.get('job_id', '')}: federated {result.get('family', '')} GLM, n = {result.get('n_obs', '?')}")
+    ax.set_title(
+        f"{result.get('job_id', '')}: federated {result.get('family', '')} GLM, "
+        f"n = {result.get('n_obs', '?')}"
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -50,8 +50,11 @@ def _dp_config(spec: JobSpec, n_nodes: int) -> Any:
     if spec.privacy is None:
         return None
     return DpConfig(
-        epsilon=spec.privacy.epsilon * (1 - CALIBRATION_MARGIN), delta=spec.privacy.delta, mechanism=spec.stats.dp_mechanism,
-        mode=spec.stats.dp_mode, n_nodes=n_nodes,
+        epsilon=spec.privacy.epsilon * (1 - CALIBRATION_MARGIN),
+        delta=spec.privacy.delta,
+        mechanism=spec.stats.dp_mechanism,
+        mode=spec.stats.dp_mode,
+        n_nodes=n_nodes,
     )
 
 
@@ -66,8 +69,10 @@ def run_stats_job(
     show: bool = True,
     min_cell_count: int | None = None,
 ) -> dict[str, Any]:
-    """Run a statistics job: each node's sums in one SecAgg+ round, released with DP noise
-    and cell suppression; plot proportions by the first grouping variable.
+    """Run a statistics job and plot proportions by the first grouping variable.
+
+    Each node's sums travel in one SecAgg+ round; the release carries DP noise and
+    cell suppression.
 
     Returns:
         The result JSON (``cells``, ``suppressed``, ``dp``, ...), or status failed with the reason.
@@ -105,24 +110,48 @@ def run_stats_job(
 
     recorder, outcome = SumRecorder(), RunOutcome()
     server = build_sum_server_app(
-        initial=np.zeros(1), n_nodes=len(nodes), max_rounds=1, min_nodes=spec.min_nodes, secagg=secagg,
-        fit_config={"job_id": job_id}, step=step, recorder=recorder, outcome=outcome,
+        initial=np.zeros(1),
+        n_nodes=len(nodes),
+        max_rounds=1,
+        min_nodes=spec.min_nodes,
+        secagg=secagg,
+        fit_config={"job_id": job_id},
+        step=step,
+        recorder=recorder,
+        outcome=outcome,
     )
-    client = build_sum_client_app(spec, job_id, nodes, local, gates, secure_aggregation=secagg is not None,
-                                  mechanism=mechanism if dp is not None else None)
+    client = build_sum_client_app(
+        spec,
+        job_id,
+        nodes,
+        local,
+        gates,
+        secure_aggregation=secagg is not None,
+        mechanism=mechanism if dp is not None else None,
+    )
     started = time.perf_counter()
     run_embedded(server, client, len(nodes))
     result: dict[str, Any] = {
-        "job_id": job_id, "kind": "stats", "status": outcome.status, "reason": outcome.reason,
-        "nodes": [n.name for n in nodes], "secure_aggregation": secagg is not None,
+        "job_id": job_id,
+        "kind": "stats",
+        "status": outcome.status,
+        "reason": outcome.reason,
+        "nodes": [n.name for n in nodes],
+        "secure_aggregation": secagg is not None,
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
     if outcome.status != "succeeded" or "summed" not in state:
         if outcome.status == "succeeded":
             result["status"], result["reason"] = "failed", "no secure sum was released"
         return result
-    released = stats_finalize(state["summed"], layout, spec, min_cells, dp,
-                              n_contributing=len(recorder.nodes[-1]) if recorder.nodes else None)
+    released = stats_finalize(
+        state["summed"],
+        layout,
+        spec,
+        min_cells,
+        dp,
+        n_contributing=len(recorder.nodes[-1]) if recorder.nodes else None,
+    )
     result.update(released.to_json_dict())
     result["status"] = "succeeded"
     if spec.stats.group_by and any("proportion" in m for m in spec.stats.measures):

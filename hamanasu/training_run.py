@@ -57,7 +57,9 @@ class TrainingRun:
             "nodes": self.nodes,
             "rounds_planned": self.spec.rounds,
             "secure_aggregation": self.outcome.secure_aggregation,
-            "secagg_settings": None if self.secagg is None else {
+            "secagg_settings": None
+            if self.secagg is None
+            else {
                 "max_weight": self.secagg.max_weight,
                 "clipping_range": self.secagg.clipping_range,
                 "quantization_range": self.secagg.quantization_range,
@@ -65,7 +67,9 @@ class TrainingRun:
                 "timeout_s": self.secagg.timeout,
                 "retried_rounds": self.outcome.retried_rounds,
             },
-            "privacy": None if privacy is None else {
+            "privacy": None
+            if privacy is None
+            else {
                 "epsilon_target": privacy.epsilon,
                 "delta": privacy.delta,
                 "max_grad_norm": privacy.max_grad_norm,
@@ -114,7 +118,9 @@ def run_training_job(
     if len(nodes) < spec.min_nodes:
         raise ValueError(f"min_nodes: the job needs {spec.min_nodes} nodes, {len(nodes)} given")
     torch.manual_seed(spec.seed)
-    initial = get_parameters(build_model(spec.model, len(spec.features), spec.training.hidden_units))
+    initial = get_parameters(
+        build_model(spec.model, len(spec.features), spec.training.hidden_units)
+    )
     sa = spec.secure_aggregation
     secagg = (
         SecAggSettings.for_job(
@@ -140,7 +146,9 @@ def run_training_job(
         recorder=recorder,
         outcome=outcome,
     )
-    client_app = build_training_client_app(spec, job_id, nodes, gates, secure_aggregation=secagg is not None)
+    client_app = build_training_client_app(
+        spec, job_id, nodes, gates, secure_aggregation=secagg is not None
+    )
     started = time.perf_counter()
     run_embedded(server_app, client_app, len(nodes))
     if outcome.status == "pending":

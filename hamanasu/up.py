@@ -1,4 +1,6 @@
-"""``hamanasu up``: a local consortium on loopback — the coordinator with the embedded
+"""``hamanasu up``: a local consortium on loopback.
+
+The coordinator with the embedded
 engine's runner, and a node service for each of the scenario's maternity nodes.
 
 It generates the Iwamizawa scenario (unless present), initialises the nodes with the
@@ -29,9 +31,13 @@ def _secret(path: Path, text: str) -> None:
 
 
 def up(
-    out: Annotated[Path, typer.Option(help="Folder for data, node state, coordinator and tokens.")] = Path("consortium"),
+    out: Annotated[
+        Path, typer.Option(help="Folder for data, node state, coordinator and tokens.")
+    ] = Path("consortium"),
     port: Annotated[int, typer.Option(help="The coordinator's port on 127.0.0.1.")] = 8750,
-    years: Annotated[list[int] | None, typer.Option("--year", help="Scenario years (default 2019).")] = None,
+    years: Annotated[
+        list[int] | None, typer.Option("--year", help="Scenario years (default 2019).")
+    ] = None,
     poll: Annotated[float, typer.Option(help="Node services' poll interval (s).")] = 2.0,
 ) -> None:
     """Start a local consortium: coordinator + the scenario's maternity nodes, on loopback."""
@@ -48,7 +54,9 @@ def up(
     from nodes.service import CoordinatorLink, NodeService, NodeServiceConfig, install_stop_signals
 
     if (out / "coordinator").exists():
-        typer.echo(f"error: {out} holds a consortium already; remove it or pick another --out", err=True)
+        typer.echo(
+            f"error: {out} holds a consortium already; remove it or pick another --out", err=True
+        )
         raise typer.Exit(code=2)
     if not (out / "data" / "scenario.json").exists():
         generate("iwamizawa", out / "data", years=years or [2019])
@@ -73,9 +81,17 @@ def up(
     services = []
     for name, node in local.items():
         oper.register_node(name)
-        _secret(tokens / name, oper.create_principal(f"{name}-admin", "node_admin", name).token.token)
-        cfg = NodeServiceConfig(name=name, coordinator_url=url, state_dir=node.state_dir, data_dir=node.data,
-                                token_file=tokens / name, poll_interval=poll)
+        _secret(
+            tokens / name, oper.create_principal(f"{name}-admin", "node_admin", name).token.token
+        )
+        cfg = NodeServiceConfig(
+            name=name,
+            coordinator_url=url,
+            state_dir=node.state_dir,
+            data_dir=node.data,
+            token_file=tokens / name,
+            poll_interval=poll,
+        )
         link = CoordinatorLink.connect(url, (tokens / name).read_text().strip(), name)
         services.append(NodeService(cfg, link))
     _secret(tokens / "researcher", oper.create_principal("researcher", "researcher").token.token)
@@ -84,9 +100,13 @@ def up(
     workers = [threading.Thread(target=s.serve, args=(stop,), daemon=True) for s in services]
     for w in workers:
         w.start()
-    typer.echo(f"coordinator on {url} (docs {url}/docs); nodes {', '.join(local)}; tokens in {tokens}")
-    typer.echo(f"try: HAMANASU_COORDINATOR_URL={url} hamanasu job submit "
-               f"{EXAMPLES / 'lbw_model.toml'} --token-file {tokens / 'researcher'}")
+    typer.echo(
+        f"coordinator on {url} (docs {url}/docs); nodes {', '.join(local)}; tokens in {tokens}"
+    )
+    typer.echo(
+        f"try: HAMANASU_COORDINATOR_URL={url} hamanasu job submit "
+        f"{EXAMPLES / 'lbw_model.toml'} --token-file {tokens / 'researcher'}"
+    )
     stop.wait()
     server.should_exit = True
     thread.join(timeout=10)

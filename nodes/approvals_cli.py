@@ -1,4 +1,4 @@
-"""``hamanasu node approvals list|approve|reject|held|release|withhold`` and ``hamanasu node serve``.
+"""``hamanasu node approvals ...`` (list, approve, reject, held, release, withhold), ``node serve``.
 
 Both talk to the coordinator through the node service (outbound only), configured by
 ``node.toml`` (:class:`nodes.service.NodeServiceConfig`).
@@ -37,18 +37,24 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except (NodeServiceError, ValueError, OSError) as exc:
-        typer.echo(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", err=True)
+        typer.echo(
+            f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", err=True
+        )
         raise typer.Exit(code=2) from None
 
 
 def _service(config: Path) -> NodeService:
     cfg = load_node_config(config)
-    link = CoordinatorLink.connect(cfg.coordinator_url, read_token(cfg.token_file), cfg.name, cfg.ca_file)
+    link = CoordinatorLink.connect(
+        cfg.coordinator_url, read_token(cfg.token_file), cfg.name, cfg.ca_file
+    )
     return NodeService(cfg, link)
 
 
 @app.command("list")
-def list_cmd(config: ConfigOpt, fmt: Annotated[str, typer.Option("--format", help="text or json.")] = "text") -> None:
+def list_cmd(
+    config: ConfigOpt, fmt: Annotated[str, typer.Option("--format", help="text or json.")] = "text"
+) -> None:
     """List the jobs waiting for this node (policy not yet run, or waiting for the admin)."""
     with _errors():
         jobs = _service(config).waiting()
@@ -57,7 +63,9 @@ def list_cmd(config: ConfigOpt, fmt: Annotated[str, typer.Option("--format", hel
         return
     for j in jobs:
         eps = (j.spec.get("privacy") or {}).get("epsilon")
-        typer.echo(f"{j.id} {j.name} by {j.owner} ({j.spec.get('kind')}, ε {eps}): {j.approval.status}")
+        typer.echo(
+            f"{j.id} {j.name} by {j.owner} ({j.spec.get('kind')}, ε {eps}): {j.approval.status}"
+        )
     if not jobs:
         typer.echo("no job waits for this node")
 
@@ -87,7 +95,9 @@ def reject_cmd(
 
 
 @app.command("held")
-def held_cmd(config: ConfigOpt, fmt: Annotated[str, typer.Option("--format", help="text or json.")] = "text") -> None:
+def held_cmd(
+    config: ConfigOpt, fmt: Annotated[str, typer.Option("--format", help="text or json.")] = "text"
+) -> None:
     """List the results held for this node's release review (summaries, never the data)."""
     with _errors():
         views = _service(config).held()
@@ -96,8 +106,10 @@ def held_cmd(config: ConfigOpt, fmt: Annotated[str, typer.Option("--format", hel
         return
     for v in views:
         done = sum(1 for d in v.decisions if d.decision == "release")
-        typer.echo(f"{v.job_id} {v.name} by {v.owner} ({v.kind}, {v.result_status}): "
-                   f"{done} of {v.reviews_needed} release(s), result sha256 {v.result_hash[:16]}…")
+        typer.echo(
+            f"{v.job_id} {v.name} by {v.owner} ({v.kind}, {v.result_status}): "
+            f"{done} of {v.reviews_needed} release(s), result sha256 {v.result_hash[:16]}…"
+        )
     if not views:
         typer.echo("no result waits for this node's review")
 
@@ -106,7 +118,9 @@ def held_cmd(config: ConfigOpt, fmt: Annotated[str, typer.Option("--format", hel
 def release_cmd(
     job_id: Annotated[str, typer.Argument(help="The job id.")],
     config: ConfigOpt,
-    reason: Annotated[str | None, typer.Option(help="Why (kept with the decision and in the ledger).")] = None,
+    reason: Annotated[
+        str | None, typer.Option(help="Why (kept with the decision and in the ledger).")
+    ] = None,
 ) -> None:
     """Release a held result (output checked); the node's ledger records it."""
     with _errors():
@@ -133,7 +147,9 @@ def serve(config: ConfigOpt) -> None:
         service = _service(config)
     stop = threading.Event()
     install_stop_signals(stop)
-    typer.echo(f"node {service.config.name}: polling {service.config.coordinator_url} "
-               f"every {service.config.poll_interval:g} s")
+    typer.echo(
+        f"node {service.config.name}: polling {service.config.coordinator_url} "
+        f"every {service.config.poll_interval:g} s"
+    )
     service.serve(stop)
     typer.echo("stopped")

@@ -227,10 +227,18 @@ BIRTHS = DomainSchema(
         Column("dairy_g_day", "float", low=0, high=2000, unit="g/day milk and dairy"),
     ),
     (
-        CrossCheck("lbw", ("lbw", "birth_weight_g"), _lbw_ok,
-                   "lbw must be 1 exactly when birth_weight_g < 2500"),
-        CrossCheck("preterm", ("preterm", "gestational_weeks"), _preterm_ok,
-                   "preterm must be 1 exactly when gestational_weeks < 37"),
+        CrossCheck(
+            "lbw",
+            ("lbw", "birth_weight_g"),
+            _lbw_ok,
+            "lbw must be 1 exactly when birth_weight_g < 2500",
+        ),
+        CrossCheck(
+            "preterm",
+            ("preterm", "gestational_weeks"),
+            _preterm_ok,
+            "preterm must be 1 exactly when gestational_weeks < 37",
+        ),
     ),
 )
 
@@ -263,8 +271,12 @@ CHECKUPS = DomainSchema(
     ),
     (
         CrossCheck("dbp", ("sbp", "dbp"), _bp_ok, "dbp must be below sbp"),
-        CrossCheck("bmi", ("bmi", "weight_kg", "height_cm"), _bmi_ok,
-                   "bmi must equal weight_kg / (height_cm/100)^2 within 0.5"),
+        CrossCheck(
+            "bmi",
+            ("bmi", "weight_kg", "height_cm"),
+            _bmi_ok,
+            "bmi must equal weight_kg / (height_cm/100)^2 within 0.5",
+        ),
     ),
 )
 
@@ -280,14 +292,26 @@ INFANT_CHECKUPS = DomainSchema(
         Column("weight_g", "int", low=1000, high=40000),
         Column("length_cm", "float", low=35, high=130),
         Column("head_cm", "float", low=25, high=60),
-        Column("feeding", "category", required=False,
-               categories=("breast", "mixed", "formula"), unit="at the 4-month checkup"),
+        Column(
+            "feeding",
+            "category",
+            required=False,
+            categories=("breast", "mixed", "formula"),
+            unit="at the 4-month checkup",
+        ),
     ),
 )
 
 PURCHASE_CATEGORIES = (
-    "food", "household", "beauty", "otc_drugs", "toiletries", "health_care_baby",
-    "dispensing", "supplements", "other",
+    "food",
+    "household",
+    "beauty",
+    "otc_drugs",
+    "toiletries",
+    "health_care_baby",
+    "dispensing",
+    "supplements",
+    "other",
 )
 
 PURCHASES = DomainSchema(
@@ -310,8 +334,14 @@ DAIRY_INTAKE = DomainSchema(
         Column("survey_date", "date", low="1990-01-01", high="2100-12-31", role="meta"),
         Column("milk_g_day", "float", low=0, high=3000, unit="g/day"),
         Column("other_dairy_g_day", "float", low=0, high=2000, unit="g/day"),
-        Column("bifidobacteria_pct", "float", low=0, high=100, required=False,
-               unit="stool bifidobacteria proportion, %"),
+        Column(
+            "bifidobacteria_pct",
+            "float",
+            low=0,
+            high=100,
+            required=False,
+            unit="stool bifidobacteria proportion, %",
+        ),
     ),
 )
 

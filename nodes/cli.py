@@ -48,7 +48,9 @@ def _one_line_errors() -> Iterator[None]:
 def _state(folder: Path) -> NodeState:
     state = NodeState(folder)
     if not state.exists():
-        raise FileNotFoundError(f"--dir: {folder} is not an initialised node (run `hamanasu node init`)")
+        raise FileNotFoundError(
+            f"--dir: {folder} is not an initialised node (run `hamanasu node init`)"
+        )
     return state
 
 
@@ -92,7 +94,9 @@ def _node_name(state: NodeState) -> str:
 def init_cmd(
     folder: NodeDir,
     name: Annotated[str, typer.Option(help="The node's name, e.g. city-hospital.")],
-    policy: Annotated[Path | None, typer.Option(help="A policy TOML (default: the built-in default).")] = None,
+    policy: Annotated[
+        Path | None, typer.Option(help="A policy TOML (default: the built-in default).")
+    ] = None,
 ) -> None:
     """Create the node's state folder, key (0600), default policy, ledger and budget."""
     with _one_line_errors():
@@ -144,7 +148,9 @@ def policy_show(folder: NodeDir) -> None:
 def policy_check(
     job: Annotated[Path, typer.Argument(help="Job spec (TOML or JSON).")],
     folder: NodeDir,
-    data: Annotated[Path | None, typer.Option(help="The node's data folder, to count consenting subjects.")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="The node's data folder, to count consenting subjects.")
+    ] = None,
     fmt: Format = "table",
 ) -> None:
     """Dry run: would this job run here, under which limits, on how many subjects."""
@@ -164,7 +170,9 @@ def policy_check(
         decision = point.review(spec, "dry-run", cohort_size=cohort)
     out = {
         "outcome": decision.outcome,
-        "reasons": [{"code": r.code, "message": r.message, "field": r.field} for r in decision.reasons],
+        "reasons": [
+            {"code": r.code, "message": r.message, "field": r.field} for r in decision.reasons
+        ],
         "limits": decision.limits.model_dump(),
         "subjects_after_consent": cohort,
     }
@@ -172,8 +180,10 @@ def policy_check(
         typer.echo(json.dumps(out, indent=2))
         return
     console = Console()
-    console.print(f"[bold]{decision.outcome}[/] for {spec.name} at {_node_name(state)}"
-                  + (f" — {cohort} subjects after consent filtering" if cohort is not None else ""))
+    console.print(
+        f"[bold]{decision.outcome}[/] for {spec.name} at {_node_name(state)}"
+        + (f" — {cohort} subjects after consent filtering" if cohort is not None else "")
+    )
     for r in decision.reasons:
         console.print(f"  {r.code}: {r.message}")
     console.print(f"  limits: {decision.limits.model_dump()}")
@@ -186,7 +196,9 @@ def budget_show(folder: NodeDir, fmt: Format = "table") -> None:
 
     with _one_line_errors():
         state = _state(folder)
-        rows = [s.as_dict() for s in EnforcementPoint(_node_name(state), state.root).budget().show()]
+        rows = [
+            s.as_dict() for s in EnforcementPoint(_node_name(state), state.root).budget().show()
+        ]
     if fmt == "json":
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
@@ -202,7 +214,9 @@ def budget_show(folder: NodeDir, fmt: Format = "table") -> None:
 @ledger_app.command("head")
 def ledger_head(
     folder: NodeDir,
-    out: Annotated[Path | None, typer.Option(help="Also write the signed head to this file.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Also write the signed head to this file.")
+    ] = None,
 ) -> None:
     """Sign and print the ledger's current tree head (size, root, time, signature)."""
     from nodes.enforcement import EnforcementPoint

@@ -81,7 +81,12 @@ def _test_mask(frame: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
     keys = frame["subject"].astype(str) if "subject" in frame.columns else frame.index.astype(str)
     salt = str(seed).encode()
     draws = np.fromiter(
-        (int.from_bytes(hashlib.blake2b(k.encode(), digest_size=4, salt=salt[:16]).digest(), "big") for k in keys),
+        (
+            int.from_bytes(
+                hashlib.blake2b(k.encode(), digest_size=4, salt=salt[:16]).digest(), "big"
+            )
+            for k in keys
+        ),
         dtype=np.uint64,
         count=len(frame),
     )
@@ -113,9 +118,9 @@ def _declared_range(domain: str, column: str) -> tuple[float, float] | None:
     except KeyError:
         return None
     for col in schema.columns:
-        if col.name == column and col.kind in ("int", "float"):
-            if isinstance(col.low, int | float) and isinstance(col.high, int | float):
-                return float(col.low), float(col.high)
+        numeric = isinstance(col.low, int | float) and isinstance(col.high, int | float)
+        if col.name == column and col.kind in ("int", "float") and numeric:
+            return float(col.low), float(col.high)  # type: ignore[arg-type]
     return None
 
 
@@ -136,7 +141,9 @@ def public_scaling(job: JobSpec) -> dict[str, tuple[float, float]]:
 class _TrainingClient:
     """The NumPyClient of one node for one training job."""
 
-    def __init__(self, job: JobSpec, job_id: str, node: NodeSource, gate: RoundGate, context: Context) -> None:
+    def __init__(
+        self, job: JobSpec, job_id: str, node: NodeSource, gate: RoundGate, context: Context
+    ) -> None:
         self.job, self.job_id, self.node, self.gate, self.context = job, job_id, node, gate, context
 
     def _plan(self, n_train: int) -> DpPlan | None:
@@ -159,17 +166,28 @@ class _TrainingClient:
                 privacy.accountant,
             )
             store[key] = ConfigRecord(
-                {"sigma": plan.noise_multiplier, "q": plan.sample_rate, "steps": plan.steps_per_round}
+                {
+                    "sigma": plan.noise_multiplier,
+                    "q": plan.sample_rate,
+                    "steps": plan.steps_per_round,
+                }
             )
         rec = store[key]
         sigma, rate, steps = (rec[k] for k in ("sigma", "q", "steps"))
         assert isinstance(sigma, float) and isinstance(rate, float) and isinstance(steps, int)
         return DpPlan(
-            sigma, rate, steps, self.job.rounds,
-            privacy.epsilon, privacy.delta, privacy.accountant,
+            sigma,
+            rate,
+            steps,
+            self.job.rounds,
+            privacy.epsilon,
+            privacy.delta,
+            privacy.accountant,
         )
 
-    def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+    def fit(
+        self, parameters: list[np.ndarray], config: dict[str, Any]
+    ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
         job = self.job
         round_no, phase = int(config["round"]), str(config["phase"])
         assert job.label is not None
@@ -188,15 +206,37 @@ class _TrainingClient:
         if phase == "train":
             eps_after = epsilon_spent(plan, round_no) if plan else 0.0
             mechanism: dict[str, Any] = (
-                {"type": "subsampled_gaussian", "noise_multiplier": plan.noise_multiplier,
-                 "sample_rate": plan.sample_rate, "steps": plan.steps_per_round}
-                if plan else {"type": "none"}
+                {
+                    "type": "subsampled_gaussian",
+                    "noise_multiplier": plan.noise_multiplier,
+                    "sample_rate": plan.sample_rate,
+                    "steps": plan.steps_per_round,
+                }
+                if plan
+                else {"type": "none"}
             )
-            subjects = frame.loc[~test, "subject"].astype(str).tolist() if "subject" in frame.columns else []
-            self.gate.commit(job, RoundUse(self.job_id, round_no, phase, subjects, eps_after - eps_before,
-                                           job.privacy.delta if job.privacy else 0.0, mechanism))
+            subjects = (
+                frame.loc[~test, "subject"].astype(str).tolist()
+                if "subject" in frame.columns
+                else []
+            )
+            self.gate.commit(
+                job,
+                RoundUse(
+                    self.job_id,
+                    round_no,
+                    phase,
+                    subjects,
+                    eps_after - eps_before,
+                    job.privacy.delta if job.privacy else 0.0,
+                    mechanism,
+                ),
+            )
             result = train_local(
-                model, x_train, y_train, plan,
+                model,
+                x_train,
+                y_train,
+                plan,
                 max_grad_norm=job.privacy.max_grad_norm if job.privacy else 1.0,
                 learning_rate=job.training.learning_rate,
                 batch_size=job.training.batch_size,
@@ -208,7 +248,12 @@ class _TrainingClient:
             params, eps_total = [np.asarray(p, dtype=np.float64) for p in parameters], eps_before
         arrays = pack_update(params, evaluation, len(y_train))
         if "secagg.clipping_range" in config:
-            check_range(arrays, len(y_train), float(config["secagg.clipping_range"]), float(config["secagg.max_weight"]))
+            check_range(
+                arrays,
+                len(y_train),
+                float(config["secagg.clipping_range"]),
+                float(config["secagg.max_weight"]),
+            )
         return arrays, len(y_train), {"node": self.node.name, "epsilon": eps_total}
 
 
@@ -226,7 +271,8 @@ def build_training_client_app(
     a node without one uses :class:`OpenGate`.
 
     Returns:
-        The :class:`flwr.clientapp.ClientApp`, with ``secaggplus_mod`` when secure aggregation is on.
+        The :class:`flwr.clientapp.ClientApp` (with ``secaggplus_mod`` when secure
+        aggregation is on).
     """
     from flwr.client import NumPyClient
     from flwr.client.mod import secaggplus_mod

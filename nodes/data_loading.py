@@ -150,8 +150,10 @@ def validate_frame(
             fail(f"required column is missing (a {col.kind} column)", column=col.name)
     for name in columns:
         if name not in schema.names:
-            fail(f"not a column of the {domain} schema (allowed: {', '.join(schema.names)})",
-                 column=name)
+            fail(
+                f"not a column of the {domain} schema (allowed: {', '.join(schema.names)})",
+                column=name,
+            )
     if len(set(columns)) != len(columns):
         dup = next(c for c in columns if columns.count(c) > 1)
         fail("the column appears twice", column=dup)
@@ -214,9 +216,7 @@ def _first(mask: np.ndarray) -> int | None:
     return int(hits[0]) if hits.size else None
 
 
-def _convert(
-    col: Column, raw: pd.Series
-) -> tuple[pd.Series | pd.Categorical, int | None, str]:
+def _convert(col: Column, raw: pd.Series) -> tuple[pd.Series | pd.Categorical, int | None, str]:
     """Convert one column; return (values, first bad 0-based position or None, reason)."""
     missing = _missing_mask(raw)
     problems: list[tuple[int, str]] = []  # (position, reason); the lowest position wins
@@ -239,8 +239,9 @@ def _convert(
             numeric = raw.astype(float)
         else:
             text = raw.astype(object).where(~missing, None)
-            numeric = pd.to_numeric(text.map(lambda v: v.strip() if isinstance(v, str) else v),
-                                    errors="coerce").astype(float)
+            numeric = pd.to_numeric(
+                text.map(lambda v: v.strip() if isinstance(v, str) else v), errors="coerce"
+            ).astype(float)
         arr = numeric.to_numpy(dtype=float)
         unparsed = np.isnan(arr) & ~missing
         note(unparsed, lambda p: f"value {raw_text(p)} is not a number")
@@ -254,8 +255,9 @@ def _convert(
             if col.required:
                 values = pd.Series(np.where(np.isfinite(arr), arr, 0).astype(np.int64))
             else:
-                values = pd.Series(pd.array(
-                    [None if not np.isfinite(v) else int(v) for v in arr], dtype="Int64"))
+                values = pd.Series(
+                    pd.array([None if not np.isfinite(v) else int(v) for v in arr], dtype="Int64")
+                )
         else:
             values = pd.Series(arr)
     elif col.kind == "bool":
@@ -297,23 +299,29 @@ def _convert(
         note(bad, lambda p: f"value {raw_text(p)} is not an ISO date (YYYY-MM-DD)")
         ok = ~parsed.isna().to_numpy(dtype=bool)
         if col.low is not None:
-            note(ok & (parsed < pd.Timestamp(str(col.low))).to_numpy(dtype=bool),
-                 lambda p: f"date {parsed.iloc[p].date()} is before {col.low}")
+            note(
+                ok & (parsed < pd.Timestamp(str(col.low))).to_numpy(dtype=bool),
+                lambda p: f"date {parsed.iloc[p].date()} is before {col.low}",
+            )
         if col.high is not None:
-            note(ok & (parsed > pd.Timestamp(str(col.high))).to_numpy(dtype=bool),
-                 lambda p: f"date {parsed.iloc[p].date()} is after {col.high}")
+            note(
+                ok & (parsed > pd.Timestamp(str(col.high))).to_numpy(dtype=bool),
+                lambda p: f"date {parsed.iloc[p].date()} is after {col.high}",
+            )
         values = pd.Series(parsed.to_numpy(dtype="datetime64[ns]"))
     else:  # str
         text = raw.astype(object).map(lambda v: v.strip() if isinstance(v, str) else v)
         if col.pattern is not None:
             rx = re.compile(col.pattern)
             nomatch = np.array(
-                [not m and not rx.fullmatch(str(v))
-                 for v, m in zip(text, missing, strict=True)], dtype=bool)
+                [not m and not rx.fullmatch(str(v)) for v, m in zip(text, missing, strict=True)],
+                dtype=bool,
+            )
             what = "a 32-hex-digit pseudonym" if col.role == "key" else f"matching {col.pattern}"
             note(nomatch, lambda p: f"value {raw_text(p)} is not {what}")
-        values = pd.Series([None if m else str(v) for v, m in zip(text, missing, strict=True)],
-                           dtype=object)
+        values = pd.Series(
+            [None if m else str(v) for v, m in zip(text, missing, strict=True)], dtype=object
+        )
 
     if problems:
         pos, reason = min(problems)
@@ -364,15 +372,20 @@ def load_any(path: Path, required_columns: Sequence[str]) -> pd.DataFrame:
     source = path.name
     for name in required_columns:
         if name not in frame.columns:
-            raise DataValidationError(source, "required column is missing", column=name,
-                                      line=1 if is_csv else None)
+            raise DataValidationError(
+                source, "required column is missing", column=name, line=1 if is_csv else None
+            )
     frame = frame.copy()
     for name in required_columns:
         col = Column(name, "float")
         values, bad, reason = _convert(col, frame[name].reset_index(drop=True))
         if bad is not None:
             raise DataValidationError(
-                source, reason, row=bad + 1, column=name,
-                line=None if first_line is None else bad + first_line)
+                source,
+                reason,
+                row=bad + 1,
+                column=name,
+                line=None if first_line is None else bad + first_line,
+            )
         frame[name] = np.asarray(values, dtype=float)
     return frame

@@ -52,7 +52,9 @@ class _UsageAndCharge:
 
     def append(self, kind: str, payload: Mapping[str, Any], at: datetime | None = None) -> int:
         if kind == "budget.charged" and self.usage is not None:
-            return int(self.ledger.append_many([("job.usage", self.usage, at), (kind, payload, at)])[-1])
+            return int(
+                self.ledger.append_many([("job.usage", self.usage, at), (kind, payload, at)])[-1]
+            )
         return int(self.ledger.append(kind, payload, at))
 
 
@@ -65,7 +67,9 @@ class EnforcementPoint:
         clock: returns "now" (tests move time between rounds).
     """
 
-    def __init__(self, node: str, state_dir: Path, clock: Callable[[], datetime] = _utc_now) -> None:
+    def __init__(
+        self, node: str, state_dir: Path, clock: Callable[[], datetime] = _utc_now
+    ) -> None:
         self.node = node
         self.state = NodeState(Path(state_dir))
         self.clock = clock
@@ -101,7 +105,9 @@ class EnforcementPoint:
 
         adapter = _UsageAndCharge(self.ledger(), usage)
         if "budget" not in self._open:
-            self._open["budget"] = BudgetLedger(self.state.budget_path, adapter, budgets=self.policy().budget)
+            self._open["budget"] = BudgetLedger(
+                self.state.budget_path, adapter, budgets=self.policy().budget
+            )
         self._open["budget"].usage_ledger = adapter
         return self._open["budget"]
 
@@ -119,14 +125,23 @@ class EnforcementPoint:
 
         p = job.purpose
         return UseRequest(
-            codes=tuple(p.duo), disease=p.disease, commercial=p.commercial,
-            requester_type=p.requester_type, requester_org=p.requester, domain=job.domain, time=at,
+            codes=tuple(p.duo),
+            disease=p.disease,
+            commercial=p.commercial,
+            requester_type=p.requester_type,
+            requester_org=p.requester,
+            domain=job.domain,
+            time=at,
         )
 
-    def permitted_subjects(self, job: JobSpec, subjects: np.ndarray, at: datetime | None = None) -> np.ndarray:
+    def permitted_subjects(
+        self, job: JobSpec, subjects: np.ndarray, at: datetime | None = None
+    ) -> np.ndarray:
         """Return a boolean mask: whose consent permits this job's purpose at ``at``."""
         at = at or self.clock()
-        return np.asarray(self.registry().permitted(list(subjects), self._use_request(job, at), at), dtype=bool)
+        return np.asarray(
+            self.registry().permitted(list(subjects), self._use_request(job, at), at), dtype=bool
+        )
 
     def review(self, job: JobSpec, job_id: str, cohort_size: int | None = None) -> PolicyDecision:
         """Evaluate the job against the policy and the budget left (no side effects).
@@ -138,8 +153,11 @@ class EnforcementPoint:
 
         now = self.clock()
         remaining = self.budget().remaining_by_domain(now)
-        return evaluate(job.to_policy_request(job_id), self.policy(),
-                        PolicyState(now=now, remaining=remaining, cohort_size=cohort_size))
+        return evaluate(
+            job.to_policy_request(job_id),
+            self.policy(),
+            PolicyState(now=now, remaining=remaining, cohort_size=cohort_size),
+        )
 
     def accept(self, job: JobSpec, job_id: str, approved: bool = False) -> Any:
         """Accept a job here: re-check the policy, then reserve its whole (ε, δ).
@@ -159,11 +177,15 @@ class EnforcementPoint:
         if decision.outcome == "deny":
             raise JobRefused(self.node, [(r.code, r.message) for r in decision.reasons])
         if decision.outcome == "needs_approval" and not approved:
-            raise JobRefused(self.node, [("awaiting_approval", "the node admin has not approved this job")])
+            raise JobRefused(
+                self.node, [("awaiting_approval", "the node admin has not approved this job")]
+            )
         if job.privacy is None:
             return None
         try:
-            return self.budget().reserve(job_id, job.domain, job.privacy.epsilon, job.privacy.delta, self.clock())
+            return self.budget().reserve(
+                job_id, job.domain, job.privacy.epsilon, job.privacy.delta, self.clock()
+            )
         except BudgetExceeded as exc:
             raise JobRefused(self.node, [("budget_exhausted", str(exc))]) from None
 
@@ -186,9 +208,15 @@ class EnforcementPoint:
         policy = self.policy()
         held = self.budget().reservation(job_id) if job.privacy else None
         if job.privacy is not None and held is None:
-            raise JobRefused(self.node, [("not_accepted", f"job {job_id} holds no budget reservation here")])
-        remaining = {job.domain: BudgetRemaining(epsilon=held.epsilon, delta=held.delta)} if held else {}
-        decision = evaluate(job.to_policy_request(job_id), policy, PolicyState(now=now, remaining=remaining))
+            raise JobRefused(
+                self.node, [("not_accepted", f"job {job_id} holds no budget reservation here")]
+            )
+        remaining = (
+            {job.domain: BudgetRemaining(epsilon=held.epsilon, delta=held.delta)} if held else {}
+        )
+        decision = evaluate(
+            job.to_policy_request(job_id), policy, PolicyState(now=now, remaining=remaining)
+        )
         if decision.outcome == "deny":
             raise JobRefused(self.node, [(r.code, r.message) for r in decision.reasons])
         if "subject" not in frame.columns:
@@ -197,10 +225,16 @@ class EnforcementPoint:
         kept = frame.loc[mask]
         n_subjects = int(kept["subject"].nunique())
         if n_subjects < policy.min_cohort:
-            raise JobRefused(self.node, [(
-                "cohort_too_small",
-                f"{n_subjects} subjects remain after consent filtering; the policy needs {policy.min_cohort}",
-            )])
+            raise JobRefused(
+                self.node,
+                [
+                    (
+                        "cohort_too_small",
+                        f"{n_subjects} subjects remain after consent filtering; "
+                        f"the policy needs {policy.min_cohort}",
+                    )
+                ],
+            )
         return kept
 
     def commit(self, job: JobSpec, use: RoundUse) -> None:
@@ -232,6 +266,8 @@ class EnforcementPoint:
             self.ledger().append("job.usage", usage, self.clock())
             return
         try:
-            self.budget(usage).charge(use.job_id, use.round, use.mechanism, use.epsilon, self.clock())
+            self.budget(usage).charge(
+                use.job_id, use.round, use.mechanism, use.epsilon, self.clock()
+            )
         except BudgetExceeded as exc:
             raise JobRefused(self.node, [("budget_exhausted", str(exc))]) from None

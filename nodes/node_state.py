@@ -86,7 +86,9 @@ class NodeState:
         os.replace(tmp, path)
 
     def disclosure(self, job_id: str) -> dict[str, object]:
-        """Return what the node discloses to an auditor for one job: its salt and subjects per round.
+        """Return what the node discloses to an auditor for one job.
+
+        That is the job's salt and the subjects of each round.
 
         Raises:
             FileNotFoundError: the node never ran that job.
@@ -94,7 +96,11 @@ class NodeState:
         path = self.root / "salts" / f"{job_id}.subjects.json"
         if not path.exists():
             raise FileNotFoundError(f"no usage of job {job_id} at this node")
-        return {"job_id": job_id, "salt": self.salt(job_id).hex(), "subjects": json.loads(path.read_text())}
+        return {
+            "job_id": job_id,
+            "salt": self.salt(job_id).hex(),
+            "subjects": json.loads(path.read_text()),
+        }
 
     def exists(self) -> bool:
         """Return whether the node was initialised (its key and policy exist)."""

@@ -43,8 +43,14 @@ from federation.errors import JobSpecError
 from federation.spec import parse_job_spec
 from nodes.enforcement import EnforcementPoint
 
-__all__ = ["CoordinatorLink", "NodeService", "NodeServiceConfig", "NodeServiceError", "load_node_config",
-           "read_token"]
+__all__ = [
+    "CoordinatorLink",
+    "NodeService",
+    "NodeServiceConfig",
+    "NodeServiceError",
+    "load_node_config",
+    "read_token",
+]
 
 log = logging.getLogger("hamanasu.node.service")
 
@@ -78,8 +84,9 @@ class NodeServiceConfig(BaseModel):
 
 
 def load_node_config(path: Path) -> NodeServiceConfig:
-    """Read ``node.toml`` (a ``[node]`` table, or the keys at top level); relative paths are
-    taken from the file's folder.
+    """Read ``node.toml`` (a ``[node]`` table, or the keys at top level).
+
+    Relative paths are taken from the file's folder.
 
     Raises:
         NodeServiceError: the file is missing or invalid (naming the field).
@@ -132,12 +139,17 @@ class CoordinatorLink:
         self.client, self.node = client, node
 
     @classmethod
-    def connect(cls, url: str, token: str, node: str, ca_file: Path | None = None,
-                timeout: float = 30.0) -> CoordinatorLink:
+    def connect(
+        cls, url: str, token: str, node: str, ca_file: Path | None = None, timeout: float = 30.0
+    ) -> CoordinatorLink:
         """Open a link to ``url`` with ``token``."""
         verify: Any = str(ca_file) if ca_file else True
-        client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
-                              verify=verify, timeout=timeout)
+        client = httpx.Client(
+            base_url=url,
+            headers={"Authorization": f"Bearer {token}"},
+            verify=verify,
+            timeout=timeout,
+        )
         return cls(client, node)
 
     def _check(self, resp: httpx.Response) -> Any:
@@ -154,8 +166,11 @@ class CoordinatorLink:
 
     def publish(self, registration: NodeRegistration) -> None:
         """Publish the node's caps (and show the coordinator the service is alive)."""
-        self._check(self.client.put(f"/nodes/{self.node}/registration",
-                                    json=registration.model_dump(mode="json")))
+        self._check(
+            self.client.put(
+                f"/nodes/{self.node}/registration", json=registration.model_dump(mode="json")
+            )
+        )
 
     def jobs(self, status: str | None = None, include_finished: bool = False) -> list[NodeJobView]:
         """Return the jobs targeting this node."""
@@ -167,8 +182,11 @@ class CoordinatorLink:
 
     def decide(self, job_id: str, decision: DecisionCreate) -> None:
         """Post the node's decision on a job."""
-        self._check(self.client.post(f"/nodes/{self.node}/jobs/{job_id}/decision",
-                                     json=decision.model_dump(mode="json")))
+        self._check(
+            self.client.post(
+                f"/nodes/{self.node}/jobs/{job_id}/decision", json=decision.model_dump(mode="json")
+            )
+        )
 
     def me(self) -> dict[str, Any]:
         """Return the calling principal (its ``id`` is the reviewer id the ledger records)."""
@@ -183,8 +201,11 @@ class CoordinatorLink:
 
     def release(self, job_id: str, decision: ReleaseDecisionCreate) -> ReleaseView:
         """Post a reviewer's release decision on a held result."""
-        data = self._check(self.client.post(f"/nodes/{self.node}/jobs/{job_id}/release",
-                                            json=decision.model_dump(mode="json")))
+        data = self._check(
+            self.client.post(
+                f"/nodes/{self.node}/jobs/{job_id}/release", json=decision.model_dump(mode="json")
+            )
+        )
         return ReleaseView.model_validate(data)
 
 
@@ -235,11 +256,16 @@ class NodeService:
         try:
             spec = parse_job_spec(job.spec)
         except JobSpecError as exc:
-            return DecisionCreate(outcome="reject", source="policy",
-                                  reasons=[DecisionReason(code="invalid_spec", message=str(exc)[:2000])])
+            return DecisionCreate(
+                outcome="reject",
+                source="policy",
+                reasons=[DecisionReason(code="invalid_spec", message=str(exc)[:2000])],
+            )
         decision = self.point.review(spec, job.id, cohort_size=self._cohort(spec))
         reasons = [DecisionReason(code=r.code, message=r.message[:2000]) for r in decision.reasons]
-        outcome = {"allow": "approve", "deny": "reject", "needs_approval": "needs_approval"}[decision.outcome]
+        outcome = {"allow": "approve", "deny": "reject", "needs_approval": "needs_approval"}[
+            decision.outcome
+        ]
         return DecisionCreate(outcome=outcome, source="policy", reasons=reasons)  # type: ignore[arg-type]
 
     def poll_once(self) -> dict[str, str]:
@@ -281,8 +307,11 @@ class NodeService:
     # -- the admin's actions -----------------------------------------------------------------
     def waiting(self) -> list[NodeJobView]:
         """Return the jobs that wait for this node's decision (pending or needing the admin)."""
-        return [j for j in self.link.jobs() if j.approval.status in ("pending", "needs_approval")
-                and j.state == "awaiting_approval"]
+        return [
+            j
+            for j in self.link.jobs()
+            if j.approval.status in ("pending", "needs_approval") and j.state == "awaiting_approval"
+        ]
 
     def _job(self, job_id: str) -> NodeJobView:
         for job in self.link.jobs():
@@ -300,7 +329,9 @@ class NodeService:
         decision = self.evaluate(job)
         if decision.outcome == "reject":
             text = "; ".join(f"{r.code}: {r.message}" for r in decision.reasons)
-            raise NodeServiceError(f"job {job_id}: the node policy denies it ({text}); an admin cannot override")
+            raise NodeServiceError(
+                f"job {job_id}: the node policy denies it ({text}); an admin cannot override"
+            )
         reasons = [DecisionReason(code="admin_approved", message=reason)] if reason else []
         out = DecisionCreate(outcome="approve", source="admin", reasons=reasons)
         self.link.decide(job_id, out)
@@ -315,11 +346,13 @@ class NodeService:
         if not reason.strip():
             raise NodeServiceError("--reason: a rejection needs a reason")
         self._job(job_id)
-        out = DecisionCreate(outcome="reject", source="admin",
-                             reasons=[DecisionReason(code="admin_rejected", message=reason.strip()[:2000])])
+        out = DecisionCreate(
+            outcome="reject",
+            source="admin",
+            reasons=[DecisionReason(code="admin_rejected", message=reason.strip()[:2000])],
+        )
         self.link.decide(job_id, out)
         return out
-
 
     # -- release review (output checking) -------------------------------------------------------
     def held(self) -> list[ReleaseView]:
@@ -349,13 +382,20 @@ class NodeService:
             raise NodeServiceError("--reason: a withheld result needs a reason")
         view = next((v for v in self.held() if v.job_id == job_id), None)
         if view is None:
-            raise NodeServiceError(f"job: no result of job {job_id!r} waits for node {self.config.name}'s review")
+            raise NodeServiceError(
+                f"job: no result of job {job_id!r} waits for node {self.config.name}'s review"
+            )
         kind = "result.released" if decision == "release" else "result.withheld"
         reviewer = str(self.link.me().get("id", ""))
 
         def payload(result_hash: str) -> dict[str, Any]:
-            return {"job_id": job_id, "reviewer": reviewer, "decision": decision, "reason": reason,
-                    "result_hash": result_hash}
+            return {
+                "job_id": job_id,
+                "reviewer": reviewer,
+                "decision": decision,
+                "reason": reason,
+                "result_hash": result_hash,
+            }
 
         try:
             normalise_payload(kind, payload(view.result_hash))
@@ -363,7 +403,13 @@ class NodeService:
             raise NodeServiceError(f"ledger refuses the entry: {exc}") from None
         out = self.link.release(job_id, ReleaseDecisionCreate(decision=decision, reason=reason))  # type: ignore[arg-type]
         self.point.ledger().append(kind, payload(out.result_hash), self.point.clock())
-        log.info("job %s: result %s by reviewer %s (%s)", job_id, kind.split(".")[1], reviewer, out.status)
+        log.info(
+            "job %s: result %s by reviewer %s (%s)",
+            job_id,
+            kind.split(".")[1],
+            reviewer,
+            out.status,
+        )
         return out
 
 

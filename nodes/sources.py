@@ -69,9 +69,13 @@ def read_columns(data: Path, domain: str, columns: list[str]) -> pd.DataFrame:
     """
     path = find_table(data, domain)
     from_folder = not data.is_file()
-    frame = _cached(str(path), path.stat().st_mtime_ns, domain if from_folder else None, tuple(columns))
+    frame = _cached(
+        str(path), path.stat().st_mtime_ns, domain if from_folder else None, tuple(columns)
+    )
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise KeyError(f"{path.name}: no column(s) {missing}")
-    keep = (["subject"] if "subject" in frame.columns else []) + [c for c in columns if c != "subject"]
+    keep = (["subject"] if "subject" in frame.columns else []) + [
+        c for c in columns if c != "subject"
+    ]
     return frame[keep].copy()

@@ -275,8 +275,7 @@ def evaluate(job: JobRequest, policy: NodePolicy, state: PolicyState) -> PolicyD
             Reason(
                 code="approval_required",
                 message=(
-                    f"approval mode {mode!r}: the node admin must approve jobs of "
-                    f"{job.requester!r}"
+                    f"approval mode {mode!r}: the node admin must approve jobs of {job.requester!r}"
                 ),
                 field=None,
             )

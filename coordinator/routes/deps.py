@@ -40,8 +40,9 @@ StoreDep = Annotated[Store, Depends(_store)]
 LifecycleDep = Annotated[Lifecycle, Depends(_lifecycle)]
 
 
-def _caller(store: StoreDep,
-            creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> PrincipalPublic:
+def _caller(
+    store: StoreDep, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> PrincipalPublic:
     if creds is None or creds.scheme.lower() != "bearer":
         raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
     return store.authenticate(creds.credentials)

@@ -63,8 +63,11 @@ def job_result(job_id: JobPath, caller: Viewer, store: StoreDep) -> ResultPublic
     return store.result(job_id)
 
 
-@router.get("/{job_id}/result/plot.png", response_class=Response,
-            responses={200: {"content": {"image/png": {}}}})
+@router.get(
+    "/{job_id}/result/plot.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
 def job_plot(job_id: JobPath, caller: Viewer, store: StoreDep) -> Response:
     """The result report's plot (PNG)."""
     _visible(store, caller, job_id)

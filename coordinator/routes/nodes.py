@@ -1,6 +1,9 @@
-"""Node routes: the operator registers nodes; a node's service (its admin's token) publishes
+"""Node routes: registration, caps, jobs, decisions and release review.
+
+The operator registers nodes; a node's service (its admin's token) publishes
 its caps, pulls the jobs that target it and posts its decisions; its admins review the
-results held for the node's release review (output checking)."""
+results held for the node's release review (output checking).
+"""
 
 from __future__ import annotations
 
@@ -46,7 +49,9 @@ def list_nodes(_: Caller, store: StoreDep) -> list[NodePublic]:
 
 
 @router.put("/nodes/{name}/registration")
-def publish_node(name: NodePath, body: NodeRegistration, caller: Admin, store: StoreDep) -> NodePublic:
+def publish_node(
+    name: NodePath, body: NodeRegistration, caller: Admin, store: StoreDep
+) -> NodePublic:
     """A node's service publishes its caps (per-job ε cap, domains, approval mode, key)."""
     _own_node(caller, name)
     return store.publish_node(name, body)
@@ -57,7 +62,9 @@ def node_jobs(
     name: NodePath,
     caller: Admin,
     store: StoreDep,
-    status: Annotated[ApprovalStatus | None, Query(description="Only approvals in this status.")] = None,
+    status: Annotated[
+        ApprovalStatus | None, Query(description="Only approvals in this status.")
+    ] = None,
     include_finished: Annotated[bool, Query(description="Also finished jobs.")] = False,
 ) -> list[NodeJobView]:
     """The jobs that target this node, with the node's approval of each."""
@@ -66,8 +73,9 @@ def node_jobs(
 
 
 @router.post("/nodes/{name}/jobs/{job_id}/decision")
-def decide(name: NodePath, job_id: JobPath, body: DecisionCreate, caller: Admin,
-           lifecycle: LifecycleDep) -> ApprovalPublic:
+def decide(
+    name: NodePath, job_id: JobPath, body: DecisionCreate, caller: Admin, lifecycle: LifecycleDep
+) -> ApprovalPublic:
     """Record the node's decision: its policy's outcome or its admin's, with reasons."""
     _own_node(caller, name)
     return lifecycle.decide(job_id, name, body, by=caller.name)
@@ -78,7 +86,9 @@ def node_releases(
     name: NodePath,
     caller: Admin,
     store: StoreDep,
-    status: Annotated[ReleaseStatus | None, Query(description="Only reviews in this status.")] = None,
+    status: Annotated[
+        ReleaseStatus | None, Query(description="Only reviews in this status.")
+    ] = None,
 ) -> list[ReleaseView]:
     """Results held for this node's release review: a summary each (never the data)."""
     _own_node(caller, name)
@@ -86,8 +96,9 @@ def node_releases(
 
 
 @router.post("/nodes/{name}/jobs/{job_id}/release")
-def release_decision(name: NodePath, job_id: JobPath, body: ReleaseDecisionCreate, caller: Admin,
-                     store: StoreDep) -> ReleaseView:
+def release_decision(
+    name: NodePath, job_id: JobPath, body: ReleaseDecisionCreate, caller: Admin, store: StoreDep
+) -> ReleaseView:
     """Release or withhold (with a reason) a held result as one of this node's reviewers."""
     _own_node(caller, name)
     return store.release_decide(job_id, name, body, caller)

@@ -7,7 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from coordinator.routes.deps import Caller, Operator, StoreDep
-from coordinator.schemas import PrincipalCreate, PrincipalCreated, PrincipalPublic, TokenIssued, TokenPublic
+from coordinator.schemas import (
+    PrincipalCreate,
+    PrincipalCreated,
+    PrincipalPublic,
+    TokenIssued,
+    TokenPublic,
+)
 
 router = APIRouter(tags=["principals"])
 
@@ -40,7 +46,8 @@ def issue_token(principal_id: PrincipalId, _: Operator, store: StoreDep) -> Toke
 
 
 @router.delete("/tokens/{prefix}")
-def revoke_token(prefix: Annotated[str, Path(min_length=1, max_length=32)], _: Operator,
-                 store: StoreDep) -> TokenPublic:
+def revoke_token(
+    prefix: Annotated[str, Path(min_length=1, max_length=32)], _: Operator, store: StoreDep
+) -> TokenPublic:
     """Revoke a token by its public prefix; it stops working at once."""
     return store.revoke_token(prefix)

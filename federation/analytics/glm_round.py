@@ -70,7 +70,9 @@ def glm_node_vector(
     if len(x) > max_records:
         raise GlmRefusal("too_many_records", f"{len(x)} rows exceed the public bound {max_records}")
     local = glm_local_statistics(x, y, beta, job.glm.family, min_events=min_events)
-    scale = glm_public_scale(job.glm.family, term_bounds, max_records, beta, clipping_range, job.glm.y_bound)
+    scale = glm_public_scale(
+        job.glm.family, term_bounds, max_records, beta, clipping_range, job.glm.y_bound
+    )
     return scale_for_secagg(local, scale, clipping_range)
 
 
@@ -83,7 +85,9 @@ def glm_unscale_sum(
     clipping_range: float,
 ) -> np.ndarray:
     """Return the plain sum of the nodes' statistics from the secure sum of their scaled vectors."""
-    scale = glm_public_scale(job.glm.family, term_bounds, max_records, beta, clipping_range, job.glm.y_bound)
+    scale = glm_public_scale(
+        job.glm.family, term_bounds, max_records, beta, clipping_range, job.glm.y_bound
+    )
     return unscale(summed, scale)
 
 

@@ -28,10 +28,32 @@ REFERENCE_DELIVERIES = 200_000
 
 # Mean birth weight (g) of a singleton boy by completed gestational week 22..42 (after
 # Japanese birth-weight-for-gestational-age standards, rounded; *assumed*).
-_WEEK_MEAN_BOY = np.array([
-    520, 590, 670, 770, 880, 1000, 1130, 1280, 1430, 1600, 1780, 1980, 2180, 2390, 2578,
-    2788, 2948, 3068, 3168, 3248, 3288,
-], dtype=float)
+_WEEK_MEAN_BOY = np.array(
+    [
+        520,
+        590,
+        670,
+        770,
+        880,
+        1000,
+        1130,
+        1280,
+        1430,
+        1600,
+        1780,
+        1980,
+        2180,
+        2390,
+        2578,
+        2788,
+        2948,
+        3068,
+        3168,
+        3248,
+        3288,
+    ],
+    dtype=float,
+)
 _FIRST_WEEK = 22
 _GIRL_FACTOR = 0.972
 _TWIN_SHIFT_G = -260.0
@@ -88,23 +110,31 @@ def draw_deliveries(rng: np.random.Generator, n: int) -> pd.DataFrame:
     u = np.where(bband == len(bmi_bands) - 1, u**1.8, u)  # obese tail is right-skewed
     bmi_pre = np.floor((blo[bband] + u * (bhi[bband] - blo[bband])) * 10) / 10
 
-    smoking = (rng.random(n) < np.where(maternal_age < 25, 2.0, 0.85) * cal.SMOKING_RATE
-               / (2.0 * 0.096 + 0.85 * 0.904)).astype(np.int64)
+    smoking = (
+        rng.random(n)
+        < np.where(maternal_age < 25, 2.0, 0.85) * cal.SMOKING_RATE / (2.0 * 0.096 + 0.85 * 0.904)
+    ).astype(np.int64)
     alcohol = (rng.random(n) < cal.ALCOHOL_RATE).astype(np.int64)
     hdp_w = np.exp(0.6 * (maternal_age >= 35) + 0.8 * (bmi_pre >= 25) + 0.3 * (parity == 1))
     hdp = (rng.random(n) < cal.HDP_RATE * hdp_w / hdp_w.mean()).astype(np.int64)
     twin_w = np.exp(0.5 * (maternal_age >= 35))
     multiple = (rng.random(n) < cal.MULTIPLE_DELIVERY_RATE * twin_w / twin_w.mean()).astype(
-        np.int64)
+        np.int64
+    )
 
     gwg_mean = np.select(
         [bmi_pre < 18.5, bmi_pre < 25, bmi_pre < 30],
-        [cal.GWG_UNDER[0], cal.GWG_NORMAL[0], cal.GWG_OVER[0]], cal.GWG_OBESE[0])
+        [cal.GWG_UNDER[0], cal.GWG_NORMAL[0], cal.GWG_OVER[0]],
+        cal.GWG_OBESE[0],
+    )
     gwg_sd = np.select(
         [bmi_pre < 18.5, bmi_pre < 25, bmi_pre < 30],
-        [cal.GWG_UNDER[1], cal.GWG_NORMAL[1], cal.GWG_OVER[1]], cal.GWG_OBESE[1])
-    gwg_kg = np.round(np.clip(gwg_mean + 2.5 * multiple + gwg_sd * rng.standard_normal(n),
-                              -10, 35), 1)
+        [cal.GWG_UNDER[1], cal.GWG_NORMAL[1], cal.GWG_OVER[1]],
+        cal.GWG_OBESE[1],
+    )
+    gwg_kg = np.round(
+        np.clip(gwg_mean + 2.5 * multiple + gwg_sd * rng.standard_normal(n), -10, 35), 1
+    )
 
     # Dairy (milk + other, ~120 g/day) and calcium (JECS quintile medians 199..899 mg,
     # lognormal, median 430) share a latent factor (correlation ~0.6).
@@ -114,11 +144,20 @@ def draw_deliveries(rng: np.random.Generator, n: int) -> pd.DataFrame:
     z_ca = 0.6 * z_dairy + 0.8 * rng.standard_normal(n)
     calcium_mg = np.round(np.clip(np.exp(np.log(430.0) + 0.59 * z_ca), 40, 4000), 0)
 
-    return pd.DataFrame({
-        "maternal_age": maternal_age, "parity": parity, "bmi_pre": bmi_pre,
-        "smoking": smoking, "alcohol": alcohol, "hdp": hdp, "gwg_kg": gwg_kg,
-        "multiple": multiple, "calcium_mg": calcium_mg, "dairy_g_day": dairy_g_day,
-    })
+    return pd.DataFrame(
+        {
+            "maternal_age": maternal_age,
+            "parity": parity,
+            "bmi_pre": bmi_pre,
+            "smoking": smoking,
+            "alcohol": alcohol,
+            "hdp": hdp,
+            "gwg_kg": gwg_kg,
+            "multiple": multiple,
+            "calcium_mg": calcium_mg,
+            "dairy_g_day": dairy_g_day,
+        }
+    )
 
 
 def expand_newborns(deliveries: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
@@ -146,27 +185,29 @@ def lbw_design(df: pd.DataFrame) -> pd.DataFrame:
     """
     bmi = df["bmi_pre"].to_numpy(dtype=float)
     age = df["maternal_age"].to_numpy(dtype=float)
-    return pd.DataFrame({
-        "bmi_lt17": bmi < 17.0,
-        "bmi_17_18": (bmi >= 17.0) & (bmi < 18.5),
-        "bmi_185_199": (bmi >= 18.5) & (bmi < 20.0),
-        "bmi_23_249": (bmi >= 23.0) & (bmi < 25.0),
-        "bmi_25_299": (bmi >= 25.0) & (bmi < 30.0),
-        "bmi_ge30": bmi >= 30.0,
-        "age_lt20": age < 20,
-        "age_20_24": (age >= 20) & (age < 25),
-        "age_30_34": (age >= 30) & (age < 35),
-        "age_35_39": (age >= 35) & (age < 40),
-        "age_ge40": age >= 40,
-        "primipara": df["parity"].to_numpy() == 1,
-        "smoking": df["smoking"].to_numpy(),
-        "alcohol": df["alcohol"].to_numpy(),
-        "hdp": df["hdp"].to_numpy(),
-        "female": df["female"].to_numpy(),
-        "multiple": df["multiple"].to_numpy(),
-        "gwg_kg": df["gwg_kg"].to_numpy(dtype=float),
-        "dairy_100g": df["dairy_g_day"].to_numpy(dtype=float) / 100.0,
-    }).astype(float)[list(cal.LBW_LOG_ODDS_RATIOS)]
+    return pd.DataFrame(
+        {
+            "bmi_lt17": bmi < 17.0,
+            "bmi_17_18": (bmi >= 17.0) & (bmi < 18.5),
+            "bmi_185_199": (bmi >= 18.5) & (bmi < 20.0),
+            "bmi_23_249": (bmi >= 23.0) & (bmi < 25.0),
+            "bmi_25_299": (bmi >= 25.0) & (bmi < 30.0),
+            "bmi_ge30": bmi >= 30.0,
+            "age_lt20": age < 20,
+            "age_20_24": (age >= 20) & (age < 25),
+            "age_30_34": (age >= 30) & (age < 35),
+            "age_35_39": (age >= 35) & (age < 40),
+            "age_ge40": age >= 40,
+            "primipara": df["parity"].to_numpy() == 1,
+            "smoking": df["smoking"].to_numpy(),
+            "alcohol": df["alcohol"].to_numpy(),
+            "hdp": df["hdp"].to_numpy(),
+            "female": df["female"].to_numpy(),
+            "multiple": df["multiple"].to_numpy(),
+            "gwg_kg": df["gwg_kg"].to_numpy(dtype=float),
+            "dairy_100g": df["dairy_g_day"].to_numpy(dtype=float) / 100.0,
+        }
+    ).astype(float)[list(cal.LBW_LOG_ODDS_RATIOS)]
 
 
 @dataclass(frozen=True)
@@ -228,8 +269,11 @@ class LbwModel:
             KeyError: ``year`` has no intercept.
 
         """
-        eta = (_reference_linear_predictor() if newborns is None
-               else lbw_design(newborns).to_numpy() @ np.array(list(self.log_odds_ratios.values())))
+        eta = (
+            _reference_linear_predictor()
+            if newborns is None
+            else lbw_design(newborns).to_numpy() @ np.array(list(self.log_odds_ratios.values()))
+        )
         return float(special.expit(self.intercepts[int(year)] + eta).mean())
 
 
@@ -244,8 +288,9 @@ def _reference_linear_predictor() -> np.ndarray:
 
 
 def _solve_intercept(eta: np.ndarray, target: float) -> float:
-    return float(optimize.brentq(lambda a: special.expit(a + eta).mean() - target, -30.0, 30.0,
-                                 xtol=1e-12))
+    return float(
+        optimize.brentq(lambda a: special.expit(a + eta).mean() - target, -30.0, 30.0, xtol=1e-12)
+    )
 
 
 def _draw_weeks(rng: np.random.Generator, lbw: np.ndarray, multiple: np.ndarray) -> np.ndarray:
@@ -270,8 +315,7 @@ def _draw_weights(
 ) -> np.ndarray:
     female = newborns["female"].to_numpy()
     mean = _WEEK_MEAN_BOY[weeks - _FIRST_WEEK] * np.where(female == 1, _GIRL_FACTOR, 1.0)
-    mean = mean + np.where(newborns["multiple"].to_numpy() == 1, _TWIN_SHIFT_G, 0.0) * (
-        weeks >= 33)
+    mean = mean + np.where(newborns["multiple"].to_numpy() == 1, _TWIN_SHIFT_G, 0.0) * (weeks >= 33)
     shift = (
         -150.0 * newborns["smoking"].to_numpy()
         - 120.0 * newborns["hdp"].to_numpy()

@@ -21,8 +21,13 @@ __all__ = [
 
 #: Maternal age bands (low, high exclusive, share of births), 2015 vital statistics.
 AGE_BANDS: tuple[tuple[int, int, float], ...] = (
-    (15, 20, 0.012), (20, 25, 0.084), (25, 30, 0.261), (30, 35, 0.363),
-    (35, 40, 0.227), (40, 45, 0.052), (45, 50, 0.001),
+    (15, 20, 0.012),
+    (20, 25, 0.084),
+    (25, 30, 0.261),
+    (30, 35, 0.363),
+    (35, 40, 0.227),
+    (40, 45, 0.052),
+    (45, 50, 0.001),
 )
 
 #: Birth order shares: 1st, 2nd, 3rd, 4th+ (vital statistics 2015).
@@ -32,8 +37,13 @@ BIRTH_ORDER: tuple[float, ...] = (0.474, 0.361, 0.130, 0.036)
 #: and >=30 are published (JECS 2022, JSOG 2013); the 49.3 % of 20-24.9 is split
 #: 36.0 / 13.3 between 20-22.9 and 23-24.9 (*assumed*).
 BMI_BANDS: tuple[tuple[float, float, float], ...] = (
-    (14.5, 17.0, 0.027), (17.0, 18.5, 0.129), (18.5, 20.0, 0.245), (20.0, 23.0, 0.360),
-    (23.0, 25.0, 0.133), (25.0, 30.0, 0.077), (30.0, 38.0, 0.029),
+    (14.5, 17.0, 0.027),
+    (17.0, 18.5, 0.129),
+    (18.5, 20.0, 0.245),
+    (20.0, 23.0, 0.360),
+    (23.0, 25.0, 0.133),
+    (25.0, 30.0, 0.077),
+    (30.0, 38.0, 0.029),
 )
 
 SMOKING_RATE = 0.05  # Hokkaido, 4-6 %
@@ -76,8 +86,18 @@ LBW_LOG_ODDS_RATIOS: Mapping[str, float] = {
 #: published; the other years interpolate (*assumed*: ~10 % before the 2017 programme,
 #: a plateau near 6.5 % after 2019).
 IWAMIZAWA_LBW_TARGETS: Mapping[int, float] = {
-    2013: 0.101, 2014: 0.103, 2015: 0.104, 2016: 0.098, 2017: 0.078, 2018: 0.070,
-    2019: 0.063, 2020: 0.064, 2021: 0.065, 2022: 0.065, 2023: 0.066, 2024: 0.066,
+    2013: 0.101,
+    2014: 0.103,
+    2015: 0.104,
+    2016: 0.098,
+    2017: 0.078,
+    2018: 0.070,
+    2019: 0.063,
+    2020: 0.064,
+    2021: 0.065,
+    2022: 0.065,
+    2023: 0.066,
+    2024: 0.066,
     2025: 0.067,
 }
 
@@ -86,7 +106,13 @@ HOKKAIDO_LBW_RATE = 0.092
 
 #: Drugstore sales mix (METI 2017); the 2.3 % left over is ``other``.
 PURCHASE_MIX: Mapping[str, float] = {
-    "food": 0.268, "household": 0.153, "beauty": 0.150, "otc_drugs": 0.143,
-    "toiletries": 0.096, "health_care_baby": 0.069, "dispensing": 0.064,
-    "supplements": 0.034, "other": 0.023,
+    "food": 0.268,
+    "household": 0.153,
+    "beauty": 0.150,
+    "otc_drugs": 0.143,
+    "toiletries": 0.096,
+    "health_care_baby": 0.069,
+    "dispensing": 0.064,
+    "supplements": 0.034,
+    "other": 0.023,
 }

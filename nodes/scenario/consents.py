@@ -19,8 +19,15 @@ import pandas as pd
 __all__ = ["CONSENT_COLUMNS", "consent_history"]
 
 CONSENT_COLUMNS = (
-    "subject", "recorded_at", "status", "decision", "purposes", "commercial", "domains",
-    "period_start", "period_end",
+    "subject",
+    "recorded_at",
+    "status",
+    "decision",
+    "purposes",
+    "commercial",
+    "domains",
+    "period_start",
+    "period_end",
 )
 
 DENY_SHARE = 0.05
@@ -73,16 +80,24 @@ def consent_history(
         first.astype("datetime64[m]")
         - rng.integers(1, 61, n).astype("timedelta64[D]")
         + rng.integers(9 * 60, 17 * 60, n).astype("timedelta64[m]"),
-        dtype="datetime64[m]")
+        dtype="datetime64[m]",
+    )
     limited = (rng.random(n) < 0.15) & ~deny
     start = pd.Series(recorded).dt.strftime("%Y-%m-%d").to_numpy()
     end = (pd.Series(recorded) + pd.DateOffset(years=5)).dt.strftime("%Y-%m-%d").to_numpy()
-    base = pd.DataFrame({
-        "subject": subjects, "recorded_at": recorded, "status": "active",
-        "decision": np.where(deny, "deny", "permit"), "purposes": purposes,
-        "commercial": commercial, "domains": dom,
-        "period_start": np.where(limited, start, ""), "period_end": np.where(limited, end, ""),
-    })
+    base = pd.DataFrame(
+        {
+            "subject": subjects,
+            "recorded_at": recorded,
+            "status": "active",
+            "decision": np.where(deny, "deny", "permit"),
+            "purposes": purposes,
+            "commercial": commercial,
+            "domains": dom,
+            "period_start": np.where(limited, start, ""),
+            "period_end": np.where(limited, end, ""),
+        }
+    )
 
     def later(mask: np.ndarray) -> np.ndarray:
         end = np.datetime64(last_date.date(), "m")
@@ -101,9 +116,12 @@ def consent_history(
     withdrawn["status"] = "inactive"
 
     out = pd.concat([base, changed, withdrawn], ignore_index=True)
-    out = out[out["recorded_at"].to_numpy() < np.datetime64(last_date.date(), "m")
-              + np.timedelta64(1, "D")]
+    out = out[
+        out["recorded_at"].to_numpy()
+        < np.datetime64(last_date.date(), "m") + np.timedelta64(1, "D")
+    ]
     out = out.sort_values(["recorded_at", "subject"], kind="stable").reset_index(drop=True)
-    out["recorded_at"] = (pd.to_datetime(out["recorded_at"]).dt.floor("min")
-                          .dt.strftime("%Y-%m-%dT%H:%M:00+09:00"))
+    out["recorded_at"] = (
+        pd.to_datetime(out["recorded_at"]).dt.floor("min").dt.strftime("%Y-%m-%dT%H:%M:00+09:00")
+    )
     return out[list(CONSENT_COLUMNS)].astype(str)

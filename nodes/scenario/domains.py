@@ -48,7 +48,8 @@ def health_checkups(
     first = years[0]
     birth_year = first - rng.integers(28, 75, size=n)
     height0 = np.where(female == 1, 157.0, 170.0) + rng.normal(0, 1, n) * np.where(
-        female == 1, 5.3, 5.8)
+        female == 1, 5.3, 5.8
+    )
     bmi0 = np.where(female == 1, rng.normal(22.3, 3.5, n), rng.normal(23.9, 3.4, n))
     sbp0 = rng.normal(0, 11.5, n)
     ldl0 = rng.normal(127.2, 27.0, n)
@@ -72,20 +73,41 @@ def health_checkups(
         bmi_true = np.clip(bmi0[idx] + 0.02 * (a - 55) + rng.normal(0, 0.5, m), 14.0, 48.0)
         weight = np.round(bmi_true * (height / 100) ** 2, 1)
         bmi = np.round(weight / (height / 100) ** 2, 1)
-        waist = np.round(np.where(f == 1, 15.0 + 3.0 * bmi, 11.0 + 3.1 * bmi)
-                         + rng.normal(0, 4.0, m), 1)
-        sbp = (np.where(f == 1, 124.0, 130.0) + np.where(f == 1, 0.6, 0.45) * (a - 57)
-               + 0.9 * (bmi - 23.1) + sbp0[idx] + rng.normal(0, 8.0, m))
+        waist = np.round(
+            np.where(f == 1, 15.0 + 3.0 * bmi, 11.0 + 3.1 * bmi) + rng.normal(0, 4.0, m), 1
+        )
+        sbp = (
+            np.where(f == 1, 124.0, 130.0)
+            + np.where(f == 1, 0.6, 0.45) * (a - 57)
+            + 0.9 * (bmi - 23.1)
+            + sbp0[idx]
+            + rng.normal(0, 8.0, m)
+        )
         sbp = np.clip(np.round(sbp), 80, 240).astype(np.int64)
         dbp = np.clip(np.round(0.55 * sbp + 8.0 + rng.normal(0, 7.0, m)), 40, None)
         dbp = np.minimum(dbp, sbp - 10).astype(np.int64)
-        glucose = np.round(np.exp(np.log(96.5) + 0.012 * (bmi - 23.1) + 0.003 * (a - 55)
-                                  + glu0[idx] + rng.normal(0, 0.07, m)), 0)
+        glucose = np.round(
+            np.exp(
+                np.log(96.5)
+                + 0.012 * (bmi - 23.1)
+                + 0.003 * (a - 55)
+                + glu0[idx]
+                + rng.normal(0, 0.07, m)
+            ),
+            0,
+        )
         hba1c = np.round(5.6 + 0.025 * (glucose - 99.7) + rng.normal(0, 0.22, m), 1)
         ldl = np.round(np.clip(ldl0[idx] + rng.normal(0, 12.0, m), 40, 350), 0)
         hdl = np.round(np.clip(hdl0[idx] - 0.9 * (bmi - 23.1) + rng.normal(0, 5.0, m), 20, 150), 0)
-        tg = np.round(np.exp(np.log(np.where(f == 1, 85.0, 115.0)) + 0.04 * (bmi - 23.1)
-                             + tg0[idx] + rng.normal(0, 0.25, m)), 0)
+        tg = np.round(
+            np.exp(
+                np.log(np.where(f == 1, 85.0, 115.0))
+                + 0.04 * (bmi - 23.1)
+                + tg0[idx]
+                + rng.normal(0, 0.25, m)
+            ),
+            0,
+        )
         ast = np.round(np.exp(np.log(21.0) + rng.normal(0, 0.28, m)), 0)
         alt = np.round(np.exp(np.log(17.0) + 0.05 * (bmi - 23.1) + rng.normal(0, 0.45, m)), 0)
         ggt = np.round(np.exp(np.log(np.where(f == 1, 19.0, 33.0)) + rng.normal(0, 0.55, m)), 0)
@@ -94,15 +116,34 @@ def health_checkups(
         urine_protein = rng.choice(5, size=m, p=[0.9, 0.06, 0.03, 0.008, 0.002])
         day = rng.integers(150, 330, m)
         date = pd.Timestamp(f"{year}-01-01") + pd.to_timedelta(day, unit="D")
-        rows.append(pd.DataFrame({
-            "subject": persons[idx], "year": year, "checkup_date": date, "age": a,
-            "female": f, "height_cm": height, "weight_kg": weight, "bmi": bmi,
-            "waist_cm": waist, "sbp": sbp, "dbp": dbp, "glucose": glucose, "hba1c": hba1c,
-            "ldl": ldl, "hdl": hdl, "tg": tg, "ast": ast, "alt": np.maximum(alt, 3),
-            "ggt": np.maximum(ggt, 5), "urine_glucose": urine_glucose.astype(np.int64),
-            "urine_protein": urine_protein.astype(np.int64),
-            "smoking": smoker[idx].astype(np.int64),
-        }))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "subject": persons[idx],
+                    "year": year,
+                    "checkup_date": date,
+                    "age": a,
+                    "female": f,
+                    "height_cm": height,
+                    "weight_kg": weight,
+                    "bmi": bmi,
+                    "waist_cm": waist,
+                    "sbp": sbp,
+                    "dbp": dbp,
+                    "glucose": glucose,
+                    "hba1c": hba1c,
+                    "ldl": ldl,
+                    "hdl": hdl,
+                    "tg": tg,
+                    "ast": ast,
+                    "alt": np.maximum(alt, 3),
+                    "ggt": np.maximum(ggt, 5),
+                    "urine_glucose": urine_glucose.astype(np.int64),
+                    "urine_protein": urine_protein.astype(np.int64),
+                    "smoking": smoker[idx].astype(np.int64),
+                }
+            )
+        )
     out = pd.concat(rows, ignore_index=True)
     return out.sort_values(["subject", "year"], kind="stable").reset_index(drop=True)
 
@@ -139,17 +180,26 @@ def infant_checkups(
         z_len = 0.7 * z + np.sqrt(1 - 0.49) * rng.standard_normal(m)
         feeding: np.ndarray = np.full(m, None, dtype=object)
         if months == 4:
-            feeding = rng.choice(np.array(["breast", "mixed", "formula"], dtype=object), size=m,
-                                 p=[0.55, 0.35, 0.10])
-        rows.append(pd.DataFrame({
-            "subject": births["infant_id"].to_numpy()[idx],
-            "mother": births["mother_id"].to_numpy()[idx],
-            "checkup_date": date[idx], "age_months": int(months), "female": f,
-            "weight_g": np.round((w_mean + _INFANT_WEIGHT_SD[k] * z) * 1000).astype(np.int64),
-            "length_cm": np.round(l_mean + _INFANT_LENGTH_SD[k] * z_len, 1),
-            "head_cm": np.round(h_mean + 1.3 * (0.6 * z + 0.8 * rng.standard_normal(m)), 1),
-            "feeding": feeding,
-        }))
+            feeding = rng.choice(
+                np.array(["breast", "mixed", "formula"], dtype=object), size=m, p=[0.55, 0.35, 0.10]
+            )
+        rows.append(
+            pd.DataFrame(
+                {
+                    "subject": births["infant_id"].to_numpy()[idx],
+                    "mother": births["mother_id"].to_numpy()[idx],
+                    "checkup_date": date[idx],
+                    "age_months": int(months),
+                    "female": f,
+                    "weight_g": np.round((w_mean + _INFANT_WEIGHT_SD[k] * z) * 1000).astype(
+                        np.int64
+                    ),
+                    "length_cm": np.round(l_mean + _INFANT_LENGTH_SD[k] * z_len, 1),
+                    "head_cm": np.round(h_mean + 1.3 * (0.6 * z + 0.8 * rng.standard_normal(m)), 1),
+                    "feeding": feeding,
+                }
+            )
+        )
     out = pd.concat(rows, ignore_index=True)
     return out.sort_values(["checkup_date", "subject"], kind="stable").reset_index(drop=True)
 
@@ -188,18 +238,26 @@ def purchases(
         by = np.array([baby_years.get(int(s), -10) for s in subj])
         boost = (year - by >= 0) & (year - by <= 1)
         u = rng.random(m)
-        cat_idx = np.where(boost, np.searchsorted(np.cumsum(boosted), u, side="right"),
-                           np.searchsorted(np.cumsum(mix), u, side="right"))
+        cat_idx = np.where(
+            boost,
+            np.searchsorted(np.cumsum(boosted), u, side="right"),
+            np.searchsorted(np.cumsum(mix), u, side="right"),
+        )
         cat_idx = np.minimum(cat_idx, len(cats) - 1)
         quantity = 1 + rng.poisson(0.4, m)
         amount = np.round(np.exp(np.log(650.0) + 0.8 * rng.standard_normal(m)) * quantity)
         day = rng.integers(0, 365, m)
-        rows.append(pd.DataFrame({
-            "subject": subj,
-            "purchase_date": pd.Timestamp(f"{year}-01-01") + pd.to_timedelta(day, unit="D"),
-            "category": cats[cat_idx], "quantity": quantity.astype(np.int64),
-            "amount_yen": np.maximum(amount, 1).astype(np.int64),
-        }))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "subject": subj,
+                    "purchase_date": pd.Timestamp(f"{year}-01-01") + pd.to_timedelta(day, unit="D"),
+                    "category": cats[cat_idx],
+                    "quantity": quantity.astype(np.int64),
+                    "amount_yen": np.maximum(amount, 1).astype(np.int64),
+                }
+            )
+        )
     out = pd.concat(rows, ignore_index=True)
     return out.sort_values(["purchase_date", "subject"], kind="stable").reset_index(drop=True)
 
@@ -225,12 +283,17 @@ def dairy_panel(rng: np.random.Generator, persons: np.ndarray, years: list[int])
         milk = np.where(drinker[idx], level[idx] * rng.lognormal(0, 0.2, m), 0.0)
         other = other_level[idx] * rng.lognormal(0, 0.3, m)
         day = rng.integers(0, 365, m)
-        rows.append(pd.DataFrame({
-            "subject": persons[idx],
-            "survey_date": pd.Timestamp(f"{year}-01-01") + pd.to_timedelta(day, unit="D"),
-            "milk_g_day": np.round(milk, 0), "other_dairy_g_day": np.round(other, 0),
-            "bifidobacteria_pct": np.nan,
-        }))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "subject": persons[idx],
+                    "survey_date": pd.Timestamp(f"{year}-01-01") + pd.to_timedelta(day, unit="D"),
+                    "milk_g_day": np.round(milk, 0),
+                    "other_dairy_g_day": np.round(other, 0),
+                    "bifidobacteria_pct": np.nan,
+                }
+            )
+        )
     return pd.concat(rows, ignore_index=True)
 
 
@@ -252,9 +315,12 @@ def mother_dairy(rng: np.random.Generator, mothers: pd.DataFrame) -> pd.DataFram
     born = pd.to_datetime(mothers["birth_date"]).to_numpy()
     date = born - pd.to_timedelta(rng.integers(100, 140, m), unit="D")
     bifido = np.clip(12.0 + 0.05 * total + rng.normal(0, 9.0, m), 0.5, 85.0)
-    return pd.DataFrame({
-        "subject": mothers["mother_id"].to_numpy(), "survey_date": date,
-        "milk_g_day": np.round(total * share, 0),
-        "other_dairy_g_day": np.round(total * (1 - share), 0),
-        "bifidobacteria_pct": np.round(bifido, 1),
-    })
+    return pd.DataFrame(
+        {
+            "subject": mothers["mother_id"].to_numpy(),
+            "survey_date": date,
+            "milk_g_day": np.round(total * share, 0),
+            "other_dairy_g_day": np.round(total * (1 - share), 0),
+            "bifidobacteria_pct": np.round(bifido, 1),
+        }
+    )

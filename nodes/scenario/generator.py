@@ -117,7 +117,8 @@ def _resolve_years(preset: Preset, years: Sequence[int] | None) -> list[int]:
     if missing:
         raise ValueError(
             f"years: {missing} outside the {preset.name} preset "
-            f"({min(preset.lbw_targets)}..{max(preset.lbw_targets)})")
+            f"({min(preset.lbw_targets)}..{max(preset.lbw_targets)})"
+        )
     return chosen
 
 
@@ -152,8 +153,17 @@ def build_births(
 
 
 def _streams(seed: int) -> dict[str, np.random.Generator]:
-    names = ("births", "facilities", "city", "insurer", "infants", "drugstore", "dairy",
-             "consents", "disposition")
+    names = (
+        "births",
+        "facilities",
+        "city",
+        "insurer",
+        "infants",
+        "drugstore",
+        "dairy",
+        "consents",
+        "disposition",
+    )
     children = np.random.SeedSequence(seed).spawn(len(names))
     return {n: np.random.default_rng(c) for n, c in zip(names, children, strict=True)}
 
@@ -163,8 +173,7 @@ def _births(
 ) -> pd.DataFrame:
     rng = streams["births"]
     model = LbwModel.calibrated({y: spec.lbw_targets[y] for y in years})
-    counts = {y: int(rng.poisson(scale * spec.newborns[y] / _TWIN_DELIVERY_FACTOR))
-              for y in years}
+    counts = {y: int(rng.poisson(scale * spec.newborns[y] / _TWIN_DELIVERY_FACTOR)) for y in years}
     b = simulate_births(rng, counts, model)
     n_deliveries = int(sum(counts.values()))
     b["mother_id"] = b["delivery"].astype(np.int64)
@@ -175,24 +184,28 @@ def _births(
     frng = streams["facilities"]
     deliv = b.drop_duplicates("delivery")
     if len(spec.facilities) == 2:
-        high_risk = ((deliv["hdp"] == 1) | (deliv["multiple"] == 1)
-                     | (deliv["maternal_age"] >= 40)).to_numpy()
+        high_risk = (
+            (deliv["hdp"] == 1) | (deliv["multiple"] == 1) | (deliv["maternal_age"] >= 40)
+        ).to_numpy()
         p_first = np.where(high_risk, 0.9, spec.facility_weights[0] - 0.02)
         choice = np.where(frng.random(len(deliv)) < p_first, 0, 1)
     else:
         w = frng.lognormal(0.0, 0.6, len(spec.facilities))
         choice = frng.choice(len(spec.facilities), size=len(deliv), p=w / w.sum())
-    fac = pd.Series(np.asarray(spec.facilities, dtype=object)[choice],
-                    index=deliv["delivery"].to_numpy())
+    fac = pd.Series(
+        np.asarray(spec.facilities, dtype=object)[choice], index=deliv["delivery"].to_numpy()
+    )
     b["facility"] = fac.loc[b["delivery"].to_numpy()].to_numpy()
     return b
 
 
 def _births_table(b: pd.DataFrame, names: np.ndarray) -> pd.DataFrame:
-    out = pd.DataFrame({
-        "subject": names[b["mother_id"].to_numpy()],
-        "infant": names[b["infant_id"].to_numpy()],
-    })
+    out = pd.DataFrame(
+        {
+            "subject": names[b["mother_id"].to_numpy()],
+            "infant": names[b["infant_id"].to_numpy()],
+        }
+    )
     for col in get_schema("births").names[2:]:
         out[col] = b[col].to_numpy()
     return out
@@ -265,13 +278,15 @@ def generate(
         ins = np.arange(next_id + n_nhi, next_id + n_nhi + n_ins)
         next_id += n_nhi + n_ins
         tables["city"] = {
-            "checkups": dom.health_checkups(streams["city"], nhi, chosen,
-                                            female_share=0.55, uptake=0.35),
+            "checkups": dom.health_checkups(
+                streams["city"], nhi, chosen, female_share=0.55, uptake=0.35
+            ),
             "infant_checkups": dom.infant_checkups(streams["infants"], births, last_date),
         }
         tables["insurer"] = {
-            "checkups": dom.health_checkups(streams["insurer"], ins, chosen,
-                                            female_share=0.42, uptake=0.73),
+            "checkups": dom.health_checkups(
+                streams["insurer"], ins, chosen, female_share=0.42, uptake=0.73
+            ),
         }
         drng = streams["drugstore"]
         shop_years = [y for y in chosen if y >= 2017] or chosen
@@ -281,8 +296,9 @@ def generate(
         n_shop = round(2000 * scale)
         shoppers = np.arange(next_id, next_id + n_shop)
         next_id += n_shop
-        baby_years = dict(zip(members_m["mother_id"].astype(int), members_m["year"].astype(int),
-                              strict=True))
+        baby_years = dict(
+            zip(members_m["mother_id"].astype(int), members_m["year"].astype(int), strict=True)
+        )
         persons = np.concatenate([shoppers, members_m["mother_id"].to_numpy()])
         tables["drugstore"] = {"purchases": dom.purchases(drng, persons, shop_years, baby_years)}
 
@@ -293,8 +309,10 @@ def generate(
         next_id += n_panel
         programme = mothers[(mothers["year"] >= dairy_years[0])]
         programme = programme[yrng.random(len(programme)) < 0.3]
-        surveys = pd.concat([dom.dairy_panel(yrng, panel, dairy_years),
-                             dom.mother_dairy(yrng, programme)], ignore_index=True)
+        surveys = pd.concat(
+            [dom.dairy_panel(yrng, panel, dairy_years), dom.mother_dairy(yrng, programme)],
+            ignore_index=True,
+        )
         surveys = surveys.sort_values(["survey_date", "subject"], kind="stable")
         tables["dairy"] = {"dairy_intake": surveys.reset_index(drop=True)}
 
@@ -328,20 +346,36 @@ def generate(
         first = pd.concat(firsts).groupby("id", sort=True)["date"].min()
         pids = first.index.to_numpy(dtype=np.int64)
         consents = consent_history(
-            streams["consents"], names[pids], first.to_numpy(), disposition[pids],
-            tuple(tables[holder]), last_date)
+            streams["consents"],
+            names[pids],
+            first.to_numpy(),
+            disposition[pids],
+            tuple(tables[holder]),
+            last_date,
+        )
         folder.mkdir(parents=True, exist_ok=True)
         consents.to_csv(folder / "consents.csv", index=False, lineterminator="\n")
-        nodes.append(NodeManifest(
-            name=holder, description=_HOLDERS.get(holder, f"maternity facility {holder}: births"),
-            files=files, rows=rows, subjects=len(pids), consent_rows=len(consents)))
+        nodes.append(
+            NodeManifest(
+                name=holder,
+                description=_HOLDERS.get(holder, f"maternity facility {holder}: births"),
+                files=files,
+                rows=rows,
+                subjects=len(pids),
+                consent_rows=len(consents),
+            )
+        )
 
     manifest = ScenarioManifest(
-        preset=spec.name, seed=seed, years=chosen,
-        domains=sorted({d for t in tables.values() for d in t}), nodes=nodes,
+        preset=spec.name,
+        seed=seed,
+        years=chosen,
+        domains=sorted({d for t in tables.values() for d in t}),
+        nodes=nodes,
         lbw_targets={str(y): spec.lbw_targets[y] for y in chosen},
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "scenario.json").write_text(
-        json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
+        json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+    )
     return manifest

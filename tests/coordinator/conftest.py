@@ -25,7 +25,9 @@ def fast_settings(data_dir: Path, **kw: Any) -> CoordinatorSettings:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[CoordinatorSettings, Any, str | None]]:
+def backend(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[CoordinatorSettings, Any, str | None]]:
     """(settings, engine, schema) on SQLite, then on PostgreSQL in a throwaway schema."""
     settings = fast_settings(tmp_path / "coord")
     if request.param == "sqlite":
@@ -68,8 +70,11 @@ class Api:
         return {"Authorization": f"Bearer {token}"}
 
     def principal(self, name: str, role: str, node: str | None = None) -> str:
-        r = self.client.post("/principals", json={"name": name, "role": role, "node": node},
-                             headers=self.h(self.operator))
+        r = self.client.post(
+            "/principals",
+            json={"name": name, "role": role, "node": node},
+            headers=self.h(self.operator),
+        )
         assert r.status_code == 201, r.text
         return str(r.json()["token"]["token"])
 

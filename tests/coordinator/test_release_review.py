@@ -25,17 +25,36 @@ from federation.spec import JobSpec, parse_job_spec
 
 from .conftest import Api, fast_settings
 
-SPEC = {"kind": "train", "name": "t", "features": ["maternal_age", "parity"], "label": "lbw",
-        "rounds": 1, "min_nodes": 2, "privacy": {"epsilon": 1.0}}
-RESULT = RunResult("succeeded", "done", report={"rounds": 1, "auc": 0.7}, model={"parameters": [[0.1]]},
-                   epsilon_by_node={"n0": 0.5, "n1": 0.5}, plot_png=b"\x89PNG\r\n")
+SPEC = {
+    "kind": "train",
+    "name": "t",
+    "features": ["maternal_age", "parity"],
+    "label": "lbw",
+    "rounds": 1,
+    "min_nodes": 2,
+    "privacy": {"epsilon": 1.0},
+}
+RESULT = RunResult(
+    "succeeded",
+    "done",
+    report={"rounds": 1, "auc": 0.7},
+    model={"parameters": [[0.1]]},
+    epsilon_by_node={"n0": 0.5, "n1": 0.5},
+    plot_png=b"\x89PNG\r\n",
+)
 
 
 class InstantRunner:
     """Finishes every job at once with :data:`RESULT`."""
 
-    def run(self, job: JobSpec, job_id: str, nodes: Sequence[str],
-            on_progress: Callable[[RoundProgress], None], cancelled: threading.Event) -> RunResult:
+    def run(
+        self,
+        job: JobSpec,
+        job_id: str,
+        nodes: Sequence[str],
+        on_progress: Callable[[RoundProgress], None],
+        cancelled: threading.Event,
+    ) -> RunResult:
         on_progress(RoundProgress(1, 1, {"auc": 0.7}))
         return RESULT
 
@@ -47,27 +66,45 @@ def world(tmp_path: Path):
     op = bootstrap_operator(app.state.store).token
     with TestClient(app) as client:
         api = Api(client, op)
-        t = {"a0": api.node("n0"), "a1": api.node("n1"), "r": api.principal("aki", "researcher"),
-             "aud": api.principal("audit", "auditor")}
+        t = {
+            "a0": api.node("n0"),
+            "a1": api.node("n1"),
+            "r": api.principal("aki", "researcher"),
+            "aud": api.principal("audit", "auditor"),
+        }
         t["a0b"] = api.principal("n0-second-admin", "node_admin", "n0")
 
         def run(review: str) -> str:
-            r = client.put("/nodes/n0/registration", json={"release_review": review}, headers=api.h(t["a0"]))
+            r = client.put(
+                "/nodes/n0/registration", json={"release_review": review}, headers=api.h(t["a0"])
+            )
             assert r.status_code == 200 and r.json()["release_review"] == review, r.text
             job = client.post("/jobs", json={"spec": SPEC}, headers=api.h(t["r"])).json()
             for n, tok in (("n0", "a0"), ("n1", "a1")):
-                client.post(f"/nodes/{n}/jobs/{job['id']}/decision", json={"outcome": "approve"},
-                            headers=api.h(t[tok]))
+                client.post(
+                    f"/nodes/{n}/jobs/{job['id']}/decision",
+                    json={"outcome": "approve"},
+                    headers=api.h(t[tok]),
+                )
             app.state.lifecycle.wait(job["id"], timeout=10)
             return str(job["id"])
 
         yield api, t, run
 
 
-def _release(api: Api, token: str, job_id: str, node: str = "n0", decision: str = "release",
-             reason: str | None = None):
-    return api.client.post(f"/nodes/{node}/jobs/{job_id}/release", json={"decision": decision, "reason": reason},
-                           headers=api.h(token))
+def _release(
+    api: Api,
+    token: str,
+    job_id: str,
+    node: str = "n0",
+    decision: str = "release",
+    reason: str | None = None,
+):
+    return api.client.post(
+        f"/nodes/{node}/jobs/{job_id}/release",
+        json={"decision": decision, "reason": reason},
+        headers=api.h(token),
+    )
 
 
 def _held(api: Api, token: str, job_id: str) -> dict:
@@ -86,16 +123,19 @@ def test_held_result_not_downloadable_until_node_admin_releases(world) -> None:
     assert status["state"] == "succeeded" and status["has_result"] and status["held"]
     body = _held(api, t["r"], job_id)
     assert "held until node(s) n0 release it" in body["detail"]
-    _held(api, t["aud"], job_id)   # nobody downloads a held result, auditors neither
+    _held(api, t["aud"], job_id)  # nobody downloads a held result, auditors neither
 
     views = api.client.get("/nodes/n0/releases", headers=api.h(t["a0"])).json()
     assert [v["job_id"] for v in views] == [job_id]
     view = views[0]
     assert view["status"] == "held" and view["review"] == "admin" and view["reviews_needed"] == 1
     assert view["has_model"] and view["has_plot"] and view["epsilon"] == 0.5
-    assert view["result_hash"] == result_hash(RESULT.status, RESULT.report, RESULT.model,
-                                              RESULT.epsilon_by_node, RESULT.plot_png)
-    assert "report" not in view and "model" not in view and "0.1" not in str(view)   # a summary, no data
+    assert view["result_hash"] == result_hash(
+        RESULT.status, RESULT.report, RESULT.model, RESULT.epsilon_by_node, RESULT.plot_png
+    )
+    assert (
+        "report" not in view and "model" not in view and "0.1" not in str(view)
+    )  # a summary, no data
     assert api.client.get("/nodes/n1/releases", headers=api.h(t["a1"])).json() == []
 
     r = _release(api, t["a0"], job_id, reason="checked: aggregate only")
@@ -103,15 +143,29 @@ def test_held_result_not_downloadable_until_node_admin_releases(world) -> None:
     res = api.client.get(f"/jobs/{job_id}/result", headers=api.h(t["r"]))
     assert res.status_code == 200 and res.json()["model"] == {"parameters": [[0.1]]}
     assert res.json()["result_hash"] == view["result_hash"]
-    assert api.client.get(f"/jobs/{job_id}/result/plot.png", headers=api.h(t["r"])).status_code == 200
+    assert (
+        api.client.get(f"/jobs/{job_id}/result/plot.png", headers=api.h(t["r"])).status_code == 200
+    )
     assert not api.client.get(f"/jobs/{job_id}", headers=api.h(t["r"])).json()["held"]
 
-    reasons = [e["reason"] for e in api.client.get(f"/jobs/{job_id}/events", headers=api.h(t["r"])).json()]
+    reasons = [
+        e["reason"] for e in api.client.get(f"/jobs/{job_id}/events", headers=api.h(t["r"])).json()
+    ]
     assert any(r.startswith("result held for release review by n0 (admin)") for r in reasons)
-    assert any("released by n0 (reviewer n0-admin" in r and "the result is released" in r for r in reasons)
-    audit = api.client.get("/audit/releases", params={"job_id": job_id}, headers=api.h(t["aud"])).json()
-    assert [(a["node"], a["decision"], a["reviewer"]) for a in audit] == [("n0", "release", "n0-admin")]
-    assert audit[0]["at"] and audit[0]["reviewer_id"] and audit[0]["result_hash"] == view["result_hash"]
+    assert any(
+        "released by n0 (reviewer n0-admin" in r and "the result is released" in r for r in reasons
+    )
+    audit = api.client.get(
+        "/audit/releases", params={"job_id": job_id}, headers=api.h(t["aud"])
+    ).json()
+    assert [(a["node"], a["decision"], a["reviewer"]) for a in audit] == [
+        ("n0", "release", "n0-admin")
+    ]
+    assert (
+        audit[0]["at"]
+        and audit[0]["reviewer_id"]
+        and audit[0]["result_hash"] == view["result_hash"]
+    )
 
 
 def test_job_of_nodes_without_review_is_not_held(world) -> None:
@@ -146,10 +200,16 @@ def test_two_reviewers_need_two_distinct_reviewers(world) -> None:
     _held(api, t["r"], job_id)
     # The same reviewer again, also through another token of the same principal: refused.
     me = api.client.get("/me", headers=api.h(t["a0"])).json()
-    again = api.client.post(f"/principals/{me['id']}/tokens", headers=api.h(api.operator)).json()["token"]
+    again = api.client.post(f"/principals/{me['id']}/tokens", headers=api.h(api.operator)).json()[
+        "token"
+    ]
     for token in (t["a0"], again):
         r = _release(api, token, job_id)
-        assert r.status_code == 409 and r.json()["code"] == "conflict" and "distinct reviewer" in r.json()["detail"]
+        assert (
+            r.status_code == 409
+            and r.json()["code"] == "conflict"
+            and "distinct reviewer" in r.json()["detail"]
+        )
     _held(api, t["r"], job_id)
     r = _release(api, t["a0b"], job_id)
     assert r.status_code == 200 and r.json()["status"] == "released"
@@ -184,8 +244,12 @@ def test_withheld_result_stays_held_with_the_reason(world) -> None:
     _held(api, t["r"], job_id)
     assert api.client.get(f"/jobs/{job_id}", headers=api.h(t["r"])).json()["held"]
     audit = api.client.get("/audit/releases", headers=api.h(api.operator)).json()
-    assert [(a["decision"], a["reason"]) for a in audit] == [("withhold", "cell of 3 births in the report")]
-    views = api.client.get("/nodes/n0/releases", params={"status": "withheld"}, headers=api.h(t["a0"])).json()
+    assert [(a["decision"], a["reason"]) for a in audit] == [
+        ("withhold", "cell of 3 births in the report")
+    ]
+    views = api.client.get(
+        "/nodes/n0/releases", params={"status": "withheld"}, headers=api.h(t["a0"])
+    ).json()
     assert [v["job_id"] for v in views] == [job_id]
 
 
@@ -198,8 +262,12 @@ def test_store_release_review_on_backend(store: Store) -> None:
         store.register_node(NodeCreate(name=n))
     store.publish_node("n0", NodeRegistration(release_review="admin"))
     researcher, _ = store.create_principal(PrincipalCreate(name="aki", role="researcher"))
-    admin, _ = store.create_principal(PrincipalCreate(name="n0-admin", role="node_admin", node="n0"))
-    other, _ = store.create_principal(PrincipalCreate(name="n1-admin", role="node_admin", node="n1"))
+    admin, _ = store.create_principal(
+        PrincipalCreate(name="n0-admin", role="node_admin", node="n0")
+    )
+    other, _ = store.create_principal(
+        PrincipalCreate(name="n1-admin", role="node_admin", node="n1")
+    )
     job = store.create_job(researcher, parse_job_spec(SPEC))
     for n in ("n0", "n1"):
         store.decide(job.id, n, DecisionCreate(outcome="approve"), n)
@@ -210,7 +278,10 @@ def test_store_release_review_on_backend(store: Store) -> None:
     with pytest.raises(Forbidden):
         store.release_decide(job.id, "n0", ReleaseDecisionCreate(decision="release"), other)
     assert isinstance(admin, PrincipalPublic)
-    assert store.release_decide(job.id, "n0", ReleaseDecisionCreate(decision="release"), admin).status == "released"
+    assert (
+        store.release_decide(job.id, "n0", ReleaseDecisionCreate(decision="release"), admin).status
+        == "released"
+    )
     with pytest.raises(Conflict):
         store.release_decide(job.id, "n0", ReleaseDecisionCreate(decision="release"), admin)
     assert store.result(job.id).result_hash and not store.get_job(job.id)[0].held
@@ -226,21 +297,36 @@ def test_migration_0002_applies_over_0001_data(backend) -> None:
     _, engine, schema = backend
     migrate(engine, "0001", schema=schema)
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO nodes (name, registered_at, domains) VALUES ('n0', '2026-01-01', '{}')"))
-        conn.execute(text("INSERT INTO principals (id, name, role, created_at) "
-                          "VALUES ('p1', 'aki', 'researcher', '2026-01-01')"))
-        conn.execute(text(
-            "INSERT INTO jobs (id, owner_id, name, kind, spec, nodes, min_nodes, state, reason, round, "
-            "rounds_total, metrics, submitted_at, updated_at) VALUES ('j1', 'p1', 'old', 'train', '{}', "
-            "'[\"n0\"]', 1, 'succeeded', '', 1, 1, '{}', '2026-01-01', '2026-01-01')"))
+        conn.execute(
+            text(
+                "INSERT INTO nodes (name, registered_at, domains) VALUES ('n0', '2026-01-01', '{}')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO principals (id, name, role, created_at) "
+                "VALUES ('p1', 'aki', 'researcher', '2026-01-01')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO jobs (id, owner_id, name, kind, spec, nodes, min_nodes, state, reason, round, "
+                "rounds_total, metrics, submitted_at, updated_at) VALUES ('j1', 'p1', 'old', 'train', '{}', "
+                "'[\"n0\"]', 1, 'succeeded', '', 1, 1, '{}', '2026-01-01', '2026-01-01')"
+            )
+        )
     migrate(engine, schema=schema)
     tables = set(inspect(engine).get_table_names(schema=schema))
     assert {"release_reviews", "release_decisions"} <= tables
     with engine.connect() as conn:
-        held, = conn.execute(text("SELECT held FROM jobs WHERE id = 'j1'")).one()
-        review, = conn.execute(text("SELECT release_review FROM nodes WHERE name = 'n0'")).one()
+        (held,) = conn.execute(text("SELECT held FROM jobs WHERE id = 'j1'")).one()
+        (review,) = conn.execute(text("SELECT release_review FROM nodes WHERE name = 'n0'")).one()
         assert not held and review is None
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
-        assert compare_metadata(MigrationContext.configure(conn, opts={"include_schemas": False}),
-                                Base.metadata) == []
+        assert (
+            compare_metadata(
+                MigrationContext.configure(conn, opts={"include_schemas": False}), Base.metadata
+            )
+            == []
+        )
     migrate(engine, schema=schema)  # idempotent

@@ -19,23 +19,26 @@ from typer.testing import CliRunner
 from coordinator.api import bootstrap_operator, create_app
 from coordinator.errors import SettingsError
 from coordinator.settings import load_settings
-from hamanasu.cli import _mount, app as cli_app
+from hamanasu.cli import _mount
+from hamanasu.cli import app as cli_app
 
 from .conftest import fast_settings
 
 _mount()
 
 
-def test_load_settings_env_over_toml_over_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_settings_env_over_toml_over_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     toml = tmp_path / "c.toml"
-    toml.write_text('[coordinator]\nport = 9001\nmax_concurrent_runs = 3\n')
+    toml.write_text("[coordinator]\nport = 9001\nmax_concurrent_runs = 3\n")
     assert load_settings(toml).port == 9001 and load_settings(toml).max_concurrent_runs == 3
     monkeypatch.setenv("HAMANASU_PORT", "9002")
-    assert load_settings(toml).port == 9002                     # env beats TOML
-    assert load_settings(toml, port=9003).port == 9003          # code beats env
-    assert load_settings().max_concurrent_runs == 1             # default
+    assert load_settings(toml).port == 9002  # env beats TOML
+    assert load_settings(toml, port=9003).port == 9003  # code beats env
+    assert load_settings().max_concurrent_runs == 1  # default
     monkeypatch.setenv("HAMANASU_CONFIG", str(toml))
-    assert load_settings().max_concurrent_runs == 3             # TOML named by the variable
+    assert load_settings().max_concurrent_runs == 3  # TOML named by the variable
 
 
 def test_load_settings_insecure_refused(tmp_path: Path) -> None:
@@ -72,12 +75,17 @@ def test_fuzz_api_operations_no_5xx(openapi_app) -> None:
     assert len(operations) >= 15
 
     for op in operations:
+
         @given(case=op.as_strategy())
-        @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(
+            max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None
+        )
         def one(case) -> None:
             response = case.call(headers=headers)
             if response.status_code >= 500:
-                failures.append(f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:200]}")
+                failures.append(
+                    f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:200]}"
+                )
 
         one()
     assert not failures, "\n".join(failures[:10])
@@ -112,26 +120,54 @@ def test_run_job_commands_token_file_and_errors(live) -> None:
     for n in ("n0", "n1"):
         assert run.invoke(cli_app, ["coordinator", "node-add", n], env=env).exit_code == 0
     tok = tmp / "r.token"
-    r = run.invoke(cli_app, ["coordinator", "principal", "add", "aki", "--role", "researcher",
-                             "--token-out", str(tok), "--format", "json"], env=env)
+    r = run.invoke(
+        cli_app,
+        [
+            "coordinator",
+            "principal",
+            "add",
+            "aki",
+            "--role",
+            "researcher",
+            "--token-out",
+            str(tok),
+            "--format",
+            "json",
+        ],
+        env=env,
+    )
     assert r.exit_code == 0, r.output
     assert tok.stat().st_mode & 0o777 == 0o600
     spec = tmp / "job.toml"
-    spec.write_text('kind = "train"\nfeatures = ["a"]\nlabel = "y"\nrounds = 2\n[privacy]\nepsilon = 1.0\n')
+    spec.write_text(
+        'kind = "train"\nfeatures = ["a"]\nlabel = "y"\nrounds = 2\n[privacy]\nepsilon = 1.0\n'
+    )
     renv = {"HAMANASU_COORDINATOR_URL": url, "HAMANASU_TOKEN": ""}
-    r = run.invoke(cli_app, ["job", "submit", str(spec), "--token-file", str(tok), "--format", "json"], env=renv)
+    r = run.invoke(
+        cli_app,
+        ["job", "submit", str(spec), "--token-file", str(tok), "--format", "json"],
+        env=renv,
+    )
     assert r.exit_code == 0, r.output
     job_id = json.loads(r.output)["id"]
     r = run.invoke(cli_app, ["job", "status", job_id, "--token-file", str(tok)], env=renv)
     assert r.exit_code == 0 and "awaiting_approval" in r.output
-    r = run.invoke(cli_app, ["job", "cancel", job_id, "--token-file", str(tok), "--format", "json"], env=renv)
+    r = run.invoke(
+        cli_app, ["job", "cancel", job_id, "--token-file", str(tok), "--format", "json"], env=renv
+    )
     assert r.exit_code == 0 and json.loads(r.output)["state"] == "cancelled"
-    r = run.invoke(cli_app, ["job", "wait", job_id, "--token-file", str(tok), "--poll", "0.05"], env=renv)
+    r = run.invoke(
+        cli_app, ["job", "wait", job_id, "--token-file", str(tok), "--poll", "0.05"], env=renv
+    )
     assert r.exit_code == 1 and "cancelled" in r.output
     # Errors: one line, exit 2.
     spec.write_text('kind = "train"\nfeatures = ["a"]\nlabel = "y"\n[privacy]\nepsilon = 500\n')
     r = run.invoke(cli_app, ["job", "submit", str(spec), "--token-file", str(tok)], env=renv)
-    assert r.exit_code == 2 and "privacy.epsilon" in r.output and len(r.output.strip().splitlines()) == 1
+    assert (
+        r.exit_code == 2
+        and "privacy.epsilon" in r.output
+        and len(r.output.strip().splitlines()) == 1
+    )
     os.chmod(tok, 0o644)
     r = run.invoke(cli_app, ["job", "status", job_id, "--token-file", str(tok)], env=renv)
     assert r.exit_code == 2 and "chmod 600" in r.output
@@ -143,8 +179,17 @@ def test_run_job_commands_token_file_and_errors(live) -> None:
 
 def test_init_coordinator_prints_token_once(tmp_path: Path) -> None:
     run = CliRunner()
-    r = run.invoke(cli_app, ["coordinator", "init", "--data-dir", str(tmp_path / "d"),
-                             "--token-out", str(tmp_path / "op")])
+    r = run.invoke(
+        cli_app,
+        [
+            "coordinator",
+            "init",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--token-out",
+            str(tmp_path / "op"),
+        ],
+    )
     assert r.exit_code == 0 and "hmn_" in r.output
     assert (tmp_path / "op").stat().st_mode & 0o777 == 0o600
     r = run.invoke(cli_app, ["coordinator", "init", "--data-dir", str(tmp_path / "d")])

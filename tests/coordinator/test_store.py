@@ -13,8 +13,14 @@ from coordinator.store import RESTART_REASON, Store
 from federation.api_models import DecisionCreate, DecisionReason, NodeRegistration
 from federation.spec import parse_job_spec
 
-SPEC = {"kind": "train", "features": ["maternal_age"], "label": "lbw", "rounds": 2, "min_nodes": 2,
-        "privacy": {"epsilon": 1.0}}
+SPEC = {
+    "kind": "train",
+    "features": ["maternal_age"],
+    "label": "lbw",
+    "rounds": 2,
+    "min_nodes": 2,
+    "privacy": {"epsilon": 1.0},
+}
 
 
 def _setup(store: Store, n_nodes: int = 2) -> tuple:
@@ -28,15 +34,27 @@ def test_migrate_schema_twice_is_idempotent(store: Store, backend) -> None:
     _, engine, schema = backend
     migrate(engine, schema=schema)
     tables = set(inspect(engine).get_table_names(schema=schema))
-    assert {"principals", "tokens", "nodes", "jobs", "job_events", "approvals", "results",
-            "alembic_version"} <= tables
+    assert {
+        "principals",
+        "tokens",
+        "nodes",
+        "jobs",
+        "job_events",
+        "approvals",
+        "results",
+        "alembic_version",
+    } <= tables
 
 
 def test_authenticate_token_unknown_or_revoked_fails(store: Store) -> None:
     p, tok = store.create_principal(PrincipalCreate(name="op", role="operator"))
     assert store.authenticate(tok.token).id == p.id
-    for bad in ["", "nonsense", tok.token[:-1] + ("A" if tok.token[-1] != "A" else "B"),
-                "hmn_000000000000_" + "x" * 43]:
+    for bad in [
+        "",
+        "nonsense",
+        tok.token[:-1] + ("A" if tok.token[-1] != "A" else "B"),
+        "hmn_000000000000_" + "x" * 43,
+    ]:
         with pytest.raises(Unauthorized):
             store.authenticate(bad)
     store.revoke_token(tok.prefix)
@@ -85,7 +103,9 @@ def test_decide_job_approvals_then_run_to_result(store: Store) -> None:
     _, started = store.decide(job.id, "n0", DecisionCreate(outcome="approve"), "n0-admin")
     assert not started
     store.decide(job.id, "n1", DecisionCreate(outcome="needs_approval"), "n1-admin")
-    _, started = store.decide(job.id, "n2", DecisionCreate(outcome="approve", source="admin"), "n2-admin")
+    _, started = store.decide(
+        job.id, "n2", DecisionCreate(outcome="approve", source="admin"), "n2-admin"
+    )
     assert started
     spec, run_nodes = store.job_spec(job.id)
     assert run_nodes == ["n0", "n2"] and spec.rounds == 2
@@ -94,15 +114,30 @@ def test_decide_job_approvals_then_run_to_result(store: Store) -> None:
     assert store.start(job.id) and not store.start(job.id)
     store.progress(job.id, 1, {"auc": 0.6})
     assert store.get_job(job.id)[0].round == 1
-    assert store.finish(job.id, RunResult("succeeded", "2 rounds", report={"a": 1}, model={"p": [1.0]},
-                                          epsilon_by_node={"n0": 0.9, "n2": 0.8}, plot_png=b"\x89PNG"))
+    assert store.finish(
+        job.id,
+        RunResult(
+            "succeeded",
+            "2 rounds",
+            report={"a": 1},
+            model={"p": [1.0]},
+            epsilon_by_node={"n0": 0.9, "n2": 0.8},
+            plot_png=b"\x89PNG",
+        ),
+    )
     done = store.get_job(job.id)[0]
     assert done.state == "succeeded" and done.has_result and done.finished_at is not None
     assert store.result(job.id).epsilon_by_node == {"n0": 0.9, "n2": 0.8}
     assert store.plot(job.id) == b"\x89PNG"
     assert [e.node for e in store.epsilon_by_node()] == ["n0", "n2"]
     assert [e.state for e in store.events(job.id)] == [
-        "submitted", "awaiting_approval", "approved", "running", "running", "succeeded"]
+        "submitted",
+        "awaiting_approval",
+        "approved",
+        "running",
+        "running",
+        "succeeded",
+    ]
 
 
 def test_decide_job_rejections_fail_it_with_reasons(store: Store) -> None:
@@ -110,8 +145,14 @@ def test_decide_job_rejections_fail_it_with_reasons(store: Store) -> None:
     job = store.create_job(researcher, parse_job_spec(SPEC))
     with pytest.raises(InvalidSpec):
         store.decide(job.id, "n0", DecisionCreate(outcome="reject"), "x")
-    store.decide(job.id, "n0", DecisionCreate(outcome="reject", reasons=[
-        DecisionReason(code="commercial_not_allowed", message="no")]), "n0-admin")
+    store.decide(
+        job.id,
+        "n0",
+        DecisionCreate(
+            outcome="reject", reasons=[DecisionReason(code="commercial_not_allowed", message="no")]
+        ),
+        "n0-admin",
+    )
     failed = store.get_job(job.id)[0]
     assert failed.state == "failed" and "commercial_not_allowed" in failed.reason
 

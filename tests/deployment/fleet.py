@@ -51,7 +51,9 @@ def make_nodes(folder: Path, names: list[str]) -> dict[str, tuple[Path, Path]]:
     return out
 
 
-def tiny_job(nodes: list[str], *, rounds: int = 1, min_nodes: int = 2, timeout: float = 20.0) -> JobSpec:
+def tiny_job(
+    nodes: list[str], *, rounds: int = 1, min_nodes: int = 2, timeout: float = 20.0
+) -> JobSpec:
     """A small DP + SecAgg+ logistic regression over the births table."""
     import tomllib
 

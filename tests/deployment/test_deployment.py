@@ -45,7 +45,9 @@ def test_unregistered_supernode_is_refused(tmp_path):
         dep.register("member")
         dep.start_node("member", {"data-dir": str(tmp_path)})
         rogue_key = create_node_key(dep.pki, "rogue")  # a valid key, never registered
-        rogue = dep.start_node("rogue", {"data-dir": str(tmp_path)}, private_key=rogue_key.private_key)
+        rogue = dep.start_node(
+            "rogue", {"data-dir": str(tmp_path)}, private_key=rogue_key.private_key
+        )
         dep.wait_online(["member"])
         rogue.popen.wait(timeout=60)
         assert rogue.popen.returncode != 0
@@ -73,8 +75,12 @@ def test_three_supernodes_dp_secagg_job_end_to_end(tmp_path):
     try:
         job = fleet.tiny_job(names, rounds=2)
         fleet.accept(nodes, job, "job-e2e")
-        runner = DeploymentRunner(dep.superlink.address, dep.pki.ca_cert, tmp_path / "store",
-                                  max_records=fleet.max_records(nodes, job))
+        runner = DeploymentRunner(
+            dep.superlink.address,
+            dep.pki.ca_cert,
+            tmp_path / "store",
+            max_records=fleet.max_records(nodes, job),
+        )
         progress = []
         result = runner.run(job, "job-e2e", names, progress.append, threading.Event())
     finally:
@@ -91,7 +97,9 @@ def test_three_supernodes_dp_secagg_job_end_to_end(tmp_path):
     from nodes.enforcement import EnforcementPoint
 
     for name, (_, state) in nodes.items():  # each node gated and logged both rounds
-        usage = [e.payload for e in EnforcementPoint(name, state).ledger().entries(kind="job.usage")]
+        usage = [
+            e.payload for e in EnforcementPoint(name, state).ledger().entries(kind="job.usage")
+        ]
         assert [u["round"] for u in usage if u["job_id"] == "job-e2e"] == [1, 2]
 
 
@@ -101,19 +109,27 @@ def test_one_of_five_supernodes_killed_mid_round(tmp_path):
     dep, nodes = _deploy(tmp_path, names)
     victim = "n5"
     job = fleet.tiny_job(names, rounds=2, min_nodes=3, timeout=15.0)
-    job = job.model_copy(update={"secure_aggregation": job.secure_aggregation.model_copy(
-        update={"max_retries": 6})})
+    job = job.model_copy(
+        update={"secure_aggregation": job.secure_aggregation.model_copy(update={"max_retries": 6})}
+    )
     fleet.accept(nodes, job, "job-kill")
-    runner = DeploymentRunner(dep.superlink.address, dep.pki.ca_cert, tmp_path / "store",
-                              max_records=fleet.max_records(nodes, job))
+    runner = DeploymentRunner(
+        dep.superlink.address,
+        dep.pki.ca_cert,
+        tmp_path / "store",
+        max_records=fleet.max_records(nodes, job),
+    )
     out = {}
     rounds_at = {}
 
     def on_progress(p):
         rounds_at.setdefault(len(rounds_at) + 1, time.monotonic())
 
-    thread = threading.Thread(target=lambda: out.setdefault(
-        "result", runner.run(job, "job-kill", names, on_progress, threading.Event())))
+    thread = threading.Thread(
+        target=lambda: out.setdefault(
+            "result", runner.run(job, "job-kill", names, on_progress, threading.Event())
+        )
+    )
     try:
         thread.start()
         # Kill the victim mid-round: right after its gate committed round 1 (it is training).

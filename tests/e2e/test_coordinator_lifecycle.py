@@ -41,11 +41,20 @@ def _nodes(root: Path, scenario: Path) -> dict[str, LocalNode]:
 
 
 SPEC = {
-    "kind": "train", "name": "lbw-mini", "domain": "births",
-    "features": ["maternal_age", "parity", "bmi_pre", "smoking"], "label": "lbw",
-    "rounds": 2, "min_nodes": 2, "nodes": list(MATERNITY),
-    "purpose": {"duo": ["HMB"], "project": "t", "requester": "hokkaido-university",
-                "requester_type": "academic"},
+    "kind": "train",
+    "name": "lbw-mini",
+    "domain": "births",
+    "features": ["maternal_age", "parity", "bmi_pre", "smoking"],
+    "label": "lbw",
+    "rounds": 2,
+    "min_nodes": 2,
+    "nodes": list(MATERNITY),
+    "purpose": {
+        "duo": ["HMB"],
+        "project": "t",
+        "requester": "hokkaido-university",
+        "requester_type": "academic",
+    },
     "privacy": {"epsilon": 2.0, "delta": 1e-5},
     "training": {"batch_size": 512, "learning_rate": 4.0},
 }
@@ -54,7 +63,9 @@ SPEC = {
 @pytest.mark.slow
 def test_run_job_lifecycle_over_http(tmp_path: Path, scenario: Path) -> None:
     local = _nodes(tmp_path, scenario)
-    app = create_app(load_settings(data_dir=tmp_path / "coord", argon2_time_cost=1), EmbeddedRunner(local))
+    app = create_app(
+        load_settings(data_dir=tmp_path / "coord", argon2_time_cost=1), EmbeddedRunner(local)
+    )
     op = bootstrap_operator(app.state.store).token
     with TestClient(app) as http:
         oper = CoordinatorClient("", op, client=http)
@@ -67,9 +78,15 @@ def test_run_job_lifecycle_over_http(tmp_path: Path, scenario: Path) -> None:
 
         services = {}
         for name, node in local.items():
-            cfg = NodeServiceConfig(name=name, coordinator_url="http://testserver", state_dir=node.state_dir,
-                                    data_dir=node.data)
-            link = CoordinatorLink(TestClient(app, headers={"Authorization": f"Bearer {admins[name]}"}), name)
+            cfg = NodeServiceConfig(
+                name=name,
+                coordinator_url="http://testserver",
+                state_dir=node.state_dir,
+                data_dir=node.data,
+            )
+            link = CoordinatorLink(
+                TestClient(app, headers={"Authorization": f"Bearer {admins[name]}"}), name
+            )
             services[name] = NodeService(cfg, link)
             services[name].poll_once()  # publishes caps (ε cap 3.0)
 

@@ -25,8 +25,16 @@ from nodes.service import CoordinatorLink, NodeService, NodeServiceConfig
 
 HERE = Path(__file__).resolve().parent
 NODES = ("n0", "n1")
-SPEC = {"kind": "train", "name": "r", "features": ["maternal_age"], "label": "lbw", "rounds": 2,
-        "min_nodes": 2, "purpose": {"requester": "hokkaido-university"}, "privacy": {"epsilon": 1.0}}
+SPEC = {
+    "kind": "train",
+    "name": "r",
+    "features": ["maternal_age"],
+    "label": "lbw",
+    "rounds": 2,
+    "min_nodes": 2,
+    "purpose": {"requester": "hokkaido-university"},
+    "privacy": {"epsilon": 1.0},
+}
 
 
 def _port() -> int:
@@ -37,9 +45,23 @@ def _port() -> int:
 
 def _start(data: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hamanasu", "coordinator", "serve", "--data-dir", str(data), "--port", str(port),
-         "--runner", "paced_runner:make"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "hamanasu",
+            "coordinator",
+            "serve",
+            "--data-dir",
+            str(data),
+            "--port",
+            str(port),
+            "--runner",
+            "paced_runner:make",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -74,11 +96,17 @@ def test_restart_coordinator_killed_mid_job_loses_nothing(tmp_path: Path) -> Non
         states[n] = tmp_path / "nodes" / n
         init_node(states[n], n, EXAMPLES / "policies" / "city-hospital.toml")
     log = tmp_path / "runs.log"
-    env = {**os.environ, "PYTHONPATH": f"{HERE / 'coordinator_runner'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "PACED_NODES": json.dumps({n: str(p) for n, p in states.items()}), "PACED_LOG": str(log),
-           "HAMANASU_ARGON2_TIME_COST": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{HERE / 'coordinator_runner'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "PACED_NODES": json.dumps({n: str(p) for n, p in states.items()}),
+        "PACED_LOG": str(log),
+        "HAMANASU_ARGON2_TIME_COST": "1",
+    }
     data = tmp_path / "coord"
-    r = CliRunner().invoke(app, ["coordinator", "init", "--data-dir", str(data), "--token-out", str(tmp_path / "op")])
+    r = CliRunner().invoke(
+        app, ["coordinator", "init", "--data-dir", str(data), "--token-out", str(tmp_path / "op")]
+    )
     assert r.exit_code == 0, r.output
     port = _port()
     url = f"http://127.0.0.1:{port}"
@@ -90,8 +118,13 @@ def test_restart_coordinator_killed_mid_job_loses_nothing(tmp_path: Path) -> Non
             op.register_node(n)
             admins[n] = op.create_principal(f"{n}-admin", "node_admin", n).token.token
         res = CoordinatorClient(url, op.create_principal("aki", "researcher").token.token)
-        services = {n: NodeService(NodeServiceConfig(name=n, coordinator_url=url, state_dir=states[n]),
-                                   CoordinatorLink.connect(url, admins[n], n)) for n in NODES}
+        services = {
+            n: NodeService(
+                NodeServiceConfig(name=n, coordinator_url=url, state_dir=states[n]),
+                CoordinatorLink.connect(url, admins[n], n),
+            )
+            for n in NODES
+        }
         done = res.submit(SPEC)
         for s in services.values():
             s.poll_once()

@@ -12,7 +12,9 @@ def test_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(
         [sys.executable, "-m", "hamanasu", "demo", "--out", str(out), "--rounds", "2"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
@@ -26,7 +28,9 @@ def test_demo_runs_end_to_end(tmp_path):
     # The commercial job: allowed by the hospital, refused by the clinic, not run.
     refusal = report["refusal"]
     assert refusal["nodes"]["women-clinic"]["outcome"] == "deny"
-    assert "commercial_not_allowed" in [r["code"] for r in refusal["nodes"]["women-clinic"]["reasons"]]
+    assert "commercial_not_allowed" in [
+        r["code"] for r in refusal["nodes"]["women-clinic"]["reasons"]
+    ]
     assert refusal["ran"] is False
     # Each node's ledger holds one usage entry per training round, with a commitment.
     for name, ledger in training["ledger"].items():

@@ -25,9 +25,13 @@ def test_run_stats_job_charges_each_node_once_and_releases(tmp_path):
         import_consents(EnforcementPoint(name, state), tmp_path / "data" / name / "consents.csv")
         nodes[name] = LocalNode(name, tmp_path / "data" / name, state)
     spec = load_job_spec(EXAMPLES / "lbw_rate_by_year.toml")
-    spec = spec.model_copy(update={"stats": spec.stats.model_copy(update={"levels": {"year": [2018, 2019]}})})
+    spec = spec.model_copy(
+        update={"stats": spec.stats.model_copy(update={"levels": {"year": [2018, 2019]}})}
+    )
     progress = []
-    result = EmbeddedRunner(nodes).run(spec, "stats-1", list(nodes), progress.append, threading.Event())
+    result = EmbeddedRunner(nodes).run(
+        spec, "stats-1", list(nodes), progress.append, threading.Event()
+    )
     assert result.status == "succeeded", result.reason
     assert result.report["dp"]["mode"] == "distributed"
     assert set(result.epsilon_by_node) == set(nodes)
@@ -37,5 +41,7 @@ def test_run_stats_job_charges_each_node_once_and_releases(tmp_path):
         charges = point.budget().charges("stats-1")
         assert len(charges) == 1  # one release, one charge
         assert point.budget().reservation("stats-1").status == "released"
-        usage = [e for e in point.ledger().entries(kind="job.usage") if e.payload["job_id"] == "stats-1"]
+        usage = [
+            e for e in point.ledger().entries(kind="job.usage") if e.payload["job_id"] == "stats-1"
+        ]
         assert len(usage) == 1 and usage[0].payload["n_subjects"] > 0

@@ -21,7 +21,9 @@ def nodes(tmp_path_factory) -> dict[str, Path]:
         x = rng.normal(size=(n, 3))
         y = (rng.random(n) < 1 / (1 + np.exp(-(1.5 * x[:, 0] - x[:, 1] - 1)))).astype(int)
         path = folder / f"{name}.csv"
-        pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "y": y, "g": rng.integers(0, 3, n)}).to_csv(path, index=False)
+        pd.DataFrame(
+            {"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "y": y, "g": rng.integers(0, 3, n)}
+        ).to_csv(path, index=False)
         out[name] = path
     return out
 

@@ -21,7 +21,11 @@ def _nodes(folder: Path, separable: bool = False) -> dict[str, Path]:
     for name, n in (("a", 700), ("b", 1100), ("c", 900)):
         x1, x2 = rng.uniform(-2, 2, n), rng.integers(0, 2, n)
         eta = -1 + 0.8 * x1 - 0.6 * x2
-        y = (x1 > 0).astype(int) if separable else (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(int)
+        y = (
+            (x1 > 0).astype(int)
+            if separable
+            else (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(int)
+        )
         path = folder / f"{name}.csv"
         pd.DataFrame({"x1": x1, "x2": x2, "y": y}).to_csv(path, index=False)
         out[name] = path
@@ -39,7 +43,9 @@ enabled = {secure}
 """
 
 
-def _simulate(tmp: Path, nodes: dict[str, Path], secure: bool) -> tuple[subprocess.CompletedProcess, dict]:
+def _simulate(
+    tmp: Path, nodes: dict[str, Path], secure: bool
+) -> tuple[subprocess.CompletedProcess, dict]:
     job = tmp / "glm.toml"
     job.write_text(JOB.format(secure="true" if secure else "false"))
     out = tmp / ("secure" if secure else "plain")
@@ -59,7 +65,9 @@ def test_federated_glm_equals_pooled_statsmodels(tmp_path, secure, tol):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert result["status"] == "succeeded" and result["secure_aggregation"] is secure
     pooled = pd.concat(pd.read_csv(p) for p in nodes.values())
-    fit = sm.GLM(pooled["y"], sm.add_constant(pooled[["x1", "x2"]]), family=sm.families.Binomial()).fit()
+    fit = sm.GLM(
+        pooled["y"], sm.add_constant(pooled[["x1", "x2"]]), family=sm.families.Binomial()
+    ).fit()
     coef = result["coefficients"]
     for term, pooled_name in (("(Intercept)", "const"), ("x1", "x1"), ("x2", "x2")):
         assert coef[term]["estimate"] == pytest.approx(fit.params[pooled_name], abs=tol)

@@ -29,8 +29,13 @@ def _nodes(folder: Path) -> dict[str, Path]:
     out = {}
     for name, n in (("a", 400), ("b", 600), ("c", 500)):
         g = rng.choice([0, 1, 2, 3], size=n, p=[0.4, 0.4, 0.195, 0.005])  # level 3 is rare
-        frame = pd.DataFrame({"g": g, "y": (rng.random(n) < 0.1 + 0.05 * g).astype(int),
-                              "w": rng.uniform(0, 100, n).round(3)})
+        frame = pd.DataFrame(
+            {
+                "g": g,
+                "y": (rng.random(n) < 0.1 + 0.05 * g).astype(int),
+                "w": rng.uniform(0, 100, n).round(3),
+            }
+        )
         path = folder / f"{name}.csv"
         frame.to_csv(path, index=False)
         out[name] = path

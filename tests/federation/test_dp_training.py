@@ -7,9 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from federation.dp_training import epsilon_spent, get_parameters, plan_dp, train_local
-from federation.errors import FederationError
+from federation.errors import FederationError, RegistryError
 from federation.models import build_model, register_model
-from federation.errors import RegistryError
 
 
 def test_epsilon_spent_pinned_value():
@@ -22,7 +21,9 @@ def test_epsilon_spent_pinned_value():
     assert epsilon_spent(plan, 5) < epsilon_spent(plan, 10)
 
 
-@pytest.mark.parametrize(("accountant", "independent", "tol"), [("rdp", "rdp", 1e-4), ("prv", "pld", 0.01)])
+@pytest.mark.parametrize(
+    ("accountant", "independent", "tol"), [("rdp", "rdp", 1e-4), ("prv", "pld", 0.01)]
+)
 def test_epsilon_spent_agrees_with_google_dp_accounting(accountant, independent, tol):
     import dp_accounting as dpa
 
@@ -67,8 +68,17 @@ def _train(plan, seed=1, lr=0.0):
     model = build_model("logreg", 4)
     x, y = _data()
     start = get_parameters(model)
-    res = train_local(model, x, y, plan, max_grad_norm=1.0, learning_rate=lr,
-                      batch_size=100, local_epochs=1, seed=seed)
+    res = train_local(
+        model,
+        x,
+        y,
+        plan,
+        max_grad_norm=1.0,
+        learning_rate=lr,
+        batch_size=100,
+        local_epochs=1,
+        seed=seed,
+    )
     return start, res
 
 

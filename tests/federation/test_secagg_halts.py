@@ -13,8 +13,8 @@ N_NODES = 3
 def _run(tmp_path, fail_times: int, max_retries: int):
     from flwr.client import NumPyClient
     from flwr.client.mod import secaggplus_mod
-    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
     from flwr.clientapp import ClientApp
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
     from coordinator.server_app import RunOutcome, build_training_server_app
     from federation.embedded import run_embedded
@@ -28,7 +28,11 @@ def _run(tmp_path, fail_times: int, max_retries: int):
     def lose_node_zero_during_setup(msg, ctx, call_next):
         """Node 0 drops out of the key set-up stage its first ``fail_times`` times."""
         cfg = msg.content.config_records.get(RECORD_KEY_CONFIGS)
-        if cfg is not None and cfg.get("stage") == "setup" and int(ctx.node_config["partition-id"]) == 0:
+        if (
+            cfg is not None
+            and cfg.get("stage") == "setup"
+            and int(ctx.node_config["partition-id"]) == 0
+        ):
             counter = tmp_path / "setups"
             seen = int(counter.read_text()) if counter.exists() else 0
             counter.write_text(str(seen + 1))
@@ -36,14 +40,27 @@ def _run(tmp_path, fail_times: int, max_retries: int):
                 raise ConnectionError("node lost during key set-up")
         return call_next(msg, ctx)
 
-    client_app = ClientApp(client_fn=lambda ctx: Client().to_client(),
-                           mods=[lose_node_zero_during_setup, secaggplus_mod])
-    settings = SecAggSettings(n_nodes=N_NODES, max_weight=128, reconstruction_threshold=1.0,
-                              max_retries=max_retries, timeout=20)
+    client_app = ClientApp(
+        client_fn=lambda ctx: Client().to_client(),
+        mods=[lose_node_zero_during_setup, secaggplus_mod],
+    )
+    settings = SecAggSettings(
+        n_nodes=N_NODES,
+        max_weight=128,
+        reconstruction_threshold=1.0,
+        max_retries=max_retries,
+        timeout=20,
+    )
     recorder, outcome = TrainingRecorder(), RunOutcome()
     app = build_training_server_app(
-        initial=[np.zeros(3)], n_nodes=N_NODES, rounds=1, min_nodes=N_NODES,
-        secagg=settings, fit_config={}, recorder=recorder, outcome=outcome,
+        initial=[np.zeros(3)],
+        n_nodes=N_NODES,
+        rounds=1,
+        min_nodes=N_NODES,
+        secagg=settings,
+        fit_config={},
+        recorder=recorder,
+        outcome=outcome,
     )
     run_embedded(app, client_app, N_NODES)
     return outcome, recorder

@@ -73,7 +73,11 @@ def test_secagg_round_server_never_sees_an_individual_update():
 
         def fit(self, parameters, config):
             params = _update(self.i) if config["phase"] == "train" else parameters
-            return pack_update(params, evaluation, SIZES[self.i]), SIZES[self.i], {"node": f"n{self.i}"}
+            return (
+                pack_update(params, evaluation, SIZES[self.i]),
+                SIZES[self.i],
+                {"node": f"n{self.i}"},
+            )
 
     client_app = ClientApp(
         client_fn=lambda ctx: Client(int(ctx.node_config["partition-id"])).to_client(),
@@ -81,8 +85,14 @@ def test_secagg_round_server_never_sees_an_individual_update():
     )
     recorder, outcome = TrainingRecorder(), RunOutcome()
     inner = build_training_server_app(
-        initial=[np.zeros((1, 4)), np.zeros(1)], n_nodes=N_NODES, rounds=1, min_nodes=N_NODES,
-        secagg=settings, fit_config={}, recorder=recorder, outcome=outcome,
+        initial=[np.zeros((1, 4)), np.zeros(1)],
+        n_nodes=N_NODES,
+        rounds=1,
+        min_nodes=N_NODES,
+        secagg=settings,
+        fit_config={},
+        recorder=recorder,
+        outcome=outcome,
     )
     replies: list = []
     outer = ServerApp()

@@ -67,8 +67,9 @@ def test_out_of_range_value_names_file_row_line_and_column(
     births_text: list[str], tmp_path: Path
 ) -> None:
     path = _write(tmp_path, _set_cell(births_text, 17, "birth_weight_g", "-5"))
-    err = _raises(path, "births.csv row 17 (line 18), column birth_weight_g: "
-                        "value -5 is outside 300..6000")
+    err = _raises(
+        path, "births.csv row 17 (line 18), column birth_weight_g: value -5 is outside 300..6000"
+    )
     assert (err.source, err.row, err.line, err.column) == ("births.csv", 17, 18, "birth_weight_g")
     assert isinstance(err, ValueError)
 
@@ -76,10 +77,13 @@ def test_out_of_range_value_names_file_row_line_and_column(
 def test_missing_column_is_refused(births_text: list[str], tmp_path: Path) -> None:
     header = births_text[0].split(",")
     drop = header.index("hdp")
-    lines = [",".join(c for i, c in enumerate(line.split(",")) if i != drop)
-             for line in births_text]
-    _raises(_write(tmp_path, lines),
-            "births.csv line 1, column hdp: required column is missing (a bool column)")
+    lines = [
+        ",".join(c for i, c in enumerate(line.split(",")) if i != drop) for line in births_text
+    ]
+    _raises(
+        _write(tmp_path, lines),
+        "births.csv line 1, column hdp: required column is missing (a bool column)",
+    )
 
 
 def test_wrong_type_is_refused(births_text: list[str], tmp_path: Path) -> None:
@@ -97,9 +101,11 @@ def test_missing_value_in_required_column_is_refused(
 ) -> None:
     for blank in ("", "NaN"):
         path = _write(tmp_path, _set_cell(births_text, 9, "bmi_pre", blank))
-        expected = ("births.csv row 9 (line 10), column bmi_pre: missing value in a required column"
-                    if blank == "" else
-                    "births.csv row 9 (line 10), column bmi_pre: value 'NaN' is not a number")
+        expected = (
+            "births.csv row 9 (line 10), column bmi_pre: missing value in a required column"
+            if blank == ""
+            else "births.csv row 9 (line 10), column bmi_pre: value 'NaN' is not a number"
+        )
         _raises(path, expected)
 
 
@@ -120,33 +126,48 @@ def test_bool_column_refuses_other_codes(births_text: list[str], tmp_path: Path)
 def test_unknown_category_is_refused(scenario: Path, tmp_path: Path) -> None:
     lines = (scenario / "city" / "infant_checkups.csv").read_text().splitlines()
     path = _write(tmp_path, _set_cell(lines, 4, "feeding", "bottle"), "infant_checkups.csv")
-    _raises(path, "infant_checkups.csv row 4 (line 5), column feeding: "
-                  "value 'bottle' is not one of breast, mixed, formula")
+    _raises(
+        path,
+        "infant_checkups.csv row 4 (line 5), column feeding: "
+        "value 'bottle' is not one of breast, mixed, formula",
+    )
 
 
 def test_raw_id_in_key_column_is_refused(births_text: list[str], tmp_path: Path) -> None:
     path = _write(tmp_path, _set_cell(births_text, 1, "subject", "IWA-000000001"))
-    _raises(path, "births.csv row 1 (line 2), column subject: "
-                  "value 'IWA-000000001' is not a 32-hex-digit pseudonym")
+    _raises(
+        path,
+        "births.csv row 1 (line 2), column subject: "
+        "value 'IWA-000000001' is not a 32-hex-digit pseudonym",
+    )
 
 
 def test_column_outside_schema_is_refused(births_text: list[str], tmp_path: Path) -> None:
     lines = [births_text[0] + ",name"] + [line + ",Sato Hanako" for line in births_text[1:]]
-    err = _raises(_write(tmp_path, lines), "births.csv line 1, column name: not a column of the "
-                  f"births schema (allowed: {', '.join(SCHEMAS['births'].names)})")
+    err = _raises(
+        _write(tmp_path, lines),
+        "births.csv line 1, column name: not a column of the "
+        f"births schema (allowed: {', '.join(SCHEMAS['births'].names)})",
+    )
     assert err.row is None
 
 
 def test_bad_date_is_refused(births_text: list[str], tmp_path: Path) -> None:
     path = _write(tmp_path, _set_cell(births_text, 8, "birth_date", "2019-02-30"))
-    _raises(path, "births.csv row 8 (line 9), column birth_date: "
-                  "value '2019-02-30' is not an ISO date (YYYY-MM-DD)")
+    _raises(
+        path,
+        "births.csv row 8 (line 9), column birth_date: "
+        "value '2019-02-30' is not an ISO date (YYYY-MM-DD)",
+    )
 
 
 def test_lbw_disagreeing_with_weight_is_refused(births_text: list[str], tmp_path: Path) -> None:
     header = births_text[0].split(",")
-    row = next(i for i in range(1, len(births_text))
-               if births_text[i].split(",")[header.index("lbw")] == "0")
+    row = next(
+        i
+        for i in range(1, len(births_text))
+        if births_text[i].split(",")[header.index("lbw")] == "0"
+    )
     path = _write(tmp_path, _set_cell(births_text, row, "lbw", "1"))
     err = _raises_any(path)
     assert err.row == row and err.column == "lbw"
@@ -180,16 +201,23 @@ def test_unknown_domain_and_unreadable_file(tmp_path: Path) -> None:
 
 
 def test_validate_frame_accepts_typed_frames_and_fills_optional_columns() -> None:
-    frame = pd.DataFrame({
-        "subject": ["0" * 32], "survey_date": [pd.Timestamp("2020-05-01")],
-        "milk_g_day": [120.0], "other_dairy_g_day": [15.0],
-    })
+    frame = pd.DataFrame(
+        {
+            "subject": ["0" * 32],
+            "survey_date": [pd.Timestamp("2020-05-01")],
+            "milk_g_day": [120.0],
+            "other_dairy_g_day": [15.0],
+        }
+    )
     out = validate_frame("dairy_intake", frame, "dairy.parquet")
     assert list(out.columns) == list(SCHEMAS["dairy_intake"].names)
     assert out["bifidobacteria_pct"].isna().all()
     frame.loc[0, "milk_g_day"] = float("inf")
-    with pytest.raises(DataValidationError, match=r"^dairy.parquet row 1, column milk_g_day: "
-                       r"value inf is not finite"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"^dairy.parquet row 1, column milk_g_day: "
+        r"value inf is not finite",
+    ):
         validate_frame("dairy_intake", frame, "dairy.parquet")
 
 
@@ -211,10 +239,13 @@ def test_load_any_checks_required_columns(tmp_path: Path) -> None:
     with pytest.raises(DataValidationError, match=r"^mine.csv line 1, column z: required column"):
         load_any(path, ["x", "z"])
     path.write_text("x,y\n1,2\n3,\n")
-    with pytest.raises(DataValidationError,
-                       match=re.escape("mine.csv row 2 (line 3), column y: missing value")):
+    with pytest.raises(
+        DataValidationError, match=re.escape("mine.csv row 2 (line 3), column y: missing value")
+    ):
         load_any(path, ["x", "y"])
     path.write_text("x,y\n1,2\nfoo,3\n")
-    with pytest.raises(DataValidationError,
-                       match=re.escape("mine.csv row 2 (line 3), column x: value 'foo' is not a")):
+    with pytest.raises(
+        DataValidationError,
+        match=re.escape("mine.csv row 2 (line 3), column x: value 'foo' is not a"),
+    ):
         load_any(path, ["x", "y"])

@@ -1,6 +1,5 @@
 """The node's enforcement point: policy → consent now → cohort → budget + ledger, per round."""
 
-import json
 import os
 import stat
 from datetime import UTC, datetime, timedelta
@@ -54,7 +53,9 @@ class Clock:
 
 
 def _consents(path: Path, rows: list[tuple[str, str, str, str, str]]) -> Path:
-    lines = ["subject,recorded_at,status,decision,purposes,commercial,domains,period_start,period_end"]
+    lines = [
+        "subject,recorded_at,status,decision,purposes,commercial,domains,period_start,period_end"
+    ]
     for subject, at, status, decision, purposes in rows:
         lines.append(f"{subject},{at},{status},{decision},{purposes},no,,,")
     path.write_text("\n".join(lines) + "\n")
@@ -75,12 +76,24 @@ def node(tmp_path):
 
 def _frame():
     rng = np.random.default_rng(0)
-    return pd.DataFrame({"subject": SUBJECTS, "maternal_age": rng.integers(20, 40, 40), "lbw": rng.integers(0, 2, 40)})
+    return pd.DataFrame(
+        {
+            "subject": SUBJECTS,
+            "maternal_age": rng.integers(20, 40, 40),
+            "lbw": rng.integers(0, 2, 40),
+        }
+    )
 
 
 def _job(**changes):
-    spec = {"kind": "train", "features": ["maternal_age"], "label": "lbw", "rounds": 3,
-            "privacy": {"epsilon": 3.0, "delta": 1e-5}, "purpose": {"duo": ["HMB"], "requester": "uni"}}
+    spec = {
+        "kind": "train",
+        "features": ["maternal_age"],
+        "label": "lbw",
+        "rounds": 3,
+        "privacy": {"epsilon": 3.0, "delta": 1e-5},
+        "purpose": {"duo": ["HMB"], "requester": "uni"},
+    }
     spec.update(changes)
     return parse_job_spec(spec)
 
@@ -89,7 +102,9 @@ MECH = {"type": "subsampled_gaussian", "noise_multiplier": 2.0, "sample_rate": 0
 
 
 def _usage(point, job_id):
-    return [e.payload for e in point.ledger().entries(kind="job.usage") if e.payload["job_id"] == job_id]
+    return [
+        e.payload for e in point.ledger().entries(kind="job.usage") if e.payload["job_id"] == job_id
+    ]
 
 
 def test_withdrawal_between_rounds_two_and_three_counts_from_round_three(node):
@@ -99,17 +114,35 @@ def test_withdrawal_between_rounds_two_and_three_counts_from_round_three(node):
     for round_no in (1, 2, 3):
         if round_no == 3:
             withdrawn = SUBJECTS[0]
-            import_consents(point, _consents(tmp / "withdraw.csv", [
-                (withdrawn, (clock.now - timedelta(minutes=1)).isoformat(), "inactive", "deny", "")]))
+            import_consents(
+                point,
+                _consents(
+                    tmp / "withdraw.csv",
+                    [
+                        (
+                            withdrawn,
+                            (clock.now - timedelta(minutes=1)).isoformat(),
+                            "inactive",
+                            "deny",
+                            "",
+                        )
+                    ],
+                ),
+            )
         rows = point.select(job, "j1", round_no, _frame())
-        point.commit(job, RoundUse("j1", round_no, "train", rows["subject"].tolist(), 0.5, 1e-5, MECH))
+        point.commit(
+            job, RoundUse("j1", round_no, "train", rows["subject"].tolist(), 0.5, 1e-5, MECH)
+        )
         clock.now += timedelta(hours=1)
     usage = _usage(point, "j1")
     assert [u["n_subjects"] for u in usage] == [40, 40, 39]
     assert usage[0]["subject_commitment"] == usage[1]["subject_commitment"]
     assert usage[2]["subject_commitment"] != usage[1]["subject_commitment"]
     disclosure = point.state.disclosure("j1")
-    assert SUBJECTS[0] in disclosure["subjects"]["2"] and SUBJECTS[0] not in disclosure["subjects"]["3"]
+    assert (
+        SUBJECTS[0] in disclosure["subjects"]["2"]
+        and SUBJECTS[0] not in disclosure["subjects"]["3"]
+    )
     salt_file = point.state.root / "salts" / "j1.json"
     assert stat.S_IMODE(os.stat(salt_file).st_mode) == 0o600
 
@@ -127,7 +160,14 @@ def test_over_budget_job_refused_with_reason_and_charges_nothing(node):
 
 def test_commercial_job_refused_by_policy_and_not_permitted_purpose(node):
     point, _, _ = node
-    commercial = _job(purpose={"duo": ["HMB"], "requester": "dairy", "requester_type": "commercial", "commercial": True})
+    commercial = _job(
+        purpose={
+            "duo": ["HMB"],
+            "requester": "dairy",
+            "requester_type": "commercial",
+            "commercial": True,
+        }
+    )
     with pytest.raises(JobRefused) as err:
         point.accept(commercial, "c1")
     assert "commercial_not_allowed" in [code for code, _ in err.value.reasons]

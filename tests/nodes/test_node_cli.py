@@ -52,14 +52,31 @@ def test_node_consent_import_policy_check_budget_and_head(node_dir, scenario, tm
     assert "imported" in proc.stdout
 
     job = ROOT / "examples" / "iwamizawa" / "lbw_model.toml"
-    check = _run("policy", "check", str(job), "--dir", str(node_dir),
-                 "--data", str(scenario / "women-clinic"), "--format", "json")
+    check = _run(
+        "policy",
+        "check",
+        str(job),
+        "--dir",
+        str(node_dir),
+        "--data",
+        str(scenario / "women-clinic"),
+        "--format",
+        "json",
+    )
     assert check.returncode == 0, check.stderr
     decision = json.loads(check.stdout)
     assert decision["outcome"] == "allow"
-    births = sum(1 for _ in open(scenario / "women-clinic" / "births.csv")) - 1
+    births = len((scenario / "women-clinic" / "births.csv").read_text().splitlines()) - 1
     assert 0 < decision["subjects_after_consent"] < births
-    commercial = _run("policy", "check", str(job.parent / "commercial_model.toml"), "--dir", str(node_dir), "--format", "json")
+    commercial = _run(
+        "policy",
+        "check",
+        str(job.parent / "commercial_model.toml"),
+        "--dir",
+        str(node_dir),
+        "--format",
+        "json",
+    )
     assert json.loads(commercial.stdout)["outcome"] == "deny"
     assert "commercial_not_allowed" in commercial.stdout
 
@@ -83,8 +100,10 @@ def test_node_commands_refuse_bad_input_in_one_line(tmp_path, node_dir):
         _run("policy", "check", str(tmp_path / "missing.toml"), "--dir", str(node_dir)),
     ]
     bad_csv = tmp_path / "bad.csv"
-    bad_csv.write_text("subject,recorded_at,status,decision,purposes,commercial,domains,period_start,period_end\n"
-                       "not a pseudonym!,yesterday,active,permit,HMB,no,,,\n")
+    bad_csv.write_text(
+        "subject,recorded_at,status,decision,purposes,commercial,domains,period_start,period_end\n"
+        "not a pseudonym!,yesterday,active,permit,HMB,no,,,\n"
+    )
     cases.append(_run("consent", "import", str(bad_csv), "--dir", str(node_dir)))
     for proc in cases:
         assert proc.returncode == 2, proc.stderr

@@ -23,15 +23,33 @@ from nodes.cli import init_node
 from nodes.service import CoordinatorLink, NodeService, NodeServiceConfig, NodeServiceError
 from policies import ReleaseRules, default_policy, policy_to_toml
 
-SPEC = {"kind": "train", "name": "t", "features": ["maternal_age", "parity"], "label": "lbw",
-        "rounds": 1, "min_nodes": 2, "privacy": {"epsilon": 1.0}}
+SPEC = {
+    "kind": "train",
+    "name": "t",
+    "features": ["maternal_age", "parity"],
+    "label": "lbw",
+    "rounds": 1,
+    "min_nodes": 2,
+    "privacy": {"epsilon": 1.0},
+}
 
 
 class InstantRunner:
-    def run(self, job: JobSpec, job_id: str, nodes: Sequence[str],
-            on_progress: Callable[[RoundProgress], None], cancelled: threading.Event) -> RunResult:
-        return RunResult("succeeded", "done", report={"auc": 0.7}, model={"parameters": [[0.1]]},
-                         epsilon_by_node={n: 0.5 for n in nodes})
+    def run(
+        self,
+        job: JobSpec,
+        job_id: str,
+        nodes: Sequence[str],
+        on_progress: Callable[[RoundProgress], None],
+        cancelled: threading.Event,
+    ) -> RunResult:
+        return RunResult(
+            "succeeded",
+            "done",
+            report={"auc": 0.7},
+            model={"parameters": [[0.1]]},
+            epsilon_by_node={n: 0.5 for n in nodes},
+        )
 
 
 @pytest.fixture
@@ -42,29 +60,40 @@ def setup(tmp_path: Path):
     state = tmp_path / "n0-state"
     init_node(state, "n0", policy_file)
 
-    app = create_app(load_settings(data_dir=tmp_path / "coord", argon2_time_cost=1), InstantRunner())
+    app = create_app(
+        load_settings(data_dir=tmp_path / "coord", argon2_time_cost=1), InstantRunner()
+    )
     op = bootstrap_operator(app.state.store).token
     with TestClient(app) as http:
         h = {"Authorization": f"Bearer {op}"}
         tokens = {}
         for n in ("n0", "n1"):
             assert http.post("/nodes", json={"name": n}, headers=h).status_code == 201
-        for who, role, node in (("n0-admin", "node_admin", "n0"), ("n0-second", "node_admin", "n0"),
-                                ("n1-admin", "node_admin", "n1"), ("aki", "researcher", None)):
+        for who, role, node in (
+            ("n0-admin", "node_admin", "n0"),
+            ("n0-second", "node_admin", "n0"),
+            ("n1-admin", "node_admin", "n1"),
+            ("aki", "researcher", None),
+        ):
             r = http.post("/principals", json={"name": who, "role": role, "node": node}, headers=h)
             tokens[who] = (r.json()["principal"]["id"], r.json()["token"]["token"])
         cfg = NodeServiceConfig(name="n0", coordinator_url="http://testserver", state_dir=state)
 
         def service(who: str) -> NodeService:
-            link = CoordinatorLink(TestClient(app, headers={"Authorization": f"Bearer {tokens[who][1]}"}), "n0")
+            link = CoordinatorLink(
+                TestClient(app, headers={"Authorization": f"Bearer {tokens[who][1]}"}), "n0"
+            )
             return NodeService(cfg, link)
 
         def run_job() -> str:
             rh = {"Authorization": f"Bearer {tokens['aki'][1]}"}
             job = http.post("/jobs", json={"spec": SPEC}, headers=rh).json()
             for n, who in (("n0", "n0-admin"), ("n1", "n1-admin")):
-                http.post(f"/nodes/{n}/jobs/{job['id']}/decision", json={"outcome": "approve"},
-                          headers={"Authorization": f"Bearer {tokens[who][1]}"})
+                http.post(
+                    f"/nodes/{n}/jobs/{job['id']}/decision",
+                    json={"outcome": "approve"},
+                    headers={"Authorization": f"Bearer {tokens[who][1]}"},
+                )
             app.state.lifecycle.wait(job["id"], timeout=10)
             return str(job["id"])
 
@@ -79,8 +108,11 @@ def test_release_decisions_are_written_to_the_node_ledger(setup) -> None:
     http, tokens, service, run_job = setup
     first, second = service("n0-admin"), service("n0-second")
     first.poll_once()  # publishes caps, including the policy's release review
-    node = next(n for n in http.get("/nodes", headers={"Authorization": f"Bearer {tokens['aki'][1]}"}).json()
-                if n["name"] == "n0")
+    node = next(
+        n
+        for n in http.get("/nodes", headers={"Authorization": f"Bearer {tokens['aki'][1]}"}).json()
+        if n["name"] == "n0"
+    )
     assert node["release_review"] == "two_reviewers"
     job_id = run_job()
     researcher = {"Authorization": f"Bearer {tokens['aki'][1]}"}
@@ -99,13 +131,21 @@ def test_release_decisions_are_written_to_the_node_ledger(setup) -> None:
 
     entries = _entries(first, "result.released")
     assert [e["reviewer"] for e in entries] == [tokens["n0-admin"][0], tokens["n0-second"][0]]
-    assert all(e["job_id"] == job_id and e["decision"] == "release" and e["result_hash"] == view.result_hash
-               for e in entries)
+    assert all(
+        e["job_id"] == job_id
+        and e["decision"] == "release"
+        and e["result_hash"] == view.result_hash
+        for e in entries
+    )
     assert entries[0]["reason"] == "aggregate only, checked"
-    assert not any("n0-admin" in str(e) or "n0-second" in str(e) for e in entries)  # ids, never names
+    assert not any(
+        "n0-admin" in str(e) or "n0-second" in str(e) for e in entries
+    )  # ids, never names
 
 
-def test_withhold_through_the_cli_writes_the_ledger_and_keeps_the_result_held(setup, monkeypatch) -> None:
+def test_withhold_through_the_cli_writes_the_ledger_and_keeps_the_result_held(
+    setup, monkeypatch
+) -> None:
     http, tokens, service, run_job = setup
     admin = service("n0-admin")
     admin.poll_once()
@@ -115,17 +155,26 @@ def test_withhold_through_the_cli_writes_the_ledger_and_keeps_the_result_held(se
     res = cli.invoke(approvals_cli.app, ["held", "--config", "node.toml"])
     assert res.exit_code == 0 and job_id in res.stdout
     # A reason the ledger refuses (an e-mail address) is refused before anything is posted.
-    res = cli.invoke(approvals_cli.app, ["withhold", job_id, "--config", "node.toml", "--reason", "ask a@b.org"])
+    res = cli.invoke(
+        approvals_cli.app, ["withhold", job_id, "--config", "node.toml", "--reason", "ask a@b.org"]
+    )
     assert res.exit_code == 2 and "e-mail" in res.output
     assert admin.held()[0].decisions == []
-    res = cli.invoke(approvals_cli.app, ["withhold", job_id, "--config", "node.toml", "--reason", "small cell"])
+    res = cli.invoke(
+        approvals_cli.app, ["withhold", job_id, "--config", "node.toml", "--reason", "small cell"]
+    )
     assert res.exit_code == 0, res.output
     [entry] = _entries(admin, "result.withheld")
-    assert entry == {"job_id": job_id, "reviewer": tokens["n0-admin"][0], "decision": "withhold",
-                     "reason": "small cell", "result_hash": entry["result_hash"]}
+    assert entry == {
+        "job_id": job_id,
+        "reviewer": tokens["n0-admin"][0],
+        "decision": "withhold",
+        "reason": "small cell",
+        "result_hash": entry["result_hash"],
+    }
     assert len(entry["result_hash"]) == 64
     r = http.get(f"/jobs/{job_id}/result", headers={"Authorization": f"Bearer {tokens['aki'][1]}"})
     assert r.status_code == 409 and "small cell" in r.json()["detail"]
     res = cli.invoke(approvals_cli.app, ["release", job_id, "--config", "node.toml"])
-    assert res.exit_code == 2 and "no result" in res.output   # withheld: nothing waits any more
+    assert res.exit_code == 2 and "no result" in res.output  # withheld: nothing waits any more
     assert _entries(admin, "result.released") == []

@@ -83,8 +83,17 @@ def test_adjusted_odds_ratios_recovered_by_logistic_regression(hokkaido: pd.Data
     design = lbw_design(hokkaido)
     design["year_2019"] = (hokkaido["year"] == 2019).astype(float)
     fit = sm.Logit(hokkaido["lbw"].to_numpy(), sm.add_constant(design)).fit(disp=0)
-    published = ["bmi_lt17", "bmi_17_18", "bmi_185_199", "hdp", "smoking", "female",
-                 "gwg_kg", "dairy_100g", "age_ge40"]
+    published = [
+        "bmi_lt17",
+        "bmi_17_18",
+        "bmi_185_199",
+        "hdp",
+        "smoking",
+        "female",
+        "gwg_kg",
+        "dairy_100g",
+        "age_ge40",
+    ]
     for term, truth in cal.LBW_LOG_ODDS_RATIOS.items():
         est, se = fit.params[term], fit.bse[term]
         assert abs(est - truth) <= 3 * se, (term, math.exp(est), math.exp(truth), se)
@@ -102,8 +111,11 @@ def test_iwamizawa_lbw_targets_hold_in_expectation() -> None:
     for year, target in cal.IWAMIZAWA_LBW_TARGETS.items():
         assert model.expected_rate(year) == pytest.approx(target, abs=1e-9)
         assert model.expected_rate(year, fresh) == pytest.approx(target, abs=0.003)
-    assert (cal.IWAMIZAWA_LBW_TARGETS[2015], cal.IWAMIZAWA_LBW_TARGETS[2017],
-            cal.IWAMIZAWA_LBW_TARGETS[2019]) == (0.104, 0.078, 0.063)
+    assert (
+        cal.IWAMIZAWA_LBW_TARGETS[2015],
+        cal.IWAMIZAWA_LBW_TARGETS[2017],
+        cal.IWAMIZAWA_LBW_TARGETS[2019],
+    ) == (0.104, 0.078, 0.063)
 
 
 def test_iwamizawa_observed_rates_vary_like_420_births() -> None:
@@ -127,8 +139,12 @@ def test_iwamizawa_observed_rates_vary_like_420_births() -> None:
 
 
 def test_checkup_purchase_and_dairy_marginals(iwamizawa: Path) -> None:
-    checkups = pd.concat([load_table(iwamizawa / "city" / "checkups.parquet"),
-                          load_table(iwamizawa / "insurer" / "checkups.parquet")])
+    checkups = pd.concat(
+        [
+            load_table(iwamizawa / "city" / "checkups.parquet"),
+            load_table(iwamizawa / "insurer" / "checkups.parquet"),
+        ]
+    )
     assert checkups["age"].between(40, 74).all()
     assert abs(checkups["bmi"].mean() - 23.1) < 0.6
     assert abs(checkups["bmi"].std() - 3.6) < 0.6
@@ -141,8 +157,12 @@ def test_checkup_purchase_and_dairy_marginals(iwamizawa: Path) -> None:
     assert 2 < men - women < 10 and 116 < checkups["sbp"].mean() < 132
 
     buys = load_table(iwamizawa / "drugstore" / "purchases.parquet")
-    mothers = pd.concat([load_table(iwamizawa / h / "births.csv")["subject"]
-                         for h in ("city-hospital", "women-clinic")])
+    mothers = pd.concat(
+        [
+            load_table(iwamizawa / h / "births.csv")["subject"]
+            for h in ("city-hospital", "women-clinic")
+        ]
+    )
     buys = buys[~buys["subject"].isin(set(mothers))]  # mothers buy more baby goods
     spend = buys.groupby("category", observed=False)["amount_yen"].sum() / buys["amount_yen"].sum()
     for category, share in cal.PURCHASE_MIX.items():
@@ -159,8 +179,9 @@ def test_checkup_purchase_and_dairy_marginals(iwamizawa: Path) -> None:
 
 
 def test_pseudonyms_link_holders_and_hide_raw_ids(iwamizawa: Path) -> None:
-    births = pd.concat([load_table(iwamizawa / h / "births.csv")
-                        for h in ("city-hospital", "women-clinic")])
+    births = pd.concat(
+        [load_table(iwamizawa / h / "births.csv") for h in ("city-hospital", "women-clinic")]
+    )
     infants = load_table(iwamizawa / "city" / "infant_checkups.csv")
     buys = load_table(iwamizawa / "drugstore" / "purchases.parquet")
     dairy = load_table(iwamizawa / "dairy" / "dairy_intake.csv")
@@ -172,7 +193,8 @@ def test_pseudonyms_link_holders_and_hide_raw_ids(iwamizawa: Path) -> None:
     assert set(zip(infants["subject"], infants["mother"], strict=True)) <= pairs
     assert 0.25 < len(set(buys["subject"]) & mothers) / len(mothers) < 0.45
     linked = dairy[dairy["subject"].isin(mothers)].merge(
-        births.drop_duplicates("subject")[["subject", "dairy_g_day"]], on="subject")
+        births.drop_duplicates("subject")[["subject", "dairy_g_day"]], on="subject"
+    )
     assert len(linked) > 500
     total = linked["milk_g_day"] + linked["other_dairy_g_day"]
     assert np.corrcoef(total, linked["dairy_g_day"])[0, 1] > 0.9
@@ -215,8 +237,11 @@ def test_consents_have_the_agreed_columns_and_mix(iwamizawa: Path) -> None:
 
 def test_same_seed_gives_identical_files(tmp_path: Path) -> None:
     def digest(folder: Path) -> dict[str, str]:
-        return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(folder.rglob("*")) if p.is_file()}
+        return {
+            str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*"))
+            if p.is_file()
+        }
 
     kwargs = {"years": [2017, 2018], "scale": 0.1}
     first = generate("iwamizawa", tmp_path / "a", seed=3, **kwargs)

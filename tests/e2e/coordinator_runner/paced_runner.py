@@ -18,8 +18,14 @@ from nodes.enforcement import EnforcementPoint
 
 
 class PacedRunner:
-    def run(self, job: JobSpec, job_id: str, nodes: Sequence[str],
-            on_progress: Callable[[RoundProgress], None], cancelled: threading.Event) -> RunResult:
+    def run(
+        self,
+        job: JobSpec,
+        job_id: str,
+        nodes: Sequence[str],
+        on_progress: Callable[[RoundProgress], None],
+        cancelled: threading.Event,
+    ) -> RunResult:
         dirs = json.loads(os.environ["PACED_NODES"])
         with open(os.environ["PACED_LOG"], "a") as fh:
             fh.write(job_id + "\n")
@@ -31,8 +37,13 @@ class PacedRunner:
             on_progress(RoundProgress(k, job.rounds, {"auc": 0.5}))
         for p in points:
             p.release(job_id, "job ended")
-        return RunResult("succeeded", "done", report={"rounds": job.rounds}, model={"parameters": [[1.0]]},
-                         epsilon_by_node={n: 0.1 for n in nodes})
+        return RunResult(
+            "succeeded",
+            "done",
+            report={"rounds": job.rounds},
+            model={"parameters": [[1.0]]},
+            epsilon_by_node={n: 0.1 for n in nodes},
+        )
 
 
 def make() -> PacedRunner:
