@@ -135,7 +135,7 @@ def _rates_by_year(
     for col in ("year", "births", "LBW %", "95 % CI"):
         table.add_column(col, justify="right")
     for cell in result["cells"]:
-        lbw = cell["variables"]["lbw"]
+        lbw = (cell.get("variables") or {}).get("lbw") or {}
         if cell.get("suppressed") or "proportion" not in lbw:
             table.add_row(str(cell["group"]["year"]), "suppressed", "", "")
             continue
