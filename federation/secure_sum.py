@@ -18,10 +18,35 @@ if TYPE_CHECKING:
     from flwr.common import FitRes, Parameters
     from flwr.server.client_proxy import ClientProxy
 
-__all__ = ["SumRecorder", "StepFn", "make_sum_strategy"]
+__all__ = ["StepFn", "SumRecorder", "make_sum_strategy", "present", "require_nodes"]
 
 #: (round, summed vector) -> the next broadcast, or None when the job is done.
 StepFn = Callable[[int, np.ndarray], "np.ndarray | None"]
+
+
+def require_nodes(server_round: int, answered: int, failures: list[Any], min_nodes: int) -> None:
+    """Check that enough nodes answered a round.
+
+    Raises:
+        RuntimeError: fewer than ``min_nodes`` answered (with the nodes' reasons).
+    """
+    if answered < min_nodes:
+        reasons = "; ".join(str(f) for f in failures)[:500]
+        raise RuntimeError(
+            f"round {server_round}: {answered} node(s) answered, the job needs {min_nodes}"
+            + (f" ({reasons})" if reasons else "")
+        )
+
+
+def present(server_round: int, aggregated: Parameters | None) -> Parameters:
+    """Return the round's aggregate.
+
+    Raises:
+        RuntimeError: the strategy produced none.
+    """
+    if aggregated is None:
+        raise RuntimeError(f"round {server_round}: no aggregate")
+    return aggregated
 
 
 @dataclass
@@ -57,18 +82,11 @@ def make_sum_strategy(
             results: list[tuple[ClientProxy, FitRes]],
             failures: list[Any],
         ) -> tuple[Parameters | None, dict[str, Any]]:
-            if len(results) < min_nodes:
-                reasons = "; ".join(str(f) for f in failures)[:500]
-                raise RuntimeError(
-                    f"round {server_round}: {len(results)} node(s) answered, the job needs "
-                    f"{min_nodes}" + (f" ({reasons})" if reasons else "")
-                )
+            require_nodes(server_round, len(results), failures, min_nodes)
             if any(res.num_examples != 1 for _, res in results):
                 raise RuntimeError("a node sent a weighted vector to a secure sum")
             aggregated, _ = super().aggregate_fit(server_round, results, failures)
-            if aggregated is None:
-                raise RuntimeError(f"round {server_round}: no aggregate")
-            mean = parameters_to_ndarrays(aggregated)[0]
+            mean = parameters_to_ndarrays(present(server_round, aggregated))[0]
             summed = mean * len(results)
             recorder.sums.append(summed)
             recorder.nodes.append(sorted(str(res.metrics.get("node", "?")) for _, res in results))

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from consent.duo import ALL_CODES
 from federation.errors import JobSpecError
 
 __all__ = [
@@ -33,32 +34,8 @@ __all__ = [
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
-#: DUO codes a job may state as its purpose (primary categories and modifiers).
-DUO_PURPOSE_CODES = frozenset(
-    {
-        "GRU",
-        "HMB",
-        "DS",
-        "POA",
-        "NCU",
-        "NPU",
-        "NPUNCU",
-        "IRB",
-        "GS",
-        "TS",
-        "US",
-        "PS",
-        "PUB",
-        "COL",
-        "RTN",
-        "MOR",
-        "NRES",
-        "NMDS",
-        "GSO",
-        "IS",
-        "CC",
-    }
-)
+#: DUO codes a job may state as its purpose (categories, modifiers, ``MDS``), from consent.duo.
+DUO_PURPOSE_CODES = ALL_CODES
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 

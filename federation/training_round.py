@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from federation.evaluation import EVAL_LENGTH, EvaluationMetrics, metrics_from_sums
+from federation.secure_sum import present, require_nodes
 
 if TYPE_CHECKING:
     from flwr.common import FitRes, Parameters
@@ -116,16 +117,9 @@ def make_fedavg_strategy(
             results: list[tuple[ClientProxy, FitRes]],
             failures: list[Any],
         ) -> tuple[Parameters | None, dict[str, Any]]:
-            if len(results) < min_nodes:
-                reasons = "; ".join(str(f) for f in failures)[:500]
-                raise RuntimeError(
-                    f"round {server_round}: {len(results)} node(s) answered, "
-                    f"the job needs {min_nodes}" + (f" ({reasons})" if reasons else "")
-                )
+            require_nodes(server_round, len(results), failures, min_nodes)
             aggregated, _ = super().aggregate_fit(server_round, results, failures)
-            if aggregated is None:
-                raise RuntimeError(f"round {server_round}: no aggregate")
-            arrays = parameters_to_ndarrays(aggregated)
+            arrays = parameters_to_ndarrays(present(server_round, aggregated))
             total_n = float(sum(res.num_examples for _, res in results))
             params, summed_eval = unpack_update(arrays, total_n)
             metrics: EvaluationMetrics = metrics_from_sums(summed_eval)

@@ -55,6 +55,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from consent.duo import MODIFIERS, USE_CATEGORIES
 from policies.errors import PolicyError
 from policies.request import JobKind, RequesterType
 
@@ -81,31 +82,7 @@ __all__ = [
 ]
 
 #: GA4GH DUO codes a policy may allow (primary categories and modifiers).
-DUO_CODES = frozenset(
-    {
-        "GRU",
-        "HMB",
-        "DS",
-        "POA",
-        "NCU",
-        "NPU",
-        "NPUNCU",
-        "IRB",
-        "GS",
-        "TS",
-        "US",
-        "PS",
-        "PUB",
-        "COL",
-        "RTN",
-        "MOR",
-        "NRES",
-        "NMDS",
-        "GSO",
-        "IS",
-        "CC",
-    }
-)
+DUO_CODES = USE_CATEGORIES | MODIFIERS
 
 #: Columns that are never usable by any job, whatever a policy says: direct identifiers,
 #: linkage keys and free text.
