@@ -288,30 +288,9 @@ def _run(grid: Grid, context: Context) -> None:
         "status": outcome.status,
         "reason": outcome.reason,
         "secure_aggregation": secagg is not None,
-        "secagg_settings": None
-        if secagg is None
-        else {
-            "max_weight": secagg.max_weight,
-            "clipping_range": secagg.clipping_range,
-            "quantization_range": secagg.quantization_range,
-            "resolution": secagg.resolution,
-            "timeout_s": secagg.timeout,
-            "retried_rounds": outcome.retried_rounds,
-        },
+        "secagg_settings": None if secagg is None else secagg.summary(outcome.retried_rounds),
         "epsilon_spent_by_node": last_eps,
-        "rounds": [
-            {
-                "round": r.round,
-                "model_version": r.model_version,
-                "metrics": r.metrics,
-                "nodes": r.nodes,
-                "epsilon_by_node": r.epsilon_by_node,
-                "n_train_total": r.n_train_total,
-                "seconds": round(r.seconds, 4),
-                "attempts": r.attempts,
-            }
-            for r in recorder.rounds
-        ],
+        "rounds": [r.as_dict() for r in recorder.rounds],
         "wall_seconds": round(time.time() - reporter.started, 2),
     }
     reporter.finish(report, [np.asarray(p) for p in parameters] if parameters is not None else None)

@@ -212,6 +212,17 @@ class SecAggSettings:
         """Return the quantisation step of one entry (2 × clipping range / quantisation range)."""
         return 2 * self.clipping_range / self.quantization_range
 
+    def summary(self, retried_rounds: int = 0) -> dict[str, float | int]:
+        """Return the settings a report shows, with how many rounds were retried."""
+        return {
+            "max_weight": self.max_weight,
+            "clipping_range": self.clipping_range,
+            "quantization_range": self.quantization_range,
+            "resolution": self.resolution,
+            "timeout_s": self.timeout,
+            "retried_rounds": retried_rounds,
+        }
+
     def as_config(self) -> dict[str, float | int]:
         """Return the values a client needs for its range check (sent in the fit config)."""
         return {"secagg.clipping_range": self.clipping_range, "secagg.max_weight": self.max_weight}

@@ -76,6 +76,19 @@ class RoundRecord:
     seconds: float = 0.0
     attempts: int = 1
 
+    def as_dict(self) -> dict[str, Any]:
+        """Return the record as report JSON."""
+        return {
+            "round": self.round,
+            "model_version": self.model_version,
+            "metrics": self.metrics,
+            "nodes": self.nodes,
+            "epsilon_by_node": self.epsilon_by_node,
+            "n_train_total": self.n_train_total,
+            "seconds": round(self.seconds, 4),
+            "attempts": self.attempts,
+        }
+
 
 @dataclass
 class TrainingRecorder:

@@ -59,14 +59,7 @@ class TrainingRun:
             "secure_aggregation": self.outcome.secure_aggregation,
             "secagg_settings": None
             if self.secagg is None
-            else {
-                "max_weight": self.secagg.max_weight,
-                "clipping_range": self.secagg.clipping_range,
-                "quantization_range": self.secagg.quantization_range,
-                "resolution": self.secagg.resolution,
-                "timeout_s": self.secagg.timeout,
-                "retried_rounds": self.outcome.retried_rounds,
-            },
+            else self.secagg.summary(self.outcome.retried_rounds),
             "privacy": None
             if privacy is None
             else {
@@ -77,19 +70,7 @@ class TrainingRun:
                 "epsilon_spent_by_node": last_eps,
             },
             "data_sizes": self.node_sizes,
-            "rounds": [
-                {
-                    "round": r.round,
-                    "model_version": r.model_version,
-                    "metrics": r.metrics,
-                    "nodes": r.nodes,
-                    "epsilon_by_node": r.epsilon_by_node,
-                    "n_train_total": r.n_train_total,
-                    "seconds": round(r.seconds, 4),
-                    "attempts": r.attempts,
-                }
-                for r in self.rounds
-            ],
+            "rounds": [r.as_dict() for r in self.rounds],
             "wall_seconds": round(self.wall_seconds, 2),
         }
 

@@ -26,7 +26,9 @@ def test_run_stats_job_charges_each_node_once_and_releases(tmp_path):
         nodes[name] = LocalNode(name, tmp_path / "data" / name, state)
     spec = load_job_spec(EXAMPLES / "lbw_rate_by_year.toml")
     spec = spec.model_copy(
-        update={"stats": spec.stats.model_copy(update={"levels": {"year": [2016, 2017, 2018, 2019]}})}
+        update={
+            "stats": spec.stats.model_copy(update={"levels": {"year": [2016, 2017, 2018, 2019]}})
+        }
     )
     progress = []
     result = EmbeddedRunner(nodes).run(
