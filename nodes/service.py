@@ -24,6 +24,7 @@ import os
 import signal
 import threading
 import tomllib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +222,9 @@ class NodeService:
         self.config = config
         self.link = link
         self.point = EnforcementPoint(config.name, config.state_dir)
+        #: When the last poll finished (UTC), and why it failed (None: it succeeded).
+        self.last_poll_at: datetime | None = None
+        self.last_poll_error: str | None = None
 
     # -- what the node publishes -------------------------------------------------------------
     def registration(self) -> NodeRegistration:
@@ -300,8 +304,11 @@ class NodeService:
         while not stop.is_set():
             try:
                 self.poll_once()
+                self.last_poll_error = None
             except (httpx.HTTPError, NodeServiceError) as exc:
+                self.last_poll_error = str(exc)[:500]
                 log.warning("poll failed: %s", exc)
+            self.last_poll_at = datetime.now(UTC)
             stop.wait(self.config.poll_interval)
 
     # -- the admin's actions -----------------------------------------------------------------
