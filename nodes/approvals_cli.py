@@ -24,6 +24,7 @@ from nodes.service import (
     load_node_config,
     read_token,
 )
+from nodes.supernode import SupernodeSupervisor
 
 __all__ = ["app", "serve"]
 
@@ -141,15 +142,30 @@ def withhold_cmd(
 
 
 def serve(config: ConfigOpt) -> None:
-    """Run the node service: publish caps, pull jobs, decide by policy; stop on SIGTERM."""
+    """Run the node service: publish caps, pull jobs, decide by policy; stop on SIGTERM.
+
+    With ``[node.supernode]`` it also runs the node's Flower SuperNode (restarted if it
+    dies); with ``[node.admin]`` it serves the node's admin API and console on loopback.
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     with _errors():
         service = _service(config)
+        cfg = service.config
+        supervisor = None
+        if cfg.supernode is not None:
+            if cfg.data_dir is None:
+                raise NodeServiceError("data_dir: a node that runs a SuperNode needs its data")
+            supervisor = SupernodeSupervisor(cfg.name, cfg.supernode, cfg.data_dir, cfg.state_dir)
+            supervisor.check_files()
     stop = threading.Event()
     install_stop_signals(stop)
-    typer.echo(
-        f"node {service.config.name}: polling {service.config.coordinator_url} "
-        f"every {service.config.poll_interval:g} s"
-    )
-    service.serve(stop)
+    typer.echo(f"node {cfg.name}: polling {cfg.coordinator_url} every {cfg.poll_interval:g} s")
+    try:
+        if supervisor is not None:
+            supervisor.start()
+            typer.echo(f"node {cfg.name}: SuperNode towards {cfg.supernode.superlink}")  # type: ignore[union-attr]
+        service.serve(stop, tick=supervisor.check if supervisor else None)
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
     typer.echo("stopped")

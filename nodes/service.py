@@ -24,6 +24,7 @@ import os
 import signal
 import threading
 import tomllib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,8 @@ from federation.api_models import (
 )
 from federation.errors import JobSpecError
 from federation.spec import parse_job_spec
-from nodes.enforcement import EnforcementPoint
+from nodes.enforcement import EnforcementPoint, JobRefused
+from nodes.supernode import SupernodeConfig
 
 __all__ = [
     "CoordinatorLink",
@@ -60,6 +62,20 @@ class NodeServiceError(ValueError):
     """The node service cannot do what was asked; the message names the field or job."""
 
 
+class AdminListen(BaseModel):
+    """The ``[node.admin]`` table: where the node's own admin API and console listen.
+
+    Attributes:
+        host: a loopback address (the admin API is for the node's own staff).
+        port: the TCP port.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(default="127.0.0.1", pattern=r"^(127\.[0-9.]+|::1|localhost)$")
+    port: int = Field(default=8760, ge=1, le=65535)
+
+
 class NodeServiceConfig(BaseModel):
     """The ``[node]`` table of ``node.toml``.
 
@@ -71,6 +87,8 @@ class NodeServiceConfig(BaseModel):
         token_file: a 0600 file holding the node admin's API token (else HAMANASU_TOKEN).
         ca_file: a CA bundle to verify the coordinator's certificate.
         poll_interval: seconds between polls.
+        supernode: the Flower SuperNode to run beside the service (``[node.supernode]``).
+        admin: where the node's admin API and console listen (``[node.admin]``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -82,6 +100,8 @@ class NodeServiceConfig(BaseModel):
     token_file: Path | None = None
     ca_file: Path | None = None
     poll_interval: float = Field(default=5.0, gt=0, le=3600)
+    supernode: SupernodeConfig | None = None
+    admin: AdminListen | None = None
 
 
 def load_node_config(path: Path) -> NodeServiceConfig:
@@ -102,6 +122,10 @@ def load_node_config(path: Path) -> NodeServiceConfig:
     for key in ("state_dir", "data_dir", "token_file", "ca_file"):
         if isinstance(table.get(key), str) and not Path(table[key]).is_absolute():
             table[key] = str(path.parent / table[key])
+    supernode = table.get("supernode")
+    pki_dir = supernode.get("pki_dir") if isinstance(supernode, dict) else None
+    if isinstance(pki_dir, str) and not Path(pki_dir).is_absolute():
+        supernode["pki_dir"] = str(path.parent / pki_dir)  # type: ignore[index]
     try:
         return NodeServiceConfig.model_validate(table)
     except ValidationError as exc:
@@ -222,6 +246,7 @@ class NodeService:
         self.config = config
         self.link = link
         self.point = EnforcementPoint(config.name, config.state_dir)
+        self._recovered = False
         #: When the last poll finished (UTC), and why it failed (None: it succeeded).
         self.last_poll_at: datetime | None = None
         self.last_poll_error: str | None = None
@@ -272,14 +297,65 @@ class NodeService:
         ]
         return DecisionCreate(outcome=outcome, source="policy", reasons=reasons)  # type: ignore[arg-type]
 
+    def recover(self) -> list[str]:
+        """Release the reservations of jobs the coordinator no longer runs (on (re)start).
+
+        A node that died mid-job comes back to find the job ended (or unknown): what the
+        job reserved and did not charge goes back to the budget. Reservations of jobs still
+        open at the coordinator are kept.
+
+        Returns:
+            The job ids whose reservations were released.
+
+        Raises:
+            NodeServiceError, httpx.HTTPError: the coordinator cannot be asked.
+        """
+        open_jobs = {j.id for j in self.link.jobs() if j.state not in TERMINAL_STATES}
+        released = self.point.budget().recover(active_job_ids=open_jobs, at=self.point.clock())
+        for rel in released:
+            log.info("job %s: reservation released on recovery", rel.job_id)
+        return [rel.job_id for rel in released]
+
+    def _accept(self, job: NodeJobView, decision: DecisionCreate, approved: bool) -> DecisionCreate:
+        """Reserve the job's budget before an approval is posted; a refusal becomes a reject."""
+        if decision.outcome != "approve":
+            return decision
+        try:
+            self.point.accept(parse_job_spec(job.spec), job.id, approved=approved)
+        except JobRefused as exc:
+            return DecisionCreate(
+                outcome="reject",
+                source="policy",
+                reasons=[DecisionReason(code=c, message=m[:2000]) for c, m in exc.reasons],
+            )
+        return decision
+
+    def _post(self, job: NodeJobView, decision: DecisionCreate) -> bool:
+        """Post a decision; undo the reservation if the coordinator refuses it."""
+        try:
+            self.link.decide(job.id, decision)
+        except NodeServiceError:
+            if decision.outcome == "approve":
+                self.point.release(job.id, "the coordinator refused the approval")
+            raise
+        return True
+
     def poll_once(self) -> dict[str, str]:
         """Publish caps, decide new jobs, release reservations of ended jobs.
+
+        An approval reserves the job's whole (ε, δ) in the node's budget first
+        (:meth:`EnforcementPoint.accept`); a job the budget cannot cover is rejected with
+        that reason. The first poll after a start also releases reservations of jobs that
+        ended while the node was away (:meth:`recover`).
 
         Returns:
             What was done per job id (``approve``, ``reject``, ``needs_approval``, ``released``).
         """
         self.link.publish(self.registration())
         done: dict[str, str] = {}
+        if not self._recovered:
+            done.update(dict.fromkeys(self.recover(), "released"))
+            self._recovered = True
         for job in self.link.jobs(include_finished=True):
             if job.state in TERMINAL_STATES:
                 held = self.point.budget().reservation(job.id)
@@ -289,9 +365,9 @@ class NodeService:
                 continue
             if job.approval.status != "pending" or job.state != "awaiting_approval":
                 continue
-            decision = self.evaluate(job)
+            decision = self._accept(job, self.evaluate(job), approved=False)
             try:
-                self.link.decide(job.id, decision)
+                self._post(job, decision)
             except NodeServiceError as exc:  # the job moved on meanwhile (e.g. cancelled)
                 log.info("job %s: %s", job.id, exc)
                 continue
@@ -299,9 +375,14 @@ class NodeService:
             log.info("job %s (%s): %s by policy", job.id, job.name, decision.outcome)
         return done
 
-    def serve(self, stop: threading.Event) -> None:
-        """Poll until ``stop`` is set; a failed poll is logged and retried next interval."""
+    def serve(self, stop: threading.Event, tick: Callable[[], object] | None = None) -> None:
+        """Poll until ``stop`` is set; a failed poll is logged and retried next interval.
+
+        ``tick`` runs after every poll (e.g. restarting a SuperNode that died).
+        """
         while not stop.is_set():
+            if tick is not None:
+                tick()
             try:
                 self.poll_once()
                 self.last_poll_error = None
@@ -330,7 +411,8 @@ class NodeService:
         """Approve a job as the node admin; the policy must not deny it.
 
         Raises:
-            NodeServiceError: no such open job, or the policy denies it (with the reasons).
+            NodeServiceError: no such open job, the policy denies it or the budget cannot
+                cover it (with the reasons; nothing is reserved or posted).
         """
         job = self._job(job_id)
         decision = self.evaluate(job)
@@ -340,8 +422,13 @@ class NodeService:
                 f"job {job_id}: the node policy denies it ({text}); an admin cannot override"
             )
         reasons = [DecisionReason(code="admin_approved", message=reason)] if reason else []
-        out = DecisionCreate(outcome="approve", source="admin", reasons=reasons)
-        self.link.decide(job_id, out)
+        out = self._accept(
+            job, DecisionCreate(outcome="approve", source="admin", reasons=reasons), approved=True
+        )
+        if out.outcome == "reject":
+            text = "; ".join(f"{r.code}: {r.message}" for r in out.reasons)
+            raise NodeServiceError(f"job {job_id}: the node cannot take it ({text})")
+        self._post(job, out)
         return out
 
     def reject(self, job_id: str, reason: str) -> DecisionCreate:
