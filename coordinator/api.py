@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from argon2 import PasswordHasher
 from argon2.low_level import Type
@@ -31,6 +31,9 @@ from coordinator.runner import Runner
 from coordinator.schemas import PrincipalCreate, TokenIssued
 from coordinator.settings import CoordinatorSettings
 from coordinator.store import Store, utc_now
+
+if TYPE_CHECKING:
+    from coordinator.flower_engine import FlowerEngine
 
 __all__ = ["bootstrap_operator", "create_app", "open_store"]
 
@@ -91,6 +94,7 @@ def create_app(
     *,
     store: Store | None = None,
     schema: str | None = None,
+    engine: FlowerEngine | None = None,
 ) -> FastAPI:
     """Build the coordinator app.
 
@@ -99,11 +103,15 @@ def create_app(
         runner: the federation engine's runner (None: approved jobs wait for one).
         store: an open store (tests); by default one is opened from ``settings``.
         schema: PostgreSQL schema to use (tests).
+        engine: the started Flower deployment engine (its SuperLink takes the nodes'
+            SuperNode keys); its runner is used when ``runner`` is None.
 
     Returns:
         The FastAPI app; ``app.state.store`` and ``app.state.lifecycle`` hold the service.
     """
     store = store or open_store(settings, schema=schema)
+    if runner is None and engine is not None:
+        runner = engine.runner()
     lifecycle = Lifecycle(store, runner, settings.max_concurrent_runs)
 
     @asynccontextmanager
@@ -127,6 +135,7 @@ def create_app(
     app.state.store = store
     app.state.lifecycle = lifecycle
     app.state.settings = settings
+    app.state.engine = engine
 
     @app.exception_handler(CoordinatorError)
     async def _coordinator_error(_: Request, exc: CoordinatorError) -> JSONResponse:

@@ -80,7 +80,11 @@ def _token(token_file: Path | None) -> str:
 
 
 def _client(url: str, token_file: Path | None) -> CoordinatorClient:
-    return CoordinatorClient(url or DEFAULT_URL, _token(token_file))
+    """A client for ``url``; ``HAMANASU_CA_FILE`` names the CA of a private TLS certificate."""
+    ca = os.environ.get("HAMANASU_CA_FILE")
+    return CoordinatorClient(
+        url or DEFAULT_URL, _token(token_file), ca_file=Path(ca) if ca else None
+    )
 
 
 def _print(data: Any, fmt: str, text: str) -> None:
@@ -148,8 +152,21 @@ def serve_cmd(
         str | None,
         typer.Option(
             help="module:factory returning the federation "
-            "engine's Runner (default: none, approved jobs wait)."
+            "engine's Runner (default: the configured engine; none: approved jobs wait).",
         ),
+    ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="none, or deployment: start a SuperLink (TLS, SuperNode auth) beside the "
+            "coordinator and run jobs on Flower's deployment engine.",
+        ),
+    ] = None,
+    pki_dir: Annotated[
+        Path | None, typer.Option(help="The federation's PKI folder (hamanasu pki init).")
+    ] = None,
+    superlink_port: Annotated[
+        int | None, typer.Option(help="The SuperLink's port (default 9092).")
     ] = None,
 ) -> None:
     """Serve the coordinator's API with uvicorn (OpenAPI docs at /docs)."""
@@ -158,21 +175,42 @@ def serve_cmd(
     from coordinator.api import create_app
     from coordinator.settings import load_settings
 
+    flower = None
     with _one_line_errors():
-        settings = load_settings(config, data_dir=data_dir, host=host, port=port)
+        settings = load_settings(
+            config,
+            data_dir=data_dir,
+            host=host,
+            port=port,
+            engine=engine,
+            pki_dir=pki_dir,
+            superlink_port=superlink_port,
+        )
         the_runner = load_runner(runner) if runner else None
-        application = create_app(settings, the_runner)
-    ssl: dict[str, Any] = {}
-    if settings.ssl_certfile is not None:
-        ssl = {"ssl_certfile": str(settings.ssl_certfile), "ssl_keyfile": str(settings.ssl_keyfile)}
-    uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        log_level="info",
-        access_log=settings.access_log,
-        **ssl,
-    )
+        if settings.engine == "deployment" and the_runner is None:
+            from coordinator.flower_engine import FlowerEngine
+
+            flower = FlowerEngine(settings).start()
+    try:
+        with _one_line_errors():
+            application = create_app(settings, the_runner, engine=flower)
+        ssl: dict[str, Any] = {}
+        if settings.ssl_certfile is not None:
+            ssl = {
+                "ssl_certfile": str(settings.ssl_certfile),
+                "ssl_keyfile": str(settings.ssl_keyfile),
+            }
+        uvicorn.run(
+            application,
+            host=settings.host,
+            port=settings.port,
+            log_level="info",
+            access_log=settings.access_log,
+            **ssl,
+        )
+    finally:
+        if flower is not None:
+            flower.stop()
 
 
 @principal_app.command("add")
@@ -217,11 +255,49 @@ def node_add(
     name: Annotated[str, typer.Argument(help="The node's name, e.g. city-hospital.")],
     url: Url = DEFAULT_URL,
     token_file: TokenFile = None,
+    supernode_key: Annotated[
+        Path | None,
+        typer.Option(help="The node's SuperNode public key (.pub) to register with the SuperLink."),
+    ] = None,
 ) -> None:
     """Register a node (operator); its service publishes its caps when it first polls."""
     with _one_line_errors(), _client(url, token_file) as c:
-        c.register_node(name)
-    typer.echo(f"registered node {name}")
+        key = _read_public_key(supernode_key) if supernode_key else None
+        if name not in {n.name for n in c.nodes()}:
+            c.register_node(name)
+        typer.echo(f"registered node {name}")
+        if key is not None:
+            out = c.register_supernode_key(name, key)
+            typer.echo(f"registered its SuperNode key (Flower node id {out.flower_node_id})")
+
+
+@app.command("node-key")
+def node_key_cmd(
+    name: Annotated[str, typer.Argument(help="The node's name.")],
+    public_key: Annotated[Path, typer.Argument(help="The node's SuperNode public key (.pub).")],
+    url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
+) -> None:
+    """Register a node's SuperNode public key with the SuperLink (operator)."""
+    with _one_line_errors(), _client(url, token_file) as c:
+        out = c.register_supernode_key(name, _read_public_key(public_key))
+    typer.echo(f"registered {name}'s SuperNode key (Flower node id {out.flower_node_id})")
+
+
+def _read_public_key(path: Path) -> str:
+    """Return a public key file's text.
+
+    Raises:
+        ValueError: unreadable, or not an OpenSSH public key (a private key is refused
+            without echoing it).
+    """
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"supernode-key: cannot read {path}: {exc}") from None
+    if "PRIVATE KEY" in text:
+        raise ValueError(f"supernode-key: {path} is a private key; give the .pub file")
+    return text
 
 
 # -- jobs (researchers) ------------------------------------------------------------------------

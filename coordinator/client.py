@@ -32,6 +32,8 @@ from coordinator.schemas import (
     PrincipalCreated,
     PrincipalPublic,
     ResultPublic,
+    SupernodeKeyCreate,
+    SupernodeKeyPublic,
     TokenIssued,
     TokenPublic,
 )
@@ -246,6 +248,17 @@ class CoordinatorClient:
         body = NodeCreate(name=name, **caps)
         return NodePublic.model_validate(
             self._call("POST", "/nodes", json=body.model_dump(mode="json")).json()
+        )
+
+    def register_supernode_key(self, name: str, public_key: str) -> SupernodeKeyPublic:
+        """Register node ``name``'s SuperNode public key (OpenSSH text) with the SuperLink.
+
+        Raises:
+            CoordinatorAPIError: refused (not an operator, no SuperLink, bad key, taken).
+        """
+        body = SupernodeKeyCreate(public_key=public_key)
+        return SupernodeKeyPublic.model_validate(
+            self._call("POST", f"/nodes/{name}/supernode-key", json=body.model_dump()).json()
         )
 
     def nodes(self) -> list[NodePublic]:

@@ -12,6 +12,7 @@ __all__ = [
     "Conflict",
     "CoordinatorError",
     "Forbidden",
+    "InvalidInput",
     "InvalidSpec",
     "NotFound",
     "ResultHeld",
@@ -73,6 +74,12 @@ class InvalidSpec(CoordinatorError):
     code = "invalid_spec"
 
 
+class InvalidInput(CoordinatorError):
+    """A request field that passed the schema but not the check behind it (e.g. a bad key)."""
+
+    code = "invalid_input"
+
+
 class SettingsError(CoordinatorError):
     """Settings that are missing or insecure; the service refuses to start."""
 
@@ -87,6 +94,7 @@ CATALOGUE: dict[str, int] = {
     "conflict": 409,
     "result_held": 409,
     "invalid_spec": 422,
+    "invalid_input": 422,
     "settings": 500,
     "error": 400,
 }

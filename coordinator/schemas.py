@@ -25,6 +25,8 @@ __all__ = [
     "PrincipalCreated",
     "PrincipalPublic",
     "ResultPublic",
+    "SupernodeKeyCreate",
+    "SupernodeKeyPublic",
     "Role",
     "TokenIssued",
     "TokenPublic",
@@ -91,6 +93,24 @@ class NodeCreate(NodeRegistration):
     """A node the operator registers; its caps may be published later by the node itself."""
 
     name: NodeName
+
+
+class SupernodeKeyCreate(_Model):
+    """A node's SuperNode public key, as ``hamanasu pki node-key`` writes the ``.pub`` file."""
+
+    public_key: str = Field(
+        min_length=20,
+        max_length=2000,
+        pattern=r"^ecdsa-sha2-nistp384 [A-Za-z0-9+/=]+( [^\n]*)?\s*$",
+        description="OpenSSH ECDSA P-384 public key.",
+    )
+
+
+class SupernodeKeyPublic(_Model):
+    """A SuperNode key the SuperLink accepted: the node and the id the SuperLink gave it."""
+
+    node: str
+    flower_node_id: int
 
 
 class NodePublic(NodeRegistration):

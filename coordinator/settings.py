@@ -13,7 +13,7 @@ import logging
 import os
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -52,6 +52,17 @@ class CoordinatorSettings(BaseSettings):
             reads do not pay an argon2 verification each (revocation clears it at once).
         argon2_time_cost: argon2id passes for token hashes (≥ 1).
         argon2_memory_kib: argon2id memory for token hashes (≥ 19456, OWASP's floor).
+        engine: the federation engine approved jobs run on: ``none`` (they wait; a runner
+            may be given in code or with ``serve --runner``) or ``deployment`` (Flower's
+            deployment engine: a SuperLink started beside the coordinator).
+        pki_dir: the federation's PKI (``hamanasu pki init``): the SuperLink's TLS
+            certificate and key; default ``<data_dir>/pki``.
+        superlink_host: the address the SuperLink binds (SuperNodes dial it).
+        superlink_port: its port (Fleet, Control and ServerAppIo APIs share it).
+        secagg_max_records: bound of any node's training set for SecAgg+ (``max_weight``),
+            when a job's spec does not set ``secure_aggregation.max_weight``.
+        run_start_timeout: seconds a run waits for its nodes' SuperNodes to come online.
+        run_timeout: seconds a run may take before it is stopped (0: no limit).
     """
 
     model_config = SettingsConfigDict(
@@ -73,6 +84,13 @@ class CoordinatorSettings(BaseSettings):
     token_cache_seconds: float = Field(default=60.0, ge=0, le=3600)
     argon2_time_cost: int = Field(default=2, ge=1, le=20)
     argon2_memory_kib: int = Field(default=19456, ge=19456, le=4 * 1024 * 1024)
+    engine: Literal["none", "deployment"] = "none"
+    pki_dir: Path | None = None
+    superlink_host: str = "127.0.0.1"
+    superlink_port: int = Field(default=9092, ge=1, le=65535)
+    secagg_max_records: int = Field(default=65536, ge=1, le=2**31 - 1)
+    run_start_timeout: float = Field(default=120.0, gt=0, le=86400)
+    run_timeout: float = Field(default=0.0, ge=0, le=30 * 86400)
 
     @field_validator("database_url")
     @classmethod

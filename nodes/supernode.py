@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from federation.deployment import ManagedProcess, start_supernode
+from federation.pid_files import stop_orphans, write_pid_file
 from federation.pki import Pki
 
 __all__ = ["SupernodeConfig", "SupernodeSupervisor"]
@@ -87,6 +88,8 @@ class SupernodeSupervisor:
             FileNotFoundError, PermissionError: see :meth:`check_files`.
         """
         pki = self.check_files()
+        pid_file = self.state_dir / "flower" / "supernode.pid"
+        stop_orphans(pid_file, "supernode", "executor")
         self.process = start_supernode(
             pki,
             self.name,
@@ -95,6 +98,7 @@ class SupernodeSupervisor:
             node_config={"data-dir": str(self.data_dir), "state-dir": str(self.state_dir)},
             private_key=pki.node(self.name).private_key,
         )
+        write_pid_file(pid_file, [self.process.pid, *(p.pid for p in self.process.extra)])
         self.starts += 1
         self._exited_at = None
         log.info("SuperNode started (pid %d) towards %s", self.process.pid, self.config.superlink)
@@ -136,3 +140,4 @@ class SupernodeSupervisor:
         """Stop the SuperNode (SIGTERM, then SIGKILL) and its executor."""
         if self.process is not None:
             self.process.stop()
+            (self.state_dir / "flower" / "supernode.pid").unlink(missing_ok=True)

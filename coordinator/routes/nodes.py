@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 
-from coordinator.errors import Forbidden
+from coordinator.errors import Conflict, Forbidden, InvalidInput, NotFound
 from coordinator.routes.deps import Admin, Caller, LifecycleDep, Operator, StoreDep
-from coordinator.schemas import NodeCreate, NodePublic, PrincipalPublic
+from coordinator.schemas import (
+    NodeCreate,
+    NodePublic,
+    PrincipalPublic,
+    SupernodeKeyCreate,
+    SupernodeKeyPublic,
+)
 from federation.api_models import (
     ApprovalPublic,
     ApprovalStatus,
@@ -40,6 +46,26 @@ def _own_node(caller: PrincipalPublic, name: str) -> None:
 def register_node(body: NodeCreate, _: Operator, store: StoreDep) -> NodePublic:
     """Register a node (its admin principal is registered separately)."""
     return store.register_node(body)
+
+
+@router.post("/nodes/{name}/supernode-key", status_code=201)
+def register_supernode_key(
+    name: NodePath, body: SupernodeKeyCreate, _: Operator, store: StoreDep, request: Request
+) -> SupernodeKeyPublic:
+    """Register a node's SuperNode public key with the SuperLink (only such nodes can join)."""
+    engine = request.app.state.engine
+    if engine is None:
+        raise Conflict(
+            "engine: this coordinator runs no SuperLink (start it with engine = deployment)",
+            field="engine",
+        )
+    if name not in {n.name for n in store.list_nodes()}:
+        raise NotFound(f"name: no node named {name!r}", field="name")
+    try:
+        node_id = engine.register_node(name, body.public_key)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field="public_key") from None
+    return SupernodeKeyPublic(node=name, flower_node_id=node_id)
 
 
 @router.get("/nodes")

@@ -1,0 +1,134 @@
+"""Flower's deployment engine beside the coordinator: its SuperLink and the runner over it.
+
+With ``engine = "deployment"`` the coordinator starts a SuperLink (TLS with the
+federation's certificate, SuperNode authentication on) when it starts, runs approved jobs
+on it through :class:`~coordinator.deployment_runner.DeploymentRunner`, and stops it when it
+stops. The operator registers each node's SuperNode public key through the API
+(``POST /nodes/{name}/supernode-key``); only registered keys can join a run.
+
+A coordinator killed with SIGKILL leaves its SuperLink running (it has its own process
+group so that stopping it takes its ServerApp processes along); the pid file under the
+data folder lets the next start stop that orphan before it binds the same port.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+from coordinator.deployment_runner import DeploymentRunner
+from coordinator.errors import Conflict, SettingsError
+from coordinator.flower_control import FlowerControl, FlowerControlError
+from coordinator.settings import CoordinatorSettings
+from federation.deployment import ManagedProcess, start_superlink
+from federation.pid_files import stop_orphans, write_pid_file
+from federation.pki import Pki, load_node_public_key
+
+__all__ = ["FlowerEngine"]
+
+log = logging.getLogger("hamanasu.coordinator")
+
+
+class FlowerEngine:
+    """The SuperLink the coordinator runs, and the runner that uses it.
+
+    Args:
+        settings: the coordinator's settings (``pki_dir``, ``superlink_*``, ``run_*``).
+    """
+
+    def __init__(self, settings: CoordinatorSettings) -> None:
+        self.settings = settings
+        self.pki = Pki(settings.pki_dir or settings.data_dir / "pki")
+        self.folder = settings.data_dir / "flower"
+        self.superlink: ManagedProcess | None = None
+
+    @property
+    def address(self) -> str:
+        """The SuperLink's ``host:port``."""
+        return f"{self.settings.superlink_host}:{self.settings.superlink_port}"
+
+    def start(self) -> FlowerEngine:
+        """Start the SuperLink (stopping an orphan left by a killed coordinator first).
+
+        Returns:
+            self.
+
+        Raises:
+            SettingsError: no PKI, or the SuperLink did not start (the reason, no secrets).
+        """
+        if not self.pki.exists():
+            raise SettingsError(
+                f"pki_dir: {self.pki.root} holds no CA / SuperLink certificate "
+                "(run `hamanasu pki init --dir ...`)",
+                field="pki_dir",
+            )
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        pid_file = self.folder / "superlink.pid"
+        stop_orphans(pid_file, "superlink")
+        try:
+            self.superlink = start_superlink(
+                self.pki,
+                self.folder,
+                host=self.settings.superlink_host,
+                port=self.settings.superlink_port,
+            )
+        except (RuntimeError, TimeoutError) as exc:
+            raise SettingsError(
+                f"superlink_port: the SuperLink did not start: {str(exc).splitlines()[0]}",
+                field="superlink_port",
+            ) from None
+        write_pid_file(pid_file, [self.superlink.pid])
+        log.info("SuperLink on %s (TLS, SuperNode authentication)", self.address)
+        return self
+
+    def runner(self) -> DeploymentRunner:
+        """Return the runner that runs approved jobs on this SuperLink."""
+        return DeploymentRunner(
+            self.address,
+            self.pki.ca_cert,
+            self.settings.data_dir / "runs",
+            max_records=self.settings.secagg_max_records,
+            start_timeout=self.settings.run_start_timeout,
+            run_timeout=self.settings.run_timeout or None,
+        )
+
+    def register_node(self, name: str, public_key: str) -> int:
+        """Register node ``name``'s SuperNode public key (OpenSSH, ECDSA P-384).
+
+        Returns:
+            The node id the SuperLink gave the node.
+
+        Raises:
+            ValueError: the key is not an OpenSSH ECDSA P-384 public key (field
+                ``public_key``).
+            Conflict: the SuperLink refused it (e.g. the key or name is registered).
+        """
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "node.pub"
+            path.write_text(public_key.strip() + "\n", encoding="utf-8")
+            try:
+                load_node_public_key(path)
+            except ValueError as exc:
+                raise ValueError(f"public_key: {exc}") from None
+            try:
+                with FlowerControl(self.address, self.pki.ca_cert) as ctl:
+                    return ctl.register_node(path, name)
+            except FlowerControlError as exc:
+                raise Conflict(f"public_key: the SuperLink refused it: {exc}") from None
+
+    def online(self) -> dict[str, bool]:
+        """Return, per registered node name, whether its SuperNode is connected now.
+
+        Raises:
+            FlowerControlError: the SuperLink cannot be reached.
+        """
+        with FlowerControl(self.address, self.pki.ca_cert) as ctl:
+            return {n.name: bool(n.online) for n in ctl.nodes() if n.status != "unregistered"}
+
+    def stop(self) -> None:
+        """Stop the SuperLink and its ServerApp processes."""
+        if self.superlink is not None:
+            self.superlink.stop()
+            (self.folder / "superlink.pid").unlink(missing_ok=True)
+            self.superlink = None
