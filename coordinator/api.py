@@ -112,7 +112,9 @@ def create_app(
     store = store or open_store(settings, schema=schema)
     if runner is None and engine is not None:
         runner = engine.runner()
-    lifecycle = Lifecycle(store, runner, settings.max_concurrent_runs)
+    lifecycle = Lifecycle(
+        store, runner, settings.max_concurrent_runs, settings.approval_grace_seconds
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

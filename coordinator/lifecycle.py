@@ -35,11 +35,21 @@ class Lifecycle:
         runner: the federation engine's runner; None keeps approved jobs waiting (a
             coordinator without an engine, e.g. for API tests).
         max_concurrent_runs: runs executed at the same time.
+        approval_grace: seconds a job with enough approvals waits for the targeted nodes
+            that have not decided yet (offline node services) before it runs without them.
     """
 
-    def __init__(self, store: Store, runner: Runner | None, max_concurrent_runs: int = 1) -> None:
+    def __init__(
+        self,
+        store: Store,
+        runner: Runner | None,
+        max_concurrent_runs: int = 1,
+        approval_grace: float = 30.0,
+    ) -> None:
         self.store = store
         self.runner = runner
+        self.approval_grace = approval_grace
+        self._timers: dict[str, threading.Timer] = {}
         self._pool = ThreadPoolExecutor(
             max_workers=max_concurrent_runs, thread_name_prefix="hamanasu-run"
         )
@@ -52,12 +62,16 @@ class Lifecycle:
         """Fail the jobs left running by a dead coordinator; run the approved ones again."""
         for job_id in self.store.recover():
             self.dispatch(job_id)
+        for job in self.store.list_jobs(None, "awaiting_approval", 500, 0):
+            self._close_later(job.id)
 
     def shutdown(self, wait: bool = False) -> None:
         """Stop taking runs; signal running ones to stop (they end cancelled or failed)."""
         with self._lock:
             for event in self._cancel.values():
                 event.set()
+            for timer in self._timers.values():
+                timer.cancel()
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
     # -- researcher and node actions -----------------------------------------------------
@@ -79,7 +93,28 @@ class Lifecycle:
         approval, approved = self.store.decide(job_id, node, decision, by)
         if approved:
             self.dispatch(job_id)
+        elif decision.outcome == "approve":
+            self._close_later(job_id)
         return approval
+
+    def _close_later(self, job_id: str) -> None:
+        """After the approval grace, run the job on the nodes that approved (if enough)."""
+        with self._lock:
+            if job_id in self._timers:
+                return
+            timer = threading.Timer(self.approval_grace, self._close, args=(job_id,))
+            timer.daemon = True
+            self._timers[job_id] = timer
+        timer.start()
+
+    def _close(self, job_id: str) -> None:
+        with self._lock:
+            self._timers.pop(job_id, None)
+        try:
+            if self.store.close_approvals(job_id):
+                self.dispatch(job_id)
+        except Exception:  # noqa: BLE001 - a timer thread must not die silently
+            log.exception("job %s: closing the approvals failed", job_id)
 
     def cancel(self, job_id: str, by: str) -> JobPublic:
         """Cancel a job; a running one is told to stop at its next round."""

@@ -48,6 +48,8 @@ class CoordinatorSettings(BaseSettings):
         allow_insecure_http: serve plain HTTP on a non-loopback address anyway (refused
             unless set; logged as a warning on every start).
         max_concurrent_runs: federated runs executed at the same time.
+        approval_grace_seconds: how long a job that has enough approvals waits for targeted
+            nodes whose policy has not answered yet (their services may be offline).
         token_cache_seconds: how long a verified token is remembered in memory, so status
             reads do not pay an argon2 verification each (revocation clears it at once).
         argon2_time_cost: argon2id passes for token hashes (≥ 1).
@@ -81,6 +83,7 @@ class CoordinatorSettings(BaseSettings):
     allow_insecure_http: bool = False
     access_log: bool = True
     max_concurrent_runs: int = Field(default=1, ge=1, le=64)
+    approval_grace_seconds: float = Field(default=30.0, ge=0, le=7 * 86400)
     token_cache_seconds: float = Field(default=60.0, ge=0, le=3600)
     argon2_time_cost: int = Field(default=2, ge=1, le=20)
     argon2_memory_kib: int = Field(default=19456, ge=19456, le=4 * 1024 * 1024)

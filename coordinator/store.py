@@ -571,8 +571,11 @@ class Store:
     ) -> tuple[ApprovalPublic, bool]:
         """Record a node's decision and move the job on when the decisions allow.
 
-        The job becomes ``approved`` once ``min_nodes`` targeted nodes approved (it runs on
-        those), or ``failed`` once so many rejected that ``min_nodes`` can no longer approve.
+        The job becomes ``approved`` once ``min_nodes`` targeted nodes approved and no
+        targeted node's policy is still to be evaluated (``pending``; a node waiting for its
+        admin does not hold the job back), so a job runs on every node that approves in
+        time; :meth:`close_approvals` ends the wait for late nodes. It becomes ``failed``
+        once so many rejected that ``min_nodes`` can no longer approve.
 
         Returns:
             The approval recorded, and whether the job just became approved (to be run).
@@ -604,7 +607,14 @@ class Store:
             approved = sorted(a.node for a in rows if a.status == "approved")
             rejected = [a for a in rows if a.status == "rejected"]
             started = False
-            if len(approved) >= job.min_nodes:
+            pending = sum(1 for a in rows if a.status == "pending")
+            if len(approved) >= job.min_nodes and pending:
+                job.reason = (
+                    f"{len(approved)} approval(s), enough to run; waiting for {pending} "
+                    "node(s) to decide"
+                )
+                job.updated_at = now
+            elif len(approved) >= job.min_nodes:
                 started = self._move(
                     s,
                     job_id,
@@ -633,6 +643,32 @@ class Store:
                 )
                 job.updated_at = now
             return _approval_public(appr), started
+
+    def close_approvals(self, job_id: str) -> bool:
+        """Stop waiting for late nodes: approve the job on the nodes that approved so far.
+
+        Returns:
+            True if the job just became approved (to be run); False if it is not awaiting
+            approval or has fewer than ``min_nodes`` approvals.
+        """
+        with self.sessions.begin() as s:
+            job = s.get(Job, job_id, with_for_update=True)
+            if job is None or job.state not in ("submitted", "awaiting_approval"):
+                return False
+            rows = list(s.scalars(select(Approval).where(Approval.job_id == job_id)))
+            approved = sorted(a.node for a in rows if a.status == "approved")
+            if len(approved) < job.min_nodes:
+                return False
+            late = sorted(a.node for a in rows if a.status == "pending")
+            return self._move(
+                s,
+                job_id,
+                "approved",
+                f"approved by {', '.join(approved)}"
+                + (f"; {', '.join(late)} did not decide in time" if late else ""),
+                ["submitted", "awaiting_approval"],
+                run_nodes=approved,
+            )
 
     def start(self, job_id: str) -> bool:
         """Mark an approved job running (returns False if it was cancelled meanwhile)."""
