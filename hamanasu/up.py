@@ -1,7 +1,10 @@
 """``hamanasu up``: a local consortium on loopback.
 
-The coordinator with the embedded
-engine's runner, and a node service for each of the scenario's maternity nodes.
+The coordinator and a node service for each of the scenario's maternity nodes. With
+``--engine embedded`` (default) jobs run on Flower's simulation engine inside the
+coordinator's process; with ``--engine deployment`` the coordinator starts a SuperLink
+(TLS, SuperNode authentication; PKI under ``OUT/pki``) and every node service runs its
+own SuperNode with its own key (``OUT/nodepki/NAME``), as across the city's machines.
 
 It generates the Iwamizawa scenario (unless present), initialises the nodes with the
 scenario's policies and consents, bootstraps the coordinator, registers the nodes,
@@ -16,7 +19,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -39,6 +42,10 @@ def up(
         list[int] | None, typer.Option("--year", help="Scenario years (default 2019).")
     ] = None,
     poll: Annotated[float, typer.Option(help="Node services' poll interval (s).")] = 2.0,
+    engine: Annotated[
+        str, typer.Option(help="embedded (simulation) or deployment (SuperLink + SuperNodes).")
+    ] = "embedded",
+    superlink_port: Annotated[int, typer.Option(help="The SuperLink's port.")] = 9092,
 ) -> None:
     """Start a local consortium: coordinator + the scenario's maternity nodes, on loopback."""
     import uvicorn
@@ -46,13 +53,18 @@ def up(
     from coordinator.api import bootstrap_operator, create_app
     from coordinator.client import CoordinatorClient
     from coordinator.settings import load_settings
+    from federation.pki import Pki
     from hamanasu.demo import EXAMPLES, MATERNITY
     from hamanasu.local_runner import EmbeddedRunner, LocalNode
     from nodes.cli import import_consents, init_node
     from nodes.enforcement import EnforcementPoint
     from nodes.scenario import generate
     from nodes.service import CoordinatorLink, NodeService, NodeServiceConfig, install_stop_signals
+    from nodes.supernode import SupernodeConfig, SupernodeSupervisor
 
+    if engine not in ("embedded", "deployment"):
+        typer.echo(f"error: --engine: {engine!r} is not embedded or deployment", err=True)
+        raise typer.Exit(code=2)
     if (out / "coordinator").exists():
         typer.echo(
             f"error: {out} holds a consortium already; remove it or pick another --out", err=True
@@ -67,8 +79,16 @@ def up(
         init_node(state, name, EXAMPLES / "policies" / f"{name}.toml")
         import_consents(EnforcementPoint(name, state), out / "data" / name / "consents.csv")
         local[name] = LocalNode(name, out / "data" / name, state)
-    settings = load_settings(data_dir=out / "coordinator", host="127.0.0.1", port=port)
-    app = create_app(settings, EmbeddedRunner(local))
+    settings = load_settings(
+        data_dir=out / "coordinator",
+        host="127.0.0.1",
+        port=port,
+        engine="deployment" if engine == "deployment" else "none",
+        pki_dir=out / "pki",
+        superlink_port=superlink_port,
+    )
+    flower = _start_flower(settings, out, list(local)) if engine == "deployment" else None
+    app = create_app(settings, None if flower else EmbeddedRunner(local), engine=flower)
     tokens = out / "tokens"
     _secret(tokens / "operator", bootstrap_operator(app.state.store).token)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -81,6 +101,9 @@ def up(
     services = []
     for name, node in local.items():
         oper.register_node(name)
+        if flower is not None:
+            pub = Pki(out / "nodepki" / name).node(name).public_key.read_text()
+            oper.register_supernode_key(name, pub)
         _secret(
             tokens / name, oper.create_principal(f"{name}-admin", "node_admin", name).token.token
         )
@@ -91,13 +114,30 @@ def up(
             data_dir=node.data,
             token_file=tokens / name,
             poll_interval=poll,
+            supernode=None
+            if flower is None
+            else SupernodeConfig(
+                superlink=flower.address, pki_dir=out / "nodepki" / name, restart_after=2.0
+            ),
         )
         link = CoordinatorLink.connect(url, (tokens / name).read_text().strip(), name)
         services.append(NodeService(cfg, link))
     _secret(tokens / "researcher", oper.create_principal("researcher", "researcher").token.token)
     stop = threading.Event()
     install_stop_signals(stop)
-    workers = [threading.Thread(target=s.serve, args=(stop,), daemon=True) for s in services]
+    supervisors = []
+    for s in services:
+        if s.config.supernode is not None and s.config.data_dir is not None:
+            sup = SupernodeSupervisor(
+                s.config.name, s.config.supernode, s.config.data_dir, s.config.state_dir
+            )
+            sup.start()
+            supervisors.append(sup)
+    ticks = {sup.name: sup.check for sup in supervisors}
+    workers = [
+        threading.Thread(target=s.serve, args=(stop, ticks.get(s.config.name)), daemon=True)
+        for s in services
+    ]
     for w in workers:
         w.start()
     typer.echo(
@@ -110,7 +150,32 @@ def up(
     stop.wait()
     server.should_exit = True
     thread.join(timeout=10)
+    for sup in supervisors:
+        sup.stop()
+    if flower is not None:
+        flower.stop()
     typer.echo("stopped")
+
+
+def _start_flower(settings: Any, out: Path, names: list[str]) -> Any:
+    """Create the PKI and the nodes' own keys (unless present); start the SuperLink.
+
+    Returns:
+        The started :class:`coordinator.flower_engine.FlowerEngine`.
+    """
+    from coordinator.flower_engine import FlowerEngine
+    from federation.pki import Pki, create_node_key, init_pki
+
+    pki = Pki(out / "pki")
+    if not pki.exists():
+        init_pki(pki.root)
+    for name in names:
+        own = Pki(out / "nodepki" / name)
+        own.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (own.root / "ca.pem").write_bytes(pki.ca_cert.read_bytes())
+        if not own.node(name).private_key.exists():
+            create_node_key(own, name)
+    return FlowerEngine(settings).start()
 
 
 def register(app: typer.Typer) -> None:
