@@ -148,6 +148,7 @@ def serve(config: ConfigOpt) -> None:
     dies); with ``[node.admin]`` it serves the node's admin API and console on loopback.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll is noise
     with _errors():
         service = _service(config)
         cfg = service.config
