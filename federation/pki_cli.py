@@ -31,10 +31,21 @@ def init_cmd(
     ] = None,
     days: Annotated[int, typer.Option(help="Validity in days.")] = 825,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing CA.")] = False,
+    node: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--node",
+            help="Also create this node's SuperNode key pair (repeat), for a consortium "
+            "whose operator hands out the keys.",
+        ),
+    ] = None,
 ) -> None:
-    """Create the CA and the SuperLink's TLS certificate (SAN = every --host)."""
+    """Create the CA and the coordinator's TLS certificate (SuperLink and API; SAN = --host)."""
     try:
+        for name in node or []:
+            Pki(folder).node(name)  # refuse a bad name before anything is written
         pki = init_pki(folder, tuple(host or DEFAULT_HOSTS), days=days, overwrite=force)
+        keys = [create_node_key(pki, name, overwrite=force) for name in node or []]
     except (FileExistsError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
@@ -42,6 +53,8 @@ def init_cmd(
         f"CA {pki.ca_cert}\nSuperLink certificate {pki.server_cert} "
         f"for {', '.join(host or DEFAULT_HOSTS)}"
     )
+    for key in keys:
+        typer.echo(f"node key {key.private_key} (0600), public {key.public_key}")
 
 
 @app.command("node-key")
