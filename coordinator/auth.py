@@ -4,7 +4,10 @@ A token reads ``hmn_<prefix>_<secret>``: the prefix (public, 12 characters) find
 stored row, the whole token is checked against its argon2id hash. The plain token is
 returned once, at creation, and never stored or logged. Verified tokens are remembered
 for a few seconds under a keyed BLAKE2 digest (never the token itself) so status reads
-do not pay an argon2 verification each; revoking a token clears the cache at once.
+do not pay an argon2 verification each. Revoking a token through the process that
+cached it clears its entry at once; a revocation made by another process on the same
+database (another worker) takes effect when the entry expires, at most the cache period
+(``token_cache_seconds``) later.
 """
 
 from __future__ import annotations
@@ -75,6 +78,16 @@ class TokenVerifier:
         self._key = secrets.token_bytes(32)
         self._cache: dict[bytes, tuple[str, str, float]] = {}
         self._lock = threading.Lock()
+        self._generation = 0
+
+    @property
+    def generation(self) -> int:
+        """A counter :meth:`forget` increments: read it before looking a token up.
+
+        Passing it to :meth:`verify` keeps a verification that raced a revocation (the
+        row was read before the revocation, the hash checked after it) out of the cache.
+        """
+        return self._generation
 
     def _digest(self, token: str) -> bytes:
         return hashlib.blake2b(token.encode(), key=self._key, digest_size=32).digest()
@@ -88,8 +101,23 @@ class TokenVerifier:
             return None
         return entry[1]
 
-    def verify(self, token: str, stored_hash: str, principal_id: str, prefix: str) -> bool:
+    def verify(
+        self,
+        token: str,
+        stored_hash: str,
+        principal_id: str,
+        prefix: str,
+        generation: int | None = None,
+    ) -> bool:
         """Check ``token`` against ``stored_hash``; remember it on success.
+
+        Args:
+            token: the presented token.
+            stored_hash: its row's argon2id hash.
+            principal_id: the principal the row belongs to.
+            prefix: the row's prefix (to forget it when revoked).
+            generation: :attr:`generation` read before the row was; if a token was
+                forgotten since, the success is not remembered.
 
         Returns:
             Whether the token matches (a malformed hash counts as no match).
@@ -101,6 +129,8 @@ class TokenVerifier:
         if self.ttl > 0:
             digest = self._digest(token)
             with self._lock:
+                if generation is not None and generation != self._generation:
+                    return True  # a revocation raced this look-up: do not remember it
                 if len(self._cache) > 10_000:
                     self._cache.clear()
                 self._cache[digest] = (prefix, principal_id, self.clock() + self.ttl)
@@ -109,6 +139,7 @@ class TokenVerifier:
     def forget(self, prefix: str | None = None, principal_id: str | None = None) -> None:
         """Drop cached entries of a revoked token (by prefix) or a disabled principal."""
         with self._lock:
+            self._generation += 1
             for key, (p, pid, _) in list(self._cache.items()):
                 if p == prefix or pid == principal_id:
                     del self._cache[key]

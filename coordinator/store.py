@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from argon2 import PasswordHasher
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, bindparam, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from coordinator.auth import TokenVerifier, new_token, split_token
@@ -142,7 +142,8 @@ def _node_public(n: Node) -> NodePublic:
     )  # type: ignore[arg-type]
 
 
-def _approval_public(a: Approval) -> ApprovalPublic:
+def _approval_public(a: Any) -> ApprovalPublic:
+    """Build an approval's public view from an :class:`Approval` or a row of its columns."""
     return ApprovalPublic(
         job_id=a.job_id,
         node=a.node,
@@ -153,6 +154,70 @@ def _approval_public(a: Approval) -> ApprovalPublic:
         decided_at=_aware(a.decided_at),
         updated_at=_aware(a.updated_at),  # type: ignore[arg-type]
     )
+
+
+def _job_model(job: Any, owner: str, approvals: Iterable[Any], has_result: bool) -> JobPublic:
+    """Build a job's public view from a :class:`Job` or a row of :data:`_JOBS`."""
+    return JobPublic(
+        id=job.id,
+        name=job.name,
+        kind=job.kind,
+        owner=owner,
+        state=job.state,
+        reason=job.reason,
+        nodes=list(job.nodes),
+        min_nodes=job.min_nodes,
+        round=job.round,
+        rounds_total=job.rounds_total,
+        metrics=job.metrics or {},
+        submitted_at=_aware(job.submitted_at),  # type: ignore[arg-type]
+        updated_at=_aware(job.updated_at),  # type: ignore[arg-type]
+        started_at=_aware(job.started_at),
+        finished_at=_aware(job.finished_at),
+        approvals=[_approval_public(a) for a in approvals],
+        has_result=has_result,
+        held=bool(job.held),
+    )
+
+
+#: The columns of a job's public view (not its spec), its owner's name, whether a result
+#: is stored: one statement, built once (SQLAlchemy caches its compiled form).
+_JOBS = select(
+    Job.id,
+    Job.name,
+    Job.kind,
+    Job.owner_id,
+    Job.state,
+    Job.reason,
+    Job.nodes,
+    Job.min_nodes,
+    Job.round,
+    Job.rounds_total,
+    Job.metrics,
+    Job.submitted_at,
+    Job.updated_at,
+    Job.started_at,
+    Job.finished_at,
+    Job.held,
+    Principal.name.label("owner"),
+    exists().where(Result.job_id == Job.id).label("has_result"),
+).outerjoin(Principal, Principal.id == Job.owner_id)
+_GET_JOB = _JOBS.where(Job.id == bindparam("job_id"))
+#: The approvals of some jobs, by job and node.
+_APPROVALS_OF_JOBS = (
+    select(
+        Approval.job_id,
+        Approval.node,
+        Approval.status,
+        Approval.source,
+        Approval.reasons,
+        Approval.decided_by,
+        Approval.decided_at,
+        Approval.updated_at,
+    )
+    .where(Approval.job_id.in_(bindparam("job_ids", expanding=True)))
+    .order_by(Approval.job_id, Approval.node)
+)
 
 
 class Store:
@@ -260,6 +325,22 @@ class Store:
         self.verifier.forget(prefix=prefix)
         return out
 
+    def cached_principal(self, token: str) -> PrincipalPublic | None:
+        """Return the principal of a token verified less than ``token_cache_seconds`` ago.
+
+        No database access and no argon2: callers on an event loop use it as the fast
+        path, and fall back to :meth:`authenticate` (blocking) when it returns None.
+
+        Returns:
+            The principal, or None if the token is not in the cache (or malformed).
+        """
+        if split_token(token) is None:
+            return None
+        principal_id = self.verifier.cached(token)
+        if principal_id is None:
+            return None
+        return self._principals.get(principal_id)
+
     def authenticate(self, token: str) -> PrincipalPublic:
         """Return the principal holding ``token``.
 
@@ -271,16 +352,18 @@ class Store:
         prefix = split_token(token)
         if prefix is None:
             raise denied
+        cached = self.cached_principal(token)
+        if cached is not None:
+            return cached
+        generation = self.verifier.generation
         principal_id = self.verifier.cached(token)
-        if principal_id is not None and principal_id in self._principals:
-            return self._principals[principal_id]
         with self.sessions() as s:
             if principal_id is None:
                 row = s.get(Token, prefix)
                 if row is None or row.revoked_at is not None:
                     self.hasher.hash("hmn_timing_equaliser")  # similar cost for unknown prefixes
                     raise denied
-                if not self.verifier.verify(token, row.hash, row.principal_id, prefix):
+                if not self.verifier.verify(token, row.hash, row.principal_id, prefix, generation):
                     raise denied
                 principal_id = row.principal_id
             p = s.get(Principal, principal_id)
@@ -445,32 +528,37 @@ class Store:
     def _job_public(self, s: Session, job: Job, owner_name: str | None = None) -> JobPublic:
         if owner_name is None:
             owner_name = s.scalar(select(Principal.name).where(Principal.id == job.owner_id)) or "?"
-        approvals = s.scalars(
-            select(Approval).where(Approval.job_id == job.id).order_by(Approval.node)
-        )
+        approvals = s.execute(_APPROVALS_OF_JOBS, {"job_ids": [job.id]}).all()
         has_result = job.state in TERMINAL_STATES and s.scalar(
             select(func.count()).select_from(Result).where(Result.job_id == job.id)
         )
-        return JobPublic(
-            id=job.id,
-            name=job.name,
-            kind=job.kind,
-            owner=owner_name,
-            state=job.state,  # type: ignore[arg-type]
-            reason=job.reason,
-            nodes=list(job.nodes),
-            min_nodes=job.min_nodes,
-            round=job.round,
-            rounds_total=job.rounds_total,
-            metrics=job.metrics or {},
-            submitted_at=_aware(job.submitted_at),
-            updated_at=_aware(job.updated_at),  # type: ignore[arg-type]
-            started_at=_aware(job.started_at),
-            finished_at=_aware(job.finished_at),
-            approvals=[_approval_public(a) for a in approvals],
-            has_result=bool(has_result),
-            held=bool(job.held),
-        )
+        return _job_model(job, owner_name, approvals, bool(has_result))
+
+    def _read_jobs(self, stmt: Any, params: dict[str, Any]) -> list[tuple[JobPublic, str]]:
+        """Run a :data:`_JOBS` query; return each job with its approvals and owner's id.
+
+        Two statements whatever the number of jobs (the jobs, then all their approvals),
+        through a plain connection: status reads skip the ORM's unit of work.
+        """
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt, params).all()
+            if not rows:
+                return []
+            by_job: dict[str, list[Any]] = {r.id: [] for r in rows}
+            for a in conn.execute(_APPROVALS_OF_JOBS, {"job_ids": list(by_job)}):
+                by_job[a.job_id].append(a)
+        return [
+            (
+                _job_model(
+                    r,
+                    r.owner or "?",
+                    by_job[r.id],
+                    bool(r.has_result) and r.state in TERMINAL_STATES,
+                ),
+                r.owner_id,
+            )
+            for r in rows
+        ]
 
     def get_job(self, job_id: str) -> tuple[JobPublic, str]:
         """Return a job and its owner's principal id.
@@ -478,11 +566,10 @@ class Store:
         Raises:
             NotFound: no such job.
         """
-        with self.sessions() as s:
-            job = s.get(Job, job_id)
-            if job is None:
-                raise NotFound(f"job_id: no job {job_id!r}", field="job_id")
-            return self._job_public(s, job), job.owner_id
+        found = self._read_jobs(_GET_JOB, {"job_id": job_id})
+        if not found:
+            raise NotFound(f"job_id: no job {job_id!r}", field="job_id")
+        return found[0]
 
     def job_spec(self, job_id: str) -> tuple[JobSpec, list[str]]:
         """Return a job's spec and the nodes it runs on (its approved nodes).
@@ -504,13 +591,12 @@ class Store:
         offset: int = 0,
     ) -> list[JobPublic]:
         """Return jobs, newest first, optionally one owner's or in one state."""
-        q = select(Job).order_by(Job.submitted_at.desc(), Job.id).limit(limit).offset(offset)
+        q = _JOBS.order_by(Job.submitted_at.desc(), Job.id).limit(limit).offset(offset)
         if owner_id is not None:
             q = q.where(Job.owner_id == owner_id)
         if state is not None:
             q = q.where(Job.state == state)
-        with self.sessions() as s:
-            return [self._job_public(s, j) for j in s.scalars(q).all()]
+        return [job for job, _ in self._read_jobs(q, {})]
 
     def node_jobs(
         self, node: str, status: str | None = None, include_finished: bool = False

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from coordinator.errors import Forbidden, Unauthorized
@@ -40,12 +41,24 @@ StoreDep = Annotated[Store, Depends(_store)]
 LifecycleDep = Annotated[Lifecycle, Depends(_lifecycle)]
 
 
-def _caller(
+async def _caller(
     store: StoreDep, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> PrincipalPublic:
+    """Return the principal holding the request's bearer token.
+
+    A token verified in the last ``token_cache_seconds`` is answered on the event loop
+    (a dictionary look-up); otherwise the argon2 verification and the database look-up
+    run in the thread pool, so they never block other requests.
+
+    Raises:
+        Unauthorized: no bearer token, or an invalid or revoked one.
+    """
     if creds is None or creds.scheme.lower() != "bearer":
         raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
-    return store.authenticate(creds.credentials)
+    cached = store.cached_principal(creds.credentials)
+    if cached is not None:
+        return cached
+    return await run_in_threadpool(store.authenticate, creds.credentials)
 
 
 Caller = Annotated[PrincipalPublic, Depends(_caller)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import inspect
 
+from coordinator.auth import TokenVerifier
 from coordinator.db import migrate
 from coordinator.errors import Conflict, InvalidSpec, NotFound, Unauthorized
 from coordinator.runner import RunResult
@@ -182,3 +183,79 @@ def test_cancel_finished_job_conflicts(store: Store) -> None:
     with pytest.raises(NotFound):
         store.cancel("nope", "aki")
     assert not store.start(job.id)
+
+
+def test_get_job_and_list_jobs_read_each_jobs_own_approvals_and_owner(store: Store) -> None:
+    researcher, _ = _setup(store, 3)
+    other, _ = store.create_principal(PrincipalCreate(name="ren", role="researcher"))
+    a = store.create_job(researcher, parse_job_spec(SPEC))
+    b = store.create_job(other, parse_job_spec({**SPEC, "nodes": ["n1", "n2"]}))
+    store.decide(a.id, "n2", DecisionCreate(outcome="approve"), "n2-admin")
+    store.decide(
+        b.id,
+        "n1",
+        DecisionCreate(outcome="reject", reasons=[DecisionReason(code="x", message="no")]),
+        "n1-admin",
+    )
+    got_a, owner_a = store.get_job(a.id)
+    got_b, owner_b = store.get_job(b.id)
+    assert (owner_a, owner_b) == (researcher.id, other.id)
+    assert (got_a.owner, got_b.owner) == ("aki", "ren")
+    assert [(x.node, x.status) for x in got_a.approvals] == [
+        ("n0", "pending"),
+        ("n1", "pending"),
+        ("n2", "approved"),
+    ]
+    assert [(x.node, x.status) for x in got_b.approvals] == [("n1", "rejected"), ("n2", "pending")]
+    assert got_b.approvals[0].reasons[0].message == "no" and got_b.approvals[0].decided_by
+    assert all(x.job_id == b.id for x in got_b.approvals)
+    listed = {j.id: j for j in store.list_jobs()}
+    assert listed == {a.id: got_a, b.id: got_b}
+    assert [j.id for j in store.list_jobs(owner_id=other.id)] == [b.id]
+    assert store.list_jobs(owner_id=other.id, state="succeeded") == []
+    with pytest.raises(NotFound):
+        store.get_job("no-such-job")
+
+
+def test_cached_principal_only_for_a_verified_token(store: Store) -> None:
+    p, tok = store.create_principal(PrincipalCreate(name="op", role="operator"))
+    assert store.cached_principal(tok.token) is None  # not verified yet
+    assert store.cached_principal("hmn_" + tok.prefix + "_" + "x" * 43) is None
+    assert store.authenticate(tok.token).id == p.id
+    cached = store.cached_principal(tok.token)
+    assert cached is not None and cached.id == p.id
+    store.revoke_token(tok.prefix)
+    assert store.cached_principal(tok.token) is None
+    with pytest.raises(Unauthorized):
+        store.authenticate(tok.token)
+
+
+def test_token_revoked_by_another_process_stops_working_after_the_cache_period(
+    store: Store,
+) -> None:
+    now = [0.0]
+    ttl = 60.0
+    mine = Store(store.engine, store.hasher, TokenVerifier(store.hasher, ttl, lambda: now[0]))
+    other = Store(store.engine, store.hasher, TokenVerifier(store.hasher, ttl, lambda: now[0]))
+    p, tok = mine.create_principal(PrincipalCreate(name="op", role="operator"))
+    assert mine.authenticate(tok.token).id == p.id
+    other.revoke_token(tok.prefix)  # another worker: it cannot clear this process's cache
+    with pytest.raises(Unauthorized):
+        other.authenticate(tok.token)
+    now[0] = ttl - 1
+    assert mine.authenticate(tok.token).id == p.id  # still remembered within the period
+    now[0] = ttl + 1
+    with pytest.raises(Unauthorized):
+        mine.authenticate(tok.token)
+
+
+def test_verification_racing_a_revocation_is_not_cached(store: Store) -> None:
+    p, tok = store.create_principal(PrincipalCreate(name="op", role="operator"))
+    verifier = store.verifier
+    generation = verifier.generation  # read before the token row, as authenticate does
+    token_hash = store.hasher.hash(tok.token)
+    verifier.forget(prefix="someone-else")  # any revocation between the read and the check
+    assert verifier.verify(tok.token, token_hash, p.id, tok.prefix, generation)
+    assert verifier.cached(tok.token) is None
+    assert verifier.verify(tok.token, token_hash, p.id, tok.prefix, verifier.generation)
+    assert verifier.cached(tok.token) == p.id
