@@ -276,6 +276,7 @@ def make_workflow(settings: SecAggSettings) -> Any:
 
         def __call__(self, grid: Grid, context: LegacyContext) -> None:
             state = WorkflowState()
+            shared: set[int] = set()
             steps = (
                 ("setup", self.setup_stage),
                 ("share keys", self.share_keys_stage),
@@ -283,6 +284,13 @@ def make_workflow(settings: SecAggSettings) -> Any:
                 ("unmask", self.unmask_stage),
             )
             for name, step in steps:
+                if name == "unmask":
+                    # Flower asks the survivors for the key shares of every sampled node
+                    # that is not active, but a node lost before its shares were forwarded
+                    # (setup or share keys) never entered anyone's mask and left no shares:
+                    # asking for them fails the round for everyone (a KeyError on each
+                    # node). Only the nodes whose shares went out can be dropouts.
+                    state.sampled_node_ids = set(shared)
                 if not step(grid, context, state):
                     raise SecureAggregationHalted(
                         name,
@@ -290,6 +298,8 @@ def make_workflow(settings: SecAggSettings) -> Any:
                         len(state.nid_to_proxies),
                         [_node_error(f) for f in state.failures],
                     )
+                if name == "share keys":
+                    shared = set(state.active_node_ids)
 
     k, t = settings.shares, settings.threshold
     everyone = k >= settings.n_nodes
