@@ -15,18 +15,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "deployment"))
 sys.path.insert(0, str(ROOT))
 
 import fleet  # noqa: E402
+
+from federation.deploy_trace import TRACE_ENV  # noqa: E402
 
 NAMES = ["n1", "n2", "n3"]
 
@@ -40,6 +44,69 @@ def _stats(starts: float, marks: list[float]) -> dict[str, float]:
         "total_s": round(marks[-1] - starts, 2),
         "rounds_seen": len(marks),
     }
+
+
+def breakdown(trace: Path) -> dict[str, dict[str, float]]:
+    """Sum a deployment run's trace (see :mod:`federation.deploy_trace`) per SecAgg+ stage.
+
+    Per exchange (the ServerApp pushes one message per node and waits for the replies):
+    ``exchange_s`` push to last reply; ``server_push_s`` pushing the messages;
+    ``to_executor_s`` push start to a node's executor acquiring the task (SuperNode poll
+    and its pull of the message); ``child_pull_s`` the forked child pulling its task
+    input (waits for objects still on their way); ``app_s`` the node's ClientApp (gate,
+    data, training); ``child_s`` the child's whole life; ``tail_s`` last child done to
+    the server holding every reply. Means over exchanges of that stage (and nodes).
+
+    Returns:
+        stage -> figure -> seconds (rounded), plus ``n`` exchanges.
+    """
+    events = sorted(
+        (json.loads(line) for line in trace.read_text().splitlines() if line.strip()),
+        key=lambda e: e["t"],
+    )
+    exchanges: list[tuple[float, float, list[dict]]] = []
+    start, inside = None, []
+    for ev in events:
+        if ev["event"] == "server.push.start":
+            start, inside = ev["t"], []
+        elif ev["event"] == "server.replies" and start is not None:
+            exchanges.append((start, ev["t"], inside))
+            start = None
+        elif start is not None:
+            inside.append(ev)
+    rows: dict[str, dict[str, list[float]]] = {}
+    for begin, end, evs in exchanges:
+        by_pid: dict[int, dict[str, float]] = {}
+        for ev in evs:
+            by_pid.setdefault(ev["pid"], {})[ev["event"]] = ev["t"]
+        stage = next((ev.get("stage") for ev in evs if ev["event"] == "app.call"), "?")
+        row = rows.setdefault(str(stage), {})
+
+        def add(key: str, value: float, row: dict[str, list[float]] = row) -> None:
+            row.setdefault(key, []).append(value)
+
+        add("exchange_s", end - begin)
+        for ev in evs:
+            if ev["event"] == "server.push.end":
+                add("server_push_s", ev["t"] - begin)
+            if ev["event"] == "executor.acquired":
+                add("to_executor_s", ev["t"] - begin)
+        ends = []
+        for marks in by_pid.values():
+            if "child.pull_task_input.end" in marks:
+                add("child_pull_s", marks["child.pull_task_input.end"] - marks["child.start"])
+            if "app.done" in marks:
+                add("app_s", marks["app.done"] - marks["app.call"])
+            if "child.end" in marks:
+                add("child_s", marks["child.end"] - marks["child.start"])
+                ends.append(marks["child.end"])
+        if ends:
+            add("tail_s", end - max(ends))
+    out: dict[str, dict[str, float]] = {}
+    for stage, figures in rows.items():
+        out[stage] = {k: round(statistics.mean(v), 3) for k, v in figures.items()}
+        out[stage]["n"] = len(figures["exchange_s"])
+    return out
 
 
 def embedded(folder: Path, rounds: int) -> dict[str, float]:
@@ -64,7 +131,9 @@ def embedded(folder: Path, rounds: int) -> dict[str, float]:
     return _stats(started, marks)
 
 
-def deployment(folder: Path, rounds: int, *, warm: bool, fast_poll: bool) -> dict[str, float]:
+def deployment(
+    folder: Path, rounds: int, *, warm: bool, fast_poll: bool, trace: Path | None = None
+) -> dict[str, Any]:
     from coordinator.deployment_runner import DeploymentRunner
     from federation.deployment import LocalDeployment
 
@@ -73,6 +142,8 @@ def deployment(folder: Path, rounds: int, *, warm: bool, fast_poll: bool) -> dic
     job_id = f"bench-dep-{int(warm)}{int(fast_poll)}"
     fleet.accept(nodes, job, job_id)
     t0 = time.monotonic()
+    if trace is not None:
+        os.environ[TRACE_ENV] = str(trace)
     dep = LocalDeployment(
         folder / f"dep-{int(warm)}{int(fast_poll)}", warm=warm, fast_poll=fast_poll
     ).start()
@@ -95,14 +166,20 @@ def deployment(folder: Path, rounds: int, *, warm: bool, fast_poll: bool) -> dic
         )
     finally:
         dep.stop()
+        os.environ.pop(TRACE_ENV, None)
     assert result.status == "succeeded", result.reason
-    return {**_stats(started, marks), "processes_startup_s": round(startup, 2)}
+    out: dict[str, Any] = {**_stats(started, marks), "processes_startup_s": round(startup, 2)}
+    if trace is not None and trace.exists():
+        out["per_exchange"] = breakdown(trace)
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cold", action="store_true", help="also measure Flower's defaults")
+    parser.add_argument("--no-embedded", action="store_true", help="deployment only (no JSON)")
+    parser.add_argument("--trace", type=Path, help="keep the deployment's trace events here")
     args = parser.parse_args()
     out: dict[str, object] = {
         "nodes": len(NAMES),
@@ -111,10 +188,22 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        trace = args.trace or folder / "trace.jsonl"
+        trace.unlink(missing_ok=True)
+        if args.no_embedded:
+            print(
+                json.dumps(
+                    deployment(folder, args.rounds, warm=True, fast_poll=True, trace=trace),
+                    indent=1,
+                )
+            )
+            return
         out["embedded"] = emb = embedded(folder, args.rounds)
         print("embedded", emb, flush=True)
-        out["deployment"] = dep = deployment(folder, args.rounds, warm=True, fast_poll=True)
-        print("deployment (warm executor, fast poll)", dep, flush=True)
+        out["deployment"] = dep = deployment(
+            folder, args.rounds, warm=True, fast_poll=True, trace=trace
+        )
+        print("deployment (warm executor, fast poll)", json.dumps(dep, indent=1), flush=True)
         if args.cold:
             out["deployment_flower_defaults"] = cold = deployment(
                 folder, args.rounds, warm=False, fast_poll=False

@@ -39,18 +39,28 @@ from federation.pki import Pki, init_pki, node_key
 
 __all__ = [
     "FAST_POLL_S",
+    "FAST_PULL_BACKOFF_S",
     "LocalDeployment",
     "ManagedProcess",
+    "fast_object_pulls",
     "flower_env",
     "free_port",
     "node_config_arg",
     "start_superlink",
     "start_supernode",
     "wait_for_port",
+    "warm_up_training",
 ]
 
 #: Longest idle sleep of a SuperNode / executor poll with ``fast_poll`` (seconds).
 FAST_POLL_S = 0.2
+
+#: First wait of Flower's object pulls after "not yet available" with ``fast_poll`` (s).
+#: Flower waits 1 s, then 2, 4 ... up to 10 s: between the moment a message is announced
+#: and its content lands at the sender's side, which on a LAN takes milliseconds.
+FAST_PULL_BACKOFF_S = 0.02
+#: Longest wait between object pull attempts with ``fast_poll`` (seconds).
+FAST_PULL_BACKOFF_CAP_S = 0.5
 
 #: Modules a warm executor imports once, before forking a child per task.
 DEFAULT_PRELOAD = (
@@ -62,9 +72,38 @@ DEFAULT_PRELOAD = (
     "nodes.client_app",
     "nodes.enforcement",
     "nodes.flower_client",
+    "nodes.data_loading",
+    "nodes.cdm",
+    "policies",
+    "consent",
 )
 
+#: Longest sleep of a SuperNode's local waits (a reply from its ClientApp) with
+#: ``fast_poll``: these only read the SuperNode's own state, so they can be short.
+FAST_LOCAL_POLL_S = 0.05
+
 _BIN = Path(sys.executable).parent
+
+
+def fast_object_pulls(
+    initial: float = FAST_PULL_BACKOFF_S, cap: float = FAST_PULL_BACKOFF_CAP_S
+) -> None:
+    """Make this process's Flower object pulls retry after ``initial`` s (doubling to ``cap``).
+
+    Flower pulls a message's content object by object and, when an object is not there
+    yet, waits 1 s before asking again (``PULL_INITIAL_BACKOFF``): on a LAN that wait is
+    most of a SecAgg+ exchange. The defaults live in the signatures of
+    ``flwr.supercore.inflatable.inflatable_utils.pull_objects`` and
+    ``pull_and_inflate_object_from_tree``, which every caller (SuperNode, ClientApp,
+    ServerApp grid) shares, so they are changed there; the number of tries and the overall
+    time limit stay Flower's.
+    """
+    from flwr.supercore.inflatable import inflatable_utils
+
+    for fn in (inflatable_utils.pull_objects, inflatable_utils.pull_and_inflate_object_from_tree):
+        defaults = dict(fn.__kwdefaults__ or {})
+        defaults.update(initial_backoff=initial, backoff_cap=cap)
+        fn.__kwdefaults__ = defaults
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -273,12 +312,15 @@ def start_supernode(
     fast_poll: bool = True,
     warm: bool = True,
     preload: Sequence[str] = DEFAULT_PRELOAD,
+    torch_threads: int = 0,
 ) -> ManagedProcess:
     """Start node ``name``'s SuperNode against ``superlink`` (TLS + its private key).
 
     ``node_config`` reaches the ClientApp as ``context.node_config`` (``node-name`` is
     added). The call returns once the process runs; whether the SuperLink admitted it is
     seen in the SuperLink's node list (an unregistered key makes the SuperNode exit).
+    ``torch_threads`` (> 0) sets the warm executor's torch threads per task (several
+    nodes on one machine: 1, or tasks running side by side oversubscribe the cores).
 
     Returns:
         The SuperNode process (``extra`` holds its warm executor).
@@ -329,6 +371,8 @@ def start_supernode(
             str(proc.pid),
             "--preload",
             ",".join(preload),
+            "--torch-threads",
+            str(torch_threads),
         ]
         managed.extra.append(
             _spawn(exec_cmd, env, data_dir / "logs" / f"{name}.executor.log", data_dir)
@@ -400,6 +444,7 @@ class LocalDeployment:
             private_key=private_key,
             fast_poll=self.fast_poll,
             warm=self.warm,
+            torch_threads=1,
         )
         self.nodes[name] = proc
         return proc
@@ -447,16 +492,50 @@ class LocalDeployment:
 
 # -- launchers (python -m federation.deployment supernode|executor ...) ------------------
 class _CappedTime:
-    """The ``time`` module with ``sleep`` capped, for Flower's hard-wired poll sleeps."""
+    """The ``time`` module with ``sleep`` capped, for Flower's hard-wired poll sleeps.
 
-    def __init__(self, cap: float) -> None:
-        self._cap = cap
+    Sleeps of a second or more (the idle poll of the SuperLink) are capped at ``cap``;
+    shorter ones (local waits for a ClientApp's reply or an object) at ``local_cap``.
+    """
+
+    def __init__(self, cap: float, local_cap: float) -> None:
+        self._cap, self._local_cap = cap, local_cap
 
     def __getattr__(self, name: str) -> Any:
         return getattr(time, name)
 
     def sleep(self, seconds: float) -> None:
-        time.sleep(min(seconds, self._cap))
+        time.sleep(min(seconds, self._cap if seconds >= 1.0 else self._local_cap))
+
+
+def warm_up_training() -> None:
+    """Run one tiny DP-SGD step so lazy imports and first-call set-up happen now.
+
+    torch builds its optimiser machinery (``torch._dynamo``) on the first optimiser
+    created in a process and Opacus its grad samplers and accountants on first use: about
+    1 s (3 s on a loaded machine) that a forked child would otherwise pay on every
+    training message. Nothing of a job or a node is touched.
+    """
+    import numpy as np
+
+    from federation.dp_training import epsilon_spent, plan_dp, train_local
+    from federation.models import build_model
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 2)), (rng.random(64) > 0.5).astype(np.float64)
+    plan = plan_dp(64, 16, 1, 2, 1.0, 1e-5)
+    train_local(
+        build_model("logreg", 2),
+        x,
+        y,
+        plan,
+        max_grad_norm=1.0,
+        learning_rate=0.1,
+        batch_size=16,
+        local_epochs=1,
+        seed=0,
+    )
+    epsilon_spent(plan, 1)
 
 
 def _run_supernode(argv: list[str]) -> None:
@@ -464,7 +543,9 @@ def _run_supernode(argv: list[str]) -> None:
     from flwr.supernode import start_client_internal
     from flwr.supernode.cli.flower_supernode import flower_supernode
 
-    start_client_internal.time = _CappedTime(FAST_POLL_S)  # type: ignore[assignment]
+    capped = _CappedTime(FAST_POLL_S, FAST_LOCAL_POLL_S)
+    start_client_internal.time = capped  # type: ignore[assignment]
+    fast_object_pulls()
     sys.argv = ["flower-supernode", *argv]
     flower_supernode()
 
@@ -479,16 +560,30 @@ def _run_executor(argv: list[str]) -> None:
     parser.add_argument("--parent-pid", type=int)
     parser.add_argument("--preload", default="")
     parser.add_argument("--poll", type=float, default=FAST_POLL_S / 4)
+    parser.add_argument("--torch-threads", type=int, default=0)
+    parser.add_argument("--no-warm-up", dest="warm_up", action="store_false")
     args = parser.parse_args(argv)
     for module in filter(None, args.preload.split(",")):
         importlib.import_module(module)
+    if args.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+    if args.warm_up:
+        warm_up_training()
+    fast_object_pulls()
     from flwr.proto.runtime_pb2 import AcquireTaskRequest
     from flwr.supercore.constant import TaskType
     from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
     from flwr.supercore.retry import make_simple_http_retry_invoker
     from flwr.supercore.runtime import RuntimeHttpClient
+    from flwr.supernode.runtime import run_clientapp as rc_module
     from flwr.supernode.runtime.run_clientapp import run_clientapp
 
+    from federation.deploy_trace import trace, tracing
+
+    if tracing():
+        _trace_run_clientapp(rc_module)
     client = RuntimeHttpClient.from_server_address(
         server_address=args.runtime_api_address,
         insecure=True,
@@ -515,9 +610,11 @@ def _run_executor(argv: list[str]) -> None:
             time.sleep(1.0)
             continue
         if res.HasField("task") and res.token:
+            trace("executor.acquired")
             pid = os.fork()
             if pid == 0:  # the child runs exactly one task, in its own process
                 code = 1
+                trace("child.start")
                 try:
                     run_clientapp(
                         runtime_api_address=args.runtime_api_address,
@@ -531,10 +628,31 @@ def _run_executor(argv: list[str]) -> None:
                 except SystemExit as exc:
                     code = int(exc.code or 0) if isinstance(exc.code, int | None) else 1
                 finally:
+                    trace("child.end", code=code)
                     os._exit(code)
             children.add(pid)
             continue
         time.sleep(args.poll)
+
+
+def _trace_run_clientapp(module: Any) -> None:
+    """Wrap the steps of Flower's ``run_clientapp`` with trace events (tracing only)."""
+    from federation.deploy_trace import trace
+
+    def wrap(name: str) -> None:
+        inner = getattr(module, name)
+
+        def traced(*args: Any, **kwargs: Any) -> Any:
+            trace(f"child.{name}.start")
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                trace(f"child.{name}.end")
+
+        setattr(module, name, traced)
+
+    for name in ("pull_task_input", "install_from_fab", "push_message", "push_task_output"):
+        wrap(name)
 
 
 def _main(argv: list[str]) -> None:
