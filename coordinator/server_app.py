@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -189,6 +189,9 @@ def _retrying(
 ) -> int:
     """Run one round's fit, retrying a halted secure aggregation up to the job's limit.
 
+    A retry leaves out the nodes that failed the halted attempt, as long as enough nodes
+    remain for the strategy (:func:`_leave_out`); they are sampled again next round.
+
     Returns:
         The number of attempts made.
 
@@ -196,17 +199,53 @@ def _retrying(
         SecureAggregationHalted: the round halted more often than ``max_retries`` allows.
     """
     retries = secagg.max_retries if secagg else 0
-    for attempt in range(retries + 1):
-        try:
-            fit(grid, legacy)
-        except SecureAggregationHalted as exc:
-            if attempt == retries:
-                raise
-            outcome.retried_rounds += 1
-            log.warning("round %d: %s; retrying (%d/%d)", server_round, exc, attempt + 1, retries)
-            continue
-        return attempt + 1
-    return retries + 1
+    left_out: list[Any] = []
+    try:
+        for attempt in range(retries + 1):
+            try:
+                fit(grid, legacy)
+            except SecureAggregationHalted as exc:
+                if attempt == retries:
+                    raise
+                outcome.retried_rounds += 1
+                log.warning(
+                    "round %d: %s; retrying (%d/%d)", server_round, exc, attempt + 1, retries
+                )
+                left_out += _leave_out(legacy, exc.dropped)
+                continue
+            return attempt + 1
+        return retries + 1
+    finally:
+        if left_out:
+            online = set(grid.get_node_ids())
+            for proxy in left_out:
+                if proxy.node_id in online:
+                    legacy.client_manager.register(proxy)
+
+
+def _leave_out(legacy: Any, node_ids: Sequence[int]) -> list[Any]:
+    """Take the nodes that failed a halted attempt out of sampling for the retry.
+
+    A killed SuperNode stays "online" at the SuperLink until it misses two heartbeats
+    (about a minute); sampling it again would halt every retry of the round. Nodes are
+    left out only while enough remain for the strategy's minimum.
+
+    Returns:
+        The client proxies left out (to be registered again after the round).
+    """
+    manager, strategy = legacy.client_manager, legacy.strategy
+    need = max(
+        int(getattr(strategy, "min_fit_clients", 0)),
+        int(getattr(strategy, "min_available_clients", 0)),
+    )
+    known = manager.all()
+    proxies = [known[str(n)] for n in node_ids if str(n) in known]
+    if not proxies or len(known) - len(proxies) < need:
+        return []
+    for proxy in proxies:
+        manager.unregister(proxy)
+        log.warning("node %s left out of the retry", proxy.node_id)
+    return proxies
 
 
 def _run_round(

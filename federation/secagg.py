@@ -40,11 +40,20 @@ MODULUS_RANGE = 2**32
 class SecureAggregationHalted(SecureAggregationError):
     """The SecAgg+ protocol stopped before unmasking; the round produced nothing."""
 
-    def __init__(self, stage: str, active: int, sampled: int, causes: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        stage: str,
+        active: int,
+        sampled: int,
+        causes: Sequence[str] = (),
+        dropped: Sequence[int] = (),
+    ) -> None:
         self.stage = stage
         self.active = active
         self.sampled = sampled
         self.causes = list(causes)
+        #: Flower node ids sampled for the round that failed or never answered.
+        self.dropped = sorted(dropped)
         detail = f" ({'; '.join(sorted(set(self.causes)))[:400]})" if self.causes else ""
         super().__init__(
             f"secure aggregation halted in stage {stage!r}: "
@@ -297,6 +306,7 @@ def make_workflow(settings: SecAggSettings) -> Any:
                         len(state.active_node_ids),
                         len(state.nid_to_proxies),
                         [_node_error(f) for f in state.failures],
+                        set(state.nid_to_proxies) - set(state.active_node_ids),
                     )
                 if name == "share keys":
                     shared = set(state.active_node_ids)

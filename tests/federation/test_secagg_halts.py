@@ -61,7 +61,7 @@ def _run(
     recorder, outcome = TrainingRecorder(), RunOutcome()
     app = build_training_server_app(
         initial=[np.zeros(3)],
-        n_nodes=N_NODES,
+        n_nodes=min_nodes,  # as the deployment ServerApp: sample all, wait for the minimum
         rounds=1,
         min_nodes=min_nodes,
         secagg=settings,
@@ -103,3 +103,12 @@ def test_node_lost_while_sharing_keys_is_left_out_and_the_round_completes(tmp_pa
     assert outcome.retried_rounds == 0
     assert recorder.rounds[0].n_train_total == 200  # two nodes of 100 records
     np.testing.assert_allclose(recorder.final_parameters[0], np.full(3, 0.1), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_retry_leaves_out_the_node_that_failed_while_enough_remain(tmp_path):
+    """A node that fails every attempt (dead, still listed online) is left out of the retry."""
+    outcome, recorder = _run(tmp_path, fail_times=10, max_retries=1, threshold=1.0, min_nodes=2)
+    assert outcome.status == "succeeded", outcome.reason
+    assert recorder.rounds[0].attempts == 2  # each round: one halt, then a retry without it
+    assert recorder.rounds[0].n_train_total == 200
