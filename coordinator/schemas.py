@@ -119,6 +119,11 @@ class NodePublic(NodeRegistration):
     name: str
     registered_at: datetime
     last_seen_at: datetime | None = None
+    supernode_online: bool | None = Field(
+        default=None,
+        description="Whether the node's SuperNode is connected to the SuperLink "
+        "(None: this coordinator runs no SuperLink, or it cannot be asked).",
+    )
 
 
 class JobSubmit(_Model):

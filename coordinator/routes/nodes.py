@@ -69,9 +69,17 @@ def register_supernode_key(
 
 
 @router.get("/nodes")
-def list_nodes(_: Caller, store: StoreDep) -> list[NodePublic]:
-    """List the registered nodes and the caps they publish."""
-    return store.list_nodes()
+def list_nodes(_: Caller, store: StoreDep, request: Request) -> list[NodePublic]:
+    """List the registered nodes, the caps they publish and whether their SuperNode is online."""
+    nodes = store.list_nodes()
+    engine = request.app.state.engine
+    if engine is None:
+        return nodes
+    try:
+        online = engine.online()
+    except Exception:  # noqa: BLE001 - the SuperLink is down: say unknown, do not fail the list
+        return nodes
+    return [n.model_copy(update={"supernode_online": online.get(n.name, False)}) for n in nodes]
 
 
 @router.put("/nodes/{name}/registration")
