@@ -275,3 +275,30 @@ def test_node_jobs_lists_only_its_jobs_and_decision_reasons(scripted) -> None:
     assert r.status_code == 200
     j = api.client.get(f"/jobs/{job['id']}", headers=api.h(t["r"])).json()
     assert j["state"] == "failed" and "admin_rejected" in j["reason"]
+
+
+def test_status_reads_with_a_cached_token_keep_roles_revocation_and_fresh_state(
+    api: Api, world: dict[str, str]
+) -> None:
+    mine = api.h(world["researcher"])
+    job = api.client.post("/jobs", json={"spec": SPEC}, headers=mine).json()
+    first = api.client.get(f"/jobs/{job['id']}", headers=mine)  # verifies, then caches
+    assert first.status_code == 200 and first.json()["approvals"][0]["status"] == "pending"
+    r = api.client.post(
+        f"/nodes/n0/jobs/{job['id']}/decision",
+        json={"outcome": "approve"},
+        headers=api.h(world["admin0"]),
+    )
+    assert r.status_code == 200, r.text
+    again = api.client.get(f"/jobs/{job['id']}", headers=mine).json()  # cached token
+    assert [(a["node"], a["status"]) for a in again["approvals"]] == [
+        ("n0", "approved"),
+        ("n1", "pending"),
+    ]
+    # A cached node admin still has no researcher role; another researcher no access.
+    assert api.client.get(f"/jobs/{job['id']}", headers=api.h(world["admin0"])).status_code == 403
+    assert api.client.get(f"/jobs/{job['id']}", headers=api.h(world["other"])).status_code == 403
+    prefix = world["researcher"].split("_")[1]
+    assert api.client.delete(f"/tokens/{prefix}", headers=api.h(api.operator)).status_code == 200
+    r = api.client.get(f"/jobs/{job['id']}", headers=mine)
+    assert r.status_code == 401 and r.json()["code"] == "unauthorized"
