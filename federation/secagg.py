@@ -21,7 +21,8 @@ import numpy as np
 from federation.errors import SecureAggregationError, ValueRangeError
 
 if TYPE_CHECKING:
-    from flwr.server import Grid, LegacyContext
+    from flwr.app import Context
+    from flwr.server import Grid
 
 __all__ = [
     "MODULUS_RANGE",
@@ -277,13 +278,16 @@ def make_workflow(settings: SecAggSettings) -> Any:
     Returns:
         A callable ``(grid, context) -> None`` for one round.
     """
+    from flwr.server import LegacyContext
     from flwr.server.workflow import SecAggPlusWorkflow
     from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
 
-    class _RaisingSecAggPlusWorkflow(SecAggPlusWorkflow):  # type: ignore[misc]
+    class _RaisingSecAggPlusWorkflow(SecAggPlusWorkflow):
         """Flower's SecAgg+ workflow whose halt raises instead of returning quietly."""
 
-        def __call__(self, grid: Grid, context: LegacyContext) -> None:
+        def __call__(self, grid: Grid, context: Context) -> None:
+            if not isinstance(context, LegacyContext):
+                raise TypeError("the SecAgg+ workflow runs in a LegacyContext")
             state = WorkflowState()
             shared: set[int] = set()
             steps = (
@@ -306,7 +310,7 @@ def make_workflow(settings: SecAggSettings) -> Any:
                         len(state.active_node_ids),
                         len(state.nid_to_proxies),
                         [_node_error(f) for f in state.failures],
-                        set(state.nid_to_proxies) - set(state.active_node_ids),
+                        sorted(set(state.nid_to_proxies) - set(state.active_node_ids)),
                     )
                 if name == "share keys":
                     shared = set(state.active_node_ids)
