@@ -160,6 +160,17 @@ def serve(config: ConfigOpt) -> None:
             supervisor.check_files()
     stop = threading.Event()
     install_stop_signals(stop)
+    admin = None
+    if cfg.admin is not None:
+        from nodes.admin_api import create_admin_app, serve_admin
+
+        app_ = create_admin_app(service, supervisor.status if supervisor else None)
+        with _errors():
+            admin = serve_admin(app_, cfg.admin.host, cfg.admin.port, stop)
+        typer.echo(
+            f"node {cfg.name}: admin API and console on "
+            f"http://{cfg.admin.host}:{cfg.admin.port}/console/"
+        )
     typer.echo(f"node {cfg.name}: polling {cfg.coordinator_url} every {cfg.poll_interval:g} s")
     try:
         if supervisor is not None:
@@ -167,6 +178,9 @@ def serve(config: ConfigOpt) -> None:
             typer.echo(f"node {cfg.name}: SuperNode towards {cfg.supernode.superlink}")  # type: ignore[union-attr]
         service.serve(stop, tick=supervisor.check if supervisor else None)
     finally:
+        stop.set()
         if supervisor is not None:
             supervisor.stop()
+        if admin is not None:
+            admin.join(timeout=10)
     typer.echo("stopped")

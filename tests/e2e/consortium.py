@@ -54,6 +54,7 @@ class Consortium:
     services: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     tokens: dict[str, Path] = field(default_factory=dict)
     nodes: dict[str, tuple[Path, Path]] = field(default_factory=dict)
+    admin_ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def pki(self) -> Pki:
@@ -140,7 +141,9 @@ class Consortium:
             "[node.supernode]\n"
             f'superlink = "127.0.0.1:{self.superlink_port}"\n'
             f'pki_dir = "{self.root / "nodepki" / name}"\n'
-            "restart_after = 1.0\n"
+            "restart_after = 1.0\n\n"
+            "[node.admin]\n"
+            f"port = {self.admin_ports.setdefault(name, free_port())}\n"
         )
         return path
 
