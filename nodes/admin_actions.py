@@ -104,6 +104,11 @@ def _coordinator() -> Iterator[None]:
         raise _from_service_error(exc) from None
 
 
+def _code(code: str) -> str:
+    """A reason code as the wire model accepts it (``[a-z0-9_]{1,64}``)."""
+    return re.sub(r"[^a-z0-9_]", "_", code.lower())[:64] or "reason"
+
+
 def _purpose(spec: JobSpec) -> PurposePublic:
     p = spec.purpose
     return PurposePublic(
@@ -187,8 +192,13 @@ class NodeAdmin:
             return WaitingJob(
                 **base, purpose=PurposePublic(), policy_outcome="invalid", reasons=[reason]
             )
-        cohort = self._cohort(spec)
-        decision = self.service.point.review(spec, job.id, cohort_size=cohort)
+        from policies.errors import PolicyError
+
+        try:
+            cohort = self._cohort(spec)
+            decision = self.service.point.review(spec, job.id, cohort_size=cohort)
+        except (OSError, PolicyError) as exc:
+            raise AdminError(409, "policy_invalid", f"policy: {exc}", "policy") from None
         return WaitingJob(
             **base,
             kind=spec.kind,
@@ -202,7 +212,7 @@ class NodeAdmin:
             subjects_after_consent=cohort,
             policy_outcome=decision.outcome,
             reasons=[
-                DecisionReason(code=r.code[:64], message=r.message[:2000] or r.code)
+                DecisionReason(code=_code(r.code), message=r.message[:2000] or r.code)
                 for r in decision.reasons
             ],
         )

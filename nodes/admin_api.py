@@ -20,7 +20,7 @@ import ipaddress
 import secrets
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import uvicorn
@@ -91,7 +91,7 @@ def _error(exc: AdminError) -> JSONResponse:
     return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
-def _field(loc: tuple[Any, ...] | list[Any]) -> str:
+def _field(loc: Sequence[Any]) -> str:
     parts = [str(p) for p in loc]
     if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
         parts = parts[1:] or parts[:1]

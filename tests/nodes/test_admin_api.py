@@ -278,3 +278,14 @@ def test_serve_admin_listens_on_loopback_only_until_stopped(admin_world) -> None
         stop.set()
         server.join(10)
     assert not server.is_alive()
+
+
+def test_a_broken_policy_file_is_409_naming_the_policy(admin_world) -> None:
+    w = admin_world
+    w.submit()
+    w.service.poll_once()
+    w.point.state.policy_path.write_text("max_epsilon_per_job = 'lots'\n")
+    for path in ("/policy", "/jobs/waiting"):
+        r = w.api.get(path, headers=w.h())
+        assert r.status_code == 409, (path, r.text)
+        assert r.json()["code"] == "policy_invalid" and r.json()["field"] == "policy"
