@@ -137,6 +137,9 @@ def test_console_budget_policy_and_ledger(admin_world) -> None:
     bad = client.get("/console/budget?at=yesterday")
     assert bad.status_code == 422 and 'id="at-error"' in bad.text
 
+    for path in ("/console/jobs", "/console/budget", "/console/policy", "/console/ledger"):
+        html = client.get(path).text  # works offline: nothing loads from another origin
+        assert not re.search(r'(src|href)="(https?:)?//', html), path
     policy = client.get("/console/policy")
     assert policy.status_code == 200 and "<code>manual</code>" in policy.text
 
