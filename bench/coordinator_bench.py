@@ -79,12 +79,14 @@ def _postgres_database(admin_url: str) -> Iterator[str]:
 
 
 @contextmanager
-def _server(data_dir: Path, database_url: str | None) -> Iterator[tuple[str, str, int]]:
+def _server(
+    data_dir: Path, database_url: str | None, access_log: bool = False
+) -> Iterator[tuple[str, str, int]]:
     """Start ``coordinator serve``; yield its URL, the bootstrap operator's token, its pid."""
     from coordinator.api import bootstrap_operator, open_store
     from coordinator.settings import load_settings
 
-    env = {**os.environ, "HAMANASU_ACCESS_LOG": "false"}
+    env = {**os.environ, "HAMANASU_ACCESS_LOG": str(access_log).lower()}
     env.pop("HAMANASU_CONFIG", None)
     if database_url:
         env["HAMANASU_DATABASE_URL"] = database_url
@@ -266,7 +268,7 @@ def bench_backend(backend: str, args: argparse.Namespace) -> list[dict[str, Any]
             db_url = stack.enter_context(
                 _postgres_database(args.postgres) if backend == "postgres" else _nullctx()
             )
-            url, op, pid = stack.enter_context(_server(tmp, db_url))
+            url, op, pid = stack.enter_context(_server(tmp, db_url, args.access_log))
             token, ids = _consortium(url, op)
             if args.hold:
                 print(f"serving {url}  token {token}  job {ids[0]}  (Ctrl-C ends)", flush=True)
@@ -315,6 +317,7 @@ def main() -> None:
     ap.add_argument("--postgres", default=os.environ.get("HAMANASU_TEST_POSTGRES_URL", DEFAULT_PG))
     ap.add_argument("--load", choices=("wrk", "httpx"), default=None)
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--access-log", action="store_true", help="serve with uvicorn's access log on")
     ap.add_argument("--hold", action="store_true", help="set up one server and keep it (profiling)")
     args = ap.parse_args()
     if args.load is None:
@@ -325,13 +328,15 @@ def main() -> None:
         return
     out: dict[str, Any] = {
         "what": "GET /jobs/{id} (status with 3 approvals) by a researcher with a bearer token; "
-        "hamanasu coordinator serve (uvicorn, 1 worker, access log off) in its own process",
+        f"hamanasu coordinator serve (uvicorn, 1 worker, access log {'on' if args.access_log else 'off'}) "
+        "in its own process",
         "load_generator": (
             f"wrk, 1 thread, {args.clients} keep-alive connections (own process)"
             if args.load == "wrk"
             else f"httpx asyncio, {args.clients} connections (own process)"
         ),
         "workers": 1,
+        "access_log": args.access_log,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "clients": args.clients,
