@@ -160,9 +160,9 @@ def _check_entries(
                 f"entry {expected} is missing (the next stored entry has index {idx})",
                 last_index=idx - 1 if idx > expected else expected,
             )
-        data = bytes(data)
+        data = _blob(data, idx, "entry bytes")
         computed = sha256(b"\x00" + data).digest()
-        if computed != bytes(leaf):
+        if computed != _blob(leaf, idx, "leaf hash"):
             raise LedgerVerificationError(idx, "entry bytes do not match their stored leaf hash")
         try:
             if check_canonical:
@@ -200,9 +200,21 @@ def _check_entries(
     return leaves, kinds
 
 
+def _blob(value: object, index: int, what: str) -> bytes:
+    """Return a stored BLOB cell as bytes.
+
+    Raises:
+        LedgerVerificationError: the cell is not a BLOB (the file was edited by hand).
+    """
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise LedgerVerificationError(index, f"{what} of entry {index} is not stored as bytes")
+
+
 def _check_nodes(db: sqlite3.Connection, levels: list[list[bytes]]) -> None:
     for level, pos, h in db.execute("SELECT level, pos, hash FROM nodes ORDER BY level, pos"):
-        if level >= len(levels) or pos >= len(levels[level]) or levels[level][pos] != bytes(h):
+        stored = _blob(h, pos << level, "Merkle node")
+        if level >= len(levels) or pos >= len(levels[level]) or levels[level][pos] != stored:
             lo = pos << level
             raise LedgerVerificationError(
                 lo,

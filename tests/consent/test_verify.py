@@ -247,3 +247,10 @@ def test_missing_or_foreign_files_fail_cleanly(tmp_path: Path, node_key: Ed25519
     (tmp_path / "x.db").write_bytes(b"not sqlite at all" * 100)
     with pytest.raises(LedgerVerificationError, match="not a readable ledger"):
         verify_ledger(tmp_path / "x.db", node_key.public_key())
+
+
+def test_an_entry_rewritten_as_text_is_located(built: Path, node_key: Ed25519PrivateKey) -> None:
+    text = _column(built, "data", 2).decode()
+    tamper(built)("UPDATE entries SET data = ? WHERE idx = 2", (text,))
+    err = _fails(built, node_key)
+    assert err.index == 2 and "not stored as bytes" in str(err)
