@@ -55,7 +55,9 @@ def breakdown(trace: Path) -> dict[str, dict[str, float]]:
     and its pull of the message); ``child_pull_s`` the forked child pulling its task
     input (waits for objects still on their way); ``app_s`` the node's ClientApp (gate,
     data, training); ``child_s`` the child's whole life; ``tail_s`` last child done to
-    the server holding every reply. Means over exchanges of that stage (and nodes).
+    the server holding every reply, split into the SuperNodes pushing the replies to the
+    SuperLink (``tail_supernode_push_s``) and the ServerApp noticing and pulling them
+    (``tail_server_pull_s``). Means over exchanges of that stage (and nodes).
 
     Returns:
         stage -> figure -> seconds (rounded), plus ``n`` exchanges.
@@ -102,6 +104,10 @@ def breakdown(trace: Path) -> dict[str, dict[str, float]]:
                 ends.append(marks["child.end"])
         if ends:
             add("tail_s", end - max(ends))
+            pushed = [e["t"] for e in evs if e["event"] == "supernode._push_messages.end"]
+            if pushed:
+                add("tail_supernode_push_s", max(pushed) - max(ends))
+                add("tail_server_pull_s", end - max(pushed))
     out: dict[str, dict[str, float]] = {}
     for stage, figures in rows.items():
         out[stage] = {k: round(statistics.mean(v), 3) for k, v in figures.items()}

@@ -17,7 +17,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,12 @@ class DeploymentRunner:
         max_records: an upper bound of any node's training-set size (SecAgg+'s
             ``max_weight``) when the spec does not set ``secure_aggregation.max_weight``;
             an int, or a callable ``(job, nodes) -> int``.
+        declared_ranges: ``domain -> {column: (low, high)}``, the common data model's
+            public ranges (statistics and GLM jobs scale by them; the coordinator does not
+            import the nodes' data model, so whoever wires the runner passes it). Without
+            it, jobs must carry their own bounds (``stats.bounds``, ``glm.bounds``).
+        min_cell_count: the cell floor of statistics releases beyond the job's own (the
+            highest of the nodes' policies); an int, or a callable ``(job, nodes) -> int``.
         start_timeout: seconds to wait for the job's SuperNodes to be online.
         run_timeout: seconds a run may take before it is stopped (None: no limit).
         poll: seconds between status checks.
@@ -54,12 +60,15 @@ class DeploymentRunner:
         results_dir: Path,
         *,
         max_records: int | Callable[[JobSpec, Sequence[str]], int] = 0,
+        declared_ranges: Callable[[str], Mapping[str, tuple[float, float]]] | None = None,
+        min_cell_count: int | Callable[[JobSpec, Sequence[str]], int] = 0,
         start_timeout: float = 120.0,
         run_timeout: float | None = None,
         poll: float = 0.5,
     ) -> None:
         self.superlink, self.ca_cert, self.results_dir = superlink, Path(ca_cert), Path(results_dir)
         self.max_records = max_records
+        self.declared_ranges, self.min_cell_count = declared_ranges, min_cell_count
         self.start_timeout, self.run_timeout, self.poll = start_timeout, run_timeout, poll
         self.last_run_id: int | None = None
 
@@ -113,6 +122,16 @@ class DeploymentRunner:
                     if callable(self.max_records)
                     else self.max_records
                 )
+                floor = (
+                    self.min_cell_count(job, list(ids))
+                    if callable(self.min_cell_count)
+                    else self.min_cell_count
+                )
+                ranges = (
+                    {k: list(v) for k, v in self.declared_ranges(job.domain).items()}
+                    if self.declared_ranges is not None
+                    else {}
+                )
                 run_id = ctl.start_run(
                     {
                         "job-spec": json.dumps(job.model_dump(mode="json")),
@@ -124,6 +143,8 @@ class DeploymentRunner:
                         "progress-file": str(progress_path),
                         "model-file": str(model_path),
                         "start-timeout": float(self.start_timeout),
+                        "declared-ranges": json.dumps(ranges) if ranges else "",
+                        "min-cell-count": int(floor),
                     }
                 )
                 self.last_run_id = run_id
@@ -133,6 +154,8 @@ class DeploymentRunner:
             raise
         except (FlowerControlError, RuntimeError, TimeoutError) as exc:
             return RunResult("failed", str(exc))
+        if job.kind != "train":
+            return self._sum_result(job, report_path, info, list(ids), on_progress)
         return self._result(job, report_path, model_path, info)
 
     def _follow(
@@ -175,6 +198,42 @@ class DeploymentRunner:
                 ctl.stop_run(run_id)
                 raise TimeoutError(f"Flower run {run_id} stopped after {self.run_timeout:g} s")
             time.sleep(self.poll)
+
+    def _sum_result(
+        self,
+        job: JobSpec,
+        report_path: Path,
+        info: Any,
+        nodes: list[str],
+        on_progress: Callable[[RoundProgress], None],
+    ) -> RunResult:
+        """Turn a ``stats`` / ``glm`` report into a :class:`RunResult` (as the embedded one).
+
+        Progress is reported once, at the end, with the rounds the job took; the report's
+        ``nodes`` are the nodes' names. No plot is drawn here (the coordinator does not
+        import the plotting of the ``hamanasu`` CLI).
+        """
+        if not report_path.exists():
+            why = info.details or info.sub_status or "no report"
+            return RunResult(
+                "failed",
+                f"Flower run {info.run_id} ended {info.sub_status or 'without a report'}: {why}",
+            )
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        report["nodes"] = nodes
+        rounds = report.get("rounds")
+        total = rounds if isinstance(rounds, int) else 1
+        on_progress(RoundProgress(round=total, rounds_total=total, metrics={}))
+        eps: dict[str, float] = {}
+        if job.privacy is not None and report.get("dp"):
+            eps = {n: float(report["dp"]["epsilon_charged_per_node"]) for n in nodes}
+        status = "succeeded" if report.get("status") == "succeeded" else "failed"
+        return RunResult(
+            status,
+            report.get("reason") or f"{job.kind} released",
+            report=report,
+            epsilon_by_node=eps,
+        )
 
     def _result(self, job: JobSpec, report_path: Path, model_path: Path, info: Any) -> RunResult:
         """Turn the ServerApp's report (or its absence) into a :class:`RunResult`."""

@@ -12,11 +12,17 @@ the run (:mod:`coordinator.flower_control`):
 * ``results-file``: where the report JSON is written (Flower discards the server context,
   so this file, in the platform's store, is the run's result); ``progress-file``: JSON
   lines, one per round, as rounds finish; ``model-file``: the final parameters (``.npz``);
-* ``start-timeout``: seconds to wait for the job's nodes to come online.
+* ``start-timeout``: seconds to wait for the job's nodes to come online;
+* ``declared-ranges``: the data model's public (low, high) per numeric column, as JSON
+  (statistics and GLM jobs scale by them); ``min-cell-count``: the highest cell floor of
+  the job's nodes' policies (statistics releases suppress below it).
 
 It delegates the rounds to :func:`coordinator.server_app.build_training_server_app` (our
-round driver with SecAgg+ retries). A run below the job's minimum of live nodes ends
-``failed`` with that reason instead of waiting for nodes that will not come back.
+round driver with SecAgg+ retries) for ``train`` jobs, and to
+:func:`coordinator.server_app.build_sum_server_app` with the server half of
+:mod:`federation.analytics.sum_jobs` for ``stats`` and ``glm`` jobs. A run below the
+job's minimum of live nodes ends ``failed`` with that reason instead of waiting for
+nodes that will not come back.
 """
 
 from __future__ import annotations
@@ -51,7 +57,9 @@ RUN_CONFIG_DEFAULTS: dict[str, str | int | float] = {
     "progress-file": "",
     "model-file": "",
     "start-timeout": 120.0,
-    "poll-interval": 0.2,
+    "poll-interval": 0.05,
+    "declared-ranges": "",
+    "min-cell-count": 0,
 }
 
 
@@ -59,7 +67,8 @@ class _JobGrid:
     """The run's grid restricted to the job's nodes, polling replies every ``poll`` seconds.
 
     Flower's HTTP grid waits 3 s between polls for replies; SecAgg+ makes four exchanges a
-    round, so a short interval matters on a LAN. Everything else is delegated.
+    round, so a short interval matters on a LAN (a poll is one small request to the
+    SuperLink on the same machine). Everything else is delegated.
     """
 
     def __init__(self, grid: Grid, node_ids: set[int] | None, poll: float) -> None:
@@ -75,7 +84,11 @@ class _JobGrid:
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
+        from federation.deploy_trace import trace
+
+        trace("server.push.start")
         ids = list(self._grid.push_messages(messages))
+        trace("server.push.end", n=len(ids))
         pending, replies = set(ids), []
         end = None if timeout is None else time.monotonic() + timeout
         while pending and (end is None or time.monotonic() < end):
@@ -85,6 +98,7 @@ class _JobGrid:
             replies.extend(got)
             if pending:
                 time.sleep(self._poll)
+        trace("server.replies", n=len(replies))
         return replies
 
 
@@ -107,6 +121,9 @@ class _Reporter:
         self._done = False
 
     def round(self, record: Any) -> None:
+        from federation.deploy_trace import trace
+
+        trace("server.round", round=record.round)
         if self.progress is None:
             return
         line = {
@@ -194,6 +211,10 @@ def _run(grid: Grid, context: Context) -> None:
     from federation.training_round import TrainingRecorder
 
     cfg = {**RUN_CONFIG_DEFAULTS, **dict(context.run_config)}
+    if float(cfg["poll-interval"]) < 1.0:
+        from federation.deployment import fast_object_pulls
+
+        fast_object_pulls()
     reporter = _Reporter(cfg)
     job_id = str(cfg["job-id"])
     base: dict[str, Any] = {"job_id": job_id, "engine": "deployment", "run_id": context.run_id}
@@ -214,8 +235,6 @@ def _run(grid: Grid, context: Context) -> None:
             rounds_planned=spec.rounds,
             min_nodes=spec.min_nodes,
         )
-        if spec.kind != "train":
-            raise ValueError(f"job kind {spec.kind!r} is not wired for the deployment engine yet")
         ids = {int(x) for x in str(cfg["node-ids"]).split(",") if x.strip()} or None
         n_nodes = int(cfg["n-nodes"]) or (len(ids) if ids else 0)
         if n_nodes < spec.min_nodes:
@@ -226,6 +245,9 @@ def _run(grid: Grid, context: Context) -> None:
             raise RuntimeError(
                 f"{online} of {n_nodes} node(s) came online, the job needs {spec.min_nodes}"
             )
+        if spec.kind != "train":
+            _run_sum(job_grid, context, cfg, spec, n_nodes, online, reporter, base)
+            return
         sa = spec.secure_aggregation
         if sa.enabled:
             max_records = sa.max_weight or int(cfg["max-records"])
@@ -294,6 +316,69 @@ def _run(grid: Grid, context: Context) -> None:
         "wall_seconds": round(time.time() - reporter.started, 2),
     }
     reporter.finish(report, [np.asarray(p) for p in parameters] if parameters is not None else None)
+
+
+def _run_sum(
+    grid: _JobGrid,
+    context: Context,
+    cfg: dict[str, Any],
+    spec: Any,
+    n_nodes: int,
+    online: int,
+    reporter: _Reporter,
+    base: dict[str, Any],
+) -> None:
+    """Run a ``stats`` or ``glm`` job (secure sums) and write its report.
+
+    Unlike training, every round waits for all ``online`` nodes to be sampled (as the
+    embedded run does): a sum over fewer nodes is a different statistic, not a smaller
+    sample.
+    """
+    from coordinator.server_app import RunOutcome, build_sum_server_app
+    from federation.analytics.sum_jobs import sum_plan
+    from federation.secure_sum import SumRecorder
+
+    declared = {
+        str(k): (float(v[0]), float(v[1]))
+        for k, v in json.loads(str(cfg["declared-ranges"]) or "{}").items()
+    }
+    outcome, recorder = RunOutcome(), SumRecorder()
+    report: dict[str, Any] = {"job_id": base["job_id"], "kind": spec.kind}
+    try:
+        plan = sum_plan(
+            spec, n_nodes, int(cfg["max-records"]), declared, int(cfg["min-cell-count"])
+        )
+        inner = build_sum_server_app(
+            initial=plan.initial,
+            n_nodes=min(online, n_nodes),
+            max_rounds=plan.max_rounds,
+            min_nodes=spec.min_nodes,
+            secagg=plan.secagg,
+            fit_config={"job_id": base["job_id"]},
+            step=plan.step,
+            recorder=recorder,
+            outcome=outcome,
+        )
+        inner(grid, context)  # type: ignore[arg-type]
+        report.update(
+            status=outcome.status,
+            reason=outcome.reason,
+            nodes=recorder.nodes[-1] if recorder.nodes else [],
+            secure_aggregation=plan.secagg is not None,
+        )
+        if spec.kind == "glm":
+            report["rounds"] = len(recorder.sums)
+        if outcome.status == "succeeded":
+            report.update(plan.release(len(recorder.nodes[-1]) if recorder.nodes else None))
+    except Exception as exc:  # noqa: BLE001 - the report carries the reason
+        report.update(status="failed", reason=str(exc) or type(exc).__name__)
+        log.error("run failed: %s", report["reason"])
+    report.update(
+        engine="deployment",
+        run_id=context.run_id,
+        wall_seconds=round(time.time() - reporter.started, 2),
+    )
+    reporter.finish(report)
 
 
 #: The ServerApp the SuperLink runs (``serverapp = "coordinator.flower_server:app"``).

@@ -14,8 +14,16 @@ Two speed-ups over Flower's defaults, both on by default and both optional:
 * ``warm``: instead of Flower's SuperExec, which starts a fresh ``flwr-clientapp`` process
   (importing torch and opacus, ~8 s) for every message, the SuperNode runs with
   ``--isolation process`` next to our executor (``python -m federation.deployment
-  executor``), which imports the heavy modules once and forks one child per task. Each
-  message still runs in its own process, through Flower's own ``run_clientapp``.
+  executor``), which imports the heavy modules once, runs one tiny DP-SGD step (torch
+  and Opacus set themselves up lazily on first use: 1-3 s) and forks one child per task.
+  Each message still runs in its own process, through Flower's own ``run_clientapp``;
+  nothing of a job, a node's data or its gate is cached across messages.
+
+With ``fast_poll``, Flower's object pulls also retry after 20 ms instead of 1 s
+(:func:`fast_object_pulls`; the SuperNode, the executor's children and the ServerApp
+all pull message content object by object and often ask before it has arrived).
+Set ``HAMANASU_DEPLOY_TRACE`` to a file to record where a run's time goes
+(:mod:`federation.deploy_trace`, summed by ``bench/deployment_bench.py``).
 
 Processes start in their own session, so stopping (SIGTERM, then SIGKILL) or killing a
 node takes its children with it.
@@ -543,9 +551,15 @@ def _run_supernode(argv: list[str]) -> None:
     from flwr.supernode import start_client_internal
     from flwr.supernode.cli.flower_supernode import flower_supernode
 
+    from federation.deploy_trace import tracing
+
     capped = _CappedTime(FAST_POLL_S, FAST_LOCAL_POLL_S)
     start_client_internal.time = capped  # type: ignore[assignment]
     fast_object_pulls()
+    if tracing():
+        _trace_functions(
+            start_client_internal, "supernode", ("_pull_and_store_message", "_push_messages")
+        )
     sys.argv = ["flower-supernode", *argv]
     flower_supernode()
 
@@ -635,24 +649,33 @@ def _run_executor(argv: list[str]) -> None:
         time.sleep(args.poll)
 
 
-def _trace_run_clientapp(module: Any) -> None:
-    """Wrap the steps of Flower's ``run_clientapp`` with trace events (tracing only)."""
+def _trace_functions(module: Any, prefix: str, names: Sequence[str]) -> None:
+    """Wrap ``module``'s functions ``names`` with start / end trace events (tracing only)."""
     from federation.deploy_trace import trace
 
     def wrap(name: str) -> None:
         inner = getattr(module, name)
 
         def traced(*args: Any, **kwargs: Any) -> Any:
-            trace(f"child.{name}.start")
+            trace(f"{prefix}.{name}.start")
             try:
                 return inner(*args, **kwargs)
             finally:
-                trace(f"child.{name}.end")
+                trace(f"{prefix}.{name}.end")
 
         setattr(module, name, traced)
 
-    for name in ("pull_task_input", "install_from_fab", "push_message", "push_task_output"):
+    for name in names:
         wrap(name)
+
+
+def _trace_run_clientapp(module: Any) -> None:
+    """Wrap the steps of Flower's ``run_clientapp`` with trace events (tracing only)."""
+    _trace_functions(
+        module,
+        "child",
+        ("pull_task_input", "install_from_fab", "push_message", "push_task_output"),
+    )
 
 
 def _main(argv: list[str]) -> None:
