@@ -10,8 +10,12 @@ temporary data folder) and PostgreSQL (a fresh database created on the server gi
 ``--postgres`` and dropped afterwards), each ``--runs`` times::
 
     .venv/bin/python bench/coordinator_bench.py [--clients 8] [--seconds 10] [--runs 2]
-        [--backend sqlite|postgres|both] [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/test]
-        [--load wrk|httpx] [--no-write]
+        [--backend sqlite|postgres|both] [--postgres URL] [--load wrk|httpx]
+        [--baseline DIR --baseline-label COMMIT] [--access-log] [--no-write]
+
+With ``--baseline DIR`` (an older tree: ``git archive COMMIT | tar -x -C DIR``) a second
+server runs that code beside this one and the load runs alternate between the two, so
+the reported ratios compare them under the same machine load.
 
 Writes bench/results/coordinator.json (unless ``--no-write``). Goal (2 cores): ≥ 500
 reads/s, p99 ≤ 50 ms. The machine's cores are shared by the server, the load generator
@@ -80,29 +84,36 @@ def _postgres_database(admin_url: str) -> Iterator[str]:
 
 @contextmanager
 def _server(
-    data_dir: Path, database_url: str | None, access_log: bool = False
+    code: Path, data_dir: Path, database_url: str | None, access_log: bool = False
 ) -> Iterator[tuple[str, str, int]]:
-    """Start ``coordinator serve``; yield its URL, the bootstrap operator's token, its pid."""
-    from coordinator.api import bootstrap_operator, open_store
-    from coordinator.settings import load_settings
+    """Initialise a database and start ``coordinator serve``, both from the tree ``code``.
 
-    env = {**os.environ, "HAMANASU_ACCESS_LOG": str(access_log).lower()}
+    Yields:
+        The server's URL, the first operator's token and the server's pid.
+    """
+    env = {**os.environ, "HAMANASU_ACCESS_LOG": str(access_log).lower(), "PYTHONPATH": str(code)}
     env.pop("HAMANASU_CONFIG", None)
     if database_url:
         env["HAMANASU_DATABASE_URL"] = database_url
-    settings = load_settings(data_dir=data_dir, database_url=database_url)
-    store = open_store(settings)
-    op = bootstrap_operator(store).token
-    store.engine.dispose()
+    cli = [sys.executable, "-m", "hamanasu", "coordinator"]
+    token_file = data_dir / "operator.token"
+    subprocess.run(
+        [*cli, "init", "--data-dir", str(data_dir), "--token-out", str(token_file)],
+        cwd=code,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    op = token_file.read_text().strip()
     port = _port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hamanasu", "coordinator", "serve", "--data-dir", str(data_dir)]
-        + ["--port", str(port)],
+        [*cli, "serve", "--data-dir", str(data_dir), "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
-        cwd=ROOT,
+        cwd=code,
         env=env,
     )
     try:
@@ -258,48 +269,77 @@ def _load_httpx(
     }
 
 
-def bench_backend(backend: str, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Start a coordinator on ``backend`` and measure ``args.runs`` load runs against it."""
-    tmp = Path(tempfile.mkdtemp(prefix="hmn-bench-"))
+def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
+    """Measure ``args.runs`` load runs on ``backend``: this tree, and the baseline if given.
+
+    Both servers (each with its own database) are up at once and the load runs alternate
+    between them, so a pair of runs sees the same machine load.
+
+    Returns:
+        The runs of each tree: ``{"current": [...], "baseline": [...]}``.
+    """
+    trees = {"current": ROOT}
+    if args.baseline:
+        trees["baseline"] = Path(args.baseline).resolve()
     load = _load_wrk if args.load == "wrk" else _load_httpx
-    runs: list[dict[str, Any]] = []
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in trees}
+    tmp = Path(tempfile.mkdtemp(prefix="hmn-bench-"))
     try:
         with ExitStack() as stack:
-            db_url = stack.enter_context(
-                _postgres_database(args.postgres) if backend == "postgres" else _nullctx()
-            )
-            url, op, pid = stack.enter_context(_server(tmp, db_url, args.access_log))
-            token, ids = _consortium(url, op)
+            servers = {}
+            for label, code in trees.items():
+                db_url = stack.enter_context(
+                    _postgres_database(args.postgres) if backend == "postgres" else _nullctx()
+                )
+                data_dir = tmp / label
+                data_dir.mkdir(mode=0o700)
+                url, op, pid = stack.enter_context(_server(code, data_dir, db_url, args.access_log))
+                servers[label] = (url, pid, *_consortium(url, op))
             if args.hold:
-                print(f"serving {url}  token {token}  job {ids[0]}  (Ctrl-C ends)", flush=True)
+                for label, (url, _, token, ids) in servers.items():
+                    print(f"{label}: {url}  token {token}  job {ids[0]}", flush=True)
+                print("(Ctrl-C ends)", flush=True)
                 try:
                     while True:
                         time.sleep(1)
                 except KeyboardInterrupt:
                     return runs
             for _ in range(args.runs):
-                cpu0 = _cpu_seconds(pid)
-                r = load(url, token, ids, args.clients, args.seconds)
-                # CPU the server spent per request: unlike reads/s, hardly moved by what
-                # else runs on the machine.
-                cpu = _cpu_seconds(pid) - cpu0
-                r["server_cpu_ms_per_request"] = round(cpu * 1000 / max(1, r["requests"]), 3)
-                r["reads_per_second"] = round(r["requests"] / r["seconds"], 1)
-                r["meets_goal"] = (
-                    r["reads_per_second"] >= GOAL["reads_per_second"]
-                    and r["latency_ms"]["p99"] <= GOAL["p99_ms"]
-                    and r["errors"] == 0
-                )
-                print(
-                    f"{backend:9s} {r['reads_per_second']:8.1f} reads/s  "
-                    f"p50 {r['latency_ms']['p50']:6.2f} ms  p99 {r['latency_ms']['p99']:6.2f} ms"
-                    f"  server CPU {r['server_cpu_ms_per_request']:.3f} ms/req  errors {r['errors']}",
-                    flush=True,
-                )
-                runs.append(r)
+                for label, (url, pid, token, ids) in servers.items():
+                    cpu0 = _cpu_seconds(pid)
+                    r = load(url, token, ids, args.clients, args.seconds)
+                    # CPU the server spent per request: less moved than reads/s by what
+                    # else runs on the machine (not immune: caches and cores are shared).
+                    cpu = _cpu_seconds(pid) - cpu0
+                    r["server_cpu_ms_per_request"] = round(cpu * 1000 / max(1, r["requests"]), 3)
+                    r["reads_per_second"] = round(r["requests"] / r["seconds"], 1)
+                    r["meets_goal"] = (
+                        r["reads_per_second"] >= GOAL["reads_per_second"]
+                        and r["latency_ms"]["p99"] <= GOAL["p99_ms"]
+                        and r["errors"] == 0
+                    )
+                    print(
+                        f"{backend:9s} {label:9s} {r['reads_per_second']:8.1f} reads/s  "
+                        f"p50 {r['latency_ms']['p50']:6.2f} ms  "
+                        f"p99 {r['latency_ms']['p99']:6.2f} ms  "
+                        f"server CPU {r['server_cpu_ms_per_request']:.3f} ms/req  "
+                        f"errors {r['errors']}",
+                        flush=True,
+                    )
+                    runs[label].append(r)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return runs
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "reads_per_second": [r["reads_per_second"] for r in runs],
+        "p50_ms": [r["latency_ms"]["p50"] for r in runs],
+        "p99_ms": [r["latency_ms"]["p99"] for r in runs],
+        "server_cpu_ms_per_request": [r["server_cpu_ms_per_request"] for r in runs],
+        "meets_goal": bool(runs) and all(r["meets_goal"] for r in runs),
+    }
 
 
 @contextmanager
@@ -318,7 +358,16 @@ def main() -> None:
     ap.add_argument("--load", choices=("wrk", "httpx"), default=None)
     ap.add_argument("--no-write", action="store_true", help="print only")
     ap.add_argument("--access-log", action="store_true", help="serve with uvicorn's access log on")
-    ap.add_argument("--hold", action="store_true", help="set up one server and keep it (profiling)")
+    ap.add_argument(
+        "--hold", action="store_true", help="set up the servers and keep them (profiling)"
+    )
+    ap.add_argument(
+        "--baseline",
+        default=None,
+        help="a folder holding an older tree (git archive COMMIT | tar -x -C DIR): its server "
+        "runs beside this one, load runs alternate, ratios are reported",
+    )
+    ap.add_argument("--baseline-label", default=None, help="what the baseline is (e.g. a commit)")
     args = ap.parse_args()
     if args.load is None:
         args.load = "wrk" if shutil.which("wrk") else "httpx"
@@ -328,8 +377,8 @@ def main() -> None:
         return
     out: dict[str, Any] = {
         "what": "GET /jobs/{id} (status with 3 approvals) by a researcher with a bearer token; "
-        f"hamanasu coordinator serve (uvicorn, 1 worker, access log {'on' if args.access_log else 'off'}) "
-        "in its own process",
+        "hamanasu coordinator serve (uvicorn, 1 worker, access log "
+        f"{'on' if args.access_log else 'off'}) in its own process",
         "load_generator": (
             f"wrk, 1 thread, {args.clients} keep-alive connections (own process)"
             if args.load == "wrk"
@@ -342,18 +391,29 @@ def main() -> None:
         "clients": args.clients,
         "seconds_per_run": args.seconds,
         "goal": GOAL,
-        "backends": {
-            b: {
-                "runs": runs,
-                "reads_per_second": [r["reads_per_second"] for r in runs],
-                "p50_ms": [r["latency_ms"]["p50"] for r in runs],
-                "p99_ms": [r["latency_ms"]["p99"] for r in runs],
-                "server_cpu_ms_per_request": [r["server_cpu_ms_per_request"] for r in runs],
-                "meets_goal": bool(runs) and all(r["meets_goal"] for r in runs),
-            }
-            for b, runs in results.items()
-        },
+        "baseline": args.baseline_label,
+        "backends": {},
     }
+    for b, by_tree in results.items():
+        entry: dict[str, Any] = {"runs": by_tree["current"], **_summary(by_tree["current"])}
+        if "baseline" in by_tree:
+            base = by_tree["baseline"]
+            entry["baseline"] = {"runs": base, **_summary(base)}
+            # Paired runs (alternating, same machine load): current / baseline.
+            entry["ratio_to_baseline"] = {
+                "reads_per_second": [
+                    round(c["reads_per_second"] / max(0.1, o["reads_per_second"]), 2)
+                    for c, o in zip(by_tree["current"], base, strict=True)
+                ],
+                "server_cpu_ms_per_request": [
+                    round(
+                        c["server_cpu_ms_per_request"] / max(1e-6, o["server_cpu_ms_per_request"]),
+                        2,
+                    )
+                    for c, o in zip(by_tree["current"], base, strict=True)
+                ],
+            }
+        out["backends"][b] = entry
     out["meets_goal"] = all(v["meets_goal"] for v in out["backends"].values())
     if not args.no_write:
         path = ROOT / "bench" / "results" / "coordinator.json"
@@ -361,7 +421,14 @@ def main() -> None:
         path.write_text(json.dumps(out, indent=2) + "\n")
     print(
         json.dumps(
-            {b: {k: v for k, v in d.items() if k != "runs"} for b, d in out["backends"].items()},
+            {
+                b: {
+                    k: ({kk: vv for kk, vv in v.items() if kk != "runs"} if k == "baseline" else v)
+                    for k, v in d.items()
+                    if k != "runs"
+                }
+                for b, d in out["backends"].items()
+            },
             indent=2,
         )
     )
