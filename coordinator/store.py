@@ -13,7 +13,8 @@ import json
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from functools import partial
+from typing import Any, overload
 
 from argon2 import PasswordHasher
 from sqlalchemy import Engine, bindparam, exists, func, select, update
@@ -73,6 +74,10 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+@overload
+def _aware(value: datetime) -> datetime: ...
+@overload
+def _aware(value: datetime | None) -> datetime | None: ...
 def _aware(value: datetime | None) -> datetime | None:
     """SQLite returns naive datetimes; everything stored is UTC."""
     if value is None or value.tzinfo is not None:
@@ -105,41 +110,50 @@ def result_hash(
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def _publishes(node: Node, domain: str, column: str) -> bool:
+    """Whether ``node`` publishes ``column`` for ``domain`` (a node with no domains: all)."""
+    return (
+        not node.domains
+        or node.domains.get(domain) == "*"
+        or column in (node.domains.get(domain) or [])
+    )
+
+
 def _decision_public(d: ReleaseDecision, reviewer: str) -> ReleaseDecisionPublic:
     return ReleaseDecisionPublic(
         job_id=d.job_id,
         node=d.node,
-        decision=d.decision,  # type: ignore[arg-type]
+        decision=d.decision,  # type: ignore[arg-type]  # a stored str; pydantic checks the literal
         reason=d.reason,
         reviewer_id=d.reviewer_id,
         reviewer=reviewer,
         result_hash=d.result_hash,
         at=_aware(d.at),
-    )  # type: ignore[arg-type]
+    )
 
 
 def _principal_public(p: Principal) -> PrincipalPublic:
     return PrincipalPublic(
         id=p.id,
         name=p.name,
-        role=p.role,
-        node=p.node,  # type: ignore[arg-type]
+        role=p.role,  # type: ignore[arg-type]  # a stored str; pydantic checks the literal
+        node=p.node,
         created_at=_aware(p.created_at),
         disabled_at=_aware(p.disabled_at),
-    )  # type: ignore[arg-type]
+    )
 
 
 def _node_public(n: Node) -> NodePublic:
     return NodePublic(
         name=n.name,
-        registered_at=_aware(n.registered_at),  # type: ignore[arg-type]
+        registered_at=_aware(n.registered_at),
         last_seen_at=_aware(n.last_seen_at),
         max_epsilon_per_job=n.max_epsilon_per_job,
         domains=n.domains or {},
-        approval_mode=n.approval_mode,  # type: ignore[arg-type]
+        approval_mode=n.approval_mode,  # type: ignore[arg-type]  # a stored str; pydantic checks the literal
         public_key_pem=n.public_key_pem,
-        release_review=n.release_review,
-    )  # type: ignore[arg-type]
+        release_review=n.release_review,  # type: ignore[arg-type]  # a stored str; pydantic checks the literal
+    )
 
 
 def _approval_public(a: Any) -> ApprovalPublic:
@@ -148,11 +162,11 @@ def _approval_public(a: Any) -> ApprovalPublic:
         job_id=a.job_id,
         node=a.node,
         status=a.status,
-        source=a.source,  # type: ignore[arg-type]
+        source=a.source,
         reasons=[DecisionReason.model_validate(r) for r in a.reasons or []],
         decided_by=a.decided_by,
         decided_at=_aware(a.decided_at),
-        updated_at=_aware(a.updated_at),  # type: ignore[arg-type]
+        updated_at=_aware(a.updated_at),
     )
 
 
@@ -170,8 +184,8 @@ def _job_model(job: Any, owner: str, approvals: Iterable[Any], has_result: bool)
         round=job.round,
         rounds_total=job.rounds_total,
         metrics=job.metrics or {},
-        submitted_at=_aware(job.submitted_at),  # type: ignore[arg-type]
-        updated_at=_aware(job.updated_at),  # type: ignore[arg-type]
+        submitted_at=_aware(job.submitted_at),
+        updated_at=_aware(job.updated_at),
         started_at=_aware(job.started_at),
         finished_at=_aware(job.finished_at),
         approvals=[_approval_public(a) for a in approvals],
@@ -324,7 +338,7 @@ class Store:
                 principal_id=tok.principal_id,
                 created_at=_aware(tok.created_at),
                 revoked_at=_aware(tok.revoked_at),
-            )  # type: ignore[arg-type]
+            )
         self.verifier.forget(prefix=prefix)
         return out
 
@@ -466,11 +480,7 @@ class Store:
             field = "label" if col == spec.label else "features"
             narrow(
                 field,
-                lambda n, c=col: (
-                    not n.domains
-                    or n.domains.get(spec.domain) == "*"
-                    or c in (n.domains.get(spec.domain) or [])
-                ),
+                partial(_publishes, domain=spec.domain, column=col),
                 f"column {col!r} is not published by the nodes for domain {spec.domain!r}",
             )
         if spec.privacy is not None:
@@ -625,10 +635,10 @@ class Store:
                         id=job.id,
                         name=job.name,
                         owner=owner,
-                        state=job.state,
-                        reason=job.reason,  # type: ignore[arg-type]
+                        state=job.state,  # type: ignore[arg-type]  # a stored str; pydantic checks the literal
+                        reason=job.reason,
                         spec=job.spec,
-                        submitted_at=_aware(job.submitted_at),  # type: ignore[arg-type]
+                        submitted_at=_aware(job.submitted_at),
                         approval=_approval_public(appr),
                     )
                 )
@@ -900,7 +910,7 @@ class Store:
                 select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
             )
             return [
-                JobEventPublic(at=_aware(e.at), state=e.state, reason=e.reason, round=e.round)  # type: ignore[arg-type]
+                JobEventPublic(at=_aware(e.at), state=e.state, reason=e.reason, round=e.round)  # type: ignore[arg-type]  # a stored str; pydantic checks the literal
                 for e in rows
             ]
 
@@ -960,7 +970,7 @@ class Store:
                 has_plot=r.plot_png is not None,
                 created_at=_aware(r.created_at),
                 result_hash=r.result_hash,
-            )  # type: ignore[arg-type]
+            )
 
     def plot(self, job_id: str) -> bytes:
         """Return a job's report plot (PNG).
@@ -1002,14 +1012,14 @@ class Store:
             name=job.name,
             owner=owner,
             kind=job.kind,
-            state=job.state,  # type: ignore[arg-type]
+            state=job.state,  # type: ignore[arg-type]  # a stored str; pydantic checks the literal
             node=review.node,
-            review=review.mode,
-            status=review.status,  # type: ignore[arg-type]
+            review=review.mode,  # type: ignore[arg-type]  # a stored str; pydantic checks the literal
+            status=review.status,  # type: ignore[arg-type]  # a stored str; pydantic checks the literal
             reviews_needed=REVIEWS_NEEDED.get(review.mode, 1),
             result_status=res.status,
             result_hash=res.result_hash or "",
-            result_created_at=_aware(res.created_at),  # type: ignore[arg-type]
+            result_created_at=_aware(res.created_at),
             has_model=res.model is not None,
             has_plot=res.plot_png is not None,
             report_keys=sorted(res.report or {}),

@@ -30,11 +30,11 @@ _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization
 
 
 async def _store(request: Request) -> Store:
-    return request.app.state.store  # type: ignore[no-any-return]
+    return request.app.state.store
 
 
 async def _lifecycle(request: Request) -> Lifecycle:
-    return request.app.state.lifecycle  # type: ignore[no-any-return]
+    return request.app.state.lifecycle
 
 
 StoreDep = Annotated[Store, Depends(_store)]
