@@ -125,7 +125,7 @@ def load_node_config(path: Path) -> NodeServiceConfig:
     supernode = table.get("supernode")
     pki_dir = supernode.get("pki_dir") if isinstance(supernode, dict) else None
     if isinstance(pki_dir, str) and not Path(pki_dir).is_absolute():
-        supernode["pki_dir"] = str(path.parent / pki_dir)  # type: ignore[index]
+        supernode["pki_dir"] = str(path.parent / pki_dir)
     try:
         return NodeServiceConfig.model_validate(table)
     except ValidationError as exc:
@@ -290,8 +290,17 @@ class NodeService:
                 source="policy",
                 reasons=[DecisionReason(code="invalid_spec", message=str(exc)[:2000])],
             )
-        decision = self.point.review(spec, job.id, cohort_size=self._cohort(spec))
+        cohort = self._cohort(spec)
+        decision = self.point.review(spec, job.id, cohort_size=cohort)
         reasons = [DecisionReason(code=r.code, message=r.message[:2000]) for r in decision.reasons]
+        if cohort is not None and decision.outcome != "deny":
+            # what the job would use here, for the admins who decide (a count, no data)
+            reasons.append(
+                DecisionReason(
+                    code="subjects_after_consent",
+                    message=f"{cohort} subjects after consent filtering",
+                )
+            )
         outcome = {"allow": "approve", "deny": "reject", "needs_approval": "needs_approval"}[
             decision.outcome
         ]
