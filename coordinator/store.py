@@ -256,6 +256,10 @@ class Store:
         # Status reads run each statement on its own (no BEGIN/ROLLBACK round trips on
         # PostgreSQL); under READ COMMITTED each statement saw its own snapshot anyway.
         self._reads = engine.execution_options(isolation_level="AUTOCOMMIT")
+        #: SQLite reads are local and never wait for a writer (WAL): a status read costs
+        #: less than handing it to a thread, so the routes may run it on the event loop.
+        #: PostgreSQL reads wait on the network and belong in the thread pool.
+        self.reads_are_local = engine.dialect.name == "sqlite"
         self.hasher = hasher
         self.verifier = verifier
         self.clock = clock

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
+from fastapi.concurrency import run_in_threadpool
 
 from coordinator.errors import Forbidden
 from coordinator.routes.deps import LifecycleDep, Researcher, StoreDep, Viewer
@@ -44,9 +45,11 @@ def list_jobs(
 
 
 @router.get("/{job_id}")
-def get_job(job_id: JobPath, caller: Viewer, store: StoreDep) -> JobPublic:
+async def get_job(job_id: JobPath, caller: Viewer, store: StoreDep) -> JobPublic:
     """A job's status: state, reason, round k of N, latest metrics, approvals."""
-    return _visible(store, caller, job_id)
+    if store.reads_are_local:  # SQLite (WAL): two indexed reads, cheaper than a thread hop
+        return _visible(store, caller, job_id)
+    return await run_in_threadpool(_visible, store, caller, job_id)
 
 
 @router.get("/{job_id}/events")

@@ -302,3 +302,18 @@ def test_status_reads_with_a_cached_token_keep_roles_revocation_and_fresh_state(
     assert api.client.delete(f"/tokens/{prefix}", headers=api.h(api.operator)).status_code == 200
     r = api.client.get(f"/jobs/{job['id']}", headers=mine)
     assert r.status_code == 401 and r.json()["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize("local", [True, False])
+def test_get_job_on_event_loop_or_thread_pool_same_answers(
+    api: Api, world: dict[str, str], local: bool
+) -> None:
+    store = api.client.app.state.store  # type: ignore[attr-defined]
+    store.reads_are_local = local  # False: the path PostgreSQL takes (thread pool)
+    mine = api.h(world["researcher"])
+    job = api.client.post("/jobs", json={"spec": SPEC}, headers=mine).json()
+    r = api.client.get(f"/jobs/{job['id']}", headers=mine)
+    assert r.status_code == 200 and r.json() == job
+    assert api.client.get(f"/jobs/{job['id']}", headers=api.h(world["other"])).status_code == 403
+    r = api.client.get("/jobs/nope", headers=mine)
+    assert r.status_code == 404 and r.json()["field"] == "job_id"
