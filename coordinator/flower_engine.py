@@ -21,6 +21,7 @@ from coordinator.deployment_runner import DeploymentRunner
 from coordinator.errors import Conflict, SettingsError
 from coordinator.flower_control import FlowerControl, FlowerControlError
 from coordinator.settings import CoordinatorSettings
+from federation.cdm import declared_ranges
 from federation.deployment import ManagedProcess, start_superlink
 from federation.pid_files import stop_orphans, write_pid_file
 from federation.pki import Pki, load_node_public_key
@@ -89,6 +90,7 @@ class FlowerEngine:
             self.pki.ca_cert,
             self.settings.data_dir / "runs",
             max_records=self.settings.secagg_max_records,
+            declared_ranges=declared_ranges,
             start_timeout=self.settings.run_start_timeout,
             run_timeout=self.settings.run_timeout or None,
         )

@@ -81,7 +81,7 @@ DEFAULT_PRELOAD = (
     "nodes.enforcement",
     "nodes.flower_client",
     "nodes.data_loading",
-    "nodes.cdm",
+    "federation.cdm",
     "policies",
     "consent",
 )

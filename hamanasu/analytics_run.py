@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from coordinator.server_app import RunOutcome, build_sum_server_app
+from federation.cdm import declared_ranges
 from federation.embedded import run_embedded
 from federation.secagg import SecAggSettings
 from federation.secure_sum import SumRecorder
@@ -22,28 +23,7 @@ from nodes.client_app import RoundGate
 from nodes.sources import NodeSource
 from nodes.sum_client_app import build_sum_client_app
 
-__all__ = ["declared_ranges", "run_analytics_job", "run_glm_job"]
-
-
-def declared_ranges(domain: str) -> dict[str, tuple[float, float]]:
-    """Return the numeric columns' declared (low, high) in the common data model."""
-    from nodes.cdm import get_schema
-
-    try:
-        schema = get_schema(domain)
-    except KeyError:
-        return {}
-    out: dict[str, tuple[float, float]] = {}
-    for col in schema.columns:
-        if col.kind == "bool":
-            out[col.name] = (0.0, 1.0)
-        elif (
-            col.kind in ("int", "float")
-            and isinstance(col.low, int | float)
-            and isinstance(col.high, int | float)
-        ):
-            out[col.name] = (float(col.low), float(col.high))
-    return out
+__all__ = ["run_analytics_job", "run_glm_job"]
 
 
 def _secagg(spec: JobSpec, n_nodes: int) -> SecAggSettings | None:

@@ -83,7 +83,7 @@ def _preflight(spec: Any, nodes: list[Any]) -> dict[str, int]:
     if spec.kind == "glm":
         from federation.analytics.design import DesignError
         from federation.analytics.glm_round import glm_term_bounds
-        from hamanasu.analytics_run import declared_ranges
+        from federation.cdm import declared_ranges
 
         try:
             glm_term_bounds(spec, declared_ranges(spec.domain))

@@ -26,7 +26,7 @@ def resolve_stats_bounds(spec: JobSpec) -> JobSpec:
     Raises:
         ValueError: a variable has no public bounds (``stats.bounds`` names it).
     """
-    from hamanasu.analytics_run import declared_ranges
+    from federation.cdm import declared_ranges
 
     declared = declared_ranges(spec.domain)
     bounds = dict(spec.stats.bounds)

@@ -111,7 +111,7 @@ def prepare_features(
 
 def _declared_range(domain: str, column: str) -> tuple[float, float] | None:
     """Return a numeric column's declared (low, high) in the common data model, if any."""
-    from nodes.cdm import get_schema
+    from federation.cdm import get_schema
 
     try:
         schema = get_schema(domain)

@@ -1,7 +1,7 @@
 """Loading a holder's files into the common data model, refusing any bad file whole.
 
 ``load_table`` reads one domain file (CSV or Parquet, chosen by suffix) and
-``validate_frame`` checks it against the domain's schema (``nodes.cdm``). A bad file
+``validate_frame`` checks it against the domain's schema (``federation.cdm``). A bad file
 raises one ``DataValidationError`` naming the file, the row and the column of the first
 problem, e.g. ``births.csv row 16 (line 17), column birth_weight_g: value -5 is outside
 300..6000``. Rows are 1-based data rows; for a CSV the message adds the line number
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nodes.cdm import Column, get_schema
+from federation.cdm import Column, get_schema
 
 __all__ = ["DataValidationError", "load_any", "load_table", "validate_frame"]
 

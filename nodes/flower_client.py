@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 from flwr.clientapp import ClientApp
 
+from federation.cdm import declared_ranges
+
 if TYPE_CHECKING:
     from flwr.app import Context, Message
 
 __all__ = [
     "NodeClientApp",
     "app",
-    "declared_ranges",
     "job_from_run_config",
     "node_from_node_config",
 ]
@@ -114,27 +115,6 @@ class NodeClientApp(ClientApp):  # type: ignore[misc]
         reply = inner(message, context)
         trace("app.done", stage=_stage(message))
         return reply
-
-
-def declared_ranges(domain: str) -> dict[str, tuple[float, float]]:
-    """Return the numeric and boolean columns' declared (low, high) in the node's data model."""
-    from nodes.cdm import get_schema
-
-    try:
-        schema = get_schema(domain)
-    except KeyError:
-        return {}
-    out: dict[str, tuple[float, float]] = {}
-    for col in schema.columns:
-        if col.kind == "bool":
-            out[col.name] = (0.0, 1.0)
-        elif (
-            col.kind in ("int", "float")
-            and isinstance(col.low, int | float)
-            and isinstance(col.high, int | float)
-        ):
-            out[col.name] = (float(col.low), float(col.high))
-    return out
 
 
 def _sum_client_app(job: Any, job_id: str, node: Any, gate: Any, context: Context) -> Any:

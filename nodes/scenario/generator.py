@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from nodes.cdm import get_schema
+from federation.cdm import get_schema
 from nodes.scenario import domains as dom
 from nodes.scenario.births import LbwModel, simulate_births
 from nodes.scenario.consents import consent_history

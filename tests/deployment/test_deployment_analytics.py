@@ -50,7 +50,7 @@ def _embedded(nodes, job, job_id):
 
 @pytest.mark.slow
 def test_stats_and_glm_jobs_over_three_supernodes_match_the_embedded_run(tmp_path):
-    from hamanasu.analytics_run import declared_ranges
+    from federation.cdm import declared_ranges
 
     nodes = fleet.make_nodes(tmp_path, NAMES)
     stats = _job("lbw_rate_by_year.toml")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nodes.cdm import DOMAINS, SCHEMAS, feature_columns, get_schema
+from federation.cdm import DOMAINS, SCHEMAS, feature_columns, get_schema
 from nodes.data_loading import DataValidationError, load_any, load_table, validate_frame
 from nodes.scenario import generate
 

@@ -376,3 +376,26 @@ def feature_columns(domain: str) -> tuple[str, ...]:
 
     """
     return tuple(c.name for c in get_schema(domain).columns if c.usable_as_feature)
+
+
+def declared_ranges(domain: str) -> dict[str, tuple[float, float]]:
+    """Return the domain's numeric and boolean columns' declared (low, high).
+
+    These public bounds scale secure sums and clip values in statistics and GLM jobs.
+    An unknown domain has none.
+    """
+    try:
+        schema = get_schema(domain)
+    except KeyError:
+        return {}
+    out: dict[str, tuple[float, float]] = {}
+    for col in schema.columns:
+        if col.kind == "bool":
+            out[col.name] = (0.0, 1.0)
+        elif (
+            col.kind in ("int", "float")
+            and isinstance(col.low, int | float)
+            and isinstance(col.high, int | float)
+        ):
+            out[col.name] = (float(col.low), float(col.high))
+    return out
