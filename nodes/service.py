@@ -41,6 +41,7 @@ from federation.api_models import (
     ReleaseDecisionCreate,
     ReleaseView,
 )
+from federation.audit_models import AuditReceipt
 from federation.errors import JobSpecError
 from federation.spec import parse_job_spec
 from nodes.enforcement import EnforcementPoint, JobRefused
@@ -233,6 +234,15 @@ class CoordinatorLink:
         )
         return ReleaseView.model_validate(data)
 
+    def publish_audit(self, point: EnforcementPoint) -> AuditReceipt:
+        """Push the node's audit snapshot: new ledger entries, signed head, consent counts, budget.
+
+        See :mod:`nodes.audit_publish`; the coordinator verifies the head and answers.
+        """
+        from nodes.audit_publish import push_audit_snapshot
+
+        return push_audit_snapshot(self.client, self.node, point, self._check)
+
 
 class NodeService:
     """One node's service loop and its admin's actions.
@@ -382,6 +392,7 @@ class NodeService:
                 continue
             done[job.id] = decision.outcome
             log.info("job %s (%s): %s by policy", job.id, job.name, decision.outcome)
+        self.link.publish_audit(self.point)
         return done
 
     def serve(self, stop: threading.Event, tick: Callable[[], object] | None = None) -> None:

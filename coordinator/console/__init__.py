@@ -7,8 +7,13 @@ one view per role, each checked with the API's role rules (:mod:`coordinator.rou
 * researcher: submit a job from TOML (validated first, errors next to the field), own
   jobs, a job's rounds with a polling metrics chart, result downloads;
 * node admin: the jobs awaiting the node's decision (purpose, features, ε), approve or
-  reject with a reason, the policy's ε caps per domain as a chart;
-* auditor (and operator): every job with purpose, requester, approvals and ε per node.
+  reject with a reason, the node's privacy budget per domain and period (spent, reserved,
+  cap) as a chart and a table, as its service last published it;
+* auditor (and operator): every job with purpose, requester, approvals and ε per node; each
+  node's latest verified signed ledger head with when it was last checked and the result; a
+  ledger browser per node (kind and time filters) where an entry's inclusion proof is
+  checked in the browser (WebCrypto SHA-256, RFC 9162; the head's Ed25519 signature too);
+  the consent summary per node and purpose (small counts suppressed by the node).
 
 Charts use the vendored Chart.js (``static/chart.umd.js``, MIT); nothing loads from a CDN.
 Labels come in English and Japanese (``?lang=ja`` or the ``hmn_lang`` cookie).
@@ -22,6 +27,7 @@ import threading
 import time
 import tomllib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -31,12 +37,15 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from coordinator.audit_store import AuditStore
 from coordinator.console.i18n import STRINGS, pick_lang
 from coordinator.errors import CATALOGUE, CoordinatorError, InvalidSpec, NotFound, Unauthorized
 from coordinator.lifecycle import Lifecycle
+from coordinator.routes.node_audit import audit_store
 from coordinator.schemas import PrincipalPublic
 from coordinator.store import Store
 from federation.api_models import DecisionCreate, DecisionReason, ReleaseDecisionCreate
+from federation.audit_models import SUMMARY_PURPOSES, BudgetRow, NodeConsentPublic
 
 __all__ = ["SESSION_COOKIE", "Sessions", "mount_console"]
 
@@ -121,6 +130,10 @@ class _Ctx:
     def lifecycle(self) -> Lifecycle:
         lifecycle: Lifecycle = self.request.app.state.lifecycle
         return lifecycle
+
+    @property
+    def audit(self) -> AuditStore:
+        return audit_store(self.request)
 
 
 def _lang(request: Request) -> str:
@@ -380,22 +393,17 @@ def mount_console(app: FastAPI) -> None:
         views = ctx.store.node_jobs(node)
         awaiting = [v for v in views if v.approval.status in ("pending", "needs_approval")]
         info = next((n for n in ctx.store.list_nodes() if n.name == node), None)
-        domains = sorted(info.domains) if info and info.domains else ["*"]
-        cap = info.max_epsilon_per_job if info else None
+        budget = ctx.audit.budget(node)[0] if info is not None else None
+        rows = _budget_rows(budget.rows if budget else [])
         t = STRINGS[ctx.lang]
         chart = {
-            "labels": domains,
-            "caps": [cap for _ in domains],
-            "cap_label": t["chart_cap"],
-            "requested_label": t["chart_requested"],
-            "requested": [
-                sum(
-                    float((v.spec.get("privacy") or {}).get("epsilon") or 0)
-                    for v in awaiting
-                    if v.spec.get("domain") == d or d == "*"
-                )
-                for d in domains
+            "labels": [f"{r.domain} · {r.period}" for r in rows],
+            "datasets": [
+                {"label": t["spent"], "data": [r.spent_epsilon for r in rows]},
+                {"label": t["reserved"], "data": [r.reserved_epsilon for r in rows]},
+                {"label": t["cap"], "data": [r.epsilon_cap for r in rows]},
             ],
+            "y": "ε",
         }
         return page(
             ctx,
@@ -405,6 +413,8 @@ def mount_console(app: FastAPI) -> None:
             awaiting=awaiting,
             held=ctx.store.release_views(node, "held"),
             info=info,
+            budget=budget,
+            budget_rows=rows,
             chart=_json(chart),
             error=error or {},
             notice=notice,
@@ -496,7 +506,88 @@ def mount_console(app: FastAPI) -> None:
             "values": [e.epsilon_total for e in eps],
             "label": STRINGS[ctx.lang]["eps_total"],
         }
-        return page(ctx, "audit.html", rows=rows, eps=eps, chart=_json(chart))
+        return page(
+            ctx,
+            "audit.html",
+            rows=rows,
+            eps=eps,
+            chart=_json(chart),
+            ledgers=ctx.audit.statuses(),
+            consents=[_consent_table(c) for c in ctx.audit.consent()],
+        )
+
+    @router.get("/audit/nodes/{name}", response_class=HTMLResponse)
+    def ledger(request: Request, name: str) -> HTMLResponse:
+        ctx = _ctx(request, AUDITOR)
+        name = name[:64]
+        q = request.query_params
+        errors: dict[str, str] = {}
+        times: dict[str, datetime | None] = {}
+        for field in ("since", "until"):
+            times[field] = _utc_input(q.get(field, ""))
+            if times[field] is None and q.get(field, "").strip():
+                errors[field] = STRINGS[ctx.lang]["bad_time"]
+        kind = q.get("kind", "")[:64] or None
+        newest = q.get("order", "desc") != "asc"
+        try:
+            offset = max(0, min(int(q.get("offset", "0")), 2**31 - 1))
+        except ValueError:
+            offset = 0
+        limit = 25
+        try:
+            status = ctx.audit.status(name)
+        except CoordinatorError as exc:
+            raise _PageForbidden(exc.message, CATALOGUE.get(exc.code, 400)) from None
+        entries = ctx.audit.entries(
+            name, kind, times["since"], times["until"], limit, offset, newest_first=newest
+        )
+        filters = {
+            "kind": kind or "",
+            "since": q.get("since", "")[:32],
+            "until": q.get("until", "")[:32],
+            "order": "desc" if newest else "asc",
+        }
+        return page(
+            ctx,
+            "ledger.html",
+            422 if errors else 200,
+            node=status,
+            page=entries,
+            checks=ctx.audit.checks(name, 10),
+            filters=filters,
+            errors=errors,
+            shown=[(e, _payload_text(e.payload)) for e in entries.entries],
+            prev_offset=max(0, offset - limit) if offset > 0 else None,
+            next_offset=offset + limit if offset + limit < entries.total else None,
+            query=_query(filters),
+            proof_labels=_json(
+                {
+                    k: STRINGS[ctx.lang][k]
+                    for k in (
+                        "proof_verified",
+                        "proof_failed",
+                        "checking",
+                        "proof_detail",
+                        "sig_valid",
+                        "sig_invalid",
+                        "sig_unsupported",
+                        "no_crypto",
+                        "proof_wrong_root",
+                        "proof_wrong_entry",
+                        "proof_malformed",
+                    )
+                }
+            ),
+        )
+
+    @router.get("/api/audit/nodes/{name}/ledger/{index}/proof")
+    def proof_json(request: Request, name: str, index: int) -> JSONResponse:
+        ctx = _ctx(request, AUDITOR)
+        try:
+            proof = ctx.audit.inclusion(name[:64], index)
+        except CoordinatorError as exc:
+            raise _PageForbidden(exc.message, CATALOGUE.get(exc.code, 400)) from None
+        return JSONResponse(proof.model_dump(mode="json"), headers={"Cache-Control": "no-store"})
 
     app.include_router(router)
     app.mount("/console/static", StaticFiles(directory=str(HERE / "static")), name="console-static")
@@ -515,3 +606,60 @@ def _numeric(metrics: Any) -> dict[str, float]:
 def _json(value: Any) -> str:
     """JSON safe to embed in a ``<script type="application/json">`` block."""
     return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _budget_rows(rows: list[BudgetRow]) -> list[BudgetRow]:
+    """The periods in force first, then past ones, newest first; by domain within each."""
+    current = sorted((r for r in rows if r.current), key=lambda r: r.domain)
+    past = sorted((r for r in rows if not r.current), key=lambda r: (r.period, r.domain))
+    return current + past[::-1]
+
+
+def _consent_table(item: NodeConsentPublic) -> dict[str, Any]:
+    """One node's consent counts as a purpose × domain table for the template."""
+    summary = item.summary
+    if summary is None:
+        return {"node": item.node, "summary": None}
+    domains = sorted({c.domain or "" for c in summary.counts})
+    cells = {(c.purpose, c.domain or ""): c for c in summary.counts}
+    purposes = [p for p in SUMMARY_PURPOSES if any(k[0] == p for k in cells)]
+    return {
+        "node": item.node,
+        "summary": summary,
+        "domains": domains,
+        "rows": [(p, [cells.get((p, d)) for d in domains]) for p in purposes],
+    }
+
+
+def _utc_input(text: str) -> datetime | None:
+    """Parse a ``datetime-local`` value (or an ISO time) as UTC; None when blank or malformed."""
+    text = text.strip()[:32]
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _short(value: Any) -> Any:
+    """Shorten 64-hex-digit hashes for display (the entry's bytes are what the proof checks)."""
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return value[:12] + "…"
+    if isinstance(value, dict):
+        return {k: _short(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_short(v) for v in value]
+    return value
+
+
+def _payload_text(payload: dict[str, Any], limit: int = 200) -> str:
+    text = json.dumps(_short(payload), ensure_ascii=False, separators=(", ", ": "), sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _query(filters: dict[str, str]) -> str:
+    from urllib.parse import urlencode
+
+    return urlencode({k: v for k, v in filters.items() if v})

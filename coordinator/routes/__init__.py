@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from coordinator.routes import audit, jobs, nodes, principals
+from coordinator.routes import audit, jobs, node_audit, nodes, principals
 
 __all__ = ["api_router"]
 
@@ -11,3 +11,4 @@ api_router.include_router(principals.router)
 api_router.include_router(nodes.router)
 api_router.include_router(jobs.router)
 api_router.include_router(audit.router)
+api_router.include_router(node_audit.router)

@@ -1,5 +1,8 @@
 """The console in a real browser: Playwright drives Debian's headless Chromium against the
-coordinator served by uvicorn on a loopback port, with a scripted runner (3 quick rounds).
+coordinator served by uvicorn on a loopback port, with a scripted runner (3 quick rounds), and
+city-hospital's node state pushed as its service does (ledger, signed head, consents, budget):
+the node admin sees the budget chart; the auditor checks ledger entries' inclusion proofs in the
+page (and a tampered proof fails there).
 
 Screenshots of each view go to ``test-output/console/``. Without ``/usr/bin/chromium`` the
 tests skip, naming the missing browser (``apt-get install chromium``).
@@ -48,7 +51,7 @@ def server(
 ) -> Iterator[tuple[str, dict[str, str], Any]]:
     import uvicorn
 
-    app, tokens = world_factory(tmp_path_factory.mktemp("console") / "coord", delay=0.4)
+    app, tokens = world_factory(tmp_path_factory.mktemp("console") / "coord", delay=0.4, audit=True)
     port = _free_port()
     srv = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
@@ -210,6 +213,19 @@ def test_full_flow_researcher_admin_auditor(
     )
     assert "bmi_pre" in review.inner_text()
     page.wait_for_function("document.querySelector('#budget-chart').width > 0")
+    # The budget per domain and period: a Chart.js chart (spent, reserved, cap) and a table.
+    datasets = page.evaluate(
+        "Chart.getChart(document.querySelector('#budget-chart')).data.datasets"
+        ".map((d) => [d.label, d.data])"
+    )
+    assert [d[0] for d in datasets] == [
+        "ε spent",
+        "ε reserved (active jobs)",
+        "ε cap of the period",
+    ]
+    assert [d[1][0] for d in datasets] == [1.5, 2.0, 10.0]
+    budget_row = page.locator("#budget-table tbody tr").first.inner_text()
+    assert "births" in budget_row and "1.500" in budget_row and "10.000" in budget_row
     _shot(page, "05-node-admin-awaiting")
     review.get_by_role("button", name="Reject").click()
     assert "needs a reason" in page.locator(f"#err-{job_id}").inner_text()
@@ -267,3 +283,70 @@ def test_full_flow_researcher_admin_auditor(
     assert "city-hospital: 1.500" in row and "HMB" in row
     page.wait_for_function("document.querySelector('#eps-chart').width > 0")
     _shot(page, "09-auditor")
+
+
+def test_auditor_checks_ledger_entries_in_the_page(
+    server: tuple[str, dict[str, str], Any], browser: Any
+) -> None:
+    base, tokens, app = server
+
+    # The nodes' signed heads with when they were checked and the result; consent counts.
+    page = _sign_in(browser, base, tokens["auditor"])
+    row = page.locator("#ledger-city-hospital")
+    assert "verified" in row.inner_text() and "65" in row.inner_text()
+    assert "not checked yet" in page.locator("#ledger-women-clinic").inner_text()
+    consent = page.locator("#consent-city-hospital")
+    assert consent.locator("td[data-purpose=GRU]").inner_text() == "40"
+    assert consent.locator("td[data-purpose=NRES]").inner_text().startswith("< 10")
+    assert "by difference" in consent.locator("td[data-purpose=HMB]").inner_text()
+    _contrast(page, [".result-ok", "#consent-city-hospital td", ".help", "code.hash"])
+    _shot(page, "10-auditor-ledgers-consent")
+
+    # The ledger browser: filter by kind, then check an entry's inclusion proof in the page.
+    page.get_by_role("link", name="Browse ledger: city-hospital").click()
+    page.wait_for_url(f"{base}/console/audit/nodes/city-hospital")
+    page.get_by_label("Kind").select_option("budget.charged")
+    page.get_by_role("button", name="Apply").click()
+    page.wait_for_url(re.compile(r"kind=budget.charged"))
+    kinds = page.locator("#ledger-entries tbody tr td:nth-child(3)").all_inner_texts()
+    assert kinds == ["budget.charged", "budget.charged"]
+    page.goto(f"{base}/console/audit/nodes/city-hospital?order=asc")
+    page.get_by_role("button", name="Check entry 3 in this browser").click()
+    page.wait_for_selector("#proof-3[data-verified]")
+    result = page.locator("#proof-3")
+    assert result.get_attribute("data-verified") == "true", result.inner_text()
+    assert "Verified in this browser" in result.inner_text()
+    assert "signature by the node's key valid" in result.inner_text()
+    # Keyboard only: focus another entry's button and press Enter.
+    page.get_by_role("button", name="Check entry 12 in this browser").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#proof-12[data-verified=true]")
+
+    # A proof altered on its way to the page is caught by the page itself.
+    def tamper(route: Any) -> None:
+        body = route.fetch().json()
+        first = body["proof"][0]
+        body["proof"][0] = ("0" if first[0] != "0" else "1") + first[1:]
+        route.fulfill(json=body)
+
+    page.route("**/ledger/7/proof", tamper)
+    page.get_by_role("button", name="Check entry 7 in this browser").click()
+    page.wait_for_selector("#proof-7[data-verified]")
+    assert page.locator("#proof-7").get_attribute("data-verified") == "false"
+    assert "Not verified" in page.locator("#proof-7").inner_text()
+    _contrast(page, ["#proof-3", "#proof-7", "code.payload", "select", "label"])
+    _shot(page, "11-auditor-ledger-inclusion-checked")
+
+    # Japanese labels at tablet width; a researcher may not open the ledger browser.
+    page.set_viewport_size({"width": 768, "height": 1024})
+    page.goto(f"{base}/console/audit/nodes/city-hospital?lang=ja&order=asc")
+    assert page.locator("h1").inner_text().startswith("ノードの台帳")
+    page.get_by_role("button", name="項目0をこのブラウザで検証").click()
+    page.wait_for_selector("#proof-0[data-verified=true]")
+    assert "このブラウザで検証済み" in page.locator("#proof-0").inner_text()
+    _shot(page, "12-auditor-ledger-ja-tablet")
+    page.goto(f"{base}/console/audit?lang=en")
+    page.set_viewport_size({"width": 1280, "height": 860})
+    page = _sign_in(browser, base, tokens["researcher"])
+    response = page.goto(f"{base}/console/audit/nodes/city-hospital")
+    assert response is not None and response.status == 403

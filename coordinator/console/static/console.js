@@ -1,4 +1,5 @@
-// Hamanasu console: file loading into the spec textarea, job polling, charts (Chart.js).
+// Hamanasu console: file loading into the spec textarea, job polling, charts (Chart.js), and
+// the auditor's in-browser check of a ledger entry's inclusion proof (WebCrypto, RFC 9162).
 "use strict";
 (function () {
   const palette = ["#0b4f8a", "#a4161a", "#1b5e20", "#6a1b9a", "#e65100", "#37474f"];
@@ -28,16 +29,115 @@
     });
   }
 
+  // Node admin: the budget per domain and period (spent, reserved, cap).
   const budget = readJson("budget-data");
   if (budget) {
-    barChart("budget-chart", budget.labels, [
-      { label: budget.cap_label, data: budget.caps, backgroundColor: palette[0] },
-      { label: budget.requested_label, data: budget.requested, backgroundColor: palette[4] },
-    ]);
+    const colours = [palette[1], palette[4], palette[0]];
+    barChart("budget-chart", budget.labels, budget.datasets.map(function (d, i) {
+      return { label: d.label, data: d.data, backgroundColor: colours[i % colours.length] };
+    }));
   }
   const eps = readJson("eps-data");
   if (eps) {
     barChart("eps-chart", eps.labels, [{ label: eps.label, data: eps.values, backgroundColor: palette[0] }]);
+  }
+
+  // Auditor: check an entry's inclusion proof here. The browser hashes the entry's bytes as an
+  // RFC 9162 leaf (SHA-256 of 0x00 || bytes), follows the audit path (SHA-256 of 0x01 || left ||
+  // right) to a root, compares it with the signed head's root, and checks the head's Ed25519
+  // signature with the node's registered key. Nothing is taken on the server's word.
+  const entriesTable = document.getElementById("ledger-entries");
+  if (entriesTable) {
+    const labels = readJson("proof-labels") || {};
+    const fill = function (text, values) {
+      return text.replace(/\{(\w+)\}/g, function (_, k) { return values[k] === undefined ? "" : values[k]; });
+    };
+    const hex = function (bytes) { return Array.from(bytes, function (b) { return b.toString(16).padStart(2, "0"); }).join(""); };
+    const unhex = function (text) { return Uint8Array.from((text.match(/../g) || []).map(function (h) { return parseInt(h, 16); })); };
+    const unb64 = function (text) { return Uint8Array.from(atob(text), function (c) { return c.charCodeAt(0); }); };
+    const sha256 = async function () {
+      const parts = Array.from(arguments);
+      const out = new Uint8Array(parts.reduce(function (n, p) { return n + p.length; }, 0));
+      let at = 0;
+      parts.forEach(function (p) { out.set(p, at); at += p.length; });
+      return new Uint8Array(await crypto.subtle.digest("SHA-256", out));
+    };
+    const LEAF = Uint8Array.of(0), NODE = Uint8Array.of(1);
+
+    // RFC 9162 section 2.1.3.2: the root an inclusion proof leads to.
+    const rootFromPath = async function (leaf, index, size, path) {
+      if (!(index >= 0 && index < size)) throw new Error(labels.proof_malformed);
+      let fn = index, sn = size - 1, r = leaf;
+      for (const p of path) {
+        if (sn === 0) throw new Error(labels.proof_malformed);
+        if ((fn & 1) === 1 || fn === sn) {
+          r = await sha256(NODE, p, r);
+          if ((fn & 1) === 0) { while ((fn & 1) === 0 && fn !== 0) { fn >>= 1; sn >>= 1; } }
+        } else {
+          r = await sha256(NODE, r, p);
+        }
+        fn >>= 1; sn >>= 1;
+      }
+      if (sn !== 0) throw new Error(labels.proof_malformed);
+      return r;
+    };
+
+    // The head's signature: "hamanasu-sth-v1\n" + RFC 8785 JSON of key_id, root_hash, timestamp,
+    // tree_size (keys in that order; hex and ASCII text need no escaping).
+    const checkSignature = async function (body) {
+      const head = body.head;
+      if (!body.public_key_pem) return "invalid";
+      const der = unb64(body.public_key_pem.replace(/-----[^-]+-----/g, "").replace(/\s+/g, ""));
+      if (hex(await sha256(der.slice(der.length - 32))) !== head.key_id) return "invalid";
+      let key;
+      try {
+        key = await crypto.subtle.importKey("spki", der, { name: "Ed25519" }, false, ["verify"]);
+      } catch (e) {
+        return "unsupported";
+      }
+      const message = new TextEncoder().encode("hamanasu-sth-v1\n" + JSON.stringify({
+        key_id: head.key_id, root_hash: head.root_hash, timestamp: body.head_timestamp_text, tree_size: head.tree_size,
+      }));
+      return (await crypto.subtle.verify({ name: "Ed25519" }, key, unb64(head.signature), message)) ? "valid" : "invalid";
+    };
+
+    const check = async function (node, index) {
+      if (!window.crypto || !crypto.subtle) throw new Error(labels.no_crypto);
+      const r = await fetch("/console/api/audit/nodes/" + encodeURIComponent(node) + "/ledger/" + index + "/proof",
+                            { credentials: "same-origin", cache: "no-store" });
+      const body = await r.json();
+      if (!r.ok) throw new Error(body.detail || String(r.status));
+      const data = unb64(body.data);
+      const entry = JSON.parse(new TextDecoder().decode(data));
+      if (body.index !== index || entry.index !== index) throw new Error(labels.proof_wrong_entry);
+      const leaf = await sha256(LEAF, data);
+      const root = await rootFromPath(leaf, index, body.head.tree_size, body.proof.map(unhex));
+      if (hex(root) !== body.head.root_hash) throw new Error(labels.proof_wrong_root);
+      const signature = await checkSignature(body);
+      if (signature === "invalid") throw new Error(labels.sig_invalid);
+      return fill(labels.proof_detail, { i: index, leaf: hex(leaf).slice(0, 16) + "…", n: body.head.tree_size,
+                                         root: body.head.root_hash.slice(0, 16) + "…" }) +
+             "; " + (signature === "valid" ? labels.sig_valid : labels.sig_unsupported);
+    };
+
+    entriesTable.addEventListener("click", function (event) {
+      const button = event.target.closest("button.check-proof");
+      if (!button) return;
+      const index = Number(button.dataset.index);
+      const out = document.getElementById("proof-" + index);
+      out.className = "proof-result";
+      out.textContent = labels.checking;
+      button.disabled = true;
+      check(entriesTable.dataset.node, index).then(function (detail) {
+        out.className = "proof-result proof-ok";
+        out.dataset.verified = "true";
+        out.textContent = "✓ " + labels.proof_verified + ": " + detail;
+      }).catch(function (error) {
+        out.className = "proof-result proof-bad";
+        out.dataset.verified = "false";
+        out.textContent = "✗ " + labels.proof_failed + ": " + error.message;
+      }).finally(function () { button.disabled = false; });
+    });
   }
 
   // A job page: poll the status, plot metrics round by round.

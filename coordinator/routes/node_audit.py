@@ -1,0 +1,79 @@
+"""Node audit routes: a node's service pushes its ledger, head, consent counts and budget.
+
+Only the node's own admin (the service's token) may push for a node; it may also read its own
+node's budget. Auditors read what was pushed under ``/audit/nodes`` (:mod:`.audit`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request
+
+from coordinator.audit_store import AuditStore
+from coordinator.errors import Forbidden
+from coordinator.routes.deps import Admin
+from coordinator.schemas import PrincipalPublic
+from federation.audit_models import (
+    AuditReceipt,
+    AuditSnapshot,
+    AuditSyncState,
+    LedgerEntryChunk,
+    NodeBudgetPublic,
+)
+
+__all__ = ["AuditDep", "audit_store", "router"]
+
+router = APIRouter(tags=["node audit"])
+
+NodePath = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+def audit_store(request: Request) -> AuditStore:
+    """Return the app's audit store (made on first use from the coordinator's store)."""
+    audit: AuditStore | None = getattr(request.app.state, "audit_store", None)
+    if audit is None:
+        store = request.app.state.store
+        audit = AuditStore(store.sessions, store.clock)
+        request.app.state.audit_store = audit
+    return audit
+
+
+AuditDep = Annotated[AuditStore, Depends(audit_store)]
+
+
+def _own_node(caller: PrincipalPublic, name: str) -> None:
+    if caller.node != name:
+        raise Forbidden(f"this token administers node {caller.node!r}, not {name!r}")
+
+
+@router.get("/nodes/{name}/audit/state")
+def audit_state(name: NodePath, caller: Admin, audit: AuditDep) -> AuditSyncState:
+    """How many of the node's ledger entries the coordinator holds verified and staged."""
+    _own_node(caller, name)
+    return audit.sync_state(name)
+
+
+@router.post("/nodes/{name}/audit/entries")
+def audit_entries(
+    name: NodePath, body: LedgerEntryChunk, caller: Admin, audit: AuditDep
+) -> AuditSyncState:
+    """Upload ledger entries the coordinator lacks (as stored; verified with the next head)."""
+    _own_node(caller, name)
+    return audit.stage(name, body)
+
+
+@router.put("/nodes/{name}/audit/snapshot")
+def audit_snapshot(
+    name: NodePath, body: AuditSnapshot, caller: Admin, audit: AuditDep
+) -> AuditReceipt:
+    """Push the node's signed head (verified now), consent counts and budget."""
+    _own_node(caller, name)
+    return audit.receive(name, body)
+
+
+@router.get("/nodes/{name}/budget")
+def node_budget(name: NodePath, caller: Admin, audit: AuditDep) -> NodeBudgetPublic:
+    """The node's privacy budget per domain and period, as its service last pushed it."""
+    _own_node(caller, name)
+    return audit.budget(name)[0]
