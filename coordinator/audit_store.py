@@ -68,6 +68,7 @@ from federation.audit_models import (
     head_timestamp_text,
     inclusion_proof,
     public_key_id,
+    withheld,
 )
 
 __all__ = ["MAX_STAGED", "AuditStore"]
@@ -211,7 +212,7 @@ class AuditStore:
     @staticmethod
     def _staged_rows(
         s: Session, name: str, lo: int, hi: int
-    ) -> Iterator[tuple[int, str, datetime, bytes]]:
+    ) -> Iterator[tuple[int, str, datetime, bytes, bytes]]:
         for start in range(lo, hi, _BATCH):
             rows = s.execute(
                 select(
@@ -219,6 +220,7 @@ class AuditStore:
                     NodeLedgerEntry.kind,
                     NodeLedgerEntry.at,
                     NodeLedgerEntry.data,
+                    NodeLedgerEntry.leaf,
                 )
                 .where(
                     NodeLedgerEntry.node == name,
@@ -227,8 +229,8 @@ class AuditStore:
                 )
                 .order_by(NodeLedgerEntry.idx)
             ).all()
-            for idx, kind, at, data in rows:
-                yield int(idx), str(kind), at, bytes(data)
+            for idx, kind, at, data, leaf in rows:
+                yield int(idx), str(kind), at, bytes(data), bytes(leaf)
 
     # -- what the node's service calls -------------------------------------------------------------
     def sync_state(self, name: str) -> AuditSyncState:
@@ -292,7 +294,10 @@ class AuditStore:
                     kind=entry.kind,
                     at=at,
                     data=data,
-                    leaf=hashlib.sha256(b"\x00" + data).digest(),
+                    # a withheld entry (empty data) arrives with its leaf hash only
+                    leaf=hashlib.sha256(b"\x00" + data).digest()
+                    if data
+                    else bytes.fromhex(entry.leaf or ""),
                 )
                 for entry, data, at in rows
             )
@@ -426,13 +431,20 @@ class AuditStore:
         prev_leaf = self._leaf(s, node.name, m - 1) if m else _ZERO
         nodes: list[tuple[int, int, bytes]] = []
         expected = m
-        for idx, kind, at, data in self._staged_rows(s, node.name, m, n):
+        for idx, kind, at, data, stored_leaf in self._staged_rows(s, node.name, m, n):
             if idx != expected:
                 raise AuditCheckError(
                     f"entry {expected} is missing from the upload", index=expected
                 )
             expected += 1
-            leaf = check_entry(idx, kind, _ledger_time(at), data, prev_leaf)
+            if data:
+                leaf = check_entry(idx, kind, _ledger_time(at), data, prev_leaf)
+            elif withheld(kind):
+                # content kept at the node: the signed root covers its leaf, and the next
+                # entry's hash-chain link is checked against it
+                leaf = stored_leaf
+            else:
+                raise AuditCheckError(f"entry {idx}: a {kind} entry came without its content")
             prev_leaf = leaf
             level, h, pos = 0, leaf, idx
             while frontier and frontier[-1][0] == level:
@@ -609,7 +621,7 @@ class AuditStore:
             entries = []
             for r in rows:
                 try:
-                    payload = json.loads(bytes(r.data))["payload"]
+                    payload = json.loads(bytes(r.data))["payload"] if r.data else {}
                 except (ValueError, KeyError, TypeError):
                     payload = {}
                 entries.append(
@@ -619,6 +631,7 @@ class AuditStore:
                         at=_utc(r.at),
                         leaf_hash=bytes(r.leaf).hex(),
                         payload=payload if isinstance(payload, dict) else {},
+                        withheld=not r.data,
                     )
                 )
             return LedgerPage(
@@ -656,7 +669,7 @@ class AuditStore:
                 node=name,
                 index=index,
                 tree_size=size,
-                data=base64.b64encode(bytes(row.data)).decode("ascii"),
+                data=base64.b64encode(bytes(row.data)).decode("ascii") if row.data else None,
                 leaf_hash=bytes(row.leaf).hex(),
                 proof=[p.hex() for p in proof],
                 head=head,

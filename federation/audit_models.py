@@ -73,6 +73,7 @@ __all__ = [
     "SignedTreeHead",
     "SubtreeHashes",
     "VerificationPublic",
+    "WITHHELD_KINDS",
     "check_consistency",
     "check_entry",
     "check_head_signature",
@@ -80,6 +81,7 @@ __all__ = [
     "head_timestamp_text",
     "inclusion_proof",
     "public_key_id",
+    "withheld",
 ]
 
 #: Entries per upload call (a node sends as many calls as it needs, a bounded number per poll).
@@ -90,6 +92,19 @@ MAX_CHUNK_BYTES = 8 * 1024 * 1024
 MAX_LEDGER_SIZE = 2**31 - 1
 #: Largest canonical entry the coordinator mirrors (ledger entries are a few hundred bytes).
 MAX_ENTRY_BYTES = 64 * 1024
+
+#: Entry kinds whose content never leaves the node: a consent event names a resident's
+#: pseudonym (shared across holders, so it would tell the coordinator who is on whose
+#: books and when they changed their mind). Their leaf hashes are enough to verify the
+#: signed roots; the entry after one checks its hash-chain link.
+WITHHELD_KINDS: tuple[str, ...] = ("consent.",)
+
+
+def withheld(kind: str) -> bool:
+    """Return True if entries of ``kind`` are mirrored without their content."""
+    return kind.startswith(WITHHELD_KINDS)
+
+
 #: The ledger's timestamp text: UTC, microseconds, ``Z`` (``consent.ledger.format_time``).
 LEDGER_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _LEDGER_TIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$"
@@ -135,19 +150,32 @@ class LedgerEntryWire(_Wire):
         kind: its kind (``consent.granted``, ``job.usage``, ...).
         at: its time, exactly as the ledger wrote it (``2026-01-02T03:04:05.000006Z``).
         data: its canonical (RFC 8785) bytes, base64; the leaf hash is SHA-256(0x00 || bytes).
+            None for an entry whose content stays at the node (:data:`WITHHELD_KINDS`).
+        leaf: the leaf hash (hex) of an entry sent without its content.
     """
 
     index: int = Field(ge=0, le=MAX_LEDGER_SIZE - 1)
     kind: str = Field(min_length=3, max_length=64, pattern=KIND_PATTERN.pattern)
     at: str = Field(pattern=_LEDGER_TIME)
-    data: str = Field(min_length=4, max_length=(MAX_ENTRY_BYTES * 4) // 3 + 4)
+    data: str | None = Field(default=None, min_length=4, max_length=(MAX_ENTRY_BYTES * 4) // 3 + 4)
+    leaf: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _content_or_leaf(self) -> LedgerEntryWire:
+        if (self.data is None) == (self.leaf is None):
+            raise ValueError("data: send an entry's bytes, or (withheld) only its leaf hash")
+        if self.data is None and not withheld(self.kind):
+            raise ValueError(f"data: a {self.kind} entry is sent with its content")
+        return self
 
     def raw(self) -> bytes:
-        """Return the entry's bytes.
+        """Return the entry's bytes (empty for a withheld entry).
 
         Raises:
             AuditCheckError: ``data`` is not base64.
         """
+        if self.data is None:
+            return b""
         try:
             return base64.b64decode(self.data, validate=True)
         except (binascii.Error, ValueError):
@@ -164,7 +192,7 @@ class LedgerEntryChunk(_Wire):
 
     @model_validator(mode="after")
     def _consecutive(self) -> LedgerEntryChunk:
-        if sum(len(e.data) for e in self.entries) > MAX_CHUNK_BYTES:
+        if sum(len(e.data or e.leaf or "") for e in self.entries) > MAX_CHUNK_BYTES:
             raise ValueError(f"entries: more than {MAX_CHUNK_BYTES} bytes of data in one call")
         for offset, entry in enumerate(self.entries):
             if entry.index != self.start + offset:
@@ -353,6 +381,7 @@ class LedgerEntryPublic(_Wire):
     at: datetime
     leaf_hash: str
     payload: dict[str, Any]
+    withheld: bool = False
 
 
 class LedgerPage(_Wire):
@@ -375,7 +404,9 @@ class InclusionProofPublic(_Wire):
         index: the entry's index.
         tree_size: the size of the verified head the proof is for.
         data: the entry's canonical bytes (base64); its leaf is SHA-256(0x00 || bytes).
-        leaf_hash: the leaf hash the coordinator computed (hex), for display.
+            None when the content stays at the node (a consent event): the check then
+            starts from ``leaf_hash``.
+        leaf_hash: the leaf hash (hex).
         proof: the RFC 9162 audit path (hex), leaf to root.
         head: the signed tree head.
         head_timestamp_text: the head's timestamp exactly as signed.
@@ -385,7 +416,7 @@ class InclusionProofPublic(_Wire):
     node: str
     index: int
     tree_size: int
-    data: str
+    data: str | None
     leaf_hash: str
     proof: list[str]
     head: SignedTreeHead

@@ -47,6 +47,7 @@ from federation.audit_models import (
     ConsentSummary,
     LedgerEntryChunk,
     LedgerEntryWire,
+    withheld,
 )
 from nodes.enforcement import EnforcementPoint
 
@@ -145,6 +146,13 @@ class AuditPublisher:
                 break
             out.append(
                 LedgerEntryWire(
+                    index=entry.index,
+                    kind=entry.kind,
+                    at=format_time(entry.at),
+                    leaf=ledger.leaf_hash(entry.index).hex(),
+                )
+                if withheld(entry.kind)
+                else LedgerEntryWire(
                     index=entry.index,
                     kind=entry.kind,
                     at=format_time(entry.at),
@@ -309,7 +317,7 @@ def _within_bytes(entries: list[LedgerEntryWire]) -> list[LedgerEntryWire]:
     """Keep the leading entries whose data fit one upload call (at least one)."""
     total = 0
     for i, entry in enumerate(entries):
-        total += len(entry.data)
+        total += len(entry.data or entry.leaf or "")
         if total > MAX_CHUNK_BYTES and i > 0:
             return entries[:i]
     return entries

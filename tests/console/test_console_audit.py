@@ -87,11 +87,11 @@ def test_ledger_browser_filters_and_the_proof_the_page_checks(world) -> None:
         "/console/audit/nodes/city-hospital?since=2000-01-01T00:00&until=2000-01-02T00:00"
     )
     assert window.status_code == 200 and "No entry matches." in window.text
-    proof = client.get("/console/api/audit/nodes/city-hospital/ledger/5/proof").json()
+    proof = client.get("/console/api/audit/nodes/city-hospital/ledger/60/proof").json()
     point = app.state.console_test_point
     verify_entry(
         base64.b64decode(proof["data"]),
-        5,
+        60,
         [bytes.fromhex(h) for h in proof["proof"]],
         SignedTreeHead.model_validate(proof["head"]),
         load_public_key(point.state.public_key_path),
@@ -114,3 +114,33 @@ def test_node_admin_sees_its_budget_table(world, tmp_path: Path, world_factory: 
     with TestClient(app) as fresh:
         _login(fresh, other["node_admin"])
         assert "has not published its budget yet" in fresh.get("/console/node").text
+
+
+def test_consent_events_stay_at_the_node_and_still_prove_inclusion(world) -> None:
+    """A consent event names a resident's pseudonym: the coordinator mirrors its leaf only."""
+    from consent.merkle import verify_inclusion_proof
+
+    client, tokens, app = world
+    _login(client, tokens["auditor"])
+    point = app.state.console_test_point
+    ledger = point.ledger()
+    consent = next(ledger.entries("consent.granted"))
+    subject = consent.payload["subject"]
+    proof = client.get(f"/console/api/audit/nodes/city-hospital/ledger/{consent.index}/proof")
+    body = proof.json()
+    assert body["data"] is None and body["leaf_hash"] == ledger.leaf_hash(consent.index).hex()
+    head = SignedTreeHead.model_validate(body["head"])
+    verify_inclusion_proof(
+        bytes.fromhex(body["leaf_hash"]),
+        consent.index,
+        head.tree_size,
+        [bytes.fromhex(h) for h in body["proof"]],
+        bytes.fromhex(head.root_hash),
+    )
+    page = client.get("/console/audit/nodes/city-hospital?kind=consent.granted").text
+    assert "kept at the node" in page and subject not in page
+    from sqlalchemy import text
+
+    with app.state.store.engine.connect() as conn:
+        rows = conn.execute(text("SELECT data FROM node_ledger_entries")).all()
+    assert rows and all(subject.encode() not in bytes(r[0]) for r in rows)

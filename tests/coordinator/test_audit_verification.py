@@ -114,7 +114,7 @@ def any_world(backend, tmp_path: Path) -> Iterator[World]:
 def _append(ledger: Ledger, n: int, start: int = 0, tag: str = "a") -> None:
     for i in range(start, start + n):
         ledger.append(
-            "consent.note" if i % 3 else "job.note", {"i": i, "tag": tag}, T0 + timedelta(hours=i)
+            "audit.note" if i % 3 else "job.note", {"i": i, "tag": tag}, T0 + timedelta(hours=i)
         )
 
 
@@ -157,7 +157,7 @@ def test_pushed_ledger_is_verified_browsable_and_proves_inclusion(any_world: Wor
     )
     page = world.entries(kind="job.note", limit=4, offset=2)
     assert page["total"] == 11 and [e["index"] for e in page["entries"]] == [6, 9, 12, 15]
-    assert page["kinds"] == ["consent.note", "job.note"]
+    assert page["kinds"] == ["audit.note", "job.note"]
     page = world.entries(since="2026-03-01T12:00:00Z", until="2026-03-01T14:00:00+00:00")
     assert [e["index"] for e in page["entries"]] == [3, 4]
     assert world.entries(since="2026-03-01T21:00:00+09:00")["entries"][0]["index"] == 3
@@ -214,7 +214,7 @@ def _fork(world: World, entries: int, differ_at: int | None) -> None:
         for i in range(entries):
             tag = "b" if differ_at is not None and i >= differ_at else "a"
             other.append(
-                "consent.note" if i % 3 else "job.note",
+                "audit.note" if i % 3 else "job.note",
                 {"i": i, "tag": tag},
                 T0 + timedelta(hours=i),
             )

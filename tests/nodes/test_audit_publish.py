@@ -23,7 +23,7 @@ from consent.ledger import Ledger
 from consent.model import Consent, Provision
 from coordinator.api import bootstrap_operator, create_app
 from coordinator.settings import load_settings
-from federation.audit_models import ConsentCount, ConsentSummary
+from federation.audit_models import ConsentCount, ConsentSummary, LedgerEntryWire
 from nodes.audit_publish import AuditPublisher, push_audit_snapshot, suppress_counts
 from nodes.cli import init_node
 from nodes.enforcement import EnforcementPoint
@@ -162,6 +162,30 @@ def test_entries_go_as_stored(point: EnforcementPoint) -> None:
     assert [e.index for e in wire] == [1, 2, 3]
     assert base64.b64decode(wire[0].data) == ledger.entry_bytes(1)
     assert wire[0].at == "2026-01-02T03:04:05.000001Z" and wire[0].kind == "job.note"
+
+
+def test_consent_events_leave_the_node_as_leaf_hashes_only(point: EnforcementPoint) -> None:
+    ledger = point.ledger()
+    subject = "ab" * 16
+    ledger.append(
+        "consent.granted",
+        {
+            "subject": subject,
+            "consent_id": "c-1",
+            "version": 1,
+            "status": "active",
+            "decision": "permit",
+            "recorded_at": "2026-01-02T03:04:05Z",
+            "content_hash": "0" * 64,
+        },
+    )
+    ledger.append("job.note", {"i": 1})
+    wire = AuditPublisher(point).entries(0, 2)
+    assert wire[0].data is None and wire[0].leaf == ledger.leaf_hash(0).hex()
+    assert subject not in wire[0].model_dump_json()
+    assert wire[1].data is not None
+    with pytest.raises(ValueError):
+        LedgerEntryWire(index=1, kind="job.note", at=wire[1].at, leaf="0" * 64)
 
 
 def test_budget_rows_per_domain_and_period(point: EnforcementPoint) -> None:

@@ -107,10 +107,17 @@
                             { credentials: "same-origin", cache: "no-store" });
       const body = await r.json();
       if (!r.ok) throw new Error(body.detail || String(r.status));
-      const data = unb64(body.data);
-      const entry = JSON.parse(new TextDecoder().decode(data));
-      if (body.index !== index || entry.index !== index) throw new Error(labels.proof_wrong_entry);
-      const leaf = await sha256(LEAF, data);
+      if (body.index !== index) throw new Error(labels.proof_wrong_entry);
+      let leaf;
+      if (body.data === null) {
+        // a consent event: its content stays at the node; the path starts from its leaf
+        leaf = unhex(body.leaf_hash);
+      } else {
+        const data = unb64(body.data);
+        const entry = JSON.parse(new TextDecoder().decode(data));
+        if (entry.index !== index) throw new Error(labels.proof_wrong_entry);
+        leaf = await sha256(LEAF, data);
+      }
       const root = await rootFromPath(leaf, index, body.head.tree_size, body.proof.map(unhex));
       if (hex(root) !== body.head.root_hash) throw new Error(labels.proof_wrong_root);
       const signature = await checkSignature(body);
