@@ -320,15 +320,17 @@ def start_supernode(
     fast_poll: bool = True,
     warm: bool = True,
     preload: Sequence[str] = DEFAULT_PRELOAD,
-    torch_threads: int = 0,
+    torch_threads: int = 1,
 ) -> ManagedProcess:
     """Start node ``name``'s SuperNode against ``superlink`` (TLS + its private key).
 
     ``node_config`` reaches the ClientApp as ``context.node_config`` (``node-name`` is
     added). The call returns once the process runs; whether the SuperLink admitted it is
     seen in the SuperLink's node list (an unregistered key makes the SuperNode exit).
-    ``torch_threads`` (> 0) sets the warm executor's torch threads per task (several
-    nodes on one machine: 1, or tasks running side by side oversubscribe the cores).
+    ``torch_threads`` sets the warm executor's torch threads per task. It must stay 1 with
+    the warm executor: a child forked after torch started a pool of worker threads hangs
+    on its first parallel operation (seen: every training message of a node service's
+    SuperNode, before this default). 0 keeps torch's default and skips the warm-up.
 
     Returns:
         The SuperNode process (``extra`` holds its warm executor).
@@ -574,7 +576,7 @@ def _run_executor(argv: list[str]) -> None:
     parser.add_argument("--parent-pid", type=int)
     parser.add_argument("--preload", default="")
     parser.add_argument("--poll", type=float, default=FAST_POLL_S / 4)
-    parser.add_argument("--torch-threads", type=int, default=0)
+    parser.add_argument("--torch-threads", type=int, default=1)
     parser.add_argument("--no-warm-up", dest="warm_up", action="store_false")
     args = parser.parse_args(argv)
     for module in filter(None, args.preload.split(",")):
@@ -583,7 +585,8 @@ def _run_executor(argv: list[str]) -> None:
         import torch
 
         torch.set_num_threads(args.torch_threads)
-    if args.warm_up:
+    # Warming torch up starts its thread pool; forking after that is only safe single-threaded.
+    if args.warm_up and args.torch_threads == 1:
         warm_up_training()
     fast_object_pulls()
     from flwr.proto.runtime_pb2 import AcquireTaskRequest
