@@ -372,7 +372,9 @@ def main() -> None:
     if args.load is None:
         args.load = "wrk" if shutil.which("wrk") else "httpx"
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    load_before = os.getloadavg()[0]
     results = {b: bench_backend(b, args) for b in backends}
+    load_after = os.getloadavg()[0]
     if args.hold:
         return
     out: dict[str, Any] = {
@@ -387,6 +389,9 @@ def main() -> None:
         "workers": 1,
         "access_log": args.access_log,
         "cpus": os.cpu_count(),
+        # The machine's 1-minute load average before and after: above the CPU count, the
+        # server, the database and wrk were waiting for cores taken by other work.
+        "load_average_1min": [round(load_before, 2), round(load_after, 2)],
         "python": platform.python_version(),
         "clients": args.clients,
         "seconds_per_run": args.seconds,
