@@ -51,7 +51,8 @@ class CoordinatorSettings(BaseSettings):
         approval_grace_seconds: how long a job that has enough approvals waits for targeted
             nodes whose policy has not answered yet (their services may be offline).
         token_cache_seconds: how long a verified token is remembered in memory, so status
-            reads do not pay an argon2 verification each (revocation clears it at once).
+            reads do not pay an argon2 verification each (a revocation through this process
+            clears it at once; one made by another process holds within this period).
         argon2_time_cost: argon2id passes for token hashes (≥ 1).
         argon2_memory_kib: argon2id memory for token hashes (≥ 19456, OWASP's floor).
         engine: the federation engine approved jobs run on: ``none`` (they wait; a runner

@@ -205,3 +205,37 @@ def test_node_admin_releases_a_held_result(world) -> None:
     assert ok.status_code == 303 and f'id="held-{job_id}"' not in client.get("/console/node").text
     _login(client, tokens["researcher"])
     assert client.get(f"/console/jobs/{job_id}/result.json").status_code == 200
+
+
+def test_node_admin_sees_subjects_after_consent_and_the_policy_reasons(world) -> None:
+    from federation.api_models import DecisionCreate, DecisionReason
+
+    client, tokens, app = world
+    csrf = _login(client, tokens["researcher"])
+    r = client.post(
+        "/console/jobs",
+        data={"csrf": csrf, "spec": app.state.console_test_spec},
+        follow_redirects=False,
+    )
+    job_id = r.headers["location"].rsplit("/", 1)[1]
+    _login(client, tokens["node_admin"])
+    assert "not counted yet" in client.get("/console/node").text
+    app.state.lifecycle.decide(
+        job_id,
+        "city-hospital",
+        DecisionCreate(
+            outcome="needs_approval",
+            source="policy",
+            reasons=[
+                DecisionReason(code="manual_approval", message="this node approves by hand"),
+                DecisionReason(
+                    code="subjects_after_consent", message="153 subjects after consent filtering"
+                ),
+            ],
+        ),
+        "city-hospital-service",
+    )
+    page = client.get("/console/node").text
+    review = page[page.index(f'id="review-{job_id}"') :]
+    assert '<dd class="subjects">153</dd>' in review
+    assert "this node approves by hand" in review
