@@ -321,6 +321,8 @@ def start_supernode(
     warm: bool = True,
     preload: Sequence[str] = DEFAULT_PRELOAD,
     torch_threads: int = 1,
+    max_retries: int | None = 3,
+    max_wait_time: float | None = 30.0,
 ) -> ManagedProcess:
     """Start node ``name``'s SuperNode against ``superlink`` (TLS + its private key).
 
@@ -331,6 +333,9 @@ def start_supernode(
     the warm executor: a child forked after torch started a pool of worker threads hangs
     on its first parallel operation (seen: every training message of a node service's
     SuperNode, before this default). 0 keeps torch's default and skips the warm-up.
+    ``max_retries`` / ``max_wait_time`` bound the SuperNode's reconnection attempts when
+    the SuperLink goes away (None: keep trying, as a node service's SuperNode should
+    while the coordinator restarts).
 
     Returns:
         The SuperNode process (``extra`` holds its warm executor).
@@ -359,11 +364,11 @@ def start_supernode(
         "127.0.0.1",
         "--port",
         str(port),
-        "--max-retries",
-        "3",
-        "--max-wait-time",
-        "30",
     ]
+    if max_retries is not None:
+        cmd += ["--max-retries", str(max_retries)]
+    if max_wait_time is not None:
+        cmd += ["--max-wait-time", f"{max_wait_time:g}"]
     if warm:
         cmd += ["--isolation", "process"]
     log_path = data_dir / "logs" / f"{name}.log"

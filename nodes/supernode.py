@@ -97,6 +97,9 @@ class SupernodeSupervisor:
             self.state_dir / "flower",
             node_config={"data-dir": str(self.data_dir), "state-dir": str(self.state_dir)},
             private_key=pki.node(self.name).private_key,
+            # keep dialling while the coordinator (and its SuperLink) restarts
+            max_retries=None,
+            max_wait_time=None,
         )
         write_pid_file(pid_file, [self.process.pid, *(p.pid for p in self.process.extra)])
         self.starts += 1
