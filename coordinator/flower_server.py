@@ -235,6 +235,13 @@ def _run(grid: Grid, context: Context) -> None:
             rounds_planned=spec.rounds,
             min_nodes=spec.min_nodes,
         )
+        from federation.deployment import bound_object_pulls
+
+        # a reply whose content never fully arrives (its node died mid-upload) must not
+        # stall the round past its stage timeout
+        bound_object_pulls(
+            spec.secure_aggregation.timeout if spec.secure_aggregation.enabled else 60.0
+        )
         ids = {int(x) for x in str(cfg["node-ids"]).split(",") if x.strip()} or None
         n_nodes = int(cfg["n-nodes"]) or (len(ids) if ids else 0)
         if n_nodes < spec.min_nodes:

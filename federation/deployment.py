@@ -50,6 +50,7 @@ __all__ = [
     "FAST_PULL_BACKOFF_S",
     "LocalDeployment",
     "ManagedProcess",
+    "bound_object_pulls",
     "fast_object_pulls",
     "flower_env",
     "free_port",
@@ -112,6 +113,24 @@ def fast_object_pulls(
         defaults = dict(fn.__kwdefaults__ or {})
         defaults.update(initial_backoff=initial, backoff_cap=cap)
         fn.__kwdefaults__ = defaults
+
+
+def bound_object_pulls(max_time: float) -> None:
+    """Make this process give up pulling a message's content after ``max_time`` seconds.
+
+    A node killed while uploading a reply leaves the message at the SuperLink without all
+    of its objects; Flower keeps asking for them for up to 500 tries (minutes) before it
+    turns the reply into an error, stalling the round long past its stage timeout. The
+    ServerApp bounds that wait by the stage timeout: a reply still incomplete by then
+    counts as missing (Flower's own "objects unavailable" error reply).
+    """
+    from flwr.supercore.inflatable import inflatable_utils
+
+    for fn in (inflatable_utils.pull_objects, inflatable_utils.pull_and_inflate_object_from_tree):
+        defaults = dict(fn.__kwdefaults__ or {})
+        if "max_time" in defaults:
+            defaults["max_time"] = float(max_time)
+            fn.__kwdefaults__ = defaults
 
 
 def free_port(host: str = "127.0.0.1") -> int:
