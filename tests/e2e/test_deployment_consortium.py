@@ -51,8 +51,10 @@ def _until(pred, timeout: float, what: str, poll: float = 0.3):
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
-def _submit(c: Consortium, rounds: int, name: str) -> str:
-    spec = fleet.tiny_job(NAMES, rounds=rounds, min_nodes=2, timeout=15.0)
+def _submit(c: Consortium, rounds: int, name: str, stage_timeout: float = 60.0) -> str:
+    # A stage timeout well above a loaded CI machine's slowest training stage (~20 s seen
+    # at load 10 on 2 cores); the node-death test sets its own, shorter one.
+    spec = fleet.tiny_job(NAMES, rounds=rounds, min_nodes=2, timeout=stage_timeout)
     body = spec.model_dump(mode="json")
     body["name"] = name
     return c.client("researcher").submit(body).id
@@ -77,6 +79,9 @@ def test_researcher_job_runs_over_the_deployment_engine(consortium: Consortium) 
     ran = sorted(a.node for a in done.approvals if a.status == "approved")
     assert ran == NAMES  # the job waited for every node's policy, all approved
     assert {a.source for a in done.approvals if a.status == "approved"} == {"policy"}
+    for a in done.approvals:  # each node said how many subjects the job would use there
+        counts = [r.message for r in a.reasons if r.code == "subjects_after_consent"]
+        assert len(counts) == 1 and int(counts[0].split()[0]) > 0, a.reasons
     result = researcher.result(job_id)
     assert result.report["engine"] == "deployment"
     assert result.report["secure_aggregation"] is True
@@ -129,7 +134,7 @@ def test_unregistered_key_cannot_be_registered_twice_or_by_others(consortium: Co
 def test_a_node_dies_mid_job_and_comes_back(consortium: Consortium) -> None:
     c = consortium
     researcher = c.client("researcher")
-    job_id = _submit(c, rounds=3, name="lbw-node-dies")
+    job_id = _submit(c, rounds=3, name="lbw-node-dies", stage_timeout=30.0)
     job = _until(
         lambda: (j := researcher.status(job_id)).round >= 1 and j, 300, "round 1", poll=0.2
     )
@@ -144,8 +149,8 @@ def test_a_node_dies_mid_job_and_comes_back(consortium: Consortium) -> None:
     _until(lambda: researcher.status(job_id).round > at_kill, 120, "the next round", poll=0.2)
     went_on = time.monotonic() - killed
     print(f"round {at_kill + 1} finished {went_on:.1f} s after the node died")
-    # the job's SecAgg+ stage timeout is 15 s: the round goes on without the dead node
-    assert went_on <= 60.0
+    # the job's SecAgg+ stage timeout is 30 s: the round goes on without the dead node
+    assert went_on <= 90.0
     done = researcher.wait(job_id, poll=0.5, timeout=300)
     assert done.state == "succeeded", done.reason
     result = researcher.result(job_id)
@@ -195,3 +200,18 @@ def test_coordinator_killed_mid_job_and_restarted(consortium: Consortium) -> Non
     # the restarted coordinator's SuperLink runs jobs again
     job2 = _submit(c, rounds=1, name="lbw-after-restart")
     assert researcher.wait(job2, poll=0.5, timeout=420).state == "succeeded"
+
+
+def test_node_admin_api_runs_beside_the_service(consortium: Consortium) -> None:
+    import httpx
+
+    c = consortium
+    base = f"http://127.0.0.1:{c.admin_ports['n2']}"
+    assert httpx.get(f"{base}/health", timeout=10).status_code == 200
+    assert httpx.get(f"{base}/status", timeout=10).status_code == 401
+    token = c.tokens["n2"].read_text().strip()
+    status = httpx.get(f"{base}/status", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert status.status_code == 200
+    body = status.json()
+    assert body["supernode"]["running"] is True
+    assert token not in status.text
