@@ -6,7 +6,6 @@ bounds of the data model, and an upper bound on any node's record count.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from coordinator.server_app import RunOutcome, build_sum_server_app
+from federation.analytics.sum_jobs import record_bound, sum_secagg
 from federation.cdm import declared_ranges
 from federation.embedded import run_embedded
-from federation.secagg import SecAggSettings
 from federation.secure_sum import SumRecorder
 from federation.spec import JobSpec
 from nodes.client_app import RoundGate
@@ -24,20 +23,6 @@ from nodes.sources import NodeSource
 from nodes.sum_client_app import build_sum_client_app
 
 __all__ = ["run_analytics_job", "run_glm_job"]
-
-
-def _secagg(spec: JobSpec, n_nodes: int) -> SecAggSettings | None:
-    sa = spec.secure_aggregation
-    if not sa.enabled:
-        return None
-    return SecAggSettings.for_job(
-        n_nodes,
-        1,
-        clipping_range=sa.clipping_range,
-        reconstruction_threshold=sa.reconstruction_threshold,
-        timeout=sa.timeout,
-        max_retries=sa.max_retries,
-    )
 
 
 def run_glm_job(
@@ -63,9 +48,9 @@ def run_glm_job(
         glm_unscale_sum,
     )
 
-    secagg = _secagg(spec, len(nodes))
+    secagg = sum_secagg(spec, len(nodes))
     clip = spec.secure_aggregation.clipping_range
-    bound = int(2 ** math.ceil(math.log2(max(max_records, 2))))
+    bound = record_bound(max_records)
     names = glm_term_names(spec)
     term_bounds = glm_term_bounds(spec, declared_ranges(spec.domain))
     family = spec.glm.family

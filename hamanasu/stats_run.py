@@ -79,16 +79,16 @@ def run_stats_job(
     """
     from federation.analytics.scaling import scale_for_secagg, unscale
     from federation.analytics.stats import _sigma, stats_finalize, stats_layout, stats_local
-    from hamanasu.analytics_run import _secagg
+    from federation.analytics.sum_jobs import record_bound, sum_secagg
     from hamanasu.plots import plot_rates
 
     spec = resolve_stats_bounds(spec)
     layout = stats_layout(spec)
-    bound = int(2 ** math.ceil(math.log2(max(max(sizes.values()), 2))))
+    bound = record_bound(max(sizes.values()))
     scale = layout.block_scales() * bound
     clip = spec.secure_aggregation.clipping_range
     dp = _dp_config(spec, len(nodes))
-    secagg = _secagg(spec, len(nodes))
+    secagg = sum_secagg(spec, len(nodes))
     min_cells = max(min_cell_count or 0, spec.stats.min_cell_count)
     state: dict[str, Any] = {}
 
