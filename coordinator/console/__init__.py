@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import threading
-import time
 import tomllib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,8 +44,9 @@ from coordinator.schemas import PrincipalPublic
 from coordinator.store import Store
 from federation.api_models import DecisionCreate, DecisionReason, ReleaseDecisionCreate
 from federation.audit_models import SUMMARY_PURPOSES, BudgetRow, NodeConsentPublic
+from federation.web_sessions import Session, SessionStore
 
-__all__ = ["SESSION_COOKIE", "Sessions", "mount_console"]
+__all__ = ["SESSION_COOKIE", "mount_console"]
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "hmn_session"
@@ -59,48 +58,6 @@ RESEARCHER = ("researcher",)
 VIEWER = ("researcher", "auditor", "operator")
 NODE_ADMIN = ("node_admin",)
 AUDITOR = ("auditor", "operator")
-
-
-@dataclass
-class _Session:
-    token: str
-    csrf: str
-    expires: float
-
-
-class Sessions:
-    """Server-side sessions: a random id (the cookie) → the token, a CSRF value, an expiry."""
-
-    def __init__(self, ttl: float = 8 * 3600) -> None:
-        self.ttl = ttl
-        self._items: dict[str, _Session] = {}
-        self._lock = threading.Lock()
-
-    def create(self, token: str) -> str:
-        """Open a session for a verified token; return its id (the cookie's value)."""
-        sid = secrets.token_urlsafe(32)
-        with self._lock:
-            now = time.monotonic()
-            for key in [k for k, v in self._items.items() if v.expires < now]:
-                del self._items[key]
-            self._items[sid] = _Session(token, secrets.token_urlsafe(24), now + self.ttl)
-        return sid
-
-    def get(self, sid: str | None) -> _Session | None:
-        """Return the live session ``sid`` names, else None."""
-        if not sid:
-            return None
-        with self._lock:
-            item = self._items.get(sid)
-            if item is None or item.expires < time.monotonic():
-                self._items.pop(sid, None)
-                return None
-            return item
-
-    def drop(self, sid: str | None) -> None:
-        """End a session (sign-out, revoked token)."""
-        with self._lock:
-            self._items.pop(sid or "", None)
 
 
 class _NeedLogin(Exception):
@@ -118,7 +75,7 @@ class _PageForbidden(Exception):
 class _Ctx:
     request: Request
     caller: PrincipalPublic
-    session: _Session
+    session: Session
     lang: str
 
     @property
@@ -142,12 +99,12 @@ def _lang(request: Request) -> str:
 
 def _ctx(request: Request, roles: tuple[str, ...]) -> _Ctx:
     """The signed-in caller, checked like the API: a valid token and one of ``roles``."""
-    sessions: Sessions = request.app.state.console_sessions
+    sessions: SessionStore = request.app.state.console_sessions
     session = sessions.get(request.cookies.get(SESSION_COOKIE))
     if session is None:
         raise _NeedLogin()
     try:
-        caller = request.app.state.store.authenticate(session.token)
+        caller = request.app.state.store.authenticate(session.token or "")
     except Unauthorized:  # revoked or disabled since sign-in
         sessions.drop(request.cookies.get(SESSION_COOKIE))
         raise _NeedLogin() from None
@@ -169,7 +126,7 @@ def _check_csrf(ctx: _Ctx, form: dict[str, str]) -> None:
 def mount_console(app: FastAPI) -> None:
     """Add the console's routes, templates and static files to the coordinator app."""
     templates = Jinja2Templates(directory=str(HERE / "templates"))
-    app.state.console_sessions = Sessions()
+    app.state.console_sessions = SessionStore()
     router = APIRouter(prefix="/console", include_in_schema=False)
 
     def render(

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import io
 import secrets
-import threading
-import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +24,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from federation.web_sessions import Session, SessionStore
 from nodes.admin_actions import AdminError
 from nodes.console.i18n import STRINGS, pick_lang
 
@@ -34,54 +32,12 @@ if TYPE_CHECKING:
     from nodes.admin_actions import NodeAdmin
     from nodes.admin_models import BudgetRow
 
-__all__ = ["SESSION_COOKIE", "Sessions", "budget_chart_png", "mount_console"]
+__all__ = ["SESSION_COOKIE", "budget_chart_png", "mount_console"]
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "hmn_node_session"
 LANG_COOKIE = "hmn_node_lang"
 LOGIN_COOKIE = "hmn_node_login"
-
-
-@dataclass
-class _Session:
-    csrf: str
-    expires: float
-    flash: list[tuple[str, str]] = field(default_factory=list)
-
-
-class Sessions:
-    """Server-side sessions: a random id (the cookie) → a CSRF value, an expiry, messages."""
-
-    def __init__(self, ttl: float = 8 * 3600) -> None:
-        self.ttl = ttl
-        self._items: dict[str, _Session] = {}
-        self._lock = threading.Lock()
-
-    def create(self) -> str:
-        """Open a session for a verified sign-in; return its id (the cookie's value)."""
-        sid = secrets.token_urlsafe(32)
-        with self._lock:
-            now = time.monotonic()
-            for key in [k for k, v in self._items.items() if v.expires < now]:
-                del self._items[key]
-            self._items[sid] = _Session(secrets.token_urlsafe(24), now + self.ttl)
-        return sid
-
-    def get(self, sid: str | None) -> _Session | None:
-        """Return the live session ``sid`` names, else None."""
-        if not sid:
-            return None
-        with self._lock:
-            item = self._items.get(sid)
-            if item is None or item.expires < time.monotonic():
-                self._items.pop(sid, None)
-                return None
-            return item
-
-    def drop(self, sid: str | None) -> None:
-        """End a session (sign-out)."""
-        with self._lock:
-            self._items.pop(sid or "", None)
 
 
 class _NeedLogin(Exception):
@@ -152,7 +108,7 @@ def mount_console(app: FastAPI, admin: NodeAdmin, token: str) -> None:
         token: the node admin's token (the console's sign-in compares against it).
     """
     templates = Jinja2Templates(directory=str(HERE / "templates"))
-    sessions = Sessions()
+    sessions = SessionStore()
     app.state.console_sessions = sessions
     expected = token.encode("utf-8")
     router = APIRouter(prefix="/console", include_in_schema=False)
@@ -161,7 +117,7 @@ def mount_console(app: FastAPI, admin: NodeAdmin, token: str) -> None:
         request: Request,
         name: str,
         status: int = 200,
-        session: _Session | None = None,
+        session: Session | None = None,
         **context: Any,
     ) -> HTMLResponse:
         lang = _lang(request)
@@ -199,13 +155,13 @@ def mount_console(app: FastAPI, admin: NodeAdmin, token: str) -> None:
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
 
-    def session_of(request: Request) -> _Session:
+    def session_of(request: Request) -> Session:
         session = sessions.get(request.cookies.get(SESSION_COOKIE))
         if session is None:
             raise _NeedLogin()
         return session
 
-    async def checked_form(request: Request) -> tuple[_Session, dict[str, str]]:
+    async def checked_form(request: Request) -> tuple[Session, dict[str, str]]:
         session = session_of(request)
         form = await _form(request)
         if not secrets.compare_digest(form.get("csrf", "").encode(), session.csrf.encode()):
@@ -279,7 +235,7 @@ def mount_console(app: FastAPI, admin: NodeAdmin, token: str) -> None:
     # -- jobs and held results ---------------------------------------------------------------
     def jobs_page(
         request: Request,
-        session: _Session,
+        session: Session,
         status: int = 200,
         errors: dict[str, dict[str, str]] | None = None,
         values: dict[str, dict[str, str]] | None = None,
