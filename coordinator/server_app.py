@@ -52,11 +52,14 @@ def build_training_server_app(
     fit_config: dict[str, Any],
     recorder: TrainingRecorder,
     outcome: RunOutcome,
+    expected_nodes: int = 0,
 ) -> ServerApp:
     """Build the ServerApp for a training job of ``rounds`` rounds over ``n_nodes`` nodes.
 
     ``secagg`` None turns secure aggregation off (plain FedAvg). The app records rounds in
     ``recorder`` and how the run ended in ``outcome`` (it never raises into Flower).
+    ``expected_nodes`` (> 0): wait up to a minute for that many nodes before the first
+    round, so that a strategy sampling "every available node" sees them all.
 
     Returns:
         The :class:`flwr.server.ServerApp`.
@@ -78,7 +81,17 @@ def build_training_server_app(
             _run_round(fit, grid, legacy, server_round, secagg, recorder, outcome)
             return False
 
-        _drive(grid, context, strategy, rounds + 1, secagg, outcome, one_round, require_done=False)
+        _drive(
+            grid,
+            context,
+            strategy,
+            rounds + 1,
+            secagg,
+            outcome,
+            one_round,
+            require_done=False,
+            expected_nodes=expected_nodes,
+        )
 
     return app
 
@@ -135,6 +148,7 @@ def _drive(
     one_round: Callable[[Any, Any, int], bool],
     *,
     require_done: bool,
+    expected_nodes: int = 0,
 ) -> None:
     """Run up to ``num_rounds`` rounds of ``one_round`` (True = done) and record the outcome.
 
@@ -157,6 +171,8 @@ def _drive(
     thread, f_stop, c_done = start_update_client_manager_thread(grid, legacy.client_manager)
     try:
         c_done.wait()
+        if expected_nodes:
+            legacy.client_manager.wait_for(expected_nodes, timeout=60)
         default_init_params_workflow(grid, legacy)
         cfg = ConfigRecord()
         cfg[Key.START_TIME] = time.time()

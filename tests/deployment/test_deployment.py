@@ -1,6 +1,8 @@
-"""Flower's deployment engine for real: SuperLink + SuperNodes as processes, TLS, node auth."""
+"""Flower's deployment engine for real: SuperLink + SuperNodes as processes, TLS, node auth.
 
-import json
+A whole job over node services and their SuperNodes is tests/e2e/test_deployment_consortium.py.
+"""
+
 import stat
 import sys
 import threading
@@ -66,41 +68,6 @@ def _deploy(tmp_path, names):
         dep.start_node(name, {"data-dir": str(data), "state-dir": str(state)})
     dep.wait_online(names)
     return dep, nodes
-
-
-@pytest.mark.slow
-def test_three_supernodes_dp_secagg_job_end_to_end(tmp_path):
-    names = ["n1", "n2", "n3"]
-    dep, nodes = _deploy(tmp_path, names)
-    try:
-        job = fleet.tiny_job(names, rounds=2)
-        fleet.accept(nodes, job, "job-e2e")
-        runner = DeploymentRunner(
-            dep.superlink.address,
-            dep.pki.ca_cert,
-            tmp_path / "store",
-            max_records=fleet.max_records(nodes, job),
-        )
-        progress = []
-        result = runner.run(job, "job-e2e", names, progress.append, threading.Event())
-    finally:
-        dep.stop()
-    assert result.status == "succeeded", result.reason
-    report = json.loads((tmp_path / "store" / "job-e2e" / "report.json").read_text())
-    assert report["engine"] == "deployment" and report["secure_aggregation"] is True
-    assert [r["round"] for r in report["rounds"]] == [1, 2, 3]  # two training rounds + evaluation
-    assert all(sorted(r["nodes"]) == names for r in report["rounds"])
-    assert [p.round for p in progress] == [1, 2, 2]
-    assert set(result.epsilon_by_node) == set(names)
-    assert all(0 < eps <= job.privacy.epsilon for eps in result.epsilon_by_node.values())
-    assert result.model is not None and len(result.model["parameters"]) == 2
-    from nodes.enforcement import EnforcementPoint
-
-    for name, (_, state) in nodes.items():  # each node gated and logged both rounds
-        usage = [
-            e.payload for e in EnforcementPoint(name, state).ledger().entries(kind="job.usage")
-        ]
-        assert [u["round"] for u in usage if u["job_id"] == "job-e2e"] == [1, 2]
 
 
 @pytest.mark.slow

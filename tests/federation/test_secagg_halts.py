@@ -68,6 +68,7 @@ def _run(
         fit_config={},
         recorder=recorder,
         outcome=outcome,
+        expected_nodes=N_NODES,  # every node sampled, node 0 included
     )
     run_embedded(app, client_app, N_NODES)
     return outcome, recorder
