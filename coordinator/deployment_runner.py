@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from coordinator.flower_control import FlowerControl, FlowerControlError
 from coordinator.runner import RoundProgress, RunCancelled, RunResult
@@ -227,7 +227,9 @@ class DeploymentRunner:
         eps: dict[str, float] = {}
         if job.privacy is not None and report.get("dp"):
             eps = {n: float(report["dp"]["epsilon_charged_per_node"]) for n in nodes}
-        status = "succeeded" if report.get("status") == "succeeded" else "failed"
+        status: Literal["succeeded", "failed"] = (
+            "succeeded" if report.get("status") == "succeeded" else "failed"
+        )
         return RunResult(
             status,
             report.get("reason") or f"{job.kind} released",
@@ -257,6 +259,8 @@ class DeploymentRunner:
                 "parameters": params,
             }
         eps = {str(k): float(v) for k, v in (report.get("epsilon_spent_by_node") or {}).items()}
-        status = "succeeded" if report.get("status") == "succeeded" else "failed"
+        status: Literal["succeeded", "failed"] = (
+            "succeeded" if report.get("status") == "succeeded" else "failed"
+        )
         reason = report.get("reason") or f"{job.rounds} round(s) done"
         return RunResult(status, reason, report=report, model=model, epsilon_by_node=eps)

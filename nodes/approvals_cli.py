@@ -169,7 +169,7 @@ def serve(config: ConfigOpt) -> None:
             admin = serve_admin(app_, cfg.admin.host, cfg.admin.port, stop)
         typer.echo(
             f"node {cfg.name}: admin API and console on "
-            f"http://{cfg.admin.host}:{cfg.admin.port}/console/"
+            f"http://{cfg.admin.host}:{admin.port}/console/"
         )
     typer.echo(f"node {cfg.name}: polling {cfg.coordinator_url} every {cfg.poll_interval:g} s")
     try:

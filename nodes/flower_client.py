@@ -69,7 +69,7 @@ def job_from_run_config(run_config: dict[str, Any]) -> tuple[Any, str]:
     return parse_job_spec(json.loads(raw)), job_id
 
 
-class NodeClientApp(ClientApp):  # type: ignore[misc]
+class NodeClientApp(ClientApp):
     """A ClientApp that builds the node's job ClientApp (by the job's kind) per message."""
 
     def __init__(self) -> None:

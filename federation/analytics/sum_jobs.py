@@ -71,7 +71,8 @@ def resolve_stats_bounds(spec: JobSpec, declared: Ranges) -> JobSpec:
         if var not in bounds:
             if var not in declared:
                 raise ValueError(f"stats.bounds: variable {var!r} needs public bounds [low, high]")
-            bounds[var] = tuple(declared[var])
+            low, high = declared[var]
+            bounds[var] = (float(low), float(high))
     return spec.model_copy(update={"stats": spec.stats.model_copy(update={"bounds": bounds})})
 
 
