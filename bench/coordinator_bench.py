@@ -297,7 +297,11 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, list[dict
                 servers[label] = (url, pid, *_consortium(url, op))
             if args.hold:
                 for label, (url, _, token, ids) in servers.items():
-                    print(f"{label}: {url}  token {token}  job {ids[0]}", flush=True)
+                    token_file = tmp / f"{label}.token"  # never printed: a 0600 file
+                    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                    with os.fdopen(fd, "w") as fh:
+                        fh.write(token + "\n")
+                    print(f"{label}: {url}  token in {token_file}  job {ids[0]}", flush=True)
                 print("(Ctrl-C ends)", flush=True)
                 try:
                     while True:
