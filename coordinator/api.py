@@ -110,6 +110,8 @@ def create_app(
         The FastAPI app; ``app.state.store`` and ``app.state.lifecycle`` hold the service.
     """
     store = store or open_store(settings, schema=schema)
+    if engine is not None:
+        engine.restore_keys(store.supernode_keys())
     if runner is None and engine is not None:
         runner = engine.runner()
     lifecycle = Lifecycle(

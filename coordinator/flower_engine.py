@@ -6,6 +6,12 @@ on it through :class:`~coordinator.deployment_runner.DeploymentRunner`, and stop
 stops. The operator registers each node's SuperNode public key through the API
 (``POST /nodes/{name}/supernode-key``); only registered keys can join a run.
 
+The SuperLink keeps its state (registered nodes, runs, messages) in memory, Flower's
+default: a file database made every message exchange about twice as slow. The
+coordinator's database holds the registered keys, and :meth:`FlowerEngine.restore_keys`
+registers them again on every start. A SuperNode that dials in before that is refused
+and exits; the node service starts it again.
+
 A coordinator killed with SIGKILL leaves its SuperLink running (it has its own process
 group so that stopping it takes its ServerApp processes along); the pid file under the
 data folder lets the next start stop that orphan before it binds the same port.
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from coordinator.deployment_runner import DeploymentRunner
@@ -117,7 +124,28 @@ class FlowerEngine:
                 with FlowerControl(self.address, self.pki.ca_cert) as ctl:
                     return ctl.register_node(path, name)
             except FlowerControlError as exc:
-                raise Conflict(f"public_key: the SuperLink refused it: {exc}") from None
+                raise Conflict(
+                    f"public_key: the SuperLink refused it: {exc}", field="public_key"
+                ) from None
+
+    def restore_keys(self, keys: Mapping[str, str]) -> dict[str, int]:
+        """Register again the SuperNode keys the coordinator recorded (name -> public key).
+
+        A key the SuperLink refuses is logged by node name and skipped: the others must
+        still be able to join.
+
+        Returns:
+            name -> the node id the SuperLink gave it, for the keys it took.
+        """
+        ids: dict[str, int] = {}
+        for name, key in keys.items():
+            try:
+                ids[name] = self.register_node(name, key)
+            except (ValueError, Conflict) as exc:
+                log.warning("SuperNode key of node %s not registered again: %s", name, exc)
+        if ids:
+            log.info("registered the SuperNode keys of %s again", ", ".join(sorted(ids)))
+        return ids
 
     def online(self) -> dict[str, bool]:
         """Return, per registered node name, whether its SuperNode is connected now.

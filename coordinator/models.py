@@ -84,6 +84,7 @@ class Node(Base):
     public_key_pem: Mapped[str | None] = mapped_column(Text, nullable=True)
     last_seen_at: Mapped[datetime | None] = mapped_column(nullable=True)
     release_review: Mapped[str | None] = mapped_column(String(16), nullable=True)  # 0002
+    supernode_key: Mapped[str | None] = mapped_column(Text, nullable=True)  # 0004
 
 
 class Job(Base):

@@ -436,6 +436,24 @@ class Store:
             n.last_seen_at = self.clock()
             return _node_public(n)
 
+    def set_supernode_key(self, name: str, public_key: str) -> None:
+        """Record node ``name``'s SuperNode public key (registered with the SuperLink).
+
+        Raises:
+            NotFound: the node is not registered.
+        """
+        with self.sessions.begin() as s:
+            n = s.get(Node, name)
+            if n is None:
+                raise NotFound(f"name: no node named {name!r}", field="name")
+            n.supernode_key = public_key.strip()
+
+    def supernode_keys(self) -> dict[str, str]:
+        """Return node name -> SuperNode public key, for every node that has one."""
+        with self.sessions() as s:
+            rows = s.execute(select(Node.name, Node.supernode_key).order_by(Node.name))
+            return {name: key for name, key in rows if key}
+
     def list_nodes(self) -> list[NodePublic]:
         """Return every registered node, by name."""
         with self.sessions() as s:

@@ -48,6 +48,7 @@ from federation.pki import Pki, init_pki, node_key
 __all__ = [
     "FAST_POLL_S",
     "FAST_PULL_BACKOFF_S",
+    "SUPERLINK_IN_MEMORY",
     "LocalDeployment",
     "ManagedProcess",
     "bound_object_pulls",
@@ -60,6 +61,9 @@ __all__ = [
     "wait_for_port",
     "warm_up_training",
 ]
+
+#: ``--database`` value that keeps a SuperLink's state in Python objects (Flower's default).
+SUPERLINK_IN_MEMORY = ":flwr-in-memory:"
 
 #: Longest idle sleep of a SuperNode / executor poll with ``fast_poll`` (seconds).
 FAST_POLL_S = 0.2
@@ -279,10 +283,15 @@ def start_superlink(
     port: int | None = None,
     ready_timeout: float = 60.0,
     fast_poll: bool = True,
+    database: str = SUPERLINK_IN_MEMORY,
 ) -> ManagedProcess:
     """Start a SuperLink with TLS and SuperNode authentication on ``host:port``.
 
-    Its state (registered nodes, runs) is kept in ``data_dir/superlink.db``.
+    Its state (registered nodes, runs, messages in flight) is kept in memory by default
+    (Flower's own default): with a SQLite file (``database=path``) every request also
+    went through SQLAlchemy and a DP + SecAgg+ round took about twice as long
+    (``bench/deployment_bench.py``). Registrations do not survive a restart, so whoever
+    starts the SuperLink registers the node keys (the coordinator keeps them).
 
     Returns:
         The running SuperLink (its ``address`` is ``host:port``).
@@ -313,7 +322,7 @@ def start_superlink(
         "--port",
         str(port),
         "--database",
-        str(data_dir / "superlink.db"),
+        database,
     ]
     proc = _spawn(cmd, env, data_dir / "logs" / "superlink.log", data_dir)
     managed = ManagedProcess(

@@ -52,7 +52,10 @@ def register_node(body: NodeCreate, _: Operator, store: StoreDep) -> NodePublic:
 def register_supernode_key(
     name: NodePath, body: SupernodeKeyCreate, _: Operator, store: StoreDep, request: Request
 ) -> SupernodeKeyPublic:
-    """Register a node's SuperNode public key with the SuperLink (only such nodes can join)."""
+    """Register a node's SuperNode public key with the SuperLink (only such nodes can join).
+
+    The coordinator keeps the key and registers it again whenever it starts its SuperLink.
+    """
     engine = request.app.state.engine
     if engine is None:
         raise Conflict(
@@ -65,6 +68,7 @@ def register_supernode_key(
         node_id = engine.register_node(name, body.public_key)
     except ValueError as exc:
         raise InvalidInput(str(exc), field="public_key") from None
+    store.set_supernode_key(name, body.public_key)
     return SupernodeKeyPublic(node=name, flower_node_id=node_id)
 
 

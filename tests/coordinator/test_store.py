@@ -82,6 +82,20 @@ def test_create_principal_duplicate_name_conflicts(store: Store) -> None:
         store.create_principal(PrincipalCreate(name="adm", role="node_admin", node="nowhere"))
 
 
+def test_supernode_keys_are_kept_per_node_and_survive_reopening(store: Store) -> None:
+    _setup(store, 3)
+    assert store.supernode_keys() == {}
+    store.set_supernode_key("n2", "ecdsa-sha2-nistp384 AAAAkey2 n2\n")
+    store.set_supernode_key("n0", "ecdsa-sha2-nistp384 AAAAkey0")
+    with pytest.raises(NotFound):
+        store.set_supernode_key("zz", "ecdsa-sha2-nistp384 AAAAkey")
+    reopened = Store(store.engine, store.hasher, TokenVerifier(store.hasher, 0), store.clock)
+    assert reopened.supernode_keys() == {
+        "n0": "ecdsa-sha2-nistp384 AAAAkey0",
+        "n2": "ecdsa-sha2-nistp384 AAAAkey2 n2",
+    }
+
+
 def test_create_job_unknown_node_or_epsilon_above_caps_stores_nothing(store: Store) -> None:
     researcher, _ = _setup(store)
     with pytest.raises(InvalidSpec) as err:
