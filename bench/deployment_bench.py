@@ -4,9 +4,10 @@ Three nodes (Iwamizawa 2019 maternity data), DP-SGD + SecAgg+ logistic regressio
 Deployment: a SuperLink and three SuperNodes on loopback with TLS and node auth, the job
 submitted through the Control API by ``DeploymentRunner``. Process start-up (SuperLink,
 SuperNodes) is reported apart: it happens once, not per job. ``--cold`` also measures
-Flower's defaults (3 s idle polls, a fresh ``flwr-clientapp`` process per message).
+Flower's defaults (3 s idle polls, a fresh ``flwr-clientapp`` process per message);
+``--file-db`` a SuperLink whose state is a SQLite file instead of memory.
 
-    .venv/bin/python bench/deployment_bench.py [--rounds 3] [--cold]
+    .venv/bin/python bench/deployment_bench.py [--rounds 3] [--cold] [--file-db]
 
 Writes bench/results/deployment.json.
 """
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ def _stats(starts: float, marks: list[float]) -> dict[str, float]:
     return {
         "submit_to_first_round_s": round(first, 2),
         "per_round_s": round(statistics.mean(steps), 2) if steps else None,
+        "rounds_s": [round(x, 2) for x in steps],
         "total_s": round(marks[-1] - starts, 2),
         "rounds_seen": len(marks),
     }
@@ -115,6 +118,27 @@ def breakdown(trace: Path) -> dict[str, dict[str, float]]:
     return out
 
 
+def superlink_requests(trace: Path) -> dict[str, float]:
+    """Count the requests the SuperLink served per round, by API path, from a run's trace.
+
+    Only requests between the first and the last round mark count (steady rounds).
+
+    Returns:
+        ``total`` and path -> requests per round (empty with fewer than two rounds).
+    """
+    events = [json.loads(line) for line in trace.read_text().splitlines() if line.strip()]
+    rounds = sorted(e["t"] for e in events if e["event"] == "server.round")
+    if len(rounds) < 2:
+        return {}
+    paths = Counter(
+        e["path"]
+        for e in events
+        if e["event"] == "superlink.request" and rounds[0] <= e["t"] < rounds[-1]
+    )
+    per_round = {p: round(n / (len(rounds) - 1), 1) for p, n in paths.most_common()}
+    return {"total": round(sum(per_round.values()), 1), **per_round}
+
+
 def embedded(folder: Path, rounds: int) -> dict[str, float]:
     from hamanasu.training_run import run_training_job
     from nodes.enforcement import EnforcementPoint
@@ -138,20 +162,31 @@ def embedded(folder: Path, rounds: int) -> dict[str, float]:
 
 
 def deployment(
-    folder: Path, rounds: int, *, warm: bool, fast_poll: bool, trace: Path | None = None
+    folder: Path,
+    rounds: int,
+    *,
+    warm: bool,
+    fast_poll: bool,
+    trace: Path | None = None,
+    file_db: bool = False,
 ) -> dict[str, Any]:
     from coordinator.deployment_runner import DeploymentRunner
-    from federation.deployment import LocalDeployment
+    from federation.deployment import SUPERLINK_IN_MEMORY, LocalDeployment
 
     nodes = fleet.make_nodes(folder, NAMES)
     job = fleet.tiny_job(NAMES, rounds=rounds)
-    job_id = f"bench-dep-{int(warm)}{int(fast_poll)}"
+    variant = f"{int(warm)}{int(fast_poll)}{int(file_db)}"
+    job_id = f"bench-dep-{variant}"
     fleet.accept(nodes, job, job_id)
     t0 = time.monotonic()
     if trace is not None:
         os.environ[TRACE_ENV] = str(trace)
+    dep_dir = folder / f"dep-{variant}"
     dep = LocalDeployment(
-        folder / f"dep-{int(warm)}{int(fast_poll)}", warm=warm, fast_poll=fast_poll
+        dep_dir,
+        warm=warm,
+        fast_poll=fast_poll,
+        database=str(dep_dir / "superlink.db") if file_db else SUPERLINK_IN_MEMORY,
     ).start()
     try:
         for name, (data, state) in nodes.items():
@@ -177,6 +212,7 @@ def deployment(
     out: dict[str, Any] = {**_stats(started, marks), "processes_startup_s": round(startup, 2)}
     if trace is not None and trace.exists():
         out["per_exchange"] = breakdown(trace)
+        out["superlink_requests_per_round"] = superlink_requests(trace)
     return out
 
 
@@ -184,6 +220,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cold", action="store_true", help="also measure Flower's defaults")
+    parser.add_argument(
+        "--file-db", action="store_true", help="also measure a SuperLink on a SQLite file"
+    )
     parser.add_argument("--no-embedded", action="store_true", help="deployment only (no JSON)")
     parser.add_argument("--trace", type=Path, help="keep the deployment's trace events here")
     args = parser.parse_args()
@@ -191,6 +230,8 @@ def main() -> None:
         "nodes": len(NAMES),
         "rounds": args.rounds,
         "job": "DP-SGD + SecAgg+ logreg, Iwamizawa 2019 maternity data",
+        "cpus": os.cpu_count(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -210,6 +251,15 @@ def main() -> None:
             folder, args.rounds, warm=True, fast_poll=True, trace=trace
         )
         print("deployment (warm executor, fast poll)", json.dumps(dep, indent=1), flush=True)
+        if args.file_db:
+            out["deployment_superlink_sqlite_file"] = filedb = deployment(
+                folder, args.rounds, warm=True, fast_poll=True, file_db=True
+            )
+            print("deployment (SuperLink state in a SQLite file)", filedb, flush=True)
+            if filedb["per_round_s"] and dep["per_round_s"]:
+                out["ratio_per_round_sqlite_file_to_memory"] = round(
+                    filedb["per_round_s"] / dep["per_round_s"], 2
+                )
         if args.cold:
             out["deployment_flower_defaults"] = cold = deployment(
                 folder, args.rounds, warm=False, fast_poll=False

@@ -23,7 +23,8 @@ With ``fast_poll``, Flower's object pulls also retry after 20 ms instead of 1 s
 (:func:`fast_object_pulls`; the SuperNode, the executor's children and the ServerApp
 all pull message content object by object and often ask before it has arrived).
 Set ``HAMANASU_DEPLOY_TRACE`` to a file to record where a run's time goes
-(:mod:`federation.deploy_trace`, summed by ``bench/deployment_bench.py``).
+(:mod:`federation.deploy_trace`, summed by ``bench/deployment_bench.py``); the SuperLink
+then runs through our launcher, which records each request it serves.
 
 Processes start in their own session, so stopping (SIGTERM, then SIGKILL) or killing a
 node takes its children with it.
@@ -307,8 +308,15 @@ def start_superlink(
     port = port or free_port(host)
     data_dir.mkdir(parents=True, exist_ok=True)
     env = flower_env(data_dir / "superlink", fast_poll=fast_poll)
+    from federation.deploy_trace import tracing
+
+    launcher = (
+        [sys.executable, "-m", "federation.deployment", "superlink"]
+        if tracing()
+        else [str(_BIN / "flower-superlink")]
+    )
     cmd = [
-        str(_BIN / "flower-superlink"),
+        *launcher,
         "--ssl-ca-certfile",
         str(pki.ca_cert),
         "--ssl-certfile",
@@ -433,6 +441,8 @@ class LocalDeployment:
     data_dir: Path
     fast_poll: bool = True
     warm: bool = True
+    #: the SuperLink's ``--database`` (in memory, or a SQLite file path).
+    database: str = SUPERLINK_IN_MEMORY
     superlink: ManagedProcess | None = None
     nodes: dict[str, ManagedProcess] = field(default_factory=dict)
     node_ids: dict[str, int] = field(default_factory=dict)
@@ -450,7 +460,9 @@ class LocalDeployment:
         """
         if not self.pki.exists():
             init_pki(self.pki.root)
-        self.superlink = start_superlink(self.pki, self.data_dir, fast_poll=self.fast_poll)
+        self.superlink = start_superlink(
+            self.pki, self.data_dir, fast_poll=self.fast_poll, database=self.database
+        )
         return self
 
     def control(self) -> Any:
@@ -599,6 +611,41 @@ def _run_supernode(argv: list[str]) -> None:
     flower_supernode()
 
 
+def _run_superlink(argv: list[str]) -> None:
+    """Run ``flower-superlink`` recording every HTTP request it serves (tracing only).
+
+    Each request becomes a ``superlink.request`` trace event with its path, so the bench
+    can count what a round costs the SuperLink.
+    """
+    from flwr.superlink import main as superlink_main
+    from flwr.superlink.cli.flower_superlink import flower_superlink
+
+    from federation.deploy_trace import trace
+
+    create_app = superlink_main.create_app
+
+    def traced_app(*args: Any, **kwargs: Any) -> Any:
+        app = create_app(*args, **kwargs)
+        build = app.build_middleware_stack
+
+        def counted() -> Any:
+            inner = build()
+
+            async def asgi(scope: Any, receive: Any, send: Any) -> None:
+                if scope["type"] == "http":
+                    trace("superlink.request", path=scope["path"])
+                await inner(scope, receive, send)
+
+            return asgi
+
+        app.build_middleware_stack = counted  # type: ignore[method-assign]
+        return app
+
+    superlink_main.create_app = traced_app
+    sys.argv = ["flower-superlink", *argv]
+    flower_superlink()
+
+
 def _run_executor(argv: list[str]) -> None:
     """Poll a SuperNode's Runtime API for ClientApp tasks; fork a warm child per task."""
     import argparse
@@ -714,10 +761,13 @@ def _trace_run_clientapp(module: Any) -> None:
     )
 
 
+_LAUNCHERS = {"supernode": _run_supernode, "executor": _run_executor, "superlink": _run_superlink}
+
+
 def _main(argv: list[str]) -> None:
-    if not argv or argv[0] not in ("supernode", "executor"):
-        raise SystemExit("usage: python -m federation.deployment supernode|executor ARGS")
-    (_run_supernode if argv[0] == "supernode" else _run_executor)(argv[1:])
+    if not argv or argv[0] not in _LAUNCHERS:
+        raise SystemExit(f"usage: python -m federation.deployment {'|'.join(_LAUNCHERS)} ARGS")
+    _LAUNCHERS[argv[0]](argv[1:])
 
 
 if __name__ == "__main__":

@@ -60,6 +60,27 @@ def test_unregistered_supernode_is_refused(tmp_path):
         assert "rogue" not in [n.name for n in nodes]
 
 
+@pytest.mark.slow
+def test_traced_superlink_records_each_request_it_serves(tmp_path, monkeypatch):
+    import json
+
+    from federation.deploy_trace import TRACE_ENV
+
+    trace = tmp_path / "trace.jsonl"
+    monkeypatch.setenv(TRACE_ENV, str(trace))
+    with LocalDeployment(tmp_path / "dep") as dep:
+        assert "federation.deployment superlink" in " ".join(dep.superlink.popen.args)
+        dep.register("member")
+        with dep.control() as ctl:
+            assert [n.name for n in ctl.nodes()] == ["member"]
+    paths = [
+        e["path"]
+        for e in map(json.loads, trace.read_text().splitlines())
+        if e["event"] == "superlink.request"
+    ]
+    assert len(paths) >= 2 and all(p.startswith("/v1/control/") for p in paths), paths
+
+
 def _deploy(tmp_path, names):
     nodes = fleet.make_nodes(tmp_path, names)
     dep = LocalDeployment(tmp_path / "dep").start()
