@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from functools import partial
+from types import SimpleNamespace
 from typing import Any, overload
 
 from argon2 import PasswordHasher
@@ -216,7 +217,22 @@ _JOBS = select(
     Principal.name.label("owner"),
     exists().where(Result.job_id == Job.id).label("has_result"),
 ).outerjoin(Principal, Principal.id == Job.owner_id)
-_GET_JOB = _JOBS.where(Job.id == bindparam("job_id"))
+#: One job with its approvals in one statement (a status read is one round trip): a row
+#: per approval with the job's columns repeated, or one row of NULL approval columns.
+_GET_JOB = (
+    _JOBS.add_columns(
+        Approval.node.label("a_node"),
+        Approval.status.label("a_status"),
+        Approval.source.label("a_source"),
+        Approval.reasons.label("a_reasons"),
+        Approval.decided_by.label("a_decided_by"),
+        Approval.decided_at.label("a_decided_at"),
+        Approval.updated_at.label("a_updated_at"),
+    )
+    .outerjoin(Approval, Approval.job_id == Job.id)
+    .where(Job.id == bindparam("job_id"))
+    .order_by(Approval.node)
+)
 #: The approvals of some jobs, by job and node.
 _APPROVALS_OF_JOBS = (
     select(
@@ -602,10 +618,27 @@ class Store:
         Raises:
             NotFound: no such job.
         """
-        found = self._read_jobs(_GET_JOB, {"job_id": job_id})
-        if not found:
+        with self._reads.connect() as conn:
+            rows = conn.execute(_GET_JOB, {"job_id": job_id}).all()
+        if not rows:
             raise NotFound(f"job_id: no job {job_id!r}", field="job_id")
-        return found[0]
+        r = rows[0]
+        approvals = [
+            SimpleNamespace(
+                job_id=r.id,
+                node=a.a_node,
+                status=a.a_status,
+                source=a.a_source,
+                reasons=a.a_reasons,
+                decided_by=a.a_decided_by,
+                decided_at=a.a_decided_at,
+                updated_at=a.a_updated_at,
+            )
+            for a in rows
+            if a.a_node is not None
+        ]
+        has_result = bool(r.has_result) and r.state in TERMINAL_STATES
+        return _job_model(r, r.owner or "?", approvals, has_result), r.owner_id
 
     def job_spec(self, job_id: str) -> tuple[JobSpec, list[str]]:
         """Return a job's spec and the nodes it runs on (its approved nodes).

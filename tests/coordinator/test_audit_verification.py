@@ -377,7 +377,7 @@ def test_role_checks_401_403_with_clear_bodies_and_no_change(world: World) -> No
 
 
 # -- the migration ---------------------------------------------------------------------------------
-def test_migration_0003_applies_over_0002_and_reverts(backend) -> None:
+def test_migrations_0003_and_0004_apply_over_0002_and_revert(backend) -> None:
     from alembic import command
     from alembic.autogenerate import compare_metadata
     from alembic.config import Config
@@ -403,8 +403,9 @@ def test_migration_0003_applies_over_0002_and_reverts(backend) -> None:
         "node_ledger_checks",
     } <= set(inspect(engine).get_table_names(schema=schema))
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+        assert conn.execute(text("SELECT supernode_key FROM nodes")).scalar() is None
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["schema"] = schema
@@ -412,6 +413,7 @@ def test_migration_0003_applies_over_0002_and_reverts(backend) -> None:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0002")
     assert "node_ledger_entries" not in inspect(engine).get_table_names(schema=schema)
+    assert "supernode_key" not in {c["name"] for c in inspect(engine).get_columns("nodes", schema)}
     migrate(engine, schema=schema)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT name FROM nodes")).scalar() == "n0"
