@@ -103,9 +103,11 @@ def test_stats_and_glm_jobs_over_three_supernodes_match_the_embedded_run(tmp_pat
     emb_glm, _ = _embedded(nodes, glm, "emb-glm")
     assert emb_glm.status == "succeeded", emb_glm.reason
     dep_glm = json.loads((tmp_path / "store" / "dep-glm" / "report.json").read_text())
-    # SecAgg+'s stochastic rounding can move the convergence test across its tolerance by
-    # one Newton step (seen on a clean-clone run: 7 against 6); the fit itself must agree.
-    assert abs(dep_glm["rounds"] - emb_glm.report["rounds"]) <= 1
+    # Both fits converged. How many Newton steps that took is not compared: SecAgg+'s
+    # stochastic rounding (about 2^-25) is far above the 1e-10 decrement tolerance, so the
+    # stop comes from the deviance no longer falling, a step or two apart between runs
+    # (seen on clean-clone runs: 7 against 6, 8 against 6). The fit itself must agree.
+    assert dep_glm["converged"] and emb_glm.report["converged"]
     assert dep_glm["coefficients"].keys() == emb_glm.report["coefficients"].keys()
     for term, row in emb_glm.report["coefficients"].items():
         got = dep_glm["coefficients"][term]
