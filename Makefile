@@ -20,10 +20,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/hamanasu demo --out demo-output
 
-# Two workers; each test module stays on one, and the tests that start Flower's
-# deployment processes run one after the other (tests/conftest.py).
+# Tests that start Flower's deployment processes (a SuperLink, SuperNodes, node services)
+# need most of the machine and share module fixtures in order: they run on their own,
+# after the rest has run on two pytest-xdist workers (a module per worker).
+FLOWER_TESTS := tests/deployment tests/e2e/test_deployment_consortium.py
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope $(addprefix --ignore=,$(FLOWER_TESTS))
+	$(BIN)/python -m pytest -q $(FLOWER_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

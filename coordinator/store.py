@@ -250,6 +250,18 @@ _APPROVALS_OF_JOBS = (
 )
 
 
+def _registered_node(s: Session, name: str) -> Node:
+    """Return node ``name`` in session ``s``.
+
+    Raises:
+        NotFound: the node is not registered (field ``name``).
+    """
+    n = s.get(Node, name)
+    if n is None:
+        raise NotFound(f"name: no node named {name!r}", field="name")
+    return n
+
+
 class Store:
     """All persistent state of the coordinator, behind typed methods.
 
@@ -441,9 +453,7 @@ class Store:
             NotFound: the node is not registered.
         """
         with self.sessions.begin() as s:
-            n = s.get(Node, name)
-            if n is None:
-                raise NotFound(f"name: no node named {name!r}", field="name")
+            n = _registered_node(s, name)
             n.max_epsilon_per_job = data.max_epsilon_per_job
             n.domains = dict(data.domains)
             n.approval_mode = data.approval_mode
@@ -459,10 +469,7 @@ class Store:
             NotFound: the node is not registered.
         """
         with self.sessions.begin() as s:
-            n = s.get(Node, name)
-            if n is None:
-                raise NotFound(f"name: no node named {name!r}", field="name")
-            n.supernode_key = public_key.strip()
+            _registered_node(s, name).supernode_key = public_key.strip()
 
     def supernode_keys(self) -> dict[str, str]:
         """Return node name -> SuperNode public key, for every node that has one."""
