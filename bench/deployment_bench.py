@@ -49,7 +49,13 @@ def _stats(starts: float, marks: list[float]) -> dict[str, float]:
     }
 
 
-def breakdown(trace: Path) -> dict[str, dict[str, float]]:
+def read_trace(trace: Path) -> list[dict[str, Any]]:
+    """Return a run's trace events (see :mod:`federation.deploy_trace`), oldest first."""
+    events = [json.loads(line) for line in trace.read_text().splitlines() if line.strip()]
+    return sorted(events, key=lambda e: e["t"])
+
+
+def breakdown(events: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Sum a deployment run's trace (see :mod:`federation.deploy_trace`) per SecAgg+ stage.
 
     Per exchange (the ServerApp pushes one message per node and waits for the replies):
@@ -65,10 +71,6 @@ def breakdown(trace: Path) -> dict[str, dict[str, float]]:
     Returns:
         stage -> figure -> seconds (rounded), plus ``n`` exchanges.
     """
-    events = sorted(
-        (json.loads(line) for line in trace.read_text().splitlines() if line.strip()),
-        key=lambda e: e["t"],
-    )
     exchanges: list[tuple[float, float, list[dict]]] = []
     start, inside = None, []
     for ev in events:
@@ -118,7 +120,7 @@ def breakdown(trace: Path) -> dict[str, dict[str, float]]:
     return out
 
 
-def superlink_requests(trace: Path) -> dict[str, float]:
+def superlink_requests(events: list[dict[str, Any]]) -> dict[str, float]:
     """Count the requests the SuperLink served per round, by API path, from a run's trace.
 
     Only requests between the first and the last round mark count (steady rounds).
@@ -126,8 +128,7 @@ def superlink_requests(trace: Path) -> dict[str, float]:
     Returns:
         ``total`` and path -> requests per round (empty with fewer than two rounds).
     """
-    events = [json.loads(line) for line in trace.read_text().splitlines() if line.strip()]
-    rounds = sorted(e["t"] for e in events if e["event"] == "server.round")
+    rounds = [e["t"] for e in events if e["event"] == "server.round"]
     if len(rounds) < 2:
         return {}
     paths = Counter(
@@ -211,8 +212,9 @@ def deployment(
     assert result.status == "succeeded", result.reason
     out: dict[str, Any] = {**_stats(started, marks), "processes_startup_s": round(startup, 2)}
     if trace is not None and trace.exists():
-        out["per_exchange"] = breakdown(trace)
-        out["superlink_requests_per_round"] = superlink_requests(trace)
+        events = read_trace(trace)
+        out["per_exchange"] = breakdown(events)
+        out["superlink_requests_per_round"] = superlink_requests(events)
     return out
 
 
