@@ -7,9 +7,11 @@ logged.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,56 +54,93 @@ class NodeState:
         """The privacy-budget ledger (SQLite)."""
         return self.root / "budget.sqlite"
 
-    def salt(self, job_id: str) -> bytes:
-        """Return the job's commitment salt, creating it (0600) on first use.
+    def _job_file(self, job_id: str, suffix: str) -> Path:
+        """Return ``salts/<job_id><suffix>``, creating the folder (0700).
 
         Raises:
             ValueError: ``job_id`` is not a safe file name.
         """
-        if not job_id or "/" in job_id or job_id.startswith("."):
+        if not job_id or "/" in job_id or "\\" in job_id or job_id.startswith("."):
             raise ValueError(f"job_id: {job_id!r} is not a safe name")
         folder = self.root / "salts"
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = folder / f"{job_id}.json"
+        return folder / f"{job_id}{suffix}"
+
+    def salt(self, job_id: str) -> bytes:
+        """Return the job's commitment salt, creating it (0600) on first use.
+
+        Processes racing to create it all get the same salt: it is written whole to a
+        private temporary file and linked into place only if no salt exists yet.
+
+        Raises:
+            ValueError: ``job_id`` is not a safe file name.
+        """
+        path = self._job_file(job_id, ".json")
         if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                json.dump({"job_id": job_id, "salt": secrets.token_hex(32)}, fh)
+            data = json.dumps({"job_id": job_id, "salt": secrets.token_hex(32)})
+            tmp = _write_private_temp(path, data)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process created it first: use theirs
+            finally:
+                os.unlink(tmp)
         return bytes.fromhex(json.loads(path.read_text())["salt"])
 
     def record_subjects(self, job_id: str, round_no: int, subjects: list[str]) -> None:
         """Keep, on the node only (0600), which subjects a round used, for a later disclosure.
 
+        Safe across processes: the read-modify-write holds an exclusive lock on the job's
+        lock file, and the new content replaces the old atomically from a private
+        temporary file, so no round is lost and no reader sees half a file.
+
         Raises:
             ValueError: ``job_id`` is not a safe file name.
         """
         self.salt(job_id)  # validates the name and creates the folder
-        path = self.root / "salts" / f"{job_id}.subjects.json"
-        data = json.loads(path.read_text()) if path.exists() else {}
-        data[str(round_no)] = sorted(subjects)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh)
-        os.replace(tmp, path)
+        path = self._job_file(job_id, ".subjects.json")
+        lock_fd = os.open(self._job_file(job_id, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            data = json.loads(path.read_text()) if path.exists() else {}
+            data[str(round_no)] = sorted(set(subjects))
+            os.replace(_write_private_temp(path, json.dumps(data)), path)
+        finally:
+            os.close(lock_fd)  # closing releases the lock
 
     def disclosure(self, job_id: str) -> dict[str, object]:
         """Return what the node discloses to an auditor for one job.
 
-        That is the job's salt and the subjects of each round.
+        That is the job's salt and the subjects of each round, in the form
+        ``hamanasu audit usage --disclosure`` reads (``job_id``, ``salt``, ``rounds``).
 
         Raises:
             FileNotFoundError: the node never ran that job.
+            ValueError: ``job_id`` is not a safe file name.
         """
-        path = self.root / "salts" / f"{job_id}.subjects.json"
+        path = self._job_file(job_id, ".subjects.json")
         if not path.exists():
             raise FileNotFoundError(f"no usage of job {job_id} at this node")
         return {
             "job_id": job_id,
             "salt": self.salt(job_id).hex(),
-            "subjects": json.loads(path.read_text()),
+            "rounds": json.loads(path.read_text()),
         }
 
     def exists(self) -> bool:
         """Return whether the node was initialised (its key and policy exist)."""
         return self.key_path.exists() and self.policy_path.exists()
+
+
+def _write_private_temp(beside: Path, text: str) -> str:
+    """Write ``text`` to a new 0600 temporary file next to ``beside``, synced; return its path."""
+    fd, tmp = tempfile.mkstemp(dir=beside.parent, prefix=f".{beside.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp

@@ -140,8 +140,8 @@ def test_withdrawal_between_rounds_two_and_three_counts_from_round_three(node):
     assert usage[2]["subject_commitment"] != usage[1]["subject_commitment"]
     disclosure = point.state.disclosure("j1")
     assert (
-        SUBJECTS[0] in disclosure["subjects"]["2"]
-        and SUBJECTS[0] not in disclosure["subjects"]["3"]
+        SUBJECTS[0] in disclosure["rounds"]["2"]
+        and SUBJECTS[0] not in disclosure["rounds"]["3"]
     )
     salt_file = point.state.root / "salts" / "j1.json"
     assert stat.S_IMODE(os.stat(salt_file).st_mode) == 0o600
