@@ -1,0 +1,160 @@
+"""The coordinator's principals (operators, researchers, node admins, auditors) and their tokens."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+
+from coordinator.auth import new_token, split_token
+from coordinator.errors import Conflict, NotFound, Unauthorized
+from coordinator.models import Node, Principal, Token
+from coordinator.schemas import PrincipalCreate, PrincipalPublic, TokenIssued, TokenPublic
+from coordinator.store.base import StoreBase, aware
+
+__all__ = ["PrincipalStore", "principal_public"]
+
+
+def principal_public(p: Principal) -> PrincipalPublic:
+    """Return a stored principal's public view."""
+    return PrincipalPublic(
+        id=p.id,
+        name=p.name,
+        role=p.role,  # type: ignore[arg-type]  # a stored str; pydantic checks the literal
+        node=p.node,
+        created_at=aware(p.created_at),
+        disabled_at=aware(p.disabled_at),
+    )
+
+
+class PrincipalStore(StoreBase):
+    """Principals and tokens: registration, issuing, revoking, authenticating."""
+
+    def create_principal(self, data: PrincipalCreate) -> tuple[PrincipalPublic, TokenIssued]:
+        """Register a principal and issue its first token.
+
+        Returns:
+            The principal and the token (the only time the token is shown).
+
+        Raises:
+            Conflict: the name is taken.
+            NotFound: a node admin's node is not registered.
+        """
+        now = self.clock()
+        issued = new_token(self.hasher)
+        with self.sessions.begin() as s:
+            if data.node is not None and s.get(Node, data.node) is None:
+                raise NotFound(f"node: no node named {data.node!r}", field="node")
+            if s.scalar(select(Principal.id).where(Principal.name == data.name)) is not None:
+                raise Conflict(f"name: a principal named {data.name!r} exists", field="name")
+            p = Principal(
+                id=uuid.uuid4().hex, name=data.name, role=data.role, node=data.node, created_at=now
+            )
+            s.add(p)
+            s.flush()
+            s.add(Token(prefix=issued.prefix, principal_id=p.id, hash=issued.hash, created_at=now))
+            public = principal_public(p)
+        return public, TokenIssued(
+            prefix=issued.prefix, principal_id=public.id, created_at=now, token=issued.token
+        )
+
+    def list_principals(self) -> list[PrincipalPublic]:
+        """Return every principal, oldest first."""
+        with self.sessions() as s:
+            return [
+                principal_public(p)
+                for p in s.scalars(select(Principal).order_by(Principal.created_at))
+            ]
+
+    def issue_token(self, principal_id: str) -> TokenIssued:
+        """Issue another token for a principal.
+
+        Raises:
+            NotFound: no such principal.
+        """
+        now = self.clock()
+        issued = new_token(self.hasher)
+        with self.sessions.begin() as s:
+            if s.get(Principal, principal_id) is None:
+                raise NotFound("principal_id: no such principal", field="principal_id")
+            s.add(
+                Token(
+                    prefix=issued.prefix,
+                    principal_id=principal_id,
+                    hash=issued.hash,
+                    created_at=now,
+                )
+            )
+        return TokenIssued(
+            prefix=issued.prefix, principal_id=principal_id, created_at=now, token=issued.token
+        )
+
+    def revoke_token(self, prefix: str) -> TokenPublic:
+        """Revoke a token by its prefix (idempotent); it stops working at once.
+
+        Raises:
+            NotFound: no such token.
+        """
+        with self.sessions.begin() as s:
+            tok = s.get(Token, prefix)
+            if tok is None:
+                raise NotFound("prefix: no such token", field="prefix")
+            if tok.revoked_at is None:
+                tok.revoked_at = self.clock()
+            out = TokenPublic(
+                prefix=tok.prefix,
+                principal_id=tok.principal_id,
+                created_at=aware(tok.created_at),
+                revoked_at=aware(tok.revoked_at),
+            )
+        self.verifier.forget(prefix=prefix)
+        return out
+
+    def cached_principal(self, token: str) -> PrincipalPublic | None:
+        """Return the principal of a token verified less than ``token_cache_seconds`` ago.
+
+        No database access and no argon2: callers on an event loop use it as the fast
+        path, and fall back to :meth:`authenticate` (blocking) when it returns None.
+
+        Returns:
+            The principal, or None if the token is not in the cache (or malformed).
+        """
+        if split_token(token) is None:
+            return None
+        principal_id = self.verifier.cached(token)
+        if principal_id is None:
+            return None
+        return self._principals.get(principal_id)
+
+    def authenticate(self, token: str) -> PrincipalPublic:
+        """Return the principal holding ``token``.
+
+        Raises:
+            Unauthorized: the token is malformed, unknown, revoked, or its principal disabled
+                (one message for all, so a caller learns nothing about which).
+        """
+        denied = Unauthorized("invalid or revoked token")
+        prefix = split_token(token)
+        if prefix is None:
+            raise denied
+        cached = self.cached_principal(token)
+        if cached is not None:
+            return cached
+        generation = self.verifier.generation
+        principal_id = self.verifier.cached(token)
+        with self.sessions() as s:
+            if principal_id is None:
+                row = s.get(Token, prefix)
+                if row is None or row.revoked_at is not None:
+                    self.hasher.hash("hmn_timing_equaliser")  # similar cost for unknown prefixes
+                    raise denied
+                if not self.verifier.verify(token, row.hash, row.principal_id, prefix, generation):
+                    raise denied
+                principal_id = row.principal_id
+            p = s.get(Principal, principal_id)
+            if p is None or p.disabled_at is not None:
+                raise denied
+            public = principal_public(p)
+            if len(self._principals) < 10_000:
+                self._principals[principal_id] = public  # principals never change once created
+            return public
