@@ -1,13 +1,22 @@
 """``hamanasu audit``: verify a node's ledger, save signed heads, audit a job's usage.
 
-Bad input prints one line ``error: ...`` on stderr and exits with code 2; a check that
-fails prints its report and one ``error:`` line and exits with code 1; exit 0 means
-everything held. Output is a table, or JSON with ``--format json``.
+Exit codes (every command):
+
+* 0: everything held.
+* 1: checked and found not to hold (tampered ledger, failed proof, failed usage audit):
+  the report is printed, then one ``error:`` line on stderr.
+* 2: could not check: bad arguments, or a file that cannot be read (missing, not a
+  ledger, damaged, a table or column gone): one ``error:`` line on stderr, nothing else.
+
+No command prints a traceback. Output is a table, or JSON with ``--format json``.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -19,6 +28,7 @@ from rich.table import Table
 from consent.errors import (
     ConsentError,
     ConsentImportError,
+    LedgerUnreadableError,
     LedgerVerificationError,
     UsageAuditError,
 )
@@ -62,6 +72,17 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code=code)
 
 
+@contextmanager
+def _readable(ledger: Path) -> Iterator[None]:
+    """Turn a ledger file that cannot be read into one ``error:`` line and exit code 2."""
+    try:
+        yield
+    except LedgerUnreadableError as exc:
+        _fail(f"cannot read ledger {ledger}: {exc.reason}")
+    except (sqlite3.Error, RecursionError) as exc:
+        _fail(f"cannot read ledger {ledger}: {type(exc).__name__}: {exc}")
+
+
 def _existing(path: Path, what: str) -> Path:
     if not path.is_file():
         _fail(f"{what} {path} does not exist")
@@ -93,7 +114,13 @@ def verify(
     ] = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
-    """Recompute the tree, check every signed head, and check the ledger extends --since."""
+    """Recompute the tree, check every signed head, and check the ledger extends --since.
+
+    Exit 0: verified. Exit 1: verification failed (the ledger was read and something does
+    not hold; the first bad entry is named). Exit 2: cannot read (missing or damaged file,
+    not a ledger, a table or column gone) or bad arguments. One line on stderr, never a
+    traceback.
+    """
     _existing(ledger, "ledger")
     try:
         public_key = load_public_key(_existing(key, "key"))
@@ -107,7 +134,8 @@ def verify(
     except ValueError as exc:
         _fail(f"head file {since} is not a signed tree head: {str(exc).splitlines()[0]}")
     try:
-        report = verify_ledger(ledger, public_key, since=earlier)
+        with _readable(ledger):
+            report = verify_ledger(ledger, public_key, since=earlier)
     except LedgerVerificationError as exc:
         data = {
             "ok": False,
@@ -168,10 +196,10 @@ def head(
     try:
         if key is not None:
             private_key = load_private_key(_private_key_path(key))
-            with Ledger(ledger, private_key) as store:
+            with _readable(ledger), Ledger(ledger, private_key) as store:
                 sth = store.sign_head()
         else:
-            with Ledger(ledger) as store:
+            with _readable(ledger), Ledger(ledger) as store:
                 latest = store.latest_head()
             if latest is None:
                 _fail(f"{ledger} holds no signed head; pass --key to sign one")
@@ -218,7 +246,7 @@ def proof(
     _existing(ledger, "ledger")
     try:
         public_key = load_public_key(_existing(key, "key"))
-        with Ledger(ledger) as store:
+        with _readable(ledger), Ledger(ledger) as store:
             sth = store.latest_head()
             if sth is None:
                 _fail(f"{ledger} holds no signed head")
@@ -312,12 +340,15 @@ def usage(
         _fail(str(exc))
     if public_key is not None:
         try:
-            verify_ledger(ledger, public_key)
+            with _readable(ledger):
+                verify_ledger(ledger, public_key)
         except LedgerVerificationError as exc:
             _fail(f"ledger verification failed: {exc}", code=1)
     try:
-        with ConsentRegistry(consents) as registry:
+        with _readable(ledger), ConsentRegistry(consents) as registry:
             report = audit_usage(ledger, job, disclosed, registry)
+    except LedgerVerificationError as exc:
+        _fail(f"usage audit failed: {exc}", code=1)
     except UsageAuditError as exc:
         failed = exc.report
         assert isinstance(failed, UsageReport)

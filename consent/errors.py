@@ -18,6 +18,7 @@ __all__ = [
     "ImportProblem",
     "KeyFileError",
     "LedgerError",
+    "LedgerUnreadableError",
     "LedgerVerificationError",
     "ProofError",
     "SignatureError",
@@ -98,6 +99,18 @@ class LedgerVerificationError(ConsentError):
         else:
             where = f"entries {index}..{self.last_index}"
         super().__init__(f"{where}: {reason}")
+
+
+class LedgerUnreadableError(LedgerVerificationError):
+    """A ledger file cannot be read as a ledger at all.
+
+    It is missing, not SQLite, damaged, or lacks a table or column the format has; its
+    entries could not be examined, so nothing was verified (as opposed to a ledger that
+    was read and found not to hold).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(None, reason)
 
 
 class ProofError(LedgerVerificationError):

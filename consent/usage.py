@@ -21,7 +21,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from consent.entries import JobUsagePayload
-from consent.errors import ConsentError, LedgerVerificationError, UsageAuditError
+from consent.errors import (
+    ConsentError,
+    LedgerUnreadableError,
+    LedgerVerificationError,
+    UsageAuditError,
+)
 from consent.ledger import subject_commitment
 from consent.registry import ConsentRegistry
 
@@ -123,24 +128,35 @@ class UsageReport(BaseModel):
 
 
 def _usage_entries(ledger_path: Path, job_id: str) -> list[tuple[int, datetime, JobUsagePayload]]:
+    """Return the job's ``job.usage`` entries as (index, time, payload).
+
+    Raises:
+        LedgerUnreadableError: the file cannot be read as a ledger.
+        LedgerVerificationError: a usage entry is malformed (names it).
+    """
     if not Path(ledger_path).is_file():
-        raise LedgerVerificationError(None, f"{ledger_path} does not exist")
-    db = sqlite3.connect(f"file:{Path(ledger_path).resolve()}?mode=ro", uri=True)
+        raise LedgerUnreadableError(f"{ledger_path} does not exist")
     try:
-        rows = db.execute(
-            "SELECT idx, at, data FROM entries WHERE kind = 'job.usage' ORDER BY idx"
-        ).fetchall()
-    except sqlite3.DatabaseError as exc:
-        raise LedgerVerificationError(None, f"not a readable ledger: {exc}") from None
-    finally:
-        db.close()
+        db = sqlite3.connect(f"file:{Path(ledger_path).resolve()}?mode=ro", uri=True)
+        try:
+            rows = db.execute(
+                "SELECT idx, at, data FROM entries WHERE kind = 'job.usage' ORDER BY idx"
+            ).fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise LedgerUnreadableError(f"not a readable ledger: {exc}") from None
     out = []
     for idx, at, data in rows:
-        payload = json.loads(data)["payload"]
-        if payload.get("job_id") != job_id:
-            continue
-        when = datetime.strptime(at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-        out.append((idx, when, JobUsagePayload.model_validate(payload)))
+        try:
+            payload = json.loads(data)["payload"]
+            if payload.get("job_id") != job_id:
+                continue
+            when = datetime.strptime(at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+            out.append((idx, when, JobUsagePayload.model_validate(payload)))
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            # ValidationError is a ValueError; RecursionError: JSON nested too deep
+            raise LedgerVerificationError(idx, "job.usage entry is malformed") from None
     return out
 
 
@@ -164,6 +180,8 @@ def audit_usage(
         The report, when every round holds.
 
     Raises:
+        LedgerUnreadableError: the ledger file cannot be read.
+        LedgerVerificationError: a usage entry of the ledger is malformed.
         ConsentError: the disclosure is for another job, or the ledger has no usage for it.
         UsageAuditError: a commitment, count or consent check failed; ``report`` holds the
             full report.

@@ -22,7 +22,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from consent.canonical import scan_canonical
-from consent.errors import LedgerVerificationError, ProofError, SignatureError
+from consent.errors import (
+    LedgerUnreadableError,
+    LedgerVerificationError,
+    ProofError,
+    SignatureError,
+)
 from consent.ledger import ZERO_HASH
 from consent.merkle import (
     consistency_proof,
@@ -132,12 +137,12 @@ def verify_consistency(
 
 def _open(path: Path) -> sqlite3.Connection:
     if not Path(path).is_file():
-        raise LedgerVerificationError(None, f"{path} does not exist")
+        raise LedgerUnreadableError(f"{path} does not exist")
     try:
         db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
         db.execute("SELECT 1 FROM entries LIMIT 1").fetchall()
-    except sqlite3.DatabaseError as exc:
-        raise LedgerVerificationError(None, f"not a readable ledger: {exc}") from None
+    except sqlite3.Error as exc:
+        raise LedgerUnreadableError(f"not a readable ledger: {exc}") from None
     return db
 
 
@@ -176,7 +181,8 @@ def _check_entries(
                 and obj["v"] == 1
                 and isinstance(obj["payload"], dict)
             )
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
+            # RecursionError: JSON nested deeper than the parser goes is no ledger entry
             raise LedgerVerificationError(idx, "entry is not a well-formed ledger entry") from None
         if not ok_fields:
             raise LedgerVerificationError(
@@ -212,16 +218,42 @@ def _blob(value: object, index: int, what: str) -> bytes:
 
 
 def _check_nodes(db: sqlite3.Connection, levels: list[list[bytes]]) -> None:
+    """Check the stored subtree hashes are exactly the recomputed tree's complete subtrees.
+
+    Raises:
+        LedgerVerificationError: a row is altered, extra (outside the tree) or missing.
+    """
+    seen: set[tuple[int, int]] = set()
     for level, pos, h in db.execute("SELECT level, pos, hash FROM nodes ORDER BY level, pos"):
-        stored = _blob(h, pos << level, "Merkle node")
-        if level >= len(levels) or pos >= len(levels[level]) or levels[level][pos] != stored:
-            lo = pos << level
+        if not (isinstance(level, int) and isinstance(pos, int)):
+            raise LedgerVerificationError(
+                None, f"stored Merkle node ({level!r}, {pos!r}) has a non-integer position"
+            )
+        if not 1 <= level < len(levels) or not 0 <= pos < len(levels[level]):
+            raise LedgerVerificationError(
+                None,
+                f"stored Merkle node (level {level}, position {pos}) lies outside the tree "
+                "of the stored entries: the tree state was altered",
+            )
+        lo = pos << level
+        if levels[level][pos] != _blob(h, lo, "Merkle node"):
             raise LedgerVerificationError(
                 lo,
                 f"stored Merkle node (level {level}, position {pos}) does not match the "
                 "entries it covers; proofs served from it would be false",
                 last_index=lo + (1 << level) - 1,
             )
+        seen.add((level, pos))
+    for level in range(1, len(levels)):
+        for pos in range(len(levels[level])):
+            if (level, pos) not in seen:
+                lo = pos << level
+                raise LedgerVerificationError(
+                    lo,
+                    f"stored Merkle node (level {level}, position {pos}) is missing: the tree "
+                    "state was altered and proofs over these entries cannot be served",
+                    last_index=lo + (1 << level) - 1,
+                )
 
 
 def verify_ledger(
@@ -243,6 +275,8 @@ def verify_ledger(
         What was verified.
 
     Raises:
+        LedgerUnreadableError: the file cannot be examined (missing, not SQLite, damaged,
+            a table or column of the format gone); nothing was verified.
         LedgerVerificationError: anything did not hold; ``index`` names the first bad
             entry (``index``..``last_index`` when only a signed root pins it down).
 
@@ -256,10 +290,12 @@ def verify_ledger(
         for hid, sth in db.execute("SELECT id, sth FROM heads ORDER BY id"):
             try:
                 heads.append((hid, SignedTreeHead.model_validate_json(sth)))
-            except ValidationError:
+            except (ValidationError, TypeError, ValueError, RecursionError):
                 raise LedgerVerificationError(None, f"signed head #{hid} is malformed") from None
         _check_heads(heads, public_key, n, levels, since)
         _check_nodes(db, levels)
+    except sqlite3.Error as exc:
+        raise LedgerUnreadableError(f"{path} cannot be read as a ledger: {exc}") from None
     finally:
         db.close()
     latest = max((h for _, h in heads), key=lambda h: (h.tree_size, h.timestamp), default=None)
