@@ -21,6 +21,7 @@ import typer
 
 from coordinator.client import CoordinatorAPIError, CoordinatorClient
 from coordinator.errors import CoordinatorError
+from federation.cli_options import FormatOption, OutputFormat
 
 __all__ = ["app", "job_app", "load_runner"]
 
@@ -39,7 +40,6 @@ TokenFile = Annotated[
         help="A 0600 file holding the API token (default: the HAMANASU_TOKEN variable).",
     ),
 ]
-Format = Annotated[str, typer.Option("--format", help="text or json.")]
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="The coordinator's data folder.")]
 Config = Annotated[
     Path | None, typer.Option("--config", help="A TOML file with a [coordinator] table.")
@@ -87,13 +87,11 @@ def _client(url: str, token_file: Path | None) -> CoordinatorClient:
     )
 
 
-def _print(data: Any, fmt: str, text: str) -> None:
-    if fmt == "json":
+def _print(data: Any, fmt: OutputFormat, text: str) -> None:
+    if fmt is OutputFormat.json:
         typer.echo(json.dumps(data, indent=2, default=str))
-    elif fmt == "text":
-        typer.echo(text)
     else:
-        raise _Fail(f"--format: {fmt!r} is not text or json")
+        typer.echo(text)
 
 
 def _write_secret(path: Path, text: str) -> None:
@@ -223,7 +221,7 @@ def principal_add(
     ] = None,
     url: Url = DEFAULT_URL,
     token_file: TokenFile = None,
-    fmt: Format = "text",
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Register a principal and print its token once (operator)."""
     with _one_line_errors(), _client(url, token_file) as c:
@@ -314,7 +312,7 @@ def job_submit(
     spec: Annotated[Path, typer.Argument(help="Job spec (TOML or JSON).")],
     url: Url = DEFAULT_URL,
     token_file: TokenFile = None,
-    fmt: Format = "text",
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Submit a job; print its id (the coordinator validates it and asks the nodes)."""
     with _one_line_errors():
@@ -325,7 +323,12 @@ def job_submit(
             raise _Fail(f"{spec.name}: not valid {spec.suffix[1:].upper()}: {exc}") from None
         with _client(url, token_file) as c:
             job = c.submit(data)
-        _print(job.model_dump(mode="json"), fmt, f"submitted {job.id}: {job.state} — {job.reason}")
+        # stdout carries the id alone (J=$(hamanasu job submit job.toml)); the state and
+        # reason go to stderr for the person watching.
+        _print(job.model_dump(mode="json"), fmt, job.id)
+        if fmt is OutputFormat.table:
+            why = f" — {job.reason}" if job.reason else ""
+            typer.echo(f"{job.id}: {job.state}{why}", err=True)
 
 
 @job_app.command("status")
@@ -333,7 +336,7 @@ def job_status(
     job_id: Annotated[str, typer.Argument(help="The job id.")],
     url: Url = DEFAULT_URL,
     token_file: TokenFile = None,
-    fmt: Format = "text",
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Show a job's state, round, reason and approvals."""
     with _one_line_errors(), _client(url, token_file) as c:
@@ -347,7 +350,9 @@ def job_status(
 
 
 @job_app.command("list")
-def job_list(url: Url = DEFAULT_URL, token_file: TokenFile = None, fmt: Format = "text") -> None:
+def job_list(
+    url: Url = DEFAULT_URL, token_file: TokenFile = None, fmt: FormatOption = OutputFormat.table
+) -> None:
     """List one's jobs, newest first."""
     with _one_line_errors(), _client(url, token_file) as c:
         jobs = c.jobs()
@@ -363,14 +368,14 @@ def job_wait(
     token_file: TokenFile = None,
     timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds.")] = None,
     poll: Annotated[float, typer.Option(min=0.05, help="Seconds between status reads.")] = 1.0,
-    fmt: Format = "text",
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Follow a job to its end with a progress bar over rounds; exit 1 unless it succeeded."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with _one_line_errors(), _client(url, token_file) as c:
         first = c.status(job_id)
-        show = fmt == "text" and sys.stderr.isatty()
+        show = fmt is OutputFormat.table and sys.stderr.isatty()
         with Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -401,7 +406,7 @@ def job_results(
     ],
     url: Url = DEFAULT_URL,
     token_file: TokenFile = None,
-    fmt: Format = "text",
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Download a finished job's result, model and plot."""
     with _one_line_errors(), _client(url, token_file) as c:
@@ -421,7 +426,7 @@ def job_cancel(
     job_id: Annotated[str, typer.Argument(help="The job id.")],
     url: Url = DEFAULT_URL,
     token_file: TokenFile = None,
-    fmt: Format = "text",
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Cancel a job (a running one stops at its next round)."""
     with _one_line_errors(), _client(url, token_file) as c:

@@ -7,10 +7,15 @@ for an embedded run (``demo`` and ``simulate``).
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.metadata
 import sys
+from typing import Annotated
 
+import click
 import typer
+from rich.markup import escape
 
 from hamanasu.errors import UsageError
 
@@ -21,6 +26,51 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    """Print the installed version and exit, for ``--version``."""
+    if value:
+        typer.echo(f"hamanasu {importlib.metadata.version('hamanasu')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
+    """Privacy-preserving federated data sharing for a city health consortium."""
+
+
+def _escape_help(command: click.Command) -> None:
+    """Escape Rich markup in every help text below ``command``, in place.
+
+    Help texts name TOML tables such as ``[node.admin]``, which Rich would otherwise
+    swallow as markup tags.
+    """
+    if command.help:
+        command.help = escape(command.help)
+    for param in command.params:
+        text = getattr(param, "help", None)
+        if text:
+            param.help = escape(text)  # type: ignore[attr-defined]
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _escape_help(sub)
+
+
+@functools.cache
+def command() -> click.Command:
+    """Return the whole ``hamanasu`` CLI as one click command, every group mounted."""
+    _mount()
+    root = typer.main.get_command(app)
+    _escape_help(root)
+    return root
 
 
 def _mount() -> None:
@@ -39,10 +89,7 @@ def _mount() -> None:
     )
     for module, name, text in groups:
         module, _, attr = module.partition(":")
-        try:
-            sub = getattr(importlib.import_module(module), attr or "app")
-        except ModuleNotFoundError:  # a package whose CLI is not built yet
-            continue
+        sub = getattr(importlib.import_module(module), attr or "app")
         app.add_typer(sub, name=name, help=text)
 
 
@@ -54,9 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     Raises:
         SystemExit: always, with the command's exit code.
     """
-    _mount()
     try:
-        app(args=argv, standalone_mode=True)
+        command()(args=argv, standalone_mode=True)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 
+from federation.cli_options import FormatOption, OutputFormat
 from nodes.service import (
     CoordinatorLink,
     NodeService,
@@ -54,12 +55,12 @@ def _service(config: Path) -> NodeService:
 
 @app.command("list")
 def list_cmd(
-    config: ConfigOpt, fmt: Annotated[str, typer.Option("--format", help="text or json.")] = "text"
+    config: ConfigOpt, fmt: FormatOption = OutputFormat.table
 ) -> None:
     """List the jobs waiting for this node (policy not yet run, or waiting for the admin)."""
     with _errors():
         jobs = _service(config).waiting()
-    if fmt == "json":
+    if fmt is OutputFormat.json:
         typer.echo(json.dumps([j.model_dump(mode="json") for j in jobs], indent=2))
         return
     for j in jobs:
@@ -97,12 +98,12 @@ def reject_cmd(
 
 @app.command("held")
 def held_cmd(
-    config: ConfigOpt, fmt: Annotated[str, typer.Option("--format", help="text or json.")] = "text"
+    config: ConfigOpt, fmt: FormatOption = OutputFormat.table
 ) -> None:
     """List the results held for this node's release review (summaries, never the data)."""
     with _errors():
         views = _service(config).held()
-    if fmt == "json":
+    if fmt is OutputFormat.json:
         typer.echo(json.dumps([v.model_dump(mode="json") for v in views], indent=2))
         return
     for v in views:

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from federation.cli_options import FormatOption, OutputFormat
 from nodes.node_state import NodeState
 
 __all__ = ["app", "init_node"]
@@ -31,7 +32,6 @@ app.add_typer(budget_app, name="budget")
 app.add_typer(ledger_app, name="ledger")
 
 NodeDir = Annotated[Path, typer.Option("--dir", help="The node's state folder.")]
-Format = Annotated[str, typer.Option("--format", help="table or json.")]
 
 
 @contextmanager
@@ -151,7 +151,7 @@ def policy_check(
     data: Annotated[
         Path | None, typer.Option(help="The node's data folder, to count consenting subjects.")
     ] = None,
-    fmt: Format = "table",
+    fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Dry run: would this job run here, under which limits, on how many subjects."""
     from federation.spec import load_job_spec
@@ -176,7 +176,7 @@ def policy_check(
         "limits": decision.limits.model_dump(),
         "subjects_after_consent": cohort,
     }
-    if fmt == "json":
+    if fmt is OutputFormat.json:
         typer.echo(json.dumps(out, indent=2))
         return
     console = Console()
@@ -190,7 +190,7 @@ def policy_check(
 
 
 @budget_app.command("show")
-def budget_show(folder: NodeDir, fmt: Format = "table") -> None:
+def budget_show(folder: NodeDir, fmt: FormatOption = OutputFormat.table) -> None:
     """Show the privacy budget per domain for the current period."""
     from nodes.enforcement import EnforcementPoint
 
@@ -199,7 +199,7 @@ def budget_show(folder: NodeDir, fmt: Format = "table") -> None:
         rows = [
             s.as_dict() for s in EnforcementPoint(_node_name(state), state.root).budget().show()
         ]
-    if fmt == "json":
+    if fmt is OutputFormat.json:
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
     table = Table(title="privacy budget")

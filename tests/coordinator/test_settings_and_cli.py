@@ -150,6 +150,13 @@ def test_run_job_commands_token_file_and_errors(live) -> None:
     )
     assert r.exit_code == 0, r.output
     job_id = json.loads(r.output)["id"]
+    # Scriptable: J=$(hamanasu job submit job.toml) holds the id and nothing else.
+    r = run.invoke(cli_app, ["job", "submit", str(spec), "--token-file", str(tok)], env=renv)
+    assert r.exit_code == 0, r.output
+    second = r.stdout.strip()
+    assert r.stdout == second + "\n" and second != job_id
+    r = run.invoke(cli_app, ["job", "status", second, "--token-file", str(tok)], env=renv)
+    assert r.exit_code == 0 and second in r.output, (second, r.output)
     r = run.invoke(cli_app, ["job", "status", job_id, "--token-file", str(tok)], env=renv)
     assert r.exit_code == 0 and "awaiting_approval" in r.output
     r = run.invoke(
