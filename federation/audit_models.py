@@ -27,7 +27,7 @@ import binascii
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -45,6 +45,9 @@ from consent.merkle import (
     verify_consistency_proof,
 )
 from consent.signing import SignedTreeHead, key_id
+
+if TYPE_CHECKING:
+    from policies.budget_records import BudgetStatus
 
 __all__ = [
     "EMPTY_ROOT",
@@ -279,6 +282,27 @@ class BudgetRow(_Wire):
     remaining_epsilon: _Eps
     active_jobs: int = Field(ge=0)
     closed_jobs: int = Field(ge=0)
+
+    @classmethod
+    def from_status(cls, status: BudgetStatus, current: bool) -> BudgetRow:
+        """Return the published row of a node's budget ledger row.
+
+        Raises:
+            pydantic.ValidationError: the row does not fit the wire limits.
+        """
+        return cls(
+            domain=status.domain,
+            period=status.period,
+            current=current,
+            epsilon_cap=status.budget_epsilon,
+            delta_cap=status.budget_delta,
+            spent_epsilon=max(status.spent_epsilon, 0.0),
+            reserved_epsilon=max(status.reserved_epsilon, 0.0),
+            committed_epsilon=max(status.committed_epsilon, 0.0),
+            remaining_epsilon=status.remaining_epsilon,
+            active_jobs=status.active_jobs,
+            closed_jobs=status.closed_jobs,
+        )
 
 
 class AuditSnapshot(_Wire):

@@ -26,7 +26,6 @@ from federation.api_models import DecisionReason, NodeJobView, ReleaseDecisionCr
 from federation.errors import JobSpecError
 from federation.spec import JobSpec, parse_job_spec
 from nodes.admin_models import (
-    BudgetRow,
     DecisionPublic,
     LedgerHead,
     LedgerVerification,
@@ -36,6 +35,7 @@ from nodes.admin_models import (
     WaitingJob,
 )
 from nodes.service import NodeService, NodeServiceError
+from policies import BudgetStatus
 
 __all__ = ["AdminError", "NodeAdmin"]
 
@@ -308,7 +308,7 @@ class NodeAdmin:
                 return self.service.review_result(job_id, decision, reason)
 
     # -- local state: budget, policy, ledger ------------------------------------------------
-    def budget(self, at: datetime | None = None) -> list[BudgetRow]:
+    def budget(self, at: datetime | None = None) -> list[BudgetStatus]:
         """Return the privacy budget per domain for the period containing ``at`` (default now).
 
         Raises:
@@ -320,7 +320,7 @@ class NodeAdmin:
             rows = self.service.point.budget().show(at or datetime.now(UTC))
         except (PolicyError, ValueError, OverflowError) as exc:
             raise AdminError(422, "invalid_input", f"at: {exc}", "at") from None
-        return [BudgetRow(**row.as_dict()) for row in rows]
+        return rows
 
     def policy(self) -> PolicyPublic:
         """Return the policy in force (its TOML text and the parsed model).

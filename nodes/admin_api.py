@@ -35,7 +35,6 @@ from federation.api_models import ReleaseView
 from nodes.admin_actions import AdminError, NodeAdmin
 from nodes.admin_models import (
     ApproveBody,
-    BudgetRow,
     DecisionPublic,
     ErrorBody,
     Health,
@@ -49,6 +48,7 @@ from nodes.admin_models import (
     WithholdBody,
 )
 from nodes.service import NodeService
+from policies import BudgetStatus
 
 __all__ = ["AdminServer", "create_admin_app", "link_token", "serve_admin"]
 
@@ -255,7 +255,7 @@ def create_admin_app(
 
     @app.get(
         "/budget",
-        response_model=list[BudgetRow],
+        response_model=list[BudgetStatus],
         dependencies=auth,
         responses=_ERRORS,
         tags=["node"],
@@ -265,7 +265,7 @@ def create_admin_app(
             AwareDatetime | None,
             Query(description="A time (with zone) in the period to show; default now."),
         ] = None,
-    ) -> list[BudgetRow]:
+    ) -> list[BudgetStatus]:
         """The privacy budget per domain for one period: allowed, spent, reserved, left."""
         return admin.budget(at)
 

@@ -16,7 +16,6 @@ from federation.api_models import DecisionReason
 
 __all__ = [
     "ApproveBody",
-    "BudgetRow",
     "DecisionPublic",
     "ErrorBody",
     "Health",
@@ -185,23 +184,6 @@ class DecisionPublic(_Model):
     outcome: Literal["approve", "reject", "needs_approval"]
     source: Literal["policy", "admin"]
     reasons: list[DecisionReason] = Field(default_factory=list)
-
-
-class BudgetRow(_Model):
-    """One domain's privacy budget in one period (as ``hamanasu node budget show``)."""
-
-    domain: str
-    period: str
-    budget_epsilon: float
-    budget_delta: float
-    closed_epsilon: float
-    reserved_epsilon: float
-    spent_epsilon: float
-    committed_epsilon: float
-    remaining_epsilon: float
-    remaining_delta: float
-    active_jobs: int
-    closed_jobs: int
 
 
 class PolicyPublic(_Model):

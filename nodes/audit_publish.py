@@ -252,7 +252,7 @@ class AuditPublisher:
         current: dict[str, str] = {}
         for status in budget.show(at):
             current[status.domain] = status.period
-            rows.append(_row(status, True))
+            rows.append(BudgetRow.from_status(status, True))
         per_domain: dict[str, int] = {}
         for domain, period in self._past_periods():
             if domain not in current or period == current[domain] or period == "total":
@@ -264,7 +264,7 @@ class AuditPublisher:
                 continue
             status = budget.status(domain, when)
             if status.period == period:
-                rows.append(_row(status, False))
+                rows.append(BudgetRow.from_status(status, False))
                 per_domain[domain] = per_domain.get(domain, 0) + 1
         return rows
 
@@ -283,22 +283,6 @@ class AuditPublisher:
             consent=consent,
             budget=self.budget_rows(),
         )
-
-
-def _row(status: Any, current: bool) -> BudgetRow:
-    return BudgetRow(
-        domain=status.domain,
-        period=status.period,
-        current=current,
-        epsilon_cap=status.budget_epsilon,
-        delta_cap=status.budget_delta,
-        spent_epsilon=max(status.spent_epsilon, 0.0),
-        reserved_epsilon=max(status.reserved_epsilon, 0.0),
-        committed_epsilon=max(status.committed_epsilon, 0.0),
-        remaining_epsilon=status.remaining_epsilon,
-        active_jobs=status.active_jobs,
-        closed_jobs=status.closed_jobs,
-    )
 
 
 def _inside(period: str) -> datetime | None:

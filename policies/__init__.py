@@ -11,15 +11,9 @@ from policies.accounting import (
     compose_epsilon,
     parse_mechanism,
 )
-from policies.budget import (
-    BudgetLedger,
-    BudgetStatus,
-    Charge,
-    Release,
-    Reservation,
-    UsageLedger,
-    period_key,
-)
+from policies.budget_math import period_key
+from policies.budget_records import BudgetStatus, Charge, Release, Reservation, UsageLedger
+from policies.budget_store import BudgetLedger
 from policies.decision import (
     REASON_CODES,
     BudgetRemaining,

@@ -248,7 +248,7 @@ def evaluate(job: JobRequest, policy: NodePolicy, state: PolicyState) -> PolicyD
     Every rule is checked and every failure reported. A failing hard rule denies the job;
     when all pass, the approval mode decides between ``allow`` and ``needs_approval``. The
     budget check here is advisory (it reads ``state.remaining``); the budget ledger's atomic
-    :meth:`~policies.budget.BudgetLedger.reserve` is the binding one.
+    :meth:`~policies.budget_store.BudgetLedger.reserve` is the binding one.
 
     Args:
         job: the job as the policy sees it.

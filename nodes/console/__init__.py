@@ -30,7 +30,7 @@ from nodes.console.i18n import STRINGS, pick_lang
 
 if TYPE_CHECKING:
     from nodes.admin_actions import NodeAdmin
-    from nodes.admin_models import BudgetRow
+    from policies import BudgetStatus
 
 __all__ = ["SESSION_COOKIE", "budget_chart_png", "mount_console"]
 
@@ -57,7 +57,7 @@ async def _form(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
 
 
-def budget_chart_png(rows: list[BudgetRow]) -> bytes:
+def budget_chart_png(rows: list[BudgetStatus]) -> bytes:
     """Draw the budget per domain as stacked horizontal bars (used, reserved, left) in a PNG.
 
     Returns:

@@ -1,0 +1,108 @@
+"""One SQLite file shared by threads and processes: WAL, full sync, one writer at a time.
+
+The consent ledger, the consent registry and the privacy-budget ledger each keep their
+state in one such file. Writes run in ``BEGIN IMMEDIATE`` transactions, so writers from
+other threads (one lock per object) and other processes (SQLite's write lock, waited for
+up to ``busy_timeout`` seconds) serialise; a transaction that raises is rolled back and
+changes nothing. ``synchronous=FULL`` makes every commit durable before it returns, so a
+process that dies loses nothing it committed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+__all__ = ["SqliteStore"]
+
+
+class SqliteStore:
+    """A SQLite file in WAL mode with a lock, write transactions and a context manager.
+
+    Subclasses add their schema and queries; they reach the connection as ``self._db``
+    and hold ``self._lock`` around reads that must not interleave with a write.
+
+    Args:
+        path: the SQLite file (created when missing).
+        busy_timeout: seconds to wait for another process's write lock before giving up.
+        foreign_keys: whether SQLite enforces the schema's foreign keys.
+        named_rows: whether rows come back as :class:`sqlite3.Row` (read by column name).
+
+    Raises:
+        sqlite3.DatabaseError: the file cannot be opened as a SQLite database (callers
+            turn it into their own error).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        busy_timeout: float = 5.0,
+        foreign_keys: bool = False,
+        named_rows: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(
+            self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        if named_rows:
+            self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        if foreign_keys:
+            self._db.execute("PRAGMA foreign_keys=ON")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """Run the block as one ``BEGIN IMMEDIATE`` transaction under the object's lock.
+
+        Yields:
+            The connection, inside the open transaction.
+
+        Raises:
+            BaseException: whatever the block raised, after rolling the transaction back.
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """Run the block's reads on one consistent snapshot (WAL readers never block writers).
+
+        Yields:
+            The connection, inside a read transaction.
+        """
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                yield self._db
+            finally:
+                self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the database connection (the object is unusable afterwards)."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
