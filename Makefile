@@ -4,7 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # A CPU build of torch: the machine's wheel folder when present, else PyTorch's CPU index.
 TORCH_SOURCE ?= $(if $(wildcard /opt/wheels/torch-2.13*),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
+# The demo needs only the runtime dependencies; tests, lint and benchmarks add the extras.
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 
 .PHONY: venv demo test lint bench clean
 
@@ -14,8 +16,12 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_SOURCE) "torch==2.13.*"
-	$(BIN)/python -m pip install --quiet $(TORCH_SOURCE) -e ".[dev]"
+	$(BIN)/python -m pip install --quiet $(TORCH_SOURCE) -e .
 	touch $(STAMP)
+
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet $(TORCH_SOURCE) -e ".[dev]"
+	touch $(DEV_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/hamanasu demo --out demo-output
@@ -25,15 +31,15 @@ demo: $(STAMP)
 # after the rest has run on two pytest-xdist workers (a module per worker).
 FLOWER_TESTS := tests/deployment tests/e2e/test_deployment_consortium.py
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadscope $(addprefix --ignore=,$(FLOWER_TESTS))
 	$(BIN)/python -m pytest -q $(FLOWER_TESTS)
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy consent policies federation nodes coordinator hamanasu
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python -m bench
 
 clean:

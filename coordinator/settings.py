@@ -8,6 +8,7 @@ load time (:meth:`CoordinatorSettings.check_secure`), loudly, with the setting n
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import logging
 import os
@@ -24,6 +25,11 @@ from pydantic_settings import (
 )
 
 from coordinator.errors import SettingsError
+
+
+def _has_psycopg() -> bool:
+    """Return whether the PostgreSQL driver (the ``postgres`` extra) is installed."""
+    return importlib.util.find_spec("psycopg") is not None
 
 __all__ = ["CoordinatorSettings", "load_settings"]
 
@@ -102,6 +108,10 @@ class CoordinatorSettings(BaseSettings):
         if value is not None and not value.startswith(("sqlite", "postgresql")):
             raise ValueError(
                 "database_url: only sqlite:/// and postgresql+psycopg:// URLs are supported"
+            )
+        if value is not None and value.startswith("postgres") and not _has_psycopg():
+            raise ValueError(
+                "database_url: PostgreSQL needs its driver: pip install 'hamanasu[postgres]'"
             )
         return value
 

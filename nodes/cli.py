@@ -153,7 +153,11 @@ def policy_check(
     ] = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
-    """Dry run: would this job run here, under which limits, on how many subjects."""
+    """Dry run: would this job run here, under which limits, on how many subjects.
+
+    Exits 0 when the policy allows the job, 1 when it denies it, 3 when the node's admin
+    must decide, and 2 on bad input.
+    """
     from federation.spec import load_job_spec
     from nodes.enforcement import EnforcementPoint
     from nodes.sources import read_columns
@@ -178,15 +182,33 @@ def policy_check(
     }
     if fmt is OutputFormat.json:
         typer.echo(json.dumps(out, indent=2))
-        return
-    console = Console()
+    else:
+        _print_decision(out, spec.name, _node_name(state))
+    if decision.outcome != "allow":
+        raise typer.Exit(_CHECK_EXIT[decision.outcome])
+
+
+#: ``node policy check`` exit codes: allow 0, deny 1, waiting for the admin 3 (2 is bad input).
+_CHECK_EXIT = {"allow": 0, "deny": 1, "needs_approval": 3}
+
+
+def _print_decision(out: dict[str, Any], job: str, node: str) -> None:
+    """Print a policy decision as two tables: the reasons, then the limits in force."""
+    console = Console(width=min(Console().width, 100))
+    cohort = out["subjects_after_consent"]
     console.print(
-        f"[bold]{decision.outcome}[/] for {spec.name} at {_node_name(state)}"
-        + (f" — {cohort} subjects after consent filtering" if cohort is not None else "")
+        f"{out['outcome']} for {job} at {node}"
+        + (f": {cohort} subjects after consent filtering" if cohort is not None else "")
     )
-    for r in decision.reasons:
-        console.print(f"  {r.code}: {r.message}")
-    console.print(f"  limits: {decision.limits.model_dump()}")
+    if out["reasons"]:
+        reasons = Table("rule", "field", "why", title="reasons", title_justify="left")
+        for r in out["reasons"]:
+            reasons.add_row(r["code"], r["field"] or "", r["message"])
+        console.print(reasons)
+    limits = Table("limit", "value", title="limits", title_justify="left")
+    for key, value in out["limits"].items():
+        limits.add_row(key, "" if value is None else str(value))
+    console.print(limits)
 
 
 @budget_app.command("show")
@@ -202,13 +224,23 @@ def budget_show(folder: NodeDir, fmt: FormatOption = OutputFormat.table) -> None
     if fmt is OutputFormat.json:
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
-    table = Table(title="privacy budget")
-    keys = list(rows[0]) if rows else ["domain"]
-    for key in keys:
-        table.add_column(key)
+    table = Table(
+        "domain", "period", "ε budget", "ε spent", "ε reserved", "ε left", "δ left", "jobs",
+        title="privacy budget",
+    )
     for row in rows:
-        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
-    Console().print(table)
+        table.add_row(
+            row["domain"],
+            row["period"],
+            f"{row['budget_epsilon']:.3g}",
+            f"{row['spent_epsilon']:.3g}",
+            f"{row['reserved_epsilon']:.3g}",
+            f"{row['remaining_epsilon']:.3g}",
+            f"{row['remaining_delta']:.1e}",
+            f"{row['active_jobs']}+{row['closed_jobs']}",
+        )
+    Console(width=80).print(table)
+    typer.echo("jobs: active + closed; ε left = budget − closed − reserved")
 
 
 @ledger_app.command("head")

@@ -78,11 +78,20 @@ def test_node_consent_import_policy_check_budget_and_head(node_dir, scenario, tm
         "json",
     )
     assert json.loads(commercial.stdout)["outcome"] == "deny"
+    assert commercial.returncode == 1, commercial.stderr
+    commercial_job = str(job.parent / "commercial_model.toml")
+    readable = _run("policy", "check", commercial_job, "--dir", str(node_dir))
+    assert readable.returncode == 1
+    assert "deny for" in readable.stdout and "reasons" in readable.stdout
+    assert "limits" in readable.stdout and "Traceback" not in readable.stderr
     assert "commercial_not_allowed" in commercial.stdout
 
     budget = _run("budget", "show", "--dir", str(node_dir), "--format", "json")
     rows = json.loads(budget.stdout)
     assert any(r["domain"] == "births" for r in rows)
+    table = _run("budget", "show", "--dir", str(node_dir))
+    assert table.returncode == 0 and "births" in table.stdout
+    assert max(len(line) for line in table.stdout.splitlines()) <= 80, table.stdout
 
     head_file = tmp_path / "head.json"
     head = _run("ledger", "head", "--dir", str(node_dir), "--out", str(head_file))
