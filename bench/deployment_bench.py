@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT / "tests" / "deployment"))
 sys.path.insert(0, str(ROOT))
 
 import fleet  # noqa: E402
+from local_deployment import LocalDeployment  # noqa: E402
 
 from federation.deploy_trace import TRACE_ENV  # noqa: E402
 
@@ -172,7 +173,7 @@ def deployment(
     file_db: bool = False,
 ) -> dict[str, Any]:
     from coordinator.deployment_runner import DeploymentRunner
-    from federation.deployment import SUPERLINK_IN_MEMORY, LocalDeployment
+    from federation.launchers import SUPERLINK_IN_MEMORY
 
     nodes = fleet.make_nodes(folder, NAMES)
     job = fleet.tiny_job(NAMES, rounds=rounds)
@@ -199,6 +200,7 @@ def deployment(
             dep.superlink.address,
             dep.pki.ca_cert,
             folder / "store",
+            app=dep.flower_app(),
             max_records=fleet.max_records(nodes, job),
         )
         marks: list[float] = []

@@ -140,8 +140,23 @@ def load_runner(spec: str) -> Any:
     return factory()
 
 
+def _flower_app(ctx: typer.Context) -> Any:
+    """Return the Flower app the command that mounted this group passed in ``ctx.obj``.
+
+    Raises:
+        _Fail: none was passed (the coordinator does not know the nodes' ClientApp).
+    """
+    from coordinator.flower_control import FlowerApp
+
+    folder = (ctx.obj or {}).get("flower_app") if isinstance(ctx.obj, dict) else None
+    if folder is None:
+        raise _Fail("engine: no Flower app to submit (start the coordinator with `hamanasu`)")
+    return FlowerApp.load(Path(folder))
+
+
 @app.command("serve")
 def serve_cmd(
+    ctx: typer.Context,
     data_dir: DataDir = None,
     config: Config = None,
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
@@ -188,7 +203,7 @@ def serve_cmd(
         if settings.engine == "deployment" and the_runner is None:
             from coordinator.flower_engine import FlowerEngine
 
-            flower = FlowerEngine(settings).start()
+            flower = FlowerEngine(settings, _flower_app(ctx)).start()
     try:
         with _one_line_errors():
             application = create_app(settings, the_runner, engine=flower)

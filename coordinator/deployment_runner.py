@@ -1,11 +1,11 @@
 """The coordinator's :class:`~coordinator.runner.Runner` for Flower's deployment engine.
 
 A job runs as one Flower run on the SuperLink beside the coordinator, over the SuperNodes
-of the nodes that approved it. The runner submits the run through the Control API
-(:mod:`coordinator.flower_control`), never through a CLI; the ServerApp
-(:mod:`coordinator.flower_server`) writes a progress line per round and the final report
-into the job's folder of the platform's store, which the runner follows until Flower
-reports the run finished.
+of the nodes that approved it. The runner submits a run of the Flower app it was given
+through the Control API (:mod:`coordinator.flower_control`), never through a CLI; the
+app's ServerApp (:mod:`coordinator.flower_server`) writes a progress line per round and
+the final report into the job's folder of the platform's store, which the runner follows
+until Flower reports the run finished.
 
 Nodes are known to the SuperLink by the name they were registered under
 (:meth:`FlowerControl.register_node`); a node not registered there cannot take part.
@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from coordinator.flower_control import FlowerControl, FlowerControlError
+from coordinator.flower_control import FlowerApp, FlowerControl, FlowerControlError
 from coordinator.runner import RoundProgress, RunCancelled, RunResult
 from federation.spec import JobSpec
 
@@ -36,6 +36,8 @@ class DeploymentRunner:
     Args:
         superlink: the SuperLink's ``host:port`` (Control API, TLS).
         ca_cert: the CA certificate that signed the SuperLink's certificate.
+        app: the Flower app each job runs as (its ServerApp writes the files below; the
+            coordinator submits it with the job's run config).
         results_dir: the store folder; job ``J`` writes ``J/report.json``,
             ``J/progress.jsonl`` and ``J/model.npz`` there. The ServerApp must be able to
             write it (it runs beside the SuperLink).
@@ -59,6 +61,7 @@ class DeploymentRunner:
         ca_cert: Path,
         results_dir: Path,
         *,
+        app: FlowerApp,
         max_records: int | Callable[[JobSpec, Sequence[str]], int] = 0,
         declared_ranges: Callable[[str], Mapping[str, tuple[float, float]]] | None = None,
         min_cell_count: int | Callable[[JobSpec, Sequence[str]], int] = 0,
@@ -67,6 +70,7 @@ class DeploymentRunner:
         poll: float = 0.5,
     ) -> None:
         self.superlink, self.ca_cert, self.results_dir = superlink, Path(ca_cert), Path(results_dir)
+        self.app = app
         self.max_records = max_records
         self.declared_ranges, self.min_cell_count = declared_ranges, min_cell_count
         self.start_timeout, self.run_timeout, self.poll = start_timeout, run_timeout, poll
@@ -133,6 +137,7 @@ class DeploymentRunner:
                     else {}
                 )
                 run_id = ctl.start_run(
+                    self.app,
                     {
                         "job-spec": json.dumps(job.model_dump(mode="json")),
                         "job-id": job_id,

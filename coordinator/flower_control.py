@@ -3,71 +3,84 @@
 Flower 1.42 offers the Control API to Python only through internals of its CLI
 (``flwr.supercore.control.ControlHttpClient`` with protobuf requests, ``flwr.cli.build``
 for the app bundle); this module wraps exactly those, so a Flower upgrade touches one
-file. It registers SuperNode public keys, submits a run of our app with a run config,
+file. It registers SuperNode public keys, submits a run of a Flower app with a run config,
 follows it to completion and streams its logs: what ``flwr supernode register``,
 ``flwr run`` and ``flwr log`` do, without shelling out.
 
-The app submitted is :data:`APP_PYPROJECT`: a Flower app whose components are
-``coordinator.flower_server:app`` and ``nodes.flower_client:app``, already installed
-wherever the SuperLink and SuperNodes run (runtime dependency installation is off). Its
-bundle holds only that ``pyproject.toml``; :func:`write_app_dir` writes it to a folder
-for operators who want ``flwr run`` by hand.
+The app submitted is a :class:`FlowerApp`: a Flower app folder (its ``pyproject.toml``
+with ``[tool.flwr.app]``) bundled the way ``flwr build`` bundles it. The coordinator does
+not know which ClientApp the nodes run, so whoever starts it passes the app in (the
+``hamanasu`` command passes the app that ships with it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
+import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coordinator.flower_server import RUN_CONFIG_DEFAULTS as _CONFIG_DEFAULTS
 from federation.pki import load_node_public_key
 
 __all__ = [
-    "APP_PYPROJECT",
+    "FlowerApp",
     "FlowerControl",
     "FlowerControlError",
     "NodeInfo",
     "RunInfo",
-    "build_app_bundle",
-    "write_app_dir",
 ]
 
 
-def _toml_value(value: str | int | float) -> str:
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return repr(value)
+@dataclass(frozen=True)
+class FlowerApp:
+    """A Flower app bundled for submission: its FAB and what its ``pyproject.toml`` declares.
 
+    Attributes:
+        folder: the app's folder.
+        fab: the Flower App Bundle (what ``flwr build`` writes), in memory.
+        fab_hash: the bundle's SHA-256 hex digest.
+        fab_id: ``publisher/name``.
+        components: ``serverapp`` / ``clientapp`` -> ``module:attribute``.
+        config: the run config keys the app declares, with their defaults.
+    """
 
-#: The Flower app (``flwr run`` reads ``[project]`` and ``[tool.flwr.app]``).
-APP_PYPROJECT = "\n".join(
-    [
-        "[build-system]",
-        'requires = ["hatchling"]',
-        'build-backend = "hatchling.build"',
-        "",
-        "[project]",
-        'name = "hamanasu-federated"',
-        'version = "0.1.0"',
-        'description = "Hamanasu federated jobs (ServerApp + ClientApp), installed in place"',
-        'license = "Apache-2.0"',
-        "dependencies = []",
-        "",
-        "[tool.flwr.app]",
-        'publisher = "hamanasu"',
-        "",
-        "[tool.flwr.app.components]",
-        'serverapp = "coordinator.flower_server:app"',
-        'clientapp = "nodes.flower_client:app"',
-        "",
-        "[tool.flwr.app.config]",
-        *[f"{key} = {_toml_value(value)}" for key, value in _CONFIG_DEFAULTS.items()],
-        "",
-    ]
-)
+    folder: Path
+    fab: bytes
+    fab_hash: str
+    fab_id: str
+    components: Mapping[str, str]
+    config: Mapping[str, str | int | float | bool]
+
+    @classmethod
+    def load(cls, folder: Path) -> FlowerApp:
+        """Bundle the Flower app in ``folder`` as ``flwr build`` does.
+
+        Returns:
+            The bundled app.
+
+        Raises:
+            FileNotFoundError: ``folder`` holds no ``pyproject.toml``.
+            ValueError: not a valid Flower app (Flower's reason).
+        """
+        from flwr.cli.build import build_fab_from_disk
+
+        pyproject = Path(folder) / "pyproject.toml"
+        if not pyproject.is_file():
+            raise FileNotFoundError(f"{folder}: no pyproject.toml (not a Flower app folder)")
+        declared = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        fab = build_fab_from_disk(Path(folder))
+        app = declared["tool"]["flwr"]["app"]
+        return cls(
+            folder=Path(folder),
+            fab=fab,
+            fab_hash=hashlib.sha256(fab).hexdigest(),
+            fab_id=f"{app['publisher']}/{declared['project']['name']}",
+            components=dict(app["components"]),
+            config=dict(app.get("config", {})),
+        )
 
 
 class FlowerControlError(RuntimeError):
@@ -101,31 +114,6 @@ class RunInfo:
     def finished(self) -> bool:
         """Return True once the run has ended (completed, failed or stopped)."""
         return self.status == "finished"
-
-
-def write_app_dir(folder: Path) -> Path:
-    """Write the Flower app (its ``pyproject.toml``) into ``folder``, for ``flwr run folder``.
-
-    Returns:
-        The folder.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "pyproject.toml").write_text(APP_PYPROJECT, encoding="utf-8")
-    return folder
-
-
-def build_app_bundle() -> tuple[bytes, str, str]:
-    """Build the app's FAB in memory.
-
-    Returns:
-        (FAB bytes, its SHA-256 hex digest, ``publisher/name`` id).
-    """
-    import hashlib
-
-    from flwr.cli.build import build_fab_from_files
-
-    fab = build_fab_from_files({"pyproject.toml": APP_PYPROJECT.encode()})[0]
-    return fab, hashlib.sha256(fab).hexdigest(), "hamanasu/hamanasu-federated"
 
 
 class FlowerControl:
@@ -218,10 +206,10 @@ class FlowerControl:
         return [NodeInfo(int(n.node_id), str(n.name), str(n.status)) for n in res.nodes_info]
 
     # -- runs ---------------------------------------------------------------------------
-    def start_run(self, run_config: Mapping[str, str | int | float | bool]) -> int:
-        """Submit a run of the Hamanasu app with ``run_config``.
+    def start_run(self, app: FlowerApp, run_config: Mapping[str, str | int | float | bool]) -> int:
+        """Submit a run of ``app`` with ``run_config``.
 
-        ``run_config`` keys are those of ``[tool.flwr.app.config]``.
+        ``run_config`` keys are those of the app's ``[tool.flwr.app.config]``.
 
         Returns:
             The Flower run id.
@@ -234,12 +222,11 @@ class FlowerControl:
         from flwr.proto.control_pb2 import StartRunRequest
         from flwr.supercore.fab import Fab
 
-        unknown = sorted(set(run_config) - set(_CONFIG_DEFAULTS))
+        unknown = sorted(set(run_config) - set(app.config))
         if unknown:
             raise KeyError(f"run_config: the app declares no key(s) {unknown}")
-        fab_bytes, fab_hash, _ = build_app_bundle()
         req = StartRunRequest(
-            fab=fab_to_proto(Fab(fab_hash, fab_bytes, {})),
+            fab=fab_to_proto(Fab(app.fab_hash, app.fab, {})),
             override_config=user_config_to_proto(dict(run_config)),
         )
         res = self._call("start run", self._client.StartRun, req)

@@ -26,12 +26,13 @@ from pathlib import Path
 
 from coordinator.deployment_runner import DeploymentRunner
 from coordinator.errors import Conflict, SettingsError
-from coordinator.flower_control import FlowerControl, FlowerControlError
+from coordinator.flower_control import FlowerApp, FlowerControl, FlowerControlError
 from coordinator.settings import CoordinatorSettings
 from federation.cdm import declared_ranges
-from federation.deployment import ManagedProcess, start_superlink
+from federation.launchers import start_superlink
 from federation.pid_files import stop_orphans, write_pid_file
 from federation.pki import Pki, load_node_public_key
+from federation.processes import ManagedProcess
 
 __all__ = ["FlowerEngine"]
 
@@ -43,10 +44,11 @@ class FlowerEngine:
 
     Args:
         settings: the coordinator's settings (``pki_dir``, ``superlink_*``, ``run_*``).
+        app: the Flower app every job runs as (the ``hamanasu`` command passes its own).
     """
 
-    def __init__(self, settings: CoordinatorSettings) -> None:
-        self.settings = settings
+    def __init__(self, settings: CoordinatorSettings, app: FlowerApp) -> None:
+        self.settings, self.app = settings, app
         self.pki = Pki(settings.pki_dir or settings.data_dir / "pki")
         self.folder = settings.data_dir / "flower"
         self.superlink: ManagedProcess | None = None
@@ -96,6 +98,7 @@ class FlowerEngine:
             self.address,
             self.pki.ca_cert,
             self.settings.data_dir / "runs",
+            app=self.app,
             max_records=self.settings.secagg_max_records,
             declared_ranges=declared_ranges,
             start_timeout=self.settings.run_start_timeout,

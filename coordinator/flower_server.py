@@ -212,7 +212,7 @@ def _run(grid: Grid, context: Context) -> None:
 
     cfg = {**RUN_CONFIG_DEFAULTS, **dict(context.run_config)}
     if float(cfg["poll-interval"]) < 1.0:
-        from federation.deployment import fast_object_pulls
+        from federation.flower_patches import fast_object_pulls
 
         fast_object_pulls()
     reporter = _Reporter(cfg)
@@ -235,7 +235,7 @@ def _run(grid: Grid, context: Context) -> None:
             rounds_planned=spec.rounds,
             min_nodes=spec.min_nodes,
         )
-        from federation.deployment import bound_object_pulls
+        from federation.flower_patches import bound_object_pulls
 
         # a reply whose content never fully arrives (its node died mid-upload) must not
         # stall the round past its stage timeout

@@ -1,8 +1,9 @@
 """The ``hamanasu`` command: one Typer app whose groups come from the packages.
 
 Each package owns its CLI group (``consent.cli``, ``nodes.cli``, ...); this module only
-mounts them, and is the one place that wires the ServerApp and the ClientApp together
-for an embedded run (``demo`` and ``simulate``).
+mounts them, and is the one place that wires the ServerApp and the ClientApp together:
+for an embedded run (``demo`` and ``simulate``) and, through the Flower app beside it
+(:data:`hamanasu.FLOWER_APP_DIR`), for the coordinator's deployment engine.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import click
 import typer
 from rich.markup import escape
 
+from hamanasu import FLOWER_APP_DIR
 from hamanasu.errors import UsageError
 
 app = typer.Typer(
@@ -37,6 +39,7 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
@@ -45,6 +48,8 @@ def _root(
     ] = False,
 ) -> None:
     """Privacy-preserving federated data sharing for a city health consortium."""
+    # the commands that start a coordinator's Flower engine submit this app
+    ctx.ensure_object(dict).setdefault("flower_app", FLOWER_APP_DIR)
 
 
 def _escape_help(command: click.Command) -> None:

@@ -163,8 +163,10 @@ def _start_flower(settings: Any, out: Path, names: list[str]) -> Any:
     Returns:
         The started :class:`coordinator.flower_engine.FlowerEngine`.
     """
+    from coordinator.flower_control import FlowerApp
     from coordinator.flower_engine import FlowerEngine
     from federation.pki import Pki, create_node_key, init_pki
+    from hamanasu import FLOWER_APP_DIR
 
     pki = Pki(out / "pki")
     if not pki.exists():
@@ -175,7 +177,7 @@ def _start_flower(settings: Any, out: Path, names: list[str]) -> Any:
         (own.root / "ca.pem").write_bytes(pki.ca_cert.read_bytes())
         if not own.node(name).private_key.exists():
             create_node_key(own, name)
-    return FlowerEngine(settings).start()
+    return FlowerEngine(settings, FlowerApp.load(FLOWER_APP_DIR)).start()
 
 
 def register(app: typer.Typer) -> None:

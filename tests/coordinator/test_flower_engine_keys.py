@@ -9,11 +9,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from coordinator.api import bootstrap_operator, create_app, open_store
-from coordinator.flower_control import FlowerControl
+from coordinator.flower_control import FlowerApp, FlowerControl
 from coordinator.flower_engine import FlowerEngine
 from coordinator.schemas import NodeCreate
-from federation.deployment import free_port
 from federation.pki import create_node_key, init_pki
+from federation.processes import free_port
+from hamanasu import FLOWER_APP_DIR
 
 from .conftest import fast_settings
 
@@ -39,7 +40,7 @@ def test_registered_keys_are_registered_again_after_a_superlink_restart(tmp_path
         store.register_node(NodeCreate(name=name))
     auth = {"Authorization": f"Bearer {token}"}
 
-    engine = FlowerEngine(settings).start()
+    engine = FlowerEngine(settings, FlowerApp.load(FLOWER_APP_DIR)).start()
     try:
         with TestClient(create_app(settings, store=store, engine=engine)) as http:
             for name, key in keys.items():
@@ -55,7 +56,7 @@ def test_registered_keys_are_registered_again_after_a_superlink_restart(tmp_path
         engine.stop()
     assert set(store.supernode_keys()) == {"n1", "n2"}
 
-    restarted = FlowerEngine(settings).start()
+    restarted = FlowerEngine(settings, FlowerApp.load(FLOWER_APP_DIR)).start()
     try:
         assert _registered(restarted) == {}  # a fresh SuperLink knows no node
         create_app(settings, store=store, engine=restarted)

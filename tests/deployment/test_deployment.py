@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fleet  # noqa: E402
+from local_deployment import LocalDeployment  # noqa: E402
 
 from coordinator.deployment_runner import DeploymentRunner  # noqa: E402
-from federation.deployment import LocalDeployment  # noqa: E402
 from federation.pki import create_node_key, init_pki, load_node_public_key  # noqa: E402
 
 
@@ -69,7 +69,7 @@ def test_traced_superlink_records_each_request_it_serves(tmp_path, monkeypatch):
     trace = tmp_path / "trace.jsonl"
     monkeypatch.setenv(TRACE_ENV, str(trace))
     with LocalDeployment(tmp_path / "dep") as dep:
-        assert "federation.deployment superlink" in " ".join(dep.superlink.popen.args)
+        assert "federation.launchers superlink" in " ".join(dep.superlink.popen.args)
         dep.register("member")
         with dep.control() as ctl:
             assert [n.name for n in ctl.nodes()] == ["member"]
@@ -105,6 +105,7 @@ def test_one_of_five_supernodes_killed_mid_round(tmp_path):
         dep.superlink.address,
         dep.pki.ca_cert,
         tmp_path / "store",
+        app=dep.flower_app(),
         max_records=fleet.max_records(nodes, job),
     )
     out = {}

@@ -18,9 +18,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fleet  # noqa: E402
+from local_deployment import LocalDeployment  # noqa: E402
 
 from coordinator.deployment_runner import DeploymentRunner  # noqa: E402
-from federation.deployment import LocalDeployment  # noqa: E402
 from federation.spec import parse_job_spec  # noqa: E402
 
 NAMES = ["n1", "n2", "n3"]
@@ -67,6 +67,7 @@ def test_stats_and_glm_jobs_over_three_supernodes_match_the_embedded_run(tmp_pat
             dep.superlink.address,
             dep.pki.ca_cert,
             tmp_path / "store",
+            app=dep.flower_app(),
             max_records=lambda job, _names: fleet.max_records(nodes, job),
             declared_ranges=declared_ranges,
             min_cell_count=_policy_floor(nodes),

@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 
 from coordinator.client import CoordinatorClient
-from federation.deployment import free_port
 from federation.pki import Pki, create_node_key, init_pki
+from federation.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "deployment"))
