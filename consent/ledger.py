@@ -22,11 +22,9 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import rfc8785
@@ -36,9 +34,20 @@ from pydantic import BaseModel, ConfigDict
 from consent.canonical import canonical_json
 from consent.entries import normalise_payload
 from consent.errors import ConsentError, LedgerError
-from consent.merkle import EMPTY_ROOT, consistency_proof, hash_children, inclusion_proof
+from consent.merkle import (
+    EMPTY_ROOT,
+    PerfectNode,
+    consistency_proof,
+    frontier,
+    hash_leaf,
+    inclusion_proof,
+    push_leaf,
+    root_from_frontier,
+    subtree_hashes,
+)
 from consent.model import utc
 from consent.signing import SignedTreeHead, sign_tree_head
+from consent.sqlite_store import SqliteStore
 
 __all__ = [
     "ZERO_HASH",
@@ -139,7 +148,7 @@ class LedgerEntry(BaseModel):
 EntrySpec = tuple[str, Mapping[str, Any]] | tuple[str, Mapping[str, Any], datetime | None]
 
 
-class Ledger:
+class Ledger(SqliteStore):
     """An append-only ledger of consent events, data uses and budget changes.
 
     Args:
@@ -160,14 +169,10 @@ class Ledger:
         signing_key: Ed25519PrivateKey | None = None,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
-        self.path = Path(path)
         self._key = signing_key
         self._clock = clock
-        self._lock = threading.RLock()
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            super().__init__(path)
             self._db.executescript(_SCHEMA)
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('format', 'hamanasu-ledger-1')")
         except sqlite3.DatabaseError as exc:
@@ -183,22 +188,6 @@ class Ledger:
                 "it was truncated"
             )
 
-    # ---- context management -------------------------------------------------------
-    def close(self) -> None:
-        """Close the database connection."""
-        self._db.close()
-
-    def __enter__(self) -> Ledger:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     # ---- tree state ---------------------------------------------------------------
     def _sync(self) -> None:
         """Reload the frontier if another connection appended since we last looked."""
@@ -206,13 +195,7 @@ class Ledger:
         size = 0 if row[0] is None else row[0] + 1
         if size == self._size:
             return
-        frontier: list[tuple[int, bytes]] = []
-        offset = 0
-        for level in range(size.bit_length() - 1, -1, -1):
-            if size & (1 << level):
-                frontier.append((level, self._node(level, offset >> level)))
-                offset += 1 << level
-        self._frontier = frontier
+        self._frontier = frontier(size, self._node)
         self._size = size
         self._last_leaf = self._node(0, size - 1) if size else ZERO_HASH
 
@@ -228,11 +211,8 @@ class Ledger:
         return bytes(row[0])
 
     def _subtree(self, lo: int, hi: int) -> bytes:
-        n = hi - lo
-        if n & (n - 1) == 0 and lo % n == 0:
-            return self._node(n.bit_length() - 1, lo // n)
-        k = 1 << ((n - 1).bit_length() - 1)
-        return hash_children(self._subtree(lo, lo + k), self._subtree(lo + k, hi))
+        """Return MTH of entries ``[lo, hi)`` from the stored subtrees."""
+        return subtree_hashes(self._node)(lo, hi)
 
     @property
     def size(self) -> int:
@@ -251,12 +231,7 @@ class Ledger:
         with self._lock:
             self._sync()
             if size is None or size == self._size:
-                if not self._frontier:
-                    return EMPTY_ROOT
-                acc = self._frontier[-1][1]
-                for _, h in reversed(self._frontier[:-1]):
-                    acc = hash_children(h, acc)
-                return acc
+                return root_from_frontier(self._frontier)
             if not 0 <= size <= self._size:
                 raise LedgerError(f"size {size} is not between 0 and {self._size}")
             return EMPTY_ROOT if size == 0 else self._subtree(0, size)
@@ -355,37 +330,27 @@ class Ledger:
         if not prepared:
             return []
         with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
             saved = (self._size, list(self._frontier), self._last_leaf)
             try:
-                self._sync()
-                start = self._size
-                rows: list[tuple[int, str, str, bytes, bytes]] = []
-                nodes: list[tuple[int, int, bytes]] = []
-                frontier, prev, sha = self._frontier, self._last_leaf, hashlib.sha256
-                for i, (kind, at_text, payload) in enumerate(prepared):
-                    index = start + i
-                    data = canonical_entry(index, kind, at_text, payload, prev)
-                    leaf = sha(b"\x00" + data).digest()
-                    rows.append((index, kind, at_text, data, leaf))
-                    prev = leaf
-                    level, h, pos = 0, leaf, index
-                    while frontier and frontier[-1][0] == level:
-                        _, left = frontier.pop()
-                        h = sha(b"\x01" + left + h).digest()
-                        level += 1
-                        pos >>= 1
-                        nodes.append((level, pos, h))
-                    frontier.append((level, h))
-                db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)", rows)
-                db.executemany("INSERT INTO nodes VALUES (?, ?, ?)", nodes)
-                self._size, self._last_leaf = start + len(rows), prev
-                if self._key is not None:
-                    self._store_head(sign_tree_head(self._key, self._size, self.root(), now))
-                db.execute("COMMIT")
+                with self._transaction() as db:
+                    self._sync()
+                    start = self._size
+                    rows: list[tuple[int, str, str, bytes, bytes]] = []
+                    nodes: list[PerfectNode] = []
+                    prev = self._last_leaf
+                    for i, (kind, at_text, payload) in enumerate(prepared):
+                        index = start + i
+                        data = canonical_entry(index, kind, at_text, payload, prev)
+                        leaf = hash_leaf(data)
+                        rows.append((index, kind, at_text, data, leaf))
+                        prev = leaf
+                        nodes.extend(push_leaf(self._frontier, leaf, index))
+                    db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)", rows)
+                    db.executemany("INSERT INTO nodes VALUES (?, ?, ?)", nodes)
+                    self._size, self._last_leaf = start + len(rows), prev
+                    if self._key is not None:
+                        self._store_head(sign_tree_head(self._key, self._size, self.root(), now))
             except BaseException:
-                db.execute("ROLLBACK")
                 self._size, self._frontier, self._last_leaf = saved
                 self._size = -1  # force a reload from disk
                 self._sync()
@@ -408,17 +373,11 @@ class Ledger:
         """
         if self._key is None:
             raise LedgerError("this ledger was opened without a signing key")
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._sync()
-                head = sign_tree_head(self._key, self._size, self.root(), at or self._clock())
-                self._store_head(head)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            return head
+        with self._transaction():
+            self._sync()
+            head = sign_tree_head(self._key, self._size, self.root(), at or self._clock())
+            self._store_head(head)
+        return head
 
     def heads(self) -> list[SignedTreeHead]:
         """Return every signed head the ledger issued, oldest first."""

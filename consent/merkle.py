@@ -3,11 +3,14 @@
 Leaf hash ``SHA-256(0x00 || data)``, node hash ``SHA-256(0x01 || left || right)``, the
 empty tree hashes to ``SHA-256("")``. Proof generation works over any store that can
 give the hash of a subtree (:class:`SubtreeHashes`), so the ledger answers proofs from
-its stored perfect-subtree hashes in O(log n) look-ups. Verification follows RFC 9162
-§2.1.3.2 and §2.1.4.2 and raises :class:`~consent.errors.ProofError` on failure.
+its stored perfect-subtree hashes in O(log n) look-ups. The ledger, its verifier and the
+coordinator's mirror share one tree hash (:func:`subtree_hashes`), one frontier
+(:func:`frontier`, :func:`push_leaf`) and one root from it (:func:`root_from_frontier`).
+Verification follows RFC 9162 §2.1.3.2 and §2.1.4.2 and raises
+:class:`~consent.errors.ProofError` on failure.
 
 Written here rather than taken from pymerkle: pymerkle's proofs are not in RFC 9162 form
-and its storage cannot be our append-only ledger table; these ~150 lines are checked
+and its storage cannot be our append-only ledger table; this module is checked
 against the Certificate Transparency known-answer vectors in
 ``tests/consent/vectors/rfc9162.json``.
 """
@@ -21,15 +24,22 @@ from consent.errors import ProofError
 
 __all__ = [
     "EMPTY_ROOT",
+    "PerfectHashes",
+    "PerfectNode",
     "SubtreeHashes",
     "consistency_proof",
+    "frontier",
     "hash_children",
     "hash_leaf",
     "inclusion_proof",
     "largest_power_of_two_below",
+    "level_lookup",
     "levels_from_leaves",
+    "push_leaf",
+    "root_from_frontier",
     "root_from_levels",
     "root_of",
+    "subtree_hashes",
     "verify_consistency_proof",
     "verify_inclusion_proof",
 ]
@@ -37,6 +47,11 @@ __all__ = [
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 #: ``f(lo, hi)`` returns MTH(D[lo:hi]) for lo < hi.
 SubtreeHashes = Callable[[int, int], bytes]
+#: ``f(level, pos)`` returns the hash of the perfect subtree over leaves
+#: ``[pos * 2**level, (pos + 1) * 2**level)``.
+PerfectHashes = Callable[[int, int], bytes]
+#: A perfect subtree: ``(level, pos, hash)``.
+PerfectNode = tuple[int, int, bytes]
 
 
 def hash_leaf(data: bytes) -> bytes:
@@ -69,22 +84,92 @@ def levels_from_leaves(leaves: Sequence[bytes]) -> list[list[bytes]]:
     return levels
 
 
-def _perfect_lookup(levels: Sequence[Sequence[bytes]]) -> SubtreeHashes:
+def subtree_hashes(perfect: PerfectHashes) -> SubtreeHashes:
+    """Return the RFC 9162 tree hash of any range, built from stored perfect subtrees.
+
+    MTH(D[lo:hi]) splits at the largest power of two below ``hi - lo`` (RFC 9162 §2.1.1)
+    until each part is a perfect subtree aligned to its size, which ``perfect`` returns.
+
+    Args:
+        perfect: ``perfect(level, pos)`` returns the hash of leaves
+            ``[pos * 2**level, (pos + 1) * 2**level)`` (level 0: the leaf hash).
+
+    Returns:
+        ``mth(lo, hi)`` returning MTH(D[lo:hi]) for lo < hi.
+    """
+
     def mth(lo: int, hi: int) -> bytes:
         n = hi - lo
         if n & (n - 1) == 0 and lo % n == 0:
-            return levels[n.bit_length() - 1][lo // n]
+            return perfect(n.bit_length() - 1, lo // n)
         k = largest_power_of_two_below(n)
         return hash_children(mth(lo, lo + k), mth(lo + k, hi))
 
     return mth
 
 
+def level_lookup(levels: Sequence[Sequence[bytes]]) -> PerfectHashes:
+    """Return the perfect-subtree look-up of :func:`levels_from_leaves` output."""
+    return lambda level, pos: levels[level][pos]
+
+
+def frontier(size: int, perfect: PerfectHashes) -> list[tuple[int, bytes]]:
+    """Return the perfect subtrees that cover the first ``size`` leaves, largest first.
+
+    Args:
+        size: the tree size.
+        perfect: the stored perfect-subtree hashes (see :func:`subtree_hashes`).
+
+    Returns:
+        ``(level, hash)`` pairs: one per set bit of ``size``, left to right.
+    """
+    out: list[tuple[int, bytes]] = []
+    offset = 0
+    for level in range(size.bit_length() - 1, -1, -1):
+        if size & (1 << level):
+            out.append((level, perfect(level, offset >> level)))
+            offset += 1 << level
+    return out
+
+
+def root_from_frontier(frontier: Sequence[tuple[int, bytes]]) -> bytes:
+    """Return the tree's root from its frontier (:func:`frontier`): folded right to left."""
+    if not frontier:
+        return EMPTY_ROOT
+    acc = frontier[-1][1]
+    for _, h in reversed(frontier[:-1]):
+        acc = hash_children(h, acc)
+    return acc
+
+
+def push_leaf(frontier: list[tuple[int, bytes]], leaf: bytes, index: int) -> list[PerfectNode]:
+    """Append leaf ``index`` to a frontier in place, merging the subtrees it completes.
+
+    Args:
+        frontier: the frontier of the first ``index`` leaves (changed in place).
+        leaf: the new leaf's hash.
+        index: the new leaf's position.
+
+    Returns:
+        The perfect subtrees completed (level >= 1), as ``(level, pos, hash)``, to store.
+    """
+    completed: list[PerfectNode] = []
+    level, h, pos = 0, leaf, index
+    while frontier and frontier[-1][0] == level:
+        _, left = frontier.pop()
+        h = hash_children(left, h)
+        level += 1
+        pos >>= 1
+        completed.append((level, pos, h))
+    frontier.append((level, h))
+    return completed
+
+
 def root_from_levels(levels: Sequence[Sequence[bytes]], size: int) -> bytes:
     """Return MTH of the first ``size`` leaves from :func:`levels_from_leaves` output."""
     if size == 0:
         return EMPTY_ROOT
-    return _perfect_lookup(levels)(0, size)
+    return subtree_hashes(level_lookup(levels))(0, size)
 
 
 def root_of(leaves: Sequence[bytes]) -> bytes:
@@ -95,7 +180,7 @@ def root_of(leaves: Sequence[bytes]) -> bytes:
 def _as_subtrees(source: SubtreeHashes | Sequence[bytes]) -> SubtreeHashes:
     if callable(source):
         return source
-    return _perfect_lookup(levels_from_leaves(source))
+    return subtree_hashes(level_lookup(levels_from_leaves(source)))
 
 
 def inclusion_proof(index: int, size: int, source: SubtreeHashes | Sequence[bytes]) -> list[bytes]:

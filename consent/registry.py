@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,6 +27,7 @@ from consent.errors import ConsentError, ConsentImportError, ImportProblem
 from consent.evaluate import evaluate
 from consent.fhir_io import consents_to_bundle, read_fhir_consents
 from consent.model import Consent, ConsentStatus, UseRequest, utc
+from consent.sqlite_store import SqliteStore
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -95,7 +94,7 @@ class ImportResult(BaseModel):
     ledger_indices: list[int]
 
 
-class ConsentRegistry:
+class ConsentRegistry(SqliteStore):
     """SQLite store of consent versions with point-in-time and vectorised queries.
 
     Args:
@@ -114,34 +113,15 @@ class ConsentRegistry:
         ledger: Ledger | None = None,
         diseases: DiseaseHierarchy = DEFAULT_DISEASES,
     ) -> None:
-        self.path = Path(path)
         self.ledger = ledger
         self.diseases = diseases
-        self._lock = threading.RLock()
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            super().__init__(path)
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise ConsentError(f"{self.path} is not a usable consent registry: {exc}") from None
         self._index: tuple[int, pd.Index, Any, Any, Any] | None = None
         self._shape_cache: dict[int, Consent] = {}
-
-    def close(self) -> None:
-        """Close the database connection."""
-        self._db.close()
-
-    def __enter__(self) -> ConsentRegistry:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # ---- imports ------------------------------------------------------------------
     def import_fhir(self, path: Path, ledger: Ledger | None = None) -> ImportResult:
@@ -205,17 +185,11 @@ class ConsentRegistry:
         if problems:
             raise ConsentImportError(source, problems)
         with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
             try:
-                result = self._insert(consents, source, ledger)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+                with self._transaction():
+                    return self._insert(consents, source, ledger)
             finally:
                 self._index = None
-            return result
 
     def _insert(
         self, consents: Sequence[Consent], source: str, ledger: Ledger | None

@@ -32,8 +32,10 @@ from consent.ledger import ZERO_HASH
 from consent.merkle import (
     consistency_proof,
     hash_leaf,
+    level_lookup,
     levels_from_leaves,
     root_from_levels,
+    subtree_hashes,
     verify_consistency_proof,
     verify_inclusion_proof,
 )
@@ -353,7 +355,7 @@ def _check_heads(
             proof = consistency_proof(
                 since.tree_size,
                 latest.tree_size,
-                lambda lo, hi: _mth(levels, lo, hi),
+                subtree_hashes(level_lookup(levels)),
             )
             try:
                 verify_consistency(since, latest, proof)
@@ -363,16 +365,6 @@ def _check_heads(
                     f"latest head is not consistent with the earlier head: {exc}",
                     last_index=max(since.tree_size - 1, 0),
                 ) from None
-
-
-def _mth(levels: list[list[bytes]], lo: int, hi: int) -> bytes:
-    from consent.merkle import hash_children, largest_power_of_two_below
-
-    size = hi - lo
-    if size & (size - 1) == 0 and lo % size == 0:
-        return levels[size.bit_length() - 1][lo // size]
-    k = largest_power_of_two_below(size)
-    return hash_children(_mth(levels, lo, lo + k), _mth(levels, lo + k, hi))
 
 
 def _check_head_against(
