@@ -4,6 +4,7 @@ value and no pseudonym (and a leaky body is caught)."""
 from __future__ import annotations
 
 import shutil
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,12 +18,15 @@ from coordinator.api import bootstrap_operator, create_app
 from coordinator.client import CoordinatorClient
 from coordinator.runner import RoundProgress, RunResult
 from coordinator.settings import load_settings
-from federation.outbound import NodeSecrets, OutboundItem, body_items, inspect_outbound
 from federation.spec import JobSpec
 from hamanasu.demo import EXAMPLES, MATERNITY
 from nodes.cli import import_consents, init_node
 from nodes.enforcement import EnforcementPoint
 from nodes.service import CoordinatorLink, NodeService, NodeServiceConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from outbound_harness import NodeSecrets, OutboundItem, body_items, inspect_outbound  # noqa: E402
 
 #: Kinds of finding that mean data left the node (HTTP bodies are not Flower records, so
 #: the Flower allow-list of clear keys does not apply to them).

@@ -1,11 +1,11 @@
-"""Issue 8, outbound inspection: everything a node sends during the demo job, checked.
+"""Outbound inspection: everything a node sends during the demo job, checked.
 
 Two full runs of the demo's LBW training job (``hamanasu.training_run.run_training_job``,
 the scenario's two maternity nodes, 1 training round + the final evaluation round):
 
 * the real job, behind each node's enforcement point (policy, consent, budget, ledger),
   with DP-SGD and SecAgg+: every reply the server receives through the grid and every
-  reply as it leaves each node is recorded and :func:`federation.outbound.inspect_outbound`
+  reply as it leaves each node is recorded and :func:`outbound_harness.inspect_outbound`
   finds nothing;
 * a deliberately leaky client (SecAgg+ off, and a mod on one node that slips pseudonyms
   and raw column values into its replies): the same harness flags each leak, per node.
@@ -16,6 +16,7 @@ The harness itself is also checked on hand-made messages, kind by kind.
 from __future__ import annotations
 
 import json
+import sys
 import tomllib
 from pathlib import Path
 
@@ -23,7 +24,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from federation.outbound import (
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from outbound_harness import (  # noqa: E402
     ALLOWED_CLEAR,
     NodeSecrets,
     OutboundItem,

@@ -1,6 +1,6 @@
 """Outbound inspection: record everything a node sends and look for what must not leave it.
 
-An auditor's harness (issue 8), not part of a production run. It has three parts:
+An auditor's harness for the tests, not part of a production run. It has three parts:
 
 * recorders: :func:`recording_mod` is a ClientApp mod that writes every reply a node sends
   to a folder (placed first in the mod list it sees the reply as it leaves the node, after
