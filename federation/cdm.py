@@ -133,6 +133,10 @@ class DomainSchema:
         description: what one row is.
         columns: the columns in file order.
         checks: row-level rules across columns.
+        unique: column sets that identify a row (one row per subject and date, ...): two
+            rows agreeing on every column of one set are refused as duplicates.
+        rows_may_repeat: whether two identical rows are two records (purchase lines
+            without a receipt number) rather than one record loaded twice.
 
     """
 
@@ -140,11 +144,16 @@ class DomainSchema:
     description: str
     columns: tuple[Column, ...]
     checks: tuple[CrossCheck, ...] = field(default=())
+    unique: tuple[tuple[str, ...], ...] = field(default=())
+    rows_may_repeat: bool = False
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]
         if len(set(names)) != len(names):
             raise ValueError(f"DomainSchema {self.name}: a column name repeats")
+        for key in self.unique:
+            if not key or any(c not in names for c in key):
+                raise ValueError(f"DomainSchema {self.name}: unique key {key} names no column")
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -240,6 +249,7 @@ BIRTHS = DomainSchema(
             "preterm must be 1 exactly when gestational_weeks < 37",
         ),
     ),
+    unique=(("infant",),),
 )
 
 CHECKUPS = DomainSchema(
@@ -278,6 +288,7 @@ CHECKUPS = DomainSchema(
             "bmi must equal weight_kg / (height_cm/100)^2 within 0.5",
         ),
     ),
+    unique=(("subject", "checkup_date"),),
 )
 
 INFANT_CHECKUPS = DomainSchema(
@@ -300,6 +311,7 @@ INFANT_CHECKUPS = DomainSchema(
             unit="at the 4-month checkup",
         ),
     ),
+    unique=(("subject", "checkup_date"),),
 )
 
 PURCHASE_CATEGORIES = (
@@ -324,6 +336,7 @@ PURCHASES = DomainSchema(
         Column("quantity", "int", low=1, high=1000),
         Column("amount_yen", "int", low=1, high=10_000_000),
     ),
+    rows_may_repeat=True,
 )
 
 DAIRY_INTAKE = DomainSchema(
@@ -343,6 +356,7 @@ DAIRY_INTAKE = DomainSchema(
             unit="stool bifidobacteria proportion, %",
         ),
     ),
+    unique=(("subject", "survey_date"),),
 )
 
 #: Every domain's schema by name.

@@ -51,16 +51,18 @@ def _preflight(spec: Any, nodes: list[Any]) -> dict[str, int]:
     Raises:
         UsageError: unknown feature or label, a non-binary label, or invalid data.
     """
-    from nodes.data_loading import DataValidationError
+    from nodes.data_loading import DataValidationError, read_header
     from nodes.sources import find_table, read_columns
 
     sizes: dict[str, int] = {}
     for node in nodes:
         try:
             path = find_table(node.data, spec.domain)
+            header = read_header(path)
         except FileNotFoundError as exc:
             raise UsageError(f"--node {node.name}: {exc}") from None
-        header = _columns_of(path)
+        except DataValidationError as exc:
+            raise UsageError(f"--node {node.name}: {exc}") from None
         for field, names in (
             ("features", spec.features),
             ("label", [spec.label] if spec.label else []),
@@ -70,7 +72,9 @@ def _preflight(spec: Any, nodes: list[Any]) -> dict[str, int]:
                 raise UsageError(f"{field}: {unknown} not in node {node.name}'s data ({path.name})")
         try:
             frame = read_columns(node.data, spec.domain, spec.columns())
-        except (DataValidationError, KeyError, ValueError) as exc:
+        except DataValidationError as exc:
+            raise UsageError(f"--node {node.name}: {exc}") from None
+        except (KeyError, ValueError) as exc:
             raise UsageError(str(exc).strip("'\"")) from None
         if spec.kind == "train" and spec.label:
             values = set(frame[spec.label].dropna().unique().tolist())
@@ -90,16 +94,6 @@ def _preflight(spec: Any, nodes: list[Any]) -> dict[str, int]:
         except DesignError as exc:
             raise UsageError(str(exc)) from None
     return sizes
-
-
-def _columns_of(path: Path) -> list[str]:
-    import pandas as pd
-
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return list(pq.read_schema(path).names)
-    return list(pd.read_csv(path, nrows=0).columns)
 
 
 def run_simulation_job(

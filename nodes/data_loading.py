@@ -2,35 +2,95 @@
 
 ``load_table`` reads one domain file (CSV or Parquet, chosen by suffix) and
 ``validate_frame`` checks it against the domain's schema (``federation.cdm``). A bad file
-raises one ``DataValidationError`` naming the file, the row and the column of the first
-problem, e.g. ``births.csv row 16 (line 17), column birth_weight_g: value -5 is outside
-300..6000``. Rows are 1-based data rows; for a CSV the message adds the line number
-(the header is line 1). ``load_any`` is the looser check for a researcher's own file.
+raises one ``DataValidationError`` listing every problem found, each naming the row and
+the column, e.g. ``births.csv row 16 (line 17), column birth_weight_g: value -5 is outside
+300..6000``. A problem repeated down a column is listed once, at its first row, with the
+number of further rows it affects. Rows are 1-based data rows; for a CSV the message adds
+the line number (the header is line 1). ``load_any`` is the looser check for a
+researcher's own file: the job's columns only, against the domain's declared ranges where
+the domain has the column, else within :data:`UNDECLARED_LIMIT`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from federation.cdm import Column, get_schema
+from federation.cdm import Column, DomainSchema, get_schema
 
-__all__ = ["DataValidationError", "load_any", "load_table", "validate_frame"]
+__all__ = [
+    "MAX_LISTED",
+    "UNDECLARED_LIMIT",
+    "DataValidationError",
+    "Problem",
+    "load_any",
+    "load_table",
+    "read_header",
+    "validate_frame",
+]
 
 _TRUE = {"1", "true", "yes"}
 _FALSE = {"0", "false", "no"}
+
+#: Largest magnitude a numeric column without a declared range may hold: models train in
+#: float32 (largest value about 3.4e38), and a secure sum squares values and adds them over
+#: every row, so (1e12)² summed over 10⁸ rows stays finite.
+UNDECLARED_LIMIT = 1e12
+
+#: Problems spelled out in one error message; the rest are counted.
+MAX_LISTED = 20
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a data file.
+
+    Attributes:
+        reason: what is wrong, without the location.
+        row: 1-based data row (the first affected), or ``None`` for a file-level problem.
+        column: the column at fault, or ``None``.
+        line: the CSV line number (header = line 1), or ``None``.
+        more: how many further rows of the same column share the problem.
+
+    """
+
+    reason: str
+    row: int | None = None
+    column: str | None = None
+    line: int | None = None
+    more: int = 0
+
+    def located(self) -> str:
+        """Return the problem as ``row 3 (line 4), column x: reason`` (parts as known)."""
+        where = []
+        if self.row is not None:
+            where.append(f"row {self.row}" + (f" (line {self.line})" if self.line else ""))
+        elif self.line is not None:
+            where.append(f"line {self.line}")
+        if self.column is not None:
+            where.append(f"column {self.column}")
+        text = self.reason
+        if self.more:
+            text += f" (and {self.more} more row{'s' if self.more > 1 else ''} in this column)"
+        return f"{', '.join(where)}: {text}" if where else text
 
 
 class DataValidationError(ValueError):
     """A data file does not fit its schema.
 
+    The message lists every problem (at most :data:`MAX_LISTED` spelled out, the rest
+    counted) on one line. The attributes describe the first problem.
+
     Attributes:
         source: the file name (or other label) the caller gave.
-        row: 1-based data row of the problem, or ``None`` for a file-level problem.
+        problems: every problem found, by row.
+        row: 1-based data row of the first problem, or ``None`` for a file-level problem.
         column: the column at fault, or ``None``.
         reason: what is wrong, without the location.
         line: the CSV line number (header = line 1), or ``None``.
@@ -40,43 +100,75 @@ class DataValidationError(ValueError):
     def __init__(
         self,
         source: str,
-        reason: str,
+        reason: str = "",
         *,
         row: int | None = None,
         column: str | None = None,
         line: int | None = None,
+        problems: Sequence[Problem] = (),
     ) -> None:
         self.source = source
-        self.row = row
-        self.column = column
-        self.reason = reason
-        self.line = line
-        where = source
-        if row is not None:
-            where += f" row {row}"
-            if line is not None:
-                where += f" (line {line})"
-        elif line is not None:
-            where += f" line {line}"
-        if column is not None:
-            where += f", column {column}"
-        super().__init__(f"{where}: {reason}")
+        self.problems = list(problems) or [Problem(reason, row, column, line)]
+        first = self.problems[0]
+        self.row, self.column, self.reason, self.line = (
+            first.row,
+            first.column,
+            first.reason,
+            first.line,
+        )
+        if len(self.problems) == 1:
+            if first.row is not None or first.line is not None:
+                message = f"{source} {first.located()}"
+            elif first.column is not None:
+                message = f"{source}, {first.located()}"
+            else:
+                message = f"{source}: {first.located()}"
+        else:
+            listed = "; ".join(p.located() for p in self.problems[:MAX_LISTED])
+            rest = len(self.problems) - MAX_LISTED
+            more = f"; and {rest} more problem{'s' if rest > 1 else ''}" if rest > 0 else ""
+            message = f"{source}: {len(self.problems)} problems: {listed}{more}"
+        super().__init__(message)
 
 
-def _read(path: Path) -> tuple[pd.DataFrame, bool]:
-    """Read ``path`` as text-valued CSV or typed Parquet; return the frame and is-CSV."""
+def _one_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _read(path: Path, *, header_only: bool = False) -> tuple[pd.DataFrame, bool]:
+    """Read ``path`` as text-valued CSV or typed Parquet; return the frame and is-CSV.
+
+    With ``header_only`` the frame has the file's columns and no rows.
+    """
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+            rows = 0 if header_only else None
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, nrows=rows)
             return frame, True
         if suffix in (".parquet", ".pq"):
+            if header_only:
+                import pyarrow.parquet as pq
+
+                return pd.DataFrame(columns=pq.read_schema(path).names), False
             return pd.read_parquet(path), False
     except FileNotFoundError:
         raise DataValidationError(path.name, "file not found") from None
     except Exception as exc:  # noqa: BLE001 - any parser failure means an unreadable file
-        raise DataValidationError(path.name, f"not a readable {suffix[1:]} file ({exc})") from None
+        raise DataValidationError(
+            path.name, f"not a readable {suffix[1:]} file ({_one_line(exc)})"
+        ) from None
     raise DataValidationError(path.name, f"unsupported suffix {suffix!r}; use .csv or .parquet")
+
+
+def read_header(path: Path) -> list[str]:
+    """Return the column names of a CSV or Parquet file without reading its rows.
+
+    Raises:
+        DataValidationError: the file is missing, empty, unreadable or of another type.
+    """
+    return [str(c) for c in _read(Path(path), header_only=True)[0].columns]
 
 
 def load_table(path: Path, domain: str | None = None) -> pd.DataFrame:
@@ -129,60 +221,115 @@ def validate_frame(
     Raises:
         DataValidationError: a required column is missing, a column is not in the schema,
             or a value has the wrong type, lies out of range, is not an allowed category,
-            is missing in a required column, or breaks a cross-column rule. The first
-            problem (lowest row) is reported.
+            is missing in a required column, breaks a cross-column rule, or a row repeats
+            another (or its key, where the domain has one row per key). Every problem is
+            listed, by row.
         KeyError: ``domain`` is unknown.
 
     """
     schema = get_schema(domain)
-
-    def fail(reason: str, row: int | None = None, column: str | None = None) -> None:
-        line = None
-        if row is not None and first_line is not None:
-            line = row - 1 + first_line
-        elif row is None and first_line is not None:
-            line = first_line - 1  # the header
-        raise DataValidationError(source, reason, row=row, column=column, line=line)
-
+    at = _Locator(first_line)
     columns = [str(c) for c in df.columns]
+    header: list[Problem] = []
     for col in schema.columns:
         if col.required and col.name not in columns:
-            fail(f"required column is missing (a {col.kind} column)", column=col.name)
+            header.append(at.header(f"required column is missing (a {col.kind} column)", col.name))
     for name in columns:
         if name not in schema.names:
-            fail(
-                f"not a column of the {domain} schema (allowed: {', '.join(schema.names)})",
-                column=name,
+            allowed = ", ".join(schema.names)
+            header.append(
+                at.header(f"not a column of the {domain} schema (allowed: {allowed})", name)
             )
-    if len(set(columns)) != len(columns):
-        dup = next(c for c in columns if columns.count(c) > 1)
-        fail("the column appears twice", column=dup)
+    for name in dict.fromkeys(c for c in columns if columns.count(c) > 1):
+        header.append(at.header("the column appears twice", name))
+    if header:
+        raise DataValidationError(source, problems=header)
 
     out: dict[str, pd.Series | pd.Categorical | np.ndarray] = {}
-    first_error: tuple[int, int, str, str] | None = None  # (row, column order, column, reason)
+    problems: list[tuple[int, int, Problem]] = []  # (row, column order, problem)
+    bad_rows: dict[str, np.ndarray] = {}
     for order, col in enumerate(schema.columns):
         if col.name not in columns:
             out[col.name] = _empty(col, len(df))
             continue
-        values, bad_pos, reason = _convert(col, df[col.name].reset_index(drop=True))
-        if bad_pos is not None:
-            candidate = (bad_pos + 1, order, col.name, reason)
-            if first_error is None or candidate[:2] < first_error[:2]:
-                first_error = candidate
+        values, found, bad = _convert(col, df[col.name].reset_index(drop=True))
+        problems += [(pos + 1, order, at.cell(pos, col.name, r, n)) for pos, r, n in found]
+        bad_rows[col.name] = bad
         out[col.name] = values
-    if first_error is not None:
-        fail(first_error[3], row=first_error[0], column=first_error[2])
 
     result = pd.DataFrame(out)
     for check in schema.checks:
         if not all(c in columns for c in check.needs):
             continue
-        passed = check.ok(result).to_numpy(dtype=bool)
-        if not passed.all():
-            pos = int(np.flatnonzero(~passed)[0])
+        skip = np.logical_or.reduce([bad_rows[c] for c in check.needs])
+        failed = ~check.ok(result).to_numpy(dtype=bool) & ~skip
+        if failed.any():
+            pos = int(np.flatnonzero(failed)[0])
             shown = ", ".join(f"{c}={_show(result[c].iloc[pos])}" for c in check.needs)
-            fail(f"{check.reason} (row has {shown})", row=pos + 1, column=check.column)
+            reason = f"{check.reason} (row has {shown})"
+            order = schema.names.index(check.column)
+            count = int(failed.sum())
+            problems.append((pos + 1, order, at.cell(pos, check.column, reason, count)))
+    problems += _duplicates(schema, df, at, bad_rows)
+    if problems:
+        problems.sort(key=lambda p: (p[0], p[1]))
+        raise DataValidationError(source, problems=[p for _, _, p in problems])
     return result
+
+
+class _Locator:
+    """Builds problems with CSV line numbers when the file has them."""
+
+    def __init__(self, first_line: int | None) -> None:
+        self.first_line = first_line
+
+    def header(self, reason: str, column: str | None = None) -> Problem:
+        line = None if self.first_line is None else self.first_line - 1
+        return Problem(reason, column=column, line=line)
+
+    def cell(self, pos: int, column: str | None, reason: str, count: int = 1) -> Problem:
+        line = None if self.first_line is None else pos + self.first_line
+        return Problem(reason, row=pos + 1, column=column, line=line, more=count - 1)
+
+
+def _duplicates(
+    schema: DomainSchema, df: pd.DataFrame, at: _Locator, bad_rows: dict[str, np.ndarray]
+) -> list[tuple[int, int, Problem]]:
+    """Return the rows that repeat another row, or another row's key (one problem each kind)."""
+    out: list[tuple[int, int, Problem]] = []
+    raw = df.reset_index(drop=True)
+    if not schema.rows_may_repeat and len(raw.columns):
+        found = _repeats(raw.astype(str), list(raw.columns), np.zeros(len(raw), dtype=bool))
+        if found is not None:
+            pos, earlier, count = found
+            out.append(
+                (pos + 1, -1, at.cell(pos, None, f"the row repeats row {earlier + 1}", count))
+            )
+    for key in schema.unique:
+        if not all(c in raw.columns for c in key):
+            continue
+        skip = np.logical_or.reduce([_missing_mask(raw[c]) | bad_rows.get(c, False) for c in key])
+        found = _repeats(raw[list(key)].astype(str), list(key), skip)
+        if found is not None:
+            pos, earlier, count = found
+            what = " and ".join(key)
+            reason = f"repeats the {what} of row {earlier + 1} (one row per {what})"
+            order = schema.names.index(key[-1])
+            out.append((pos + 1, order, at.cell(pos, key[-1], reason, count)))
+    return out
+
+
+def _repeats(
+    frame: pd.DataFrame, columns: list[str], skip: np.ndarray
+) -> tuple[int, int, int] | None:
+    """Return (first repeating position, the earlier position it repeats, how many repeat)."""
+    text = frame[columns].map(lambda v: v.strip() if isinstance(v, str) else v)
+    dup = text.duplicated(keep="first").to_numpy(dtype=bool) & ~skip
+    if not dup.any():
+        return None
+    pos = int(np.flatnonzero(dup)[0])
+    same = (text == text.iloc[pos]).all(axis=1).to_numpy(dtype=bool) & ~skip
+    return pos, int(np.flatnonzero(same)[0]), int(dup.sum())
 
 
 def _show(value: object) -> str:
@@ -211,21 +358,28 @@ def _missing_mask(raw: pd.Series) -> np.ndarray:
     return mask
 
 
-def _first(mask: np.ndarray) -> int | None:
-    hits = np.flatnonzero(mask)
-    return int(hits[0]) if hits.size else None
+def _convert(
+    col: Column, raw: pd.Series
+) -> tuple[pd.Series | pd.Categorical, list[tuple[int, str, int]], np.ndarray]:
+    """Convert one column.
 
-
-def _convert(col: Column, raw: pd.Series) -> tuple[pd.Series | pd.Categorical, int | None, str]:
-    """Convert one column; return (values, first bad 0-based position or None, reason)."""
+    Returns:
+        The values, each problem as (first 0-based position, reason, rows affected), and
+        the mask of rows with any problem.
+    """
     missing = _missing_mask(raw)
-    problems: list[tuple[int, str]] = []  # (position, reason); the lowest position wins
+    problems: list[tuple[int, str, int]] = []
+    bad = np.zeros(len(raw), dtype=bool)
 
-    def note(mask: np.ndarray, reason_of: object) -> None:
-        pos = _first(mask)
-        if pos is not None:
-            reason = reason_of(pos) if callable(reason_of) else str(reason_of)
-            problems.append((pos, reason))
+    def note(mask: np.ndarray, reason_of: Callable[[int], str] | str) -> None:
+        nonlocal bad
+        mask = mask & ~bad  # a row is blamed once per column, for its first problem
+        hits = np.flatnonzero(mask)
+        if hits.size:
+            pos = int(hits[0])
+            reason = reason_of(pos) if callable(reason_of) else reason_of
+            problems.append((pos, reason, int(hits.size)))
+            bad = bad | mask
 
     if col.required:
         note(missing, "missing value in a required column")
@@ -295,8 +449,8 @@ def _convert(col: Column, raw: pd.Series) -> tuple[pd.Series | pd.Categorical, i
             text = raw.astype(object).map(lambda v: v.strip() if isinstance(v, str) else v)
             text = text.where(~missing, None)
             parsed = pd.to_datetime(text.map(_as_iso), format="%Y-%m-%d", errors="coerce")
-        bad = parsed.isna().to_numpy(dtype=bool) & ~missing
-        note(bad, lambda p: f"value {raw_text(p)} is not an ISO date (YYYY-MM-DD)")
+        undated = parsed.isna().to_numpy(dtype=bool) & ~missing
+        note(undated, lambda p: f"value {raw_text(p)} is not an ISO date (YYYY-MM-DD)")
         ok = ~parsed.isna().to_numpy(dtype=bool)
         if col.low is not None:
             note(
@@ -323,10 +477,7 @@ def _convert(col: Column, raw: pd.Series) -> tuple[pd.Series | pd.Categorical, i
             [None if m else str(v) for v, m in zip(text, missing, strict=True)], dtype=object
         )
 
-    if problems:
-        pos, reason = min(problems)
-        return values, pos, reason
-    return values, None, ""
+    return values, sorted(problems), bad
 
 
 def _as_iso(value: object) -> object:
@@ -339,53 +490,85 @@ def _as_iso(value: object) -> object:
     return "not-a-date"
 
 
-def _note_range(col: Column, arr: np.ndarray, note: object, text: object) -> None:
+def _note_range(
+    col: Column,
+    arr: np.ndarray,
+    note: Callable[[np.ndarray, Callable[[int], str]], None],
+    text: Callable[[int], str],
+) -> None:
     finite = np.isfinite(arr)
     low = -np.inf if col.low is None else float(col.low)
     high = np.inf if col.high is None else float(col.high)
     outside = finite & ((arr < low) | (arr > high))
-    note(outside, lambda p: f"value {text(p)} is outside {col.describe_range()}")  # type: ignore[operator]
+    note(outside, lambda p: f"value {text(p)} is outside {col.describe_range()}")
 
 
-def load_any(path: Path, required_columns: Sequence[str]) -> pd.DataFrame:
+def load_any(
+    path: Path, required_columns: Sequence[str], domain: str | None = None
+) -> pd.DataFrame:
     """Read a researcher's own CSV or Parquet file and check the columns a job needs.
 
-    Only ``required_columns`` are checked: each must exist, be numeric and hold no
-    missing or infinite value. Other columns are returned untouched.
+    Only ``required_columns`` are checked: each must exist and hold numbers, none
+    missing. A column the ``domain`` declares keeps to its declared kind and range; any
+    other must stay within ±:data:`UNDECLARED_LIMIT`. When the file holds a subject
+    column, a row repeating another, or another row's key where the domain has one row
+    per key, is refused. Other columns are returned untouched.
 
     Args:
         path: a ``.csv`` or ``.parquet`` file.
         required_columns: the columns that must be present and numeric.
+        domain: the common-data-model domain the job reads, whose ranges and keys apply.
 
     Returns:
         The frame, with ``required_columns`` converted to ``float64``.
 
     Raises:
-        DataValidationError: the file is unreadable, a column is missing, or a value in
-            a required column is not a finite number; the message names file, row and
+        DataValidationError: the file is unreadable or holds no rows, a column is missing,
+            or values break the rules above; every problem is listed with its row and
             column.
 
     """
     path = Path(path)
     frame, is_csv = _read(path)
-    first_line = 2 if is_csv else None
+    at = _Locator(2 if is_csv else None)
     source = path.name
-    for name in required_columns:
-        if name not in frame.columns:
-            raise DataValidationError(
-                source, "required column is missing", column=name, line=1 if is_csv else None
-            )
-    frame = frame.copy()
-    for name in required_columns:
-        col = Column(name, "float")
-        values, bad, reason = _convert(col, frame[name].reset_index(drop=True))
-        if bad is not None:
-            raise DataValidationError(
-                source,
-                reason,
-                row=bad + 1,
-                column=name,
-                line=None if first_line is None else bad + first_line,
-            )
+    missing = [at.header("required column is missing", n) for n in required_columns]
+    missing = [p for p in missing if p.column not in frame.columns]
+    if missing:
+        raise DataValidationError(source, problems=missing)
+    if frame.empty:
+        raise DataValidationError(source, "the file holds no data rows")
+    schema = _schema_or_none(domain)
+    frame = frame.copy().reset_index(drop=True)
+    problems: list[tuple[int, int, Problem]] = []
+    bad_rows: dict[str, np.ndarray] = {}
+    for order, name in enumerate(required_columns):
+        col = _declared(schema, name)
+        values, found, bad = _convert(col, frame[name])
+        problems += [(pos + 1, order, at.cell(pos, name, r, n)) for pos, r, n in found]
+        bad_rows[name] = bad
         frame[name] = np.asarray(values, dtype=float)
+    if schema is not None and "subject" in frame.columns:
+        problems += _duplicates(schema, frame, at, bad_rows)
+    if problems:
+        problems.sort(key=lambda p: (p[0], p[1]))
+        raise DataValidationError(source, problems=[p for _, _, p in problems])
     return frame
+
+
+def _schema_or_none(domain: str | None) -> DomainSchema | None:
+    if domain is None:
+        return None
+    try:
+        return get_schema(domain)
+    except KeyError:
+        return None
+
+
+def _declared(schema: DomainSchema | None, name: str) -> Column:
+    """Return the numeric rule for a job column of a researcher's file."""
+    if schema is not None and name in schema.names:
+        col = schema.column(name)
+        if col.kind in ("int", "float", "bool"):
+            return dataclasses.replace(col, required=True)
+    return Column(name, "float", low=-UNDECLARED_LIMIT, high=UNDECLARED_LIMIT)

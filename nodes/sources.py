@@ -43,21 +43,24 @@ def find_table(data: Path, domain: str) -> Path:
 
 
 @lru_cache(maxsize=16)
-def _cached(path: str, mtime_ns: int, domain: str | None, columns: tuple[str, ...]) -> pd.DataFrame:
+def _cached(
+    path: str, mtime_ns: int, domain: str, whole: bool, columns: tuple[str, ...]
+) -> pd.DataFrame:
     from nodes.data_loading import load_any, load_table
 
     p = Path(path)
-    if domain is not None:
+    if whole:
         return load_table(p, domain)
-    return load_any(p, list(columns))
+    return load_any(p, list(columns), domain)
 
 
 def read_columns(data: Path, domain: str, columns: list[str]) -> pd.DataFrame:
     """Load a node's ``domain`` table, validated, keeping ``columns`` (and ``subject`` if present).
 
     A folder's table is validated against the common data model; a single file (a
-    researcher's sample) only needs the columns, numeric and without NaN. Loaded tables
-    are cached per process by path and modification time.
+    researcher's sample) only needs the columns, numeric, none missing, within the
+    domain's declared ranges (see :func:`nodes.data_loading.load_any`). Loaded tables are
+    cached per process by path and modification time.
 
     Returns:
         The frame (a copy the caller may change).
@@ -69,9 +72,7 @@ def read_columns(data: Path, domain: str, columns: list[str]) -> pd.DataFrame:
     """
     path = find_table(data, domain)
     from_folder = not data.is_file()
-    frame = _cached(
-        str(path), path.stat().st_mtime_ns, domain if from_folder else None, tuple(columns)
-    )
+    frame = _cached(str(path), path.stat().st_mtime_ns, domain, from_folder, tuple(columns))
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise KeyError(f"{path.name}: no column(s) {missing}")

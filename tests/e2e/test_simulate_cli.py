@@ -1,6 +1,7 @@
 """``hamanasu simulate`` end to end: three nodes' files, two rounds, DP + SecAgg+; and bad input."""
 
 import json
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -99,3 +100,61 @@ def test_simulate_bad_node_argument(tmp_path, nodes):
     proc = _run(["simulate", str(job), "--node", "nopath", "--node", f"x={nodes['north']}"])
     assert proc.returncode == 2
     assert "--node: expected NAME=PATH" in proc.stderr
+
+
+def _bad_file(folder: Path, kind: str, good: Path) -> Path:
+    """Write one kind of bad node file next to the good ones; return its path."""
+    frame = pd.read_csv(good)
+    if kind == "empty":
+        path = folder / "empty.csv"
+        path.write_text("")
+    elif kind == "header-only":
+        path = folder / "header.csv"
+        path.write_text("a,b,c,y,g\n")
+    elif kind in ("truncated", "lying-format", "corrupt-pages"):
+        path = folder / f"{kind}.parquet"
+        frame.to_parquet(path)
+        data = bytearray(path.read_bytes())
+        if kind == "truncated":
+            data = data[: len(data) // 2]
+        elif kind == "lying-format":
+            data = bytearray(good.read_bytes())  # CSV text under a .parquet name
+        else:  # footer (schema, row counts) intact, every page overwritten
+            footer = struct.unpack("<i", bytes(data[-8:-4]))[0]
+            data[4 : len(data) - 8 - footer] = b"\xaa" * (len(data) - 12 - footer)
+        path.write_bytes(bytes(data))
+    elif kind == "huge-value":
+        frame.loc[5, "a"] = 1e308
+        path = folder / "huge.csv"
+        frame.to_csv(path, index=False)
+    else:  # a subject's row loaded twice
+        frame.insert(0, "subject", [f"{i:032x}" for i in range(len(frame))])
+        frame = pd.concat([frame, frame.iloc[[3]]], ignore_index=True)
+        path = folder / "twice.csv"
+        frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("empty", "empty.csv: not a readable csv file"),
+        ("header-only", "header.csv: the file holds no data rows"),
+        ("truncated", "truncated.parquet: not a readable parquet file"),
+        ("lying-format", "lying-format.parquet: not a readable parquet file"),
+        ("corrupt-pages", "corrupt-pages.parquet: not a readable parquet file"),
+        ("huge-value", "huge.csv row 6 (line 7), column a: value 1e+308 is outside"),
+        ("duplicate", f"twice.csv row {900 + 1} (line {900 + 2}): the row repeats row 4"),
+    ],
+)
+def test_simulate_bad_node_file_one_line_exit_2(tmp_path, nodes, kind, message):
+    bad = _bad_file(tmp_path, kind, nodes["north"])
+    out = tmp_path / "out"
+    args = ["simulate", str(_job(tmp_path, GOOD)), "--out", str(out), "--quiet"]
+    args += ["--node", f"bad={bad}", "--node", f"south={nodes['south']}"]
+    proc = _run(args)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --node bad: "), proc.stderr[-2000:]
+    assert message in lines[0]
+    assert not (out / "result.json").exists()

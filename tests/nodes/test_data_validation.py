@@ -249,3 +249,106 @@ def test_load_any_checks_required_columns(tmp_path: Path) -> None:
         match=re.escape("mine.csv row 2 (line 3), column x: value 'foo' is not a"),
     ):
         load_any(path, ["x", "y"])
+
+
+def test_every_problem_is_listed_with_rows_counted(births_text: list[str], tmp_path: Path) -> None:
+    lines = _set_cell(births_text, 12, "maternal_age", "99")
+    lines = _set_cell(lines, 5, "dairy_g_day", "-1")
+    lines = _set_cell(lines, 7, "dairy_g_day", "-2")
+    lines = _set_cell(lines, 9, "smoking", "2")
+    err = _raises_any(_write(tmp_path, lines))
+    assert [(p.row, p.column) for p in err.problems] == [
+        (5, "dairy_g_day"),
+        (9, "smoking"),
+        (12, "maternal_age"),
+    ]
+    assert str(err) == (
+        "births.csv: 3 problems: "
+        "row 5 (line 6), column dairy_g_day: value -1 is outside 0..2000 "
+        "(and 1 more row in this column); "
+        "row 9 (line 10), column smoking: value '2' is not 0 or 1; "
+        "row 12 (line 13), column maternal_age: value 99 is outside 13..55"
+    )
+    assert "\n" not in str(err)
+
+
+def test_problems_past_the_listed_limit_are_counted() -> None:
+    from nodes.data_loading import MAX_LISTED, Problem
+
+    problems = [Problem("bad", row=r, column="c", line=r + 1) for r in range(1, MAX_LISTED + 4)]
+    err = DataValidationError("f.csv", problems=problems)
+    text = str(err)
+    assert text.startswith(f"f.csv: {MAX_LISTED + 3} problems: row 1 (line 2), column c: bad; ")
+    assert f"row {MAX_LISTED} (line {MAX_LISTED + 1}), column c: bad; and 3 more problems" in text
+    assert text.endswith("and 3 more problems") and (err.row, err.line) == (1, 2)
+
+
+def test_duplicate_rows_and_keys_are_refused(
+    scenario: Path, births_text: list[str], tmp_path: Path
+) -> None:
+    lines = [*births_text, births_text[4]]
+    err = _raises_any(_write(tmp_path, lines))
+    last = len(lines) - 1
+    assert [(p.row, p.column) for p in err.problems] == [(last, None), (last, "infant")]
+    assert f"row {last} (line {last + 1}): the row repeats row 4" in str(err)
+    assert "column infant: repeats the infant of row 4 (one row per infant)" in str(err)
+
+    # the same infant twice, other columns differing: a duplicate pseudonym, not a twin
+    header = births_text[0].split(",")
+    twin = births_text[6].split(",")
+    twin[header.index("infant")] = births_text[2].split(",")[header.index("infant")]
+    err = _raises_any(_write(tmp_path, [*births_text, ",".join(twin)]))
+    assert [(p.row, p.column) for p in err.problems] == [(len(births_text), "infant")]
+
+    checkups = (scenario / "city" / "checkups.csv").read_text().splitlines()
+    again = checkups[3].split(",")
+    again[checkups[0].split(",").index("age")] = "70"
+    with pytest.raises(DataValidationError, match="repeats the subject and checkup_date of row 3"):
+        load_table(_write(tmp_path, [*checkups, ",".join(again)], "checkups.csv"))
+
+
+def test_purchase_lines_may_repeat(tmp_path: Path) -> None:
+    row = ["0" * 32, "2020-05-01", "food", "1", "300"]
+    frame = pd.DataFrame([row, row], columns=list(SCHEMAS["purchases"].names))
+    assert len(validate_frame("purchases", frame, "purchases.parquet")) == 2
+
+
+def test_load_any_keeps_declared_ranges_and_bounds_undeclared_columns(tmp_path: Path) -> None:
+    path = tmp_path / "sample.csv"
+    path.write_text("bmi_pre,a,y\n22.5,1,0\n99,2,1\n23,1e308,0\n24,3,1\n")
+    with pytest.raises(DataValidationError) as info:
+        load_any(path, ["bmi_pre", "a", "y"], "births")
+    assert str(info.value) == (
+        "sample.csv: 2 problems: "
+        "row 2 (line 3), column bmi_pre: value 99 is outside 12..50; "
+        "row 3 (line 4), column a: value 1e308 is outside -1000000000000..1000000000000"
+    )
+    # without the domain, the declared range does not apply; the magnitude bound does
+    with pytest.raises(DataValidationError, match=r"^sample.csv row 3 \(line 4\), column a: "):
+        load_any(path, ["bmi_pre", "a", "y"])
+    path.write_text("subject,a,y\n" + f"{'1' * 32},1,0\n{'2' * 32},2,1\n{'1' * 32},1,0\n")
+    with pytest.raises(DataValidationError, match=r"row 3 \(line 4\): the row repeats row 1"):
+        load_any(path, ["a", "y"], "births")
+    path.write_text("a,y\n")
+    with pytest.raises(DataValidationError, match="^sample.csv: the file holds no data rows$"):
+        load_any(path, ["a", "y"])
+
+
+def test_unreadable_files_give_one_line(tmp_path: Path) -> None:
+    from nodes.data_loading import read_header
+
+    empty = tmp_path / "births.csv"
+    empty.write_text("")
+    frame = pd.DataFrame({"a": np.arange(50.0), "y": np.arange(50) % 2})
+    good = tmp_path / "good.parquet"
+    frame.to_parquet(good)
+    cut = tmp_path / "cut.parquet"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    lying = tmp_path / "lying.parquet"
+    lying.write_bytes(b"a,y\n1,0\n")
+    for path in (empty, cut, lying):
+        for read in (read_header, lambda p: load_any(p, ["a"])):
+            with pytest.raises(DataValidationError) as info:
+                read(path)
+            assert str(info.value).startswith(f"{path.name}: not a readable ")
+            assert "\n" not in str(info.value)
