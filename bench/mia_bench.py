@@ -144,8 +144,8 @@ def scenario_births(folder: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Return the LBW job's scaled features and label over the pooled hokkaido 2019 births."""
     import pandas as pd
 
+    from federation.plans.train import prepare_features, public_scaling
     from federation.spec import parse_job_spec
-    from nodes.client_app import prepare_features, public_scaling
     from nodes.scenario import generate
     from nodes.sources import read_columns
 

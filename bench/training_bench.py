@@ -22,9 +22,9 @@ import numpy as np
 
 from federation.dp_training import plan_dp, set_parameters, train_local
 from federation.models import build_model
+from federation.plans.train import held_out_mask, prepare_features, public_scaling
 from federation.spec import parse_job_spec
 from hamanasu.training_run import run_training_job
-from nodes.client_app import _test_mask, prepare_features, public_scaling
 from nodes.scenario import generate
 from nodes.sources import NodeSource, read_columns
 
@@ -65,7 +65,7 @@ def _spec(rounds: int, epsilon: float, secagg: bool, nodes: int) -> object:
 
 def _node_data(spec, node: NodeSource):
     frame = read_columns(node.data, spec.domain, spec.columns())
-    test = _test_mask(frame, spec.training.test_fraction, spec.seed)
+    test = held_out_mask(frame, spec.training.test_fraction, spec.seed)
     x = prepare_features(frame, spec.features, public_scaling(spec))
     y = frame[spec.label].to_numpy(dtype=float)
     return x[~test], y[~test], x[test], y[test]

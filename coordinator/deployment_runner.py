@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from coordinator.flower_control import FlowerApp, FlowerControl, FlowerControlError
 from coordinator.runner import RoundProgress, RunCancelled, RunResult
+from federation.plans import PlanInputs
 from federation.spec import JobSpec
 
 __all__ = ["DeploymentRunner"]
@@ -131,25 +132,27 @@ class DeploymentRunner:
                     if callable(self.min_cell_count)
                     else self.min_cell_count
                 )
-                ranges = (
-                    {k: list(v) for k, v in self.declared_ranges(job.domain).items()}
-                    if self.declared_ranges is not None
-                    else {}
+                inputs = PlanInputs(
+                    n_nodes=len(ids),
+                    max_records=int(bound),
+                    declared=(
+                        self.declared_ranges(job.domain)
+                        if self.declared_ranges is not None
+                        else None
+                    ),
+                    min_cell_count=int(floor),
                 )
                 run_id = ctl.start_run(
                     self.app,
                     {
                         "job-spec": json.dumps(job.model_dump(mode="json")),
                         "job-id": job_id,
-                        "n-nodes": len(ids),
                         "node-ids": ",".join(str(i) for i in ids.values()),
-                        "max-records": int(bound),
                         "results-file": str(report_path),
                         "progress-file": str(progress_path),
                         "model-file": str(model_path),
                         "start-timeout": float(self.start_timeout),
-                        "declared-ranges": json.dumps(ranges) if ranges else "",
-                        "min-cell-count": int(floor),
+                        **inputs.to_run_config(),
                     }
                 )
                 self.last_run_id = run_id

@@ -15,12 +15,16 @@ the run (:mod:`coordinator.flower_control`):
 * ``start-timeout``: seconds to wait for the job's nodes to come online;
 * ``declared-ranges``: the data model's public (low, high) per numeric column, as JSON
   (statistics and GLM jobs scale by them); ``min-cell-count``: the highest cell floor of
-  the job's nodes' policies (statistics releases suppress below it).
+  the job's nodes' policies (statistics releases suppress below it). With ``n-nodes``
+  and ``max-records`` these are the plan's public inputs
+  (:meth:`federation.plans.PlanInputs.from_run_config`), read alike by every node.
 
-It delegates the rounds to :func:`coordinator.server_app.build_training_server_app` (our
-round driver with SecAgg+ retries) for ``train`` jobs, and to
-:func:`coordinator.server_app.build_sum_server_app` with the server half of
-:mod:`federation.analytics.sum_jobs` for ``stats`` and ``glm`` jobs. A run below the
+The job's plan (:func:`federation.plans.plan_for`, built from the run config's public
+inputs) holds its SecAgg+ settings, initial broadcast, server step and result; this app
+drives its rounds through :func:`coordinator.server_app.build_training_server_app` (our
+round driver with SecAgg+ retries) for a :class:`~federation.plans.TrainPlan`, and
+:func:`coordinator.server_app.build_sum_server_app` for a
+:class:`~federation.plans.SumPlan` (``stats``, ``glm``). A run below the
 job's minimum of live nodes ends ``failed`` with that reason instead of waiting for
 nodes that will not come back.
 """
@@ -33,6 +37,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +47,10 @@ if TYPE_CHECKING:
     from flwr.app import Context, Message
     from flwr.serverapp import Grid
 
-__all__ = ["RUN_CONFIG_DEFAULTS", "app"]
+    from federation.plans import SumPlan
+    from federation.spec import JobSpec
+
+__all__ = ["RUN_CONFIG_DEFAULTS", "app", "plan_from_run_config"]
 
 log = logging.getLogger("hamanasu.coordinator")
 
@@ -202,11 +210,24 @@ def _watch_min_nodes(
                 os._exit(1)
 
 
+def plan_from_run_config(spec: JobSpec, run_config: dict[str, Any], n_nodes: int) -> Any:
+    """Return the job's plan from the run's public inputs, for ``n_nodes`` taking part.
+
+    The nodes build theirs from the same run config, so both sides agree on scales.
+
+    Raises:
+        ValueError: a malformed run config, or inputs the plan refuses.
+    """
+    from federation.plans import PlanInputs, plan_for
+
+    return plan_for(spec, replace(PlanInputs.from_run_config(run_config), n_nodes=n_nodes))
+
+
 def _run(grid: Grid, context: Context) -> None:
     import numpy as np
 
     from coordinator.server_app import RunOutcome, build_training_server_app
-    from federation.secagg import SecAggSettings
+    from federation.plans import SumPlan, TrainPlan
     from federation.spec import parse_job_spec
     from federation.training_round import TrainingRecorder
 
@@ -252,33 +273,15 @@ def _run(grid: Grid, context: Context) -> None:
             raise RuntimeError(
                 f"{online} of {n_nodes} node(s) came online, the job needs {spec.min_nodes}"
             )
-        if spec.kind != "train":
-            _run_sum(job_grid, context, cfg, spec, n_nodes, online, reporter, base)
+        plan = plan_from_run_config(spec, cfg, n_nodes)
+        if isinstance(plan, SumPlan):
+            _run_sum(job_grid, context, plan, online, reporter, base)
             return
+        if not isinstance(plan, TrainPlan):
+            raise ValueError(f"kind: {spec.kind!r} is not served by this ServerApp")
+        secagg = plan.secagg
+        initial = plan.initial_parameters()
         sa = spec.secure_aggregation
-        if sa.enabled:
-            max_records = sa.max_weight or int(cfg["max-records"])
-            if max_records < 1:
-                raise ValueError(
-                    "max-records: unknown bound of the nodes' training sets (SecAgg+ max_weight)"
-                )
-            secagg = SecAggSettings.for_job(
-                n_nodes,
-                max_records,
-                clipping_range=sa.clipping_range,
-                reconstruction_threshold=sa.reconstruction_threshold,
-                timeout=sa.timeout,
-                max_retries=sa.max_retries,
-            )
-        import torch
-
-        from federation.dp_training import get_parameters
-        from federation.models import build_model
-
-        torch.manual_seed(spec.seed)
-        initial = get_parameters(
-            build_model(spec.model, len(spec.features), spec.training.hidden_units)
-        )
         grace = (sa.timeout if sa.enabled else 30.0) + 15.0
         threading.Thread(
             target=_watch_min_nodes,
@@ -290,7 +293,7 @@ def _run(grid: Grid, context: Context) -> None:
             # Sample every live node but wait only for the minimum: a dead node must
             # not stall the rounds that follow.
             n_nodes=spec.min_nodes,
-            rounds=spec.rounds,
+            rounds=plan.rounds,
             min_nodes=spec.min_nodes,
             secagg=secagg,
             fit_config={"job_id": job_id},
@@ -299,19 +302,14 @@ def _run(grid: Grid, context: Context) -> None:
         )
         inner(job_grid, context)  # type: ignore[arg-type]
         parameters = recorder.final_parameters
-        if outcome.status == "pending":
-            outcome.status, outcome.reason = (
-                "failed",
-                "the run ended without reaching its last round",
-            )
+        if (unfinished := plan.unfinished_reason(outcome.status)) is not None:
+            outcome.status, outcome.reason = "failed", unfinished
     except Exception as exc:  # noqa: BLE001 - the report carries the reason
         outcome.status, outcome.reason = "failed", str(exc) or type(exc).__name__
         log.error("run failed: %s", outcome.reason)
     finally:
         stop.set()
-    last_eps: dict[str, float] = {}
-    for rec in recorder.rounds:
-        last_eps.update(rec.epsilon_by_node)
+    last_eps = TrainPlan.epsilon_by_node(recorder.rounds)
     report = {
         **base,
         "status": outcome.status,
@@ -328,38 +326,28 @@ def _run(grid: Grid, context: Context) -> None:
 def _run_sum(
     grid: _JobGrid,
     context: Context,
-    cfg: dict[str, Any],
-    spec: Any,
-    n_nodes: int,
+    plan: SumPlan,
     online: int,
     reporter: _Reporter,
     base: dict[str, Any],
 ) -> None:
-    """Run a ``stats`` or ``glm`` job (secure sums) and write its report.
+    """Run a secure-sum job (statistics, GLM) by its plan and write its report.
 
     Unlike training, every round waits for all ``online`` nodes to be sampled (as the
     embedded run does): a sum over fewer nodes is a different statistic, not a smaller
     sample.
     """
     from coordinator.server_app import RunOutcome, build_sum_server_app
-    from federation.analytics.sum_jobs import sum_plan
     from federation.secure_sum import SumRecorder
 
-    declared = {
-        str(k): (float(v[0]), float(v[1]))
-        for k, v in json.loads(str(cfg["declared-ranges"]) or "{}").items()
-    }
     outcome, recorder = RunOutcome(), SumRecorder()
-    report: dict[str, Any] = {"job_id": base["job_id"], "kind": spec.kind}
+    report: dict[str, Any] = {"job_id": base["job_id"], "kind": plan.spec.kind}
     try:
-        plan = sum_plan(
-            spec, n_nodes, int(cfg["max-records"]), declared, int(cfg["min-cell-count"])
-        )
         inner = build_sum_server_app(
             initial=plan.initial,
-            n_nodes=min(online, n_nodes),
+            n_nodes=min(online, plan.inputs.n_nodes),
             max_rounds=plan.max_rounds,
-            min_nodes=spec.min_nodes,
+            min_nodes=plan.spec.min_nodes,
             secagg=plan.secagg,
             fit_config={"job_id": base["job_id"]},
             step=plan.step,
@@ -367,16 +355,8 @@ def _run_sum(
             outcome=outcome,
         )
         inner(grid, context)  # type: ignore[arg-type]
-        report.update(
-            status=outcome.status,
-            reason=outcome.reason,
-            nodes=recorder.nodes[-1] if recorder.nodes else [],
-            secure_aggregation=plan.secagg is not None,
-        )
-        if spec.kind == "glm":
-            report["rounds"] = len(recorder.sums)
-        if outcome.status == "succeeded":
-            report.update(plan.release(len(recorder.nodes[-1]) if recorder.nodes else None))
+        report.update(plan.report(outcome.status, outcome.reason, recorder))
+        report["nodes"] = recorder.nodes[-1] if recorder.nodes else []
     except Exception as exc:  # noqa: BLE001 - the report carries the reason
         report.update(status="failed", reason=str(exc) or type(exc).__name__)
         log.error("run failed: %s", report["reason"])

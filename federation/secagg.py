@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from flwr.app import Context
     from flwr.server import Grid
 
+    from federation.spec import JobSpec
+
 __all__ = [
     "MODULUS_RANGE",
     "SecAggSettings",
@@ -215,6 +217,32 @@ class SecAggSettings:
             reconstruction_threshold=reconstruction_threshold,
             timeout=timeout,
             max_retries=max_retries,
+        )
+
+    @classmethod
+    def from_spec(cls, spec: JobSpec, n_nodes: int, max_weight: int) -> SecAggSettings | None:
+        """Derive a job's settings from its ``[secure_aggregation]`` table, or None when off.
+
+        ``max_weight`` bounds the weight any node gives its update: its record count for
+        training, 1 for a secure sum (statistics, GLM). The table's clipping range,
+        reconstruction threshold, stage timeout and retries are taken as the spec says.
+
+        Returns:
+            The settings, or None when the spec turns secure aggregation off.
+
+        Raises:
+            ValueError: fewer than 2 nodes, or a non-positive weight bound.
+        """
+        sa = spec.secure_aggregation
+        if not sa.enabled:
+            return None
+        return cls.for_job(
+            n_nodes,
+            max_weight,
+            clipping_range=sa.clipping_range,
+            reconstruction_threshold=sa.reconstruction_threshold,
+            timeout=sa.timeout,
+            max_retries=sa.max_retries,
         )
 
     @property

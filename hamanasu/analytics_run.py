@@ -1,28 +1,95 @@
-"""Wires statistics and GLM jobs for embedded runs: secure-sum ServerApp + node ClientApp.
+"""Runs statistics and GLM jobs on the embedded engine, by their plan.
 
-Public information only crosses from the launcher to both sides: the job, the public
-bounds of the data model, and an upper bound on any node's record count.
+The job's :class:`federation.plans.SumPlan` holds the scales, SecAgg+ settings, both
+halves of a round, the DP charge and the release; this module wires it into the
+coordinator's secure-sum ServerApp and the nodes' ClientApp, runs them, and draws the
+plot. Only public information crosses from here to both sides: the job, the data
+model's public bounds, an upper bound of any node's record count and the nodes' cell
+floor.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from coordinator.server_app import RunOutcome, build_sum_server_app
-from federation.analytics.sum_jobs import record_bound, sum_secagg
-from federation.cdm import declared_ranges
 from federation.embedded import run_embedded
+from federation.plans import PlanInputs, SumPlan, plan_for
 from federation.secure_sum import SumRecorder
 from federation.spec import JobSpec
 from nodes.client_app import RoundGate
 from nodes.sources import NodeSource
 from nodes.sum_client_app import build_sum_client_app
 
-__all__ = ["run_analytics_job", "run_glm_job"]
+__all__ = [
+    "embedded_plan",
+    "run_analytics_job",
+    "run_glm_job",
+    "run_stats_job",
+    "run_sum_job",
+]
+
+
+def embedded_plan(
+    spec: JobSpec, nodes: list[NodeSource], *, max_records: int, min_cell_count: int = 0
+) -> SumPlan:
+    """Return the plan of a secure-sum job over ``nodes`` (declared ranges: the data model's).
+
+    Raises:
+        ValueError: not a secure-sum kind, or the plan refuses the spec.
+    """
+    inputs = PlanInputs(n_nodes=len(nodes), max_records=max_records, min_cell_count=min_cell_count)
+    plan = plan_for(spec, inputs)
+    if not isinstance(plan, SumPlan):
+        raise ValueError(f"kind: {spec.kind!r} is not a secure-sum job")
+    return plan
+
+
+def run_sum_job(
+    spec: JobSpec,
+    nodes: list[NodeSource],
+    *,
+    job_id: str,
+    max_records: int,
+    gates: dict[str, RoundGate] | None = None,
+    min_cell_count: int = 0,
+    on_round: Callable[[Any], None] | None = None,
+) -> dict[str, Any]:
+    """Run a secure-sum job (``stats``, ``glm``) over ``nodes`` by its plan.
+
+    Returns:
+        The result JSON: how the run ended, the rounds, and the plan's release (or
+        ``status`` failed with the reason; a refusal such as separation releases nothing).
+
+    Raises:
+        ValueError: not a secure-sum kind, or the plan refuses the spec (a variable
+            without public bounds).
+    """
+    plan = embedded_plan(spec, nodes, max_records=max_records, min_cell_count=min_cell_count)
+    recorder, outcome = SumRecorder(on_round=on_round), RunOutcome()
+    server = build_sum_server_app(
+        initial=plan.initial,
+        n_nodes=len(nodes),
+        max_rounds=plan.max_rounds,
+        min_nodes=spec.min_nodes,
+        secagg=plan.secagg,
+        fit_config={"job_id": job_id},
+        step=plan.step,
+        recorder=recorder,
+        outcome=outcome,
+    )
+    client = build_sum_client_app(plan, job_id, nodes, gates)
+    started = time.perf_counter()
+    run_embedded(server, client, len(nodes))
+    return {
+        "job_id": job_id,
+        "nodes": [n.name for n in nodes],
+        "wall_seconds": round(time.perf_counter() - started, 2),
+        **plan.report(outcome.status, outcome.reason, recorder),
+    }
 
 
 def run_glm_job(
@@ -32,7 +99,7 @@ def run_glm_job(
     job_id: str,
     max_records: int,
     gates: dict[str, RoundGate] | None = None,
-    on_round: Any = None,
+    on_round: Callable[[Any], None] | None = None,
 ) -> dict[str, Any]:
     """Fit a federated GLM by Newton–Raphson over secure sums; one round per iteration.
 
@@ -40,77 +107,51 @@ def run_glm_job(
         The result (``coefficients`` per term, deviance, AIC, ...), or ``status`` failed
         with the reason (a refusal such as separation releases nothing).
     """
-    from federation.analytics.glm import glm_newton_step, glm_result
-    from federation.analytics.glm_round import (
-        glm_node_vector,
-        glm_term_bounds,
-        glm_term_names,
-        glm_unscale_sum,
+    return run_sum_job(
+        spec, nodes, job_id=job_id, max_records=max_records, gates=gates, on_round=on_round
     )
 
-    secagg = sum_secagg(spec, len(nodes))
-    clip = spec.secure_aggregation.clipping_range
-    bound = record_bound(max_records)
-    names = glm_term_names(spec)
-    term_bounds = glm_term_bounds(spec, declared_ranges(spec.domain))
-    family = spec.glm.family
-    state: dict[str, Any] = {"beta": np.zeros(len(names)), "info": None, "result": None}
 
-    def step(_round: int, summed_scaled: np.ndarray) -> np.ndarray | None:
-        beta = state["beta"]
-        summed = glm_unscale_sum(summed_scaled, spec, beta, term_bounds, bound, clip)
-        beta_new, info = glm_newton_step(
-            summed,
-            beta,
-            family,
-            previous=state["info"],
-            tolerance=spec.glm.tolerance,
-            min_events_per_parameter=spec.glm.min_events_per_parameter,
-            rcond=1e-7 if secagg else 1e-10,
-        )
-        if info.converged:
-            state["result"] = glm_result(summed, beta, family, names, info.iteration)
-            return None
-        state["beta"], state["info"] = beta_new, info
-        return beta_new
+def run_stats_job(
+    spec: JobSpec,
+    nodes: list[NodeSource],
+    *,
+    job_id: str,
+    out: Path,
+    sizes: dict[str, int],
+    gates: dict[str, RoundGate] | None = None,
+    show: bool = True,
+    min_cell_count: int | None = None,
+) -> dict[str, Any]:
+    """Run a statistics job and plot proportions by the first grouping variable.
 
-    def local(frame: Any, beta: np.ndarray, _config: dict[str, Any]) -> np.ndarray:
-        return glm_node_vector(frame, spec, beta, term_bounds, bound, clip, min_events=10)
+    Each node's sums travel in one SecAgg+ round; the release carries DP noise and
+    cell suppression.
 
-    recorder, outcome = SumRecorder(on_round=on_round), RunOutcome()
-    server = build_sum_server_app(
-        initial=state["beta"],
-        n_nodes=len(nodes),
-        max_rounds=spec.glm.max_iterations + 1,
-        min_nodes=spec.min_nodes,
-        secagg=secagg,
-        fit_config={"job_id": job_id},
-        step=step,
-        recorder=recorder,
-        outcome=outcome,
+    Returns:
+        The result JSON (``cells``, ``suppressed``, ``dp``, ...), or status failed with the reason.
+
+    Raises:
+        ValueError: a variable has no public bounds.
+    """
+    from hamanasu.plots import plot_rates
+
+    result = run_sum_job(
+        spec,
+        nodes,
+        job_id=job_id,
+        max_records=max(sizes.values()),
+        gates=gates,
+        min_cell_count=min_cell_count or 0,
     )
-    client = build_sum_client_app(
-        spec, job_id, nodes, local, gates, secure_aggregation=secagg is not None
-    )
-    started = time.perf_counter()
-    run_embedded(server, client, len(nodes))
-    result: dict[str, Any] = {
-        "job_id": job_id,
-        "kind": "glm",
-        "status": outcome.status,
-        "reason": outcome.reason,
-        "nodes": [n.name for n in nodes],
-        "secure_aggregation": secagg is not None,
-        "rounds": len(recorder.sums),
-        "wall_seconds": round(time.perf_counter() - started, 2),
-    }
-    if outcome.status == "succeeded" and state["result"] is not None:
-        result.update(state["result"].to_json_dict())
-        result["status"] = "succeeded"
-        if secagg is not None:
-            result["secagg_resolution"] = secagg.resolution
-    elif outcome.status == "succeeded":
-        result["status"], result["reason"] = "failed", "the fit ended without a released result"
+    if result["status"] != "succeeded":
+        return result
+    if spec.stats.group_by and any("proportion" in m for m in spec.stats.measures):
+        try:
+            plot_rates(result, spec.stats.variables[0], out / "rates.png")
+            result["plot"] = "rates.png"
+        except ValueError:
+            pass
     return result
 
 
@@ -153,8 +194,6 @@ def run_analytics_job(
             result["plot"] = "forest.png"
         return result
     if spec.kind == "stats":
-        from hamanasu.stats_run import run_stats_job
-
         floors = [g.policy().min_cell_count for g in (gates or {}).values() if hasattr(g, "policy")]
         return run_stats_job(
             spec,

@@ -104,7 +104,7 @@ def _rates_by_year(
     out: Path, nodes: list[Any], points: dict[str, Any], sizes: dict[str, int], console: Console
 ) -> dict[str, Any]:
     """LBW rate by year with CIs, under distributed DP and cell suppression; print the table."""
-    from hamanasu.stats_run import run_stats_job
+    from hamanasu.analytics_run import run_stats_job
 
     spec = _load_example("lbw_rate_by_year.toml")
     job_id = f"rates-{int(time.time())}"

@@ -1,7 +1,8 @@
 """Wires one training job together for an embedded run: ServerApp + ClientApp + runner.
 
-This is the one place (with :mod:`hamanasu.embedded`) that imports both the coordinator
-and the nodes, as DESIGN.md allows for the entry point.
+The job's :class:`federation.plans.TrainPlan` holds the SecAgg+ sizing, the initial
+model and both halves of a round; this module only wires it into the coordinator's
+ServerApp and the nodes' ClientApp (the entry point is the one place that imports both).
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ from typing import Any
 import numpy as np
 
 from coordinator.server_app import RunOutcome, build_training_server_app
-from federation.dp_training import get_parameters
 from federation.embedded import run_embedded
-from federation.models import build_model
+from federation.plans import PlanInputs, TrainPlan, plan_for
 from federation.secagg import SecAggSettings
 from federation.spec import JobSpec
 from federation.training_round import RoundRecord, TrainingRecorder
@@ -42,9 +42,7 @@ class TrainingRun:
 
     def report(self) -> dict[str, Any]:
         """Return the JSON report of the run (per-round metrics, ε per node, settings)."""
-        last_eps: dict[str, float] = {}
-        for rec in self.rounds:
-            last_eps.update(rec.epsilon_by_node)
+        last_eps = TrainPlan.epsilon_by_node(self.rounds)
         privacy = self.spec.privacy
         return {
             "job_id": self.job_id,
@@ -92,48 +90,31 @@ def run_training_job(
         The :class:`TrainingRun` (its outcome says succeeded or failed, with the reason).
 
     Raises:
-        ValueError: the job needs more nodes than given.
+        ValueError: not a training job, the job needs more nodes than given, or SecAgg+
+            has no record bound.
     """
-    import torch
-
-    if len(nodes) < spec.min_nodes:
-        raise ValueError(f"min_nodes: the job needs {spec.min_nodes} nodes, {len(nodes)} given")
-    torch.manual_seed(spec.seed)
-    initial = get_parameters(
-        build_model(spec.model, len(spec.features), spec.training.hidden_units)
-    )
-    sa = spec.secure_aggregation
-    secagg = (
-        SecAggSettings.for_job(
-            len(nodes),
-            sa.max_weight or max_records,
-            clipping_range=sa.clipping_range,
-            reconstruction_threshold=sa.reconstruction_threshold,
-            timeout=sa.timeout,
-            max_retries=sa.max_retries,
-        )
-        if sa.enabled
-        else None
-    )
+    plan = plan_for(spec, PlanInputs(n_nodes=len(nodes), max_records=max_records))
+    if not isinstance(plan, TrainPlan):
+        raise ValueError(f"kind: {spec.kind!r} is not a training job")
+    initial = plan.initial_parameters()
+    secagg = plan.secagg
     recorder = TrainingRecorder(on_round=on_round)
     outcome = RunOutcome()
     server_app = build_training_server_app(
         initial=initial,
         n_nodes=len(nodes),
-        rounds=spec.rounds,
+        rounds=plan.rounds,
         min_nodes=spec.min_nodes,
         secagg=secagg,
         fit_config={"job_id": job_id},
         recorder=recorder,
         outcome=outcome,
     )
-    client_app = build_training_client_app(
-        spec, job_id, nodes, gates, secure_aggregation=secagg is not None
-    )
+    client_app = build_training_client_app(plan, job_id, nodes, gates)
     started = time.perf_counter()
     run_embedded(server_app, client_app, len(nodes))
-    if outcome.status == "pending":
-        outcome.status, outcome.reason = "failed", "the run ended without reaching its last round"
+    if (unfinished := plan.unfinished_reason(outcome.status)) is not None:
+        outcome.status, outcome.reason = "failed", unfinished
     return TrainingRun(
         job_id=job_id,
         spec=spec,

@@ -11,9 +11,10 @@ from ``context.node_config`` (set when the SuperNode starts, never by the coordi
 The job comes from ``context.run_config`` (set by the coordinator per run): ``job-spec``
 (the spec as JSON) and ``job-id``. Every round passes the node's
 :class:`~nodes.enforcement.EnforcementPoint` before a record is read, exactly as in an
-embedded run: ``train`` jobs through :func:`nodes.client_app.build_training_client_app`,
-``stats`` and ``glm`` jobs through :func:`nodes.sum_client_app.build_sum_client_app`
-with the node half of :mod:`federation.analytics.sum_jobs`.
+embedded run. The job's plan (:func:`plan_from_run_config`, from the same public run
+settings the ServerApp reads) gives the node half: a training plan runs through
+:func:`nodes.client_app.build_training_client_app`, a secure-sum plan (``stats``,
+``glm``) through :func:`nodes.sum_client_app.build_sum_client_app`.
 
 Only flwr is imported at module level: pandas, torch and opacus are imported when a
 message arrives, so loading the app stays cheap.
@@ -26,16 +27,18 @@ from typing import TYPE_CHECKING, Any
 
 from flwr.clientapp import ClientApp
 
-from federation.cdm import declared_ranges
-
 if TYPE_CHECKING:
     from flwr.app import Context, Message
+
+    from federation.plans import SumPlan, TrainPlan
+    from federation.spec import JobSpec
 
 __all__ = [
     "NodeClientApp",
     "app",
     "job_from_run_config",
     "node_from_node_config",
+    "plan_from_run_config",
 ]
 
 
@@ -83,15 +86,16 @@ class NodeClientApp(ClientApp):
             nodes.enforcement.JobRefused: the node's gate refused the round.
         """
         from federation.deploy_trace import trace, tracing
+        from federation.plans import TrainPlan
         from nodes.client_app import build_training_client_app
         from nodes.sources import NodeSource
+        from nodes.sum_client_app import build_sum_client_app
 
         trace("app.call", stage=_stage(message))
 
         name, data, state = node_from_node_config(dict(context.node_config))
         job, job_id = job_from_run_config(dict(context.run_config))
-        if job.kind not in ("train", "stats", "glm"):
-            raise ValueError(f"job kind {job.kind!r} is not served by this node's deployment app")
+        plan = plan_from_run_config(job, dict(context.run_config))
         if job.nodes and name not in job.nodes:
             raise ValueError(f"node {name} is not one of the job's nodes")
         if state is None:
@@ -101,58 +105,33 @@ class NodeClientApp(ClientApp):
         gate: Any = EnforcementPoint(name, state)
         if tracing():
             gate = _TracedGate(gate)
-        if job.kind == "train":
-            inner = build_training_client_app(
-                job,
-                job_id,
-                [NodeSource(name, data, state)],
-                {name: gate},
-                secure_aggregation=job.secure_aggregation.enabled,
-            )
+        node = NodeSource(name, data, state)
+        if isinstance(plan, TrainPlan):
+            inner = build_training_client_app(plan, job_id, [node], {name: gate})
         else:
-            inner = _sum_client_app(job, job_id, NodeSource(name, data, state), gate, context)
+            inner = build_sum_client_app(plan, job_id, [node], {name: gate})
         trace("app.built")
         reply = inner(message, context)
         trace("app.done", stage=_stage(message))
         return reply
 
 
-def _sum_client_app(job: Any, job_id: str, node: Any, gate: Any, context: Context) -> Any:
-    """Build the ClientApp of a ``stats`` or ``glm`` job from the run's public settings.
+def plan_from_run_config(job: JobSpec, run_config: dict[str, Any]) -> TrainPlan | SumPlan:
+    """Return the job's plan from the run's public settings, the same the ServerApp uses.
 
-    The scales come from the run config (``n-nodes``, ``max-records`` and the data
-    model's ``declared-ranges``, the same values the ServerApp uses; without ranges, the
-    node's own data model's), exactly as :mod:`federation.analytics.sum_jobs` builds them.
+    The run config carries :class:`federation.plans.PlanInputs` (``n-nodes``,
+    ``max-records``, ``declared-ranges``; without ranges, the node's own data model's).
 
     Raises:
-        ValueError: the run config lacks the number of nodes or the record bound.
+        ValueError: a kind this app does not serve, or inputs the plan refuses (a
+            secure-sum job without the number of nodes or the record bound).
     """
-    import json
+    from federation.plans import PlanInputs, SumPlan, TrainPlan, plan_for
 
-    from federation.analytics.sum_jobs import StatsPlan, sum_plan
-    from nodes.sum_client_app import build_sum_client_app
-
-    cfg = dict(context.run_config)
-    n_nodes, max_records = int(cfg.get("n-nodes") or 0), int(cfg.get("max-records") or 0)
-    if n_nodes < 1 or max_records < 1:
-        raise ValueError("run_config: a secure-sum job needs n-nodes and max-records")
-    raw = str(cfg.get("declared-ranges") or "")
-    declared = (
-        {str(k): (float(v[0]), float(v[1])) for k, v in json.loads(raw).items()}
-        if raw
-        else declared_ranges(job.domain)
-    )
-    plan = sum_plan(job, n_nodes, max_records, declared)
-    charges = isinstance(plan, StatsPlan) and plan.dp is not None
-    return build_sum_client_app(
-        plan.spec,
-        job_id,
-        [node],
-        plan.local,
-        {node.name: gate},
-        secure_aggregation=plan.secagg is not None,
-        mechanism=plan.mechanism if charges else None,
-    )
+    plan = plan_for(job, PlanInputs.from_run_config(run_config))
+    if not isinstance(plan, TrainPlan | SumPlan):
+        raise ValueError(f"job kind {job.kind!r} is not served by this node's deployment app")
+    return plan
 
 
 class _TracedGate:

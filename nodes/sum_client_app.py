@@ -8,13 +8,10 @@ through ``secaggplus_mod``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
-from federation.spec import JobSpec
 from nodes.client_app import OpenGate, RoundGate, RoundUse
 from nodes.sources import NodeSource, read_columns
 
@@ -22,25 +19,22 @@ if TYPE_CHECKING:
     from flwr.app import Context
     from flwr.clientapp import ClientApp
 
-__all__ = ["LocalVectorFn", "build_sum_client_app"]
+    from federation.plans import SumPlan
 
-#: (the node's admitted rows, broadcast parameters, round config) -> the scaled local vector.
-LocalVectorFn = Callable[[pd.DataFrame, np.ndarray, dict[str, Any]], np.ndarray]
+__all__ = ["build_sum_client_app"]
 
 
 def build_sum_client_app(
-    job: JobSpec,
+    plan: SumPlan,
     job_id: str,
     nodes: list[NodeSource],
-    local_vector: LocalVectorFn,
     gates: dict[str, RoundGate] | None = None,
-    secure_aggregation: bool = True,
-    mechanism: Callable[[int], tuple[float, dict[str, Any]]] | None = None,
 ) -> ClientApp:
-    """Build the ClientApp of a secure-sum job (statistics, GLM).
+    """Build the ClientApp of a secure-sum job (statistics, GLM) from its plan.
 
-    ``mechanism(round)`` gives the (ε, mechanism) a round charges when the node adds DP
-    noise itself; None charges nothing (no DP, or noise added after aggregation).
+    Each round reads the job's columns, passes the node's gate, commits what the plan's
+    :attr:`~federation.plans.SumPlan.round_charge` says the round charges (nothing when
+    None), then sends the plan's local vector at the broadcast parameters.
 
     Returns:
         The :class:`flwr.clientapp.ClientApp`.
@@ -51,6 +45,7 @@ def build_sum_client_app(
 
     by_name = {n.name: n for n in nodes}
     gate_map = gates or {}
+    job, mechanism = plan.spec, plan.round_charge
 
     class _Client(NumPyClient):
         def __init__(self, node: NodeSource) -> None:
@@ -65,7 +60,7 @@ def build_sum_client_app(
             subjects = frame["subject"].astype(str).tolist() if "subject" in frame.columns else []
             delta = job.privacy.delta if job.privacy and mechanism else 0.0
             self.gate.commit(job, RoundUse(job_id, round_no, "compute", subjects, eps, delta, mech))
-            vector = local_vector(frame, np.asarray(parameters[0], dtype=np.float64), config)
+            vector = plan.local(frame, np.asarray(parameters[0], dtype=np.float64), config)
             return [vector], 1, {"node": self.node.name}
 
     def client_fn(context: Context) -> Any:
@@ -73,4 +68,5 @@ def build_sum_client_app(
         node = by_name[str(name)] if name else nodes[int(context.node_config["partition-id"])]
         return _Client(node).to_client()
 
-    return ClientApp(client_fn=client_fn, mods=[secaggplus_mod] if secure_aggregation else None)
+    secure = plan.secagg is not None
+    return ClientApp(client_fn=client_fn, mods=[secaggplus_mod] if secure else None)

@@ -52,6 +52,7 @@ __all__ = [
     "stats_finalize",
     "stats_layout",
     "stats_local",
+    "stats_noise_scale",
 ]
 
 #: Label of a margin (all levels of a grouping variable).
@@ -243,7 +244,7 @@ def stats_local(
             put(f"{v}:hist", np.bincount(cc * width + slot, minlength=n * width))
     put("unmatched", np.array([float((~matched).sum())]))
     if dp is not None and dp.mode == "distributed":
-        sigma = _sigma(layout, dp)
+        sigma = stats_noise_scale(layout, dp)
         share = sigma / math.sqrt(dp.n_nodes) / dp.granularity
         grid = dp_noise.discrete_gaussian_noise(layout.size, share) * dp.granularity
         vec = vec + grid * layout.block_scales() * dp.max_rows_per_subject
@@ -254,8 +255,12 @@ def _n_blocks(layout: StatsLayout) -> int:
     return len(layout.blocks)
 
 
-def _sigma(layout: StatsLayout, dp: DpConfig) -> float:
-    """Return the noise scale of the block-normalised vector per unit of per-row bound."""
+def stats_noise_scale(layout: StatsLayout, dp: DpConfig) -> float:
+    """Return the noise scale of the block-normalised vector per unit of per-row bound.
+
+    The same scale sets the noise added (on the nodes or after the sum) and the charge a
+    release records, so both read it here.
+    """
     j = _n_blocks(layout)
     if dp.mechanism == "laplace":
         return dp_noise.calibrate_laplace(float(j), dp.epsilon)
@@ -385,7 +390,7 @@ def stats_finalize(
     noise_sd = np.zeros(layout.size)  # per-entry noise SD
     dp_info: dict[str, Any] | None = None
     if dp is not None:
-        sigma = _sigma(layout, dp)
+        sigma = stats_noise_scale(layout, dp)
         m = dp.max_rows_per_subject
         scales = layout.block_scales() * m
         j = _n_blocks(layout)

@@ -157,7 +157,7 @@ def scenario(tmp_path_factory):
 
 def _secrets(out: Path, spec, plain_items) -> list[NodeSecrets]:
     """Each node's record-level columns (raw and scaled), pseudonyms and plain arrays."""
-    from nodes.client_app import prepare_features, public_scaling
+    from federation.plans.train import prepare_features, public_scaling
     from nodes.sources import read_columns
 
     secrets = []

@@ -1,0 +1,107 @@
+"""The plan of a GLM job: Newton–Raphson over secure sums, one round per iteration.
+
+Every round the server broadcasts the coefficients; each node returns its sufficient
+statistics at them, divided by a public scale derived from the broadcast coefficients,
+the public term bounds and the record bound; the server multiplies the secure sum back
+and takes one Newton step (:func:`federation.analytics.glm.glm_newton_step`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from federation.plans.base import PlanInputs, SumPlan, record_bound
+from federation.plans.registry import register_plan
+from federation.spec import JobSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from federation.analytics.glm import GlmResult, NewtonInfo
+
+__all__ = ["GlmPlan"]
+
+#: A node refuses its statistics below this many events (its own disclosure floor).
+NODE_MIN_EVENTS = 10
+
+
+class GlmPlan(SumPlan):
+    """A GLM job: Newton–Raphson over secure sums, one round per iteration.
+
+    Raises:
+        federation.analytics.DesignError: a numeric feature has no public range.
+        ValueError: SecAgg+ is on with fewer than 2 nodes.
+    """
+
+    def __init__(self, spec: JobSpec, inputs: PlanInputs) -> None:
+        from federation.analytics.glm_round import glm_term_bounds, glm_term_names
+
+        super().__init__(spec, inputs)
+        self.bound = record_bound(inputs.max_records)
+        self.names = glm_term_names(spec)
+        self.term_bounds = glm_term_bounds(spec, inputs.ranges(spec))
+        self.max_rounds = spec.glm.max_iterations + 1
+        self.initial = np.zeros(len(self.names))
+        self.beta = self.initial.copy()
+        self.info: NewtonInfo | None = None
+        self.result: GlmResult | None = None
+
+    # -- node half -----------------------------------------------------------------------
+    def local(self, frame: pd.DataFrame, params: np.ndarray, config: dict[str, Any]) -> np.ndarray:
+        """Return the node's scaled GLM statistics at the broadcast coefficients ``params``."""
+        from federation.analytics.glm_round import glm_node_vector
+
+        return glm_node_vector(
+            frame,
+            self.spec,
+            params,
+            self.term_bounds,
+            self.bound,
+            self.clip,
+            min_events=NODE_MIN_EVENTS,
+        )
+
+    # -- server half ---------------------------------------------------------------------
+    def step(self, server_round: int, summed_scaled: np.ndarray) -> np.ndarray | None:
+        """Take one Newton step from the round's sum; return the next ``beta`` or None if done.
+
+        Raises:
+            federation.analytics.GlmRefusal: the fit cannot be released (separation, too
+                few events per parameter).
+        """
+        from federation.analytics.glm import glm_newton_step, glm_result
+        from federation.analytics.glm_round import glm_unscale_sum
+
+        summed = glm_unscale_sum(
+            summed_scaled, self.spec, self.beta, self.term_bounds, self.bound, self.clip
+        )
+        beta_new, info = glm_newton_step(
+            summed,
+            self.beta,
+            self.spec.glm.family,
+            previous=self.info,
+            tolerance=self.spec.glm.tolerance,
+            min_events_per_parameter=self.spec.glm.min_events_per_parameter,
+            rcond=1e-7 if self.secagg else 1e-10,
+        )
+        if info.converged:
+            self.result = glm_result(
+                summed, self.beta, self.spec.glm.family, self.names, info.iteration
+            )
+            return None
+        self.beta, self.info = beta_new, info
+        return beta_new
+
+    def release(self, n_contributing: int | None) -> dict[str, Any]:
+        """Return the fitted model, or failed when the fit released nothing."""
+        if self.result is None:
+            return {"status": "failed", "reason": "the fit ended without a released result"}
+        out = {**self.result.to_json_dict(), "status": "succeeded"}
+        if self.secagg is not None:
+            out["secagg_resolution"] = self.secagg.resolution
+        return out
+
+
+register_plan("glm", GlmPlan)
