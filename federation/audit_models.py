@@ -1,4 +1,4 @@
-"""The node audit snapshot (issue 7): wire models, auditor views, and the checks behind them.
+"""The node audit snapshot's wire models: what a node pushes, what auditors read.
 
 Nodes never listen, so what an auditor sees of a node's ledger is pushed by the node's
 service on every poll, in three calls (see :mod:`nodes.audit_publish`):
@@ -14,50 +14,34 @@ service on every poll, in three calls (see :mod:`nodes.audit_publish`):
    the node: the number never leaves it) and the privacy budget per domain and period.
    The coordinator answers with an :class:`AuditReceipt` (verified, failed, incomplete).
 
-The checks the coordinator runs (signature, hash chain, recomputed root, consistency) are the
-``consent`` package's RFC 9162 and Ed25519 code, exposed here because the coordinator does not
-import ``consent`` (DESIGN.md's layout); each raises :class:`AuditCheckError`, never returns a
-bool a caller could forget.
+The checks the coordinator runs on them (signature, hash chain, recomputed root,
+consistency) are in :mod:`federation.audit_checks`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from consent.canonical import scan_canonical
 from consent.duo import USE_CATEGORIES
 from consent.entries import KIND_PATTERN
-from consent.errors import ProofError, SignatureError
-from consent.merkle import (
-    EMPTY_ROOT,
-    SubtreeHashes,
-    hash_children,
-    inclusion_proof,
-    verify_consistency_proof,
-)
-from consent.signing import SignedTreeHead, key_id
+from consent.signing import SignedTreeHead
+from federation.errors import AuditCheckError
 
 if TYPE_CHECKING:
     from policies.budget_records import BudgetStatus
 
 __all__ = [
-    "EMPTY_ROOT",
     "LEDGER_TIME_FORMAT",
     "MAX_CHUNK_BYTES",
     "MAX_CHUNK_ENTRIES",
     "MAX_ENTRY_BYTES",
     "MAX_LEDGER_SIZE",
     "SUMMARY_PURPOSES",
-    "AuditCheckError",
     "AuditReceipt",
     "AuditSnapshot",
     "AuditSyncState",
@@ -74,16 +58,8 @@ __all__ = [
     "NodeConsentPublic",
     "NodeLedgerStatus",
     "SignedTreeHead",
-    "SubtreeHashes",
     "VerificationPublic",
     "WITHHELD_KINDS",
-    "check_consistency",
-    "check_entry",
-    "check_head_signature",
-    "hash_children",
-    "head_timestamp_text",
-    "inclusion_proof",
-    "public_key_id",
     "withheld",
 ]
 
@@ -121,23 +97,6 @@ _Eps = Annotated[float, Field(allow_inf_nan=False)]
 
 #: What a verification concluded.
 CheckResult = Literal["verified", "failed"]
-
-
-class AuditCheckError(ValueError):
-    """A check of a node's ledger failed.
-
-    Attributes:
-        message: what failed, naming the entry or size concerned (safe to show).
-        index: the first ledger entry concerned, if one is known.
-        rewrite: True when it shows the node altered history it had signed (the node is
-            flagged), False for other failures (a bad signature, an unknown key).
-    """
-
-    def __init__(self, message: str, *, index: int | None = None, rewrite: bool = False) -> None:
-        super().__init__(message)
-        self.message = message
-        self.index = index
-        self.rewrite = rewrite
 
 
 class _Wire(BaseModel):
@@ -462,116 +421,3 @@ class NodeBudgetPublic(_Wire):
     node: str
     received_at: datetime | None
     rows: list[BudgetRow]
-
-
-# -- the checks ----------------------------------------------------------------------------------
-def head_timestamp_text(head: SignedTreeHead) -> str:
-    """Return the head's timestamp exactly as its signature covers it."""
-    return head.timestamp.strftime(LEDGER_TIME_FORMAT)
-
-
-def public_key_id(public_key_pem: str) -> str:
-    """Return the key id (SHA-256 of the raw key, hex) of a PEM Ed25519 public key.
-
-    Raises:
-        AuditCheckError: not a PEM Ed25519 public key.
-    """
-    return key_id(_load_key(public_key_pem))
-
-
-def _load_key(public_key_pem: str) -> Ed25519PublicKey:
-    try:
-        key = serialization.load_pem_public_key(public_key_pem.encode("utf-8"))
-    except (ValueError, TypeError):
-        raise AuditCheckError("the node's registered ledger key is not a PEM public key") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise AuditCheckError("the node's registered ledger key is not an Ed25519 key")
-    return key
-
-
-def check_head_signature(head: SignedTreeHead, public_key_pem: str | None) -> None:
-    """Check the head's Ed25519 signature against the node's registered ledger key.
-
-    Raises:
-        AuditCheckError: no key registered, not an Ed25519 key, another key signed the head,
-            or the signature is invalid (reported opaquely).
-    """
-    if not public_key_pem:
-        raise AuditCheckError("the node has no ledger public key registered")
-    try:
-        head.verify(_load_key(public_key_pem))
-    except SignatureError as exc:
-        raise AuditCheckError(f"signed tree head (size {head.tree_size}): {exc}") from None
-
-
-def check_consistency(
-    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[str]
-) -> None:
-    """Check an RFC 9162 consistency proof between two heads.
-
-    Raises:
-        AuditCheckError: the new head does not extend the old one (``rewrite`` set).
-    """
-    try:
-        verify_consistency_proof(
-            old_size, new_size, old_root, new_root, [bytes.fromhex(p) for p in proof]
-        )
-    except (ProofError, ValueError) as exc:
-        raise AuditCheckError(
-            f"the head of size {new_size} does not extend the verified head of size {old_size} "
-            f"({exc}): history signed before was rewritten or forked",
-            index=0,
-            rewrite=True,
-        ) from None
-
-
-def check_entry(index: int, kind: str, at: str, data: bytes, prev_leaf: bytes) -> bytes:
-    """Check one mirrored entry against its own fields and the previous leaf; return its leaf.
-
-    The entry's canonical JSON must carry its own index, kind and time, ``"v": 1``, a payload
-    object and the previous entry's leaf hash (``prev``), and be RFC 8785 canonical.
-
-    Args:
-        index: where the entry is stored.
-        kind: its stored kind.
-        at: its stored time (the ledger's text form).
-        data: its canonical bytes.
-        prev_leaf: the leaf hash of entry ``index - 1`` (32 zero bytes for entry 0).
-
-    Returns:
-        The leaf hash SHA-256(0x00 || data).
-
-    Raises:
-        AuditCheckError: the entry is malformed or does not link to the previous one
-            (``rewrite`` set: the node's stored entries differ from what it chained).
-    """
-    i = index
-    if len(data) > MAX_ENTRY_BYTES:
-        raise AuditCheckError(f"entry {i}: larger than {MAX_ENTRY_BYTES} bytes", index=i)
-    try:
-        obj, canonical = scan_canonical(data)
-    except (ValueError, UnicodeDecodeError):
-        raise AuditCheckError(f"entry {i}: not a well-formed ledger entry", index=i) from None
-    if not (
-        isinstance(obj, dict)
-        and obj.get("index") == i
-        and obj.get("kind") == kind
-        and obj.get("at") == at
-        and obj.get("v") == 1
-        and isinstance(obj.get("payload"), dict)
-    ):
-        raise AuditCheckError(
-            f"entry {i}: its own index, kind or time differ from where it is stored",
-            index=i,
-            rewrite=True,
-        )
-    if obj.get("prev") != prev_leaf.hex():
-        raise AuditCheckError(
-            f"entry {i}: hash chain broken (it does not name entry {i - 1}'s leaf): an entry "
-            "was rewritten, removed or inserted",
-            index=max(i - 1, 0),
-            rewrite=True,
-        )
-    if not canonical:
-        raise AuditCheckError(f"entry {i}: not in canonical (RFC 8785) form", index=i)
-    return hashlib.sha256(b"\x00" + data).digest()

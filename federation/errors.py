@@ -26,3 +26,20 @@ class ValueRangeError(SecureAggregationError, ValueError):
 
 class RegistryError(FederationError, KeyError):
     """A registry lookup failed, or a registration would overwrite an entry."""
+
+
+class AuditCheckError(FederationError, ValueError):
+    """A check of a node's ledger failed.
+
+    Attributes:
+        message: what failed, naming the entry or size concerned (safe to show).
+        index: the first ledger entry concerned, if one is known.
+        rewrite: True when it shows the node altered history it had signed (the node is
+            flagged), False for other failures (a bad signature, an unknown key).
+    """
+
+    def __init__(self, message: str, *, index: int | None = None, rewrite: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.index = index
+        self.rewrite = rewrite
