@@ -1,23 +1,4 @@
-"""The web console (issue 7): server-rendered pages on the coordinator's own FastAPI app.
-
-``mount_console(app)`` adds ``/console/...``: sign-in with an API token (kept server-side;
-the browser holds only a random session id in an HttpOnly, SameSite=Strict cookie), and
-one view per role, each checked with the API's role rules (:mod:`coordinator.routes.deps`):
-
-* researcher: submit a job from TOML (validated first, errors next to the field), own
-  jobs, a job's rounds with a polling metrics chart, result downloads;
-* node admin: the jobs awaiting the node's decision (purpose, features, ε), approve or
-  reject with a reason, the node's privacy budget per domain and period (spent, reserved,
-  cap) as a chart and a table, as its service last published it;
-* auditor (and operator): every job with purpose, requester, approvals and ε per node; each
-  node's latest verified signed ledger head with when it was last checked and the result; a
-  ledger browser per node (kind and time filters) where an entry's inclusion proof is
-  checked in the browser (WebCrypto SHA-256, RFC 9162; the head's Ed25519 signature too);
-  the consent summary per node and purpose (small counts suppressed by the node).
-
-Charts use the vendored Chart.js (``static/chart.umd.js``, MIT); nothing loads from a CDN.
-Labels come in English and Japanese (``?lang=ja`` or the ``hmn_lang`` cookie).
-"""
+"""The coordinator's web console: server-rendered pages per role on its FastAPI app."""
 
 from __future__ import annotations
 
@@ -124,7 +105,26 @@ def _check_csrf(ctx: _Ctx, form: dict[str, str]) -> None:
 
 
 def mount_console(app: FastAPI) -> None:
-    """Add the console's routes, templates and static files to the coordinator app."""
+    """Add the console's routes, templates and static files to the coordinator app.
+
+    It adds ``/console/...``: sign-in with an API token (kept server-side;
+    the browser holds only a random session id in an HttpOnly, SameSite=Strict cookie), and
+    one view per role, each checked with the API's role rules (:mod:`coordinator.routes.deps`):
+
+    * researcher: submit a job from TOML (validated first, errors next to the field), own
+      jobs, a job's rounds with a polling metrics chart, result downloads;
+    * node admin: the jobs awaiting the node's decision (purpose, features, ε), approve or
+      reject with a reason, the node's privacy budget per domain and period (spent, reserved,
+      cap) as a chart and a table, as its service last published it;
+    * auditor (and operator): every job with purpose, requester, approvals and ε per node; each
+      node's latest verified signed ledger head with when it was last checked and the result; a
+      ledger browser per node (kind and time filters) where an entry's inclusion proof is
+      checked in the browser (WebCrypto SHA-256, RFC 9162; the head's Ed25519 signature too);
+      the consent summary per node and purpose (small counts suppressed by the node).
+
+    Charts use the vendored Chart.js (``static/chart.umd.js``, MIT); nothing loads from a CDN.
+    Labels come in English and Japanese (``?lang=ja`` or the ``hmn_lang`` cookie).
+    """
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     app.state.console_sessions = SessionStore()
     router = APIRouter(prefix="/console", include_in_schema=False)

@@ -1,0 +1,3 @@
+"""Alembic migrations of the coordinator's database (run by ``coordinator init``)."""
+
+__all__: list[str] = []

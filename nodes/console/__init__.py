@@ -1,14 +1,4 @@
-"""The node's small web console, on its admin app under ``/console/`` (loopback only).
-
-Sign-in with the node admin's token (compared in constant time; the browser then holds
-only a random session id in an HttpOnly, SameSite=Strict cookie); every form carries a
-CSRF value bound to the session. Pages: jobs waiting for this node with what they would
-use (purpose, features, ε, subjects after consent filtering, the policy's verdict) and
-approve / reject with a reason, results held for release review; the budget per domain
-and period (a table, and a PNG chart drawn with matplotlib); the policy in force; the
-ledger's head, signing a new one, verifying it. Labels in English and Japanese
-(``?lang=ja`` or the ``hmn_node_lang`` cookie). No script, nothing from a CDN.
-"""
+"""The node's small web console, on its admin app under ``/console/`` (loopback only)."""
 
 from __future__ import annotations
 
@@ -101,6 +91,15 @@ def _parse_day(value: str | None) -> datetime | None:
 
 def mount_console(app: FastAPI, admin: NodeAdmin, token: str) -> None:
     """Add the console's routes, templates and static files to the node's admin app.
+
+    Sign-in with the node admin's token (compared in constant time; the browser then holds
+    only a random session id in an HttpOnly, SameSite=Strict cookie); every form carries a
+    CSRF value bound to the session. Pages: jobs waiting for this node with what they would
+    use (purpose, features, ε, subjects after consent filtering, the policy's verdict) and
+    approve / reject with a reason, results held for release review; the budget per domain
+    and period (a table, and a PNG chart drawn with matplotlib); the policy in force; the
+    ledger's head, signing a new one, verifying it. Labels in English and Japanese
+    (``?lang=ja`` or the ``hmn_node_lang`` cookie). No script, nothing from a CDN.
 
     Args:
         app: the admin app.

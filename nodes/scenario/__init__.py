@@ -6,9 +6,9 @@ from nodes.scenario.presets import PRESETS, Preset, get_preset
 from nodes.scenario.pseudonyms import derive_scenario_key, pseudonymize
 
 __all__ = [
-    "PRESETS",
     "LbwModel",
     "NodeManifest",
+    "PRESETS",
     "Preset",
     "ScenarioManifest",
     "build_births",

@@ -1,0 +1,3 @@
+"""The coordinator database's migration scripts, one per schema version."""
+
+__all__: list[str] = []
