@@ -237,7 +237,9 @@ class TrainPlan:
 
         ``fixed_dp(n_train)`` returns the node's DP plan (fixed at its first round and
         kept by the node); ``commit`` charges the round's spend and writes its usage
-        entry, and must raise to stop the round: training starts only after it returns.
+        entry, and must raise to stop the round: no row is read, for training or for the
+        held-out evaluation, before it returns, and the usage it receives names every
+        admitted subject (an evaluation-only round commits too, with no spend).
 
         Returns:
             ``(update arrays, training records, cumulative ε)``; an evaluation round
@@ -251,18 +253,11 @@ class TrainPlan:
         job = self.spec
         label = self.columns[-1]
         test = held_out_mask(frame, job.training.test_fraction, job.seed)
-        x = prepare_features(frame, job.features, public_scaling(job))
-        y = frame[label].to_numpy(dtype=np.float64)
-        x_train, y_train, x_test, y_test = x[~test], y[~test], x[test], y[test]
-        model = build_model(job.model, len(job.features), job.training.hidden_units)
-        set_parameters(model, parameters)
-        evaluation = local_evaluation(predict_proba(model, x_test), y_test)
-        plan = fixed_dp(len(y_train))
+        n_train = int((~test).sum())
+        plan = fixed_dp(n_train)
+        training = phase == "train"
         eps_before = epsilon_spent(plan, round_no - 1) if plan else 0.0
-        if phase != "train":
-            params = [np.asarray(p, dtype=np.float64) for p in parameters]
-            return pack_update(params, evaluation, len(y_train)), len(y_train), eps_before
-        eps_after = epsilon_spent(plan, round_no) if plan else 0.0
+        eps_after = epsilon_spent(plan, round_no) if plan and training else eps_before
         mechanism: dict[str, Any] = (
             {
                 "type": "subsampled_gaussian",
@@ -270,14 +265,23 @@ class TrainPlan:
                 "sample_rate": plan.sample_rate,
                 "steps": plan.steps_per_round,
             }
-            if plan
+            if plan and training
             else {"type": "none"}
         )
-        subjects = (
-            frame.loc[~test, "subject"].astype(str).tolist() if "subject" in frame.columns else []
-        )
-        delta = job.privacy.delta if job.privacy else 0.0
+        # Every admitted row is read below (training and held-out evaluation alike, and in
+        # the final evaluation-only round): the usage entry covers them all, before any read.
+        subjects = frame["subject"].astype(str).tolist() if "subject" in frame.columns else []
+        delta = job.privacy.delta if job.privacy and training else 0.0
         commit(RoundSpend(subjects, eps_after - eps_before, delta, mechanism))
+        x = prepare_features(frame, job.features, public_scaling(job))
+        y = frame[label].to_numpy(dtype=np.float64)
+        x_train, y_train, x_test, y_test = x[~test], y[~test], x[test], y[test]
+        model = build_model(job.model, len(job.features), job.training.hidden_units)
+        set_parameters(model, parameters)
+        evaluation = local_evaluation(predict_proba(model, x_test), y_test)
+        if not training:
+            params = [np.asarray(p, dtype=np.float64) for p in parameters]
+            return pack_update(params, evaluation, n_train), n_train, eps_before
         result = train_local(
             model,
             x_train,
