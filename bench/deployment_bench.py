@@ -197,7 +197,7 @@ def deployment(
         dep.wait_online(NAMES)
         startup = time.monotonic() - t0
         runner = DeploymentRunner(
-            dep.superlink.address,
+            dep.superlink.control_address,
             dep.pki.ca_cert,
             folder / "store",
             app=dep.flower_app(),

@@ -6,6 +6,11 @@ on it through :class:`~coordinator.deployment_runner.DeploymentRunner`, and stop
 stops. The operator registers each node's SuperNode public key through the API
 (``POST /nodes/{name}/supernode-key``); only registered keys can join a run.
 
+SuperNodes dial ``superlink_host:superlink_port``, which serves Flower's Fleet API and
+nothing else. Flower's Control API (register or unregister SuperNodes, start runs) and
+its Runtime API authenticate no caller, so they listen on loopback only
+(``127.0.0.1:superlink_control_port``), where this engine alone calls them.
+
 The SuperLink keeps its state (registered nodes, runs, messages) in memory, Flower's
 default: a file database made every message exchange about twice as slow. The
 coordinator's database holds the registered keys, and :meth:`FlowerEngine.restore_keys`
@@ -55,8 +60,19 @@ class FlowerEngine:
 
     @property
     def address(self) -> str:
-        """The SuperLink's ``host:port``."""
+        """The SuperLink's ``host:port`` that SuperNodes dial (Fleet API only)."""
         return f"{self.settings.superlink_host}:{self.settings.superlink_port}"
+
+    @property
+    def control_address(self) -> str:
+        """The SuperLink's loopback ``host:port`` for the Control API, once started.
+
+        Raises:
+            RuntimeError: the SuperLink is not running.
+        """
+        if self.superlink is None:
+            raise RuntimeError("the SuperLink is not running")
+        return self.superlink.control_address
 
     def start(self) -> FlowerEngine:
         """Start the SuperLink (stopping an orphan left by a killed coordinator first).
@@ -82,6 +98,7 @@ class FlowerEngine:
                 self.folder,
                 host=self.settings.superlink_host,
                 port=self.settings.superlink_port,
+                control_port=self.settings.superlink_control_port or None,
             )
         except (RuntimeError, TimeoutError) as exc:
             raise SettingsError(
@@ -89,13 +106,17 @@ class FlowerEngine:
                 field="superlink_port",
             ) from None
         write_pid_file(pid_file, [self.superlink.pid])
-        log.info("SuperLink on %s (TLS, SuperNode authentication)", self.address)
+        log.info(
+            "SuperLink: Fleet API on %s (TLS, SuperNode authentication), Control API on %s",
+            self.address,
+            self.control_address,
+        )
         return self
 
     def runner(self) -> DeploymentRunner:
         """Return the runner that runs approved jobs on this SuperLink."""
         return DeploymentRunner(
-            self.address,
+            self.control_address,
             self.pki.ca_cert,
             self.settings.data_dir / "runs",
             app=self.app,
@@ -124,7 +145,7 @@ class FlowerEngine:
             except ValueError as exc:
                 raise ValueError(f"public_key: {exc}") from None
             try:
-                with FlowerControl(self.address, self.pki.ca_cert) as ctl:
+                with FlowerControl(self.control_address, self.pki.ca_cert) as ctl:
                     return ctl.register_node(path, name)
             except FlowerControlError as exc:
                 raise Conflict(
@@ -156,7 +177,7 @@ class FlowerEngine:
         Raises:
             FlowerControlError: the SuperLink cannot be reached.
         """
-        with FlowerControl(self.address, self.pki.ca_cert) as ctl:
+        with FlowerControl(self.control_address, self.pki.ca_cert) as ctl:
             return {n.name: bool(n.online) for n in ctl.nodes() if n.status != "unregistered"}
 
     def stop(self) -> None:

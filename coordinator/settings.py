@@ -66,8 +66,11 @@ class CoordinatorSettings(BaseSettings):
             deployment engine: a SuperLink started beside the coordinator).
         pki_dir: the federation's PKI (``hamanasu pki init``): the SuperLink's TLS
             certificate and key; default ``<data_dir>/pki``.
-        superlink_host: the address the SuperLink binds (SuperNodes dial it).
-        superlink_port: its port (Fleet, Control and ServerAppIo APIs share it).
+        superlink_host: the address the SuperLink's Fleet API binds (SuperNodes dial it).
+        superlink_port: its port; it serves the Fleet API only.
+        superlink_control_port: the loopback port of the SuperLink's Control and Runtime
+            APIs, which only the coordinator and the SuperLink's own processes call
+            (0: a free port picked at each start).
         secagg_max_records: bound of any node's training set for SecAgg+ (``max_weight``),
             when a job's spec does not set ``secure_aggregation.max_weight``.
         run_start_timeout: seconds a run waits for its nodes' SuperNodes to come online.
@@ -98,6 +101,7 @@ class CoordinatorSettings(BaseSettings):
     pki_dir: Path | None = None
     superlink_host: str = "127.0.0.1"
     superlink_port: int = Field(default=9092, ge=1, le=65535)
+    superlink_control_port: int = Field(default=0, ge=0, le=65535)
     secagg_max_records: int = Field(default=65536, ge=1, le=2**31 - 1)
     run_start_timeout: float = Field(default=120.0, gt=0, le=86400)
     run_timeout: float = Field(default=0.0, ge=0, le=30 * 86400)

@@ -9,6 +9,9 @@ its children, the ServerApp, the traced SuperLink):
   ``pull_and_inflate_object_from_tree`` (first back-off, back-off cap, overall time limit);
 * :func:`cap_supernode_sleeps`: the ``time`` module seen by
   ``flwr.supernode.start_client_internal`` (its idle poll sleeps 3 s);
+* :func:`serve_superlink_twice`: the ``uvicorn`` module seen by
+  ``flwr.superlink.cli.flower_superlink`` (it serves the SuperLink's one app on one
+  socket; we serve it on a loopback control socket and a Fleet-only one);
 * :func:`trace_supernode`, :func:`trace_run_clientapp`, :func:`trace_superlink_requests`:
   start / end events around Flower functions, only when a deployment trace is asked for
   (:mod:`federation.deploy_trace`).
@@ -22,8 +25,10 @@ pinned Flower is 1.42 (``flwr==1.42.*``).
 from __future__ import annotations
 
 import inspect
+import socket
 import time
 from collections.abc import Callable, Sequence
+from importlib import import_module
 from types import ModuleType
 from typing import Any
 
@@ -37,6 +42,7 @@ __all__ = [
     "cap_supernode_sleeps",
     "check_patch_targets",
     "fast_object_pulls",
+    "serve_superlink_twice",
     "trace_run_clientapp",
     "trace_superlink_requests",
     "trace_supernode",
@@ -125,6 +131,16 @@ def _check_superlink_app() -> list[str]:
     return []
 
 
+def _check_superlink_uvicorn() -> list[str]:
+    try:
+        cli = import_module("flwr.superlink.cli.flower_superlink")
+    except ImportError as exc:
+        return [f"flwr.superlink.cli.flower_superlink: {exc}"]
+    if not hasattr(cli, "uvicorn") or "uvicorn.run(" not in inspect.getsource(cli):
+        return ["flwr.superlink.cli.flower_superlink: no longer serves through `uvicorn.run`"]
+    return []
+
+
 def check_patch_targets() -> None:
     """Check that everything the patches of this module change is where they expect it.
 
@@ -137,6 +153,7 @@ def check_patch_targets() -> None:
         *_check_functions("flwr.supernode.start_client_internal", _SUPERNODE_TRACED),
         *_check_functions("flwr.supernode.runtime.run_clientapp", _CLIENTAPP_TRACED),
         *_check_superlink_app(),
+        *_check_superlink_uvicorn(),
     ]
     if problems:
         raise FlowerPatchError("Flower changed what we patch:\n" + "\n".join(problems))
@@ -305,3 +322,58 @@ def trace_superlink_requests() -> None:
         return app
 
     superlink_main.create_app = traced_app
+
+
+def _bound_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
+class _TwoListenerUvicorn:
+    """Stands in for the ``uvicorn`` module inside Flower's SuperLink command.
+
+    Flower calls ``uvicorn.run(app=..., host=..., port=..., ssl_..., ...)`` once; this
+    serves that app wrapped by ``gate(app, port)`` with the same settings and TLS
+    certificate on Flower's ``host:port`` and on ``fleet_host:fleet_port``.
+    """
+
+    def __init__(self, fleet_host: str, fleet_port: int, gate: Callable[[Any, int], Any]) -> None:
+        self.fleet_host, self.fleet_port, self.gate = fleet_host, fleet_port, gate
+
+    def __getattr__(self, name: str) -> Any:
+        import uvicorn
+
+        return getattr(uvicorn, name)
+
+    def run(self, app: Any, **kwargs: Any) -> None:
+        """Serve ``app`` on both sockets until the process is stopped."""
+        import uvicorn
+
+        host, port = str(kwargs["host"]), int(kwargs["port"])
+        if port == self.fleet_port:
+            raise SystemExit("--fleet-address: its port must differ from the control --port")
+        config = uvicorn.Config(self.gate(app, port), **kwargs)
+        sockets = [_bound_socket(host, port), _bound_socket(self.fleet_host, self.fleet_port)]
+        uvicorn.Server(config).run(sockets=sockets)
+
+
+def serve_superlink_twice(
+    fleet_host: str, fleet_port: int, gate: Callable[[Any, int], Any]
+) -> None:
+    """Make this process's ``flower-superlink`` serve its app on a second, gated socket.
+
+    Flower's ``--host``/``--port`` stay the first socket (its SuperExec and ServerApps
+    dial it); ``fleet_host:fleet_port`` is the second. Both serve ``gate(app,
+    control_port)``, which decides per connection what each may reach
+    (:class:`federation.superlink_listeners.FleetOnlyGate`).
+
+    Raises:
+        FlowerPatchError: Flower's SuperLink command no longer serves through uvicorn.
+    """
+    problems = _check_superlink_uvicorn()
+    if problems:
+        raise FlowerPatchError("; ".join(problems))
+    cli = import_module("flwr.superlink.cli.flower_superlink")  # the package re-exports
+    setattr(cli, "uvicorn", _TwoListenerUvicorn(fleet_host, fleet_port, gate))  # noqa: B010

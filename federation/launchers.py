@@ -2,6 +2,8 @@
 
 Every link uses TLS (the CA and certificate of :mod:`federation.pki`) and the SuperLink
 admits only SuperNodes whose public key was registered (``--enable-supernode-auth``).
+SuperNodes dial an address that serves only Flower's Fleet API; the Control and Runtime
+APIs, which authenticate no one, listen on loopback (:mod:`federation.superlink_listeners`).
 Runtime dependency installation, telemetry and update checks are off; Flower's state
 (``FLWR_HOME``) and Ray's temp folder live under the deployment's data folder. The
 processes are supervised by :mod:`federation.processes`.
@@ -21,7 +23,7 @@ Two speed-ups over Flower's defaults, both on by default and both optional:
 
 Set ``HAMANASU_DEPLOY_TRACE`` to a file to record where a run's time goes
 (:mod:`federation.deploy_trace`, summed by ``bench/deployment_bench.py``); the SuperLink
-then runs through this module too, which records each request it serves.
+(which always runs through this module) then records each request it serves.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from federation.processes import ManagedProcess, free_port, spawn, wait_for_port
 
 __all__ = [
     "BASE_PRELOAD",
+    "CONTROL_HOST",
     "SUPERLINK_IN_MEMORY",
     "flower_env",
     "node_config_arg",
@@ -54,6 +57,9 @@ BASE_PRELOAD = ("numpy", "pandas", "torch", "opacus", "flwr.clientapp")
 _BIN = Path(sys.executable).parent
 #: The modules run with ``python -m``: this one (patched SuperNode / SuperLink), the executor.
 _LAUNCHER_MODULE = "federation.launchers"
+
+#: Where a SuperLink serves its Control and Runtime APIs: loopback only.
+CONTROL_HOST = "127.0.0.1"
 _EXECUTOR_MODULE = "federation.executor"
 
 
@@ -106,11 +112,16 @@ def start_superlink(
     *,
     host: str = "127.0.0.1",
     port: int | None = None,
+    control_port: int | None = None,
     ready_timeout: float = 60.0,
     fast_poll: bool = True,
     database: str = SUPERLINK_IN_MEMORY,
 ) -> ManagedProcess:
-    """Start a SuperLink with TLS and SuperNode authentication on ``host:port``.
+    """Start a SuperLink with TLS and SuperNode authentication.
+
+    SuperNodes dial ``host:port``, which serves only Flower's Fleet API; the Control and
+    Runtime APIs (register SuperNodes, start runs, the ServerApp's link) are served on
+    ``127.0.0.1:control_port`` only (:mod:`federation.superlink_listeners`).
 
     Its state (registered nodes, runs, messages in flight) is kept in memory by default
     (Flower's own default): with a SQLite file (``database=path``) every request also
@@ -119,29 +130,29 @@ def start_superlink(
     starts the SuperLink registers the node keys (the coordinator keeps them).
 
     Returns:
-        The running SuperLink (its ``address`` is ``host:port``).
+        The running SuperLink (``address`` is ``host:port``, ``control_address`` the
+        loopback one).
 
     Raises:
         FileNotFoundError: the PKI has no CA / SuperLink certificate.
         RuntimeError: it exited during start-up (the log tail says why).
-        TimeoutError: it did not open its port in time.
+        TimeoutError: it did not open its ports in time.
     """
     if not pki.exists():
         raise FileNotFoundError(
             f"{pki.root}: no CA / SuperLink certificate (run `hamanasu pki init`)"
         )
     port = port or free_port(host)
+    control_port = control_port or free_port(CONTROL_HOST)
     data_dir.mkdir(parents=True, exist_ok=True)
     env = flower_env(data_dir / "superlink", fast_poll=fast_poll)
-    from federation.deploy_trace import tracing
-
-    launcher = (
-        [sys.executable, "-m", _LAUNCHER_MODULE, "superlink"]
-        if tracing()
-        else [str(_BIN / "flower-superlink")]
-    )
     cmd = [
-        *launcher,
+        sys.executable,
+        "-m",
+        _LAUNCHER_MODULE,
+        "superlink",
+        "--fleet-address",
+        f"{host}:{port}",
         "--ssl-ca-certfile",
         str(pki.ca_cert),
         "--ssl-certfile",
@@ -151,17 +162,22 @@ def start_superlink(
         "--enable-supernode-auth",
         "--disable-runtime-dependency-installation",
         "--host",
-        host,
+        CONTROL_HOST,
         "--port",
-        str(port),
+        str(control_port),
         "--database",
         database,
     ]
     proc = spawn(cmd, env, data_dir / "logs" / "superlink.log", data_dir)
     managed = ManagedProcess(
-        "superlink", proc, data_dir / "logs" / "superlink.log", f"{host}:{port}"
+        "superlink",
+        proc,
+        data_dir / "logs" / "superlink.log",
+        f"{host}:{port}",
+        control_address=f"{CONTROL_HOST}:{control_port}",
     )
     try:
+        wait_for_port(CONTROL_HOST, control_port, ready_timeout, proc)
         wait_for_port(host, port, ready_timeout, proc)
     except (RuntimeError, TimeoutError) as exc:
         managed.stop()
@@ -281,14 +297,19 @@ def _run_supernode(argv: list[str]) -> None:
 
 
 def _run_superlink(argv: list[str]) -> None:
-    """Run ``flower-superlink`` recording every HTTP request it serves (tracing only)."""
-    from flwr.superlink.cli.flower_superlink import flower_superlink
+    """Run ``flower-superlink`` on a loopback control and a Fleet-only listener.
 
+    ``argv`` holds ``--fleet-address HOST:PORT`` and Flower's own arguments
+    (:func:`federation.superlink_listeners.serve`); with a deployment trace asked for,
+    every HTTP request it serves is recorded too.
+    """
+    from federation.deploy_trace import tracing
     from federation.flower_patches import trace_superlink_requests
+    from federation.superlink_listeners import serve
 
-    trace_superlink_requests()
-    sys.argv = ["flower-superlink", *argv]
-    flower_superlink()
+    if tracing():
+        trace_superlink_requests()
+    serve(argv)
 
 
 _LAUNCHERS = {"supernode": _run_supernode, "superlink": _run_superlink}

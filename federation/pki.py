@@ -142,6 +142,9 @@ def init_pki(
 ) -> Pki:
     """Create the CA and the SuperLink certificate (SAN = ``hosts``) under ``root``.
 
+    The SAN also names ``127.0.0.1``: the SuperLink serves its Control and Runtime APIs
+    on loopback with the same certificate (:mod:`federation.superlink_listeners`).
+
     Returns:
         The :class:`Pki`.
 
@@ -187,7 +190,7 @@ def init_pki(
         .not_valid_before(now)
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_san(hosts), critical=False)
+        .add_extension(_san(list(dict.fromkeys([*hosts, "127.0.0.1"]))), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(
             x509.KeyUsage(True, False, False, False, True, False, False, False, False),

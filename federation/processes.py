@@ -82,6 +82,9 @@ class ManagedProcess:
     log_path: Path
     address: str
     extra: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    #: a SuperLink's loopback address for its Control and Runtime APIs
+    #: (:mod:`federation.superlink_listeners`); its ``address`` serves the Fleet API only.
+    control_address: str = ""
 
     @property
     def pid(self) -> int:

@@ -20,7 +20,7 @@ from .conftest import fast_settings
 
 
 def _registered(engine: FlowerEngine) -> dict[str, str]:
-    with FlowerControl(engine.address, engine.pki.ca_cert) as ctl:
+    with FlowerControl(engine.control_address, engine.pki.ca_cert) as ctl:
         return {n.name: n.status for n in ctl.nodes() if n.status != "unregistered"}
 
 

@@ -54,7 +54,7 @@ class LocalDeployment:
         """Return a Control API client of the SuperLink."""
         if self.superlink is None:
             raise RuntimeError("the deployment is not started")
-        return FlowerControl(self.superlink.address, self.pki.ca_cert)
+        return FlowerControl(self.superlink.control_address, self.pki.ca_cert)
 
     def flower_app(self) -> FlowerApp:
         """Return the Flower app jobs run as (the one the ``hamanasu`` command submits)."""

@@ -102,7 +102,7 @@ def test_one_of_five_supernodes_killed_mid_round(tmp_path):
     )
     fleet.accept(nodes, job, "job-kill")
     runner = DeploymentRunner(
-        dep.superlink.address,
+        dep.superlink.control_address,
         dep.pki.ca_cert,
         tmp_path / "store",
         app=dep.flower_app(),

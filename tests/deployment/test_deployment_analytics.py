@@ -64,7 +64,7 @@ def test_stats_and_glm_jobs_over_three_supernodes_match_the_embedded_run(tmp_pat
             dep.start_node(name, {"data-dir": str(data), "state-dir": str(state)})
         dep.wait_online(NAMES)
         runner = DeploymentRunner(
-            dep.superlink.address,
+            dep.superlink.control_address,
             dep.pki.ca_cert,
             tmp_path / "store",
             app=dep.flower_app(),

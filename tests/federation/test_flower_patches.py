@@ -81,3 +81,19 @@ def test_traced_functions_record_start_and_end(monkeypatch, tmp_path) -> None:
     assert run_clientapp.push_message() == "done"
     events = [json.loads(line)["event"] for line in (tmp_path / "trace.jsonl").open()]
     assert events == ["child.push_message.start", "child.push_message.end"]
+
+
+def test_superlink_served_twice_replaces_the_uvicorn_flower_calls(monkeypatch) -> None:
+    import importlib
+
+    cli = importlib.import_module("flwr.superlink.cli.flower_superlink")
+    monkeypatch.setattr(cli, "uvicorn", cli.uvicorn)  # restored afterwards
+    gates = []
+    fp.serve_superlink_twice("127.0.0.1", 9, lambda app, port: gates.append(port) or app)
+    assert type(cli.uvicorn).__name__ == "_TwoListenerUvicorn"
+    assert cli.uvicorn.Config is importlib.import_module("uvicorn").Config  # the rest is uvicorn's
+    with pytest.raises(SystemExit, match="must differ"):
+        cli.uvicorn.run(app=None, host="127.0.0.1", port=9)
+    monkeypatch.delattr(cli, "uvicorn")
+    with pytest.raises(fp.FlowerPatchError, match="uvicorn"):
+        fp.serve_superlink_twice("127.0.0.1", 9, lambda app, port: app)
