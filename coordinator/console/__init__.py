@@ -296,7 +296,7 @@ def mount_console(app: FastAPI) -> None:
         ctx = _ctx(request, VIEWER)
         job = visible_job(ctx, job_id[:64])
         history: list[dict[str, Any]] = []
-        if job.has_result:
+        if job.has_result and ctx.caller.role == "researcher":  # the result is the owner's
             try:
                 rounds = ctx.store.result(job.id).report.get("rounds")
             except CoordinatorError:
@@ -316,7 +316,7 @@ def mount_console(app: FastAPI) -> None:
 
     @router.get("/jobs/{job_id}/result.json")
     def result_json(request: Request, job_id: str) -> Response:
-        ctx = _ctx(request, VIEWER)
+        ctx = _ctx(request, RESEARCHER)  # as routes/jobs.py: the submitting researcher only
         job = visible_job(ctx, job_id[:64])
         try:
             result = ctx.store.result(job.id)
@@ -330,7 +330,7 @@ def mount_console(app: FastAPI) -> None:
 
     @router.get("/jobs/{job_id}/plot.png")
     def result_plot(request: Request, job_id: str) -> Response:
-        ctx = _ctx(request, VIEWER)
+        ctx = _ctx(request, RESEARCHER)
         job = visible_job(ctx, job_id[:64])
         try:
             png = ctx.store.plot(job.id)

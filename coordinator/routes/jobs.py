@@ -60,8 +60,13 @@ def job_events(job_id: JobPath, caller: Viewer, store: StoreDep) -> list[JobEven
 
 
 @router.get("/{job_id}/result")
-def job_result(job_id: JobPath, caller: Viewer, store: StoreDep) -> ResultPublic:
-    """A finished job's result: report, aggregate model, ε spent per node."""
+def job_result(job_id: JobPath, caller: Researcher, store: StoreDep) -> ResultPublic:
+    """A finished job's result: report, aggregate model, ε spent per node.
+
+    Only the researcher who submitted the job reads it; auditors and the operator see the
+    job's metadata (``GET /jobs/{id}``, its events and approvals) and the ε each node spent
+    (``GET /audit/epsilon``), never the model or the report.
+    """
     _visible(store, caller, job_id)
     return store.result(job_id)
 
@@ -71,8 +76,8 @@ def job_result(job_id: JobPath, caller: Viewer, store: StoreDep) -> ResultPublic
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}},
 )
-def job_plot(job_id: JobPath, caller: Viewer, store: StoreDep) -> Response:
-    """The result report's plot (PNG)."""
+def job_plot(job_id: JobPath, caller: Researcher, store: StoreDep) -> Response:
+    """The result report's plot (PNG); only the submitting researcher reads it."""
     _visible(store, caller, job_id)
     return Response(store.plot(job_id), media_type="image/png")
 

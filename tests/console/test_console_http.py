@@ -151,6 +151,13 @@ def test_submit_approve_run_and_download(world) -> None:
         "city-hospital": 1.5
     }
     assert client.get(f"/console/jobs/{job_id}/plot.png").content.startswith(b"\x89PNG")
+    # the result is the submitting researcher's: auditors see the job, its ε, not the result
+    _login(client, tokens["auditor"])
+    assert client.get(f"/console/jobs/{job_id}/result.json").status_code == 403
+    assert client.get(f"/console/jobs/{job_id}/plot.png").status_code == 403
+    seen = client.get(f"/console/api/jobs/{job_id}").json()
+    assert seen["job"]["state"] == "succeeded" and seen["history"] == []
+    assert 'id="dl-result"' not in client.get(f"/console/jobs/{job_id}").text
     _login(client, tokens["other"])
     assert client.get(f"/console/jobs/{job_id}").status_code == 403
     assert client.get(f"/console/api/jobs/{job_id}").status_code == 403

@@ -230,8 +230,7 @@ def test_run_job_reports_rounds_and_result(scripted) -> None:
     assert r.status_code == 409 and r.json()["code"] == "conflict"
 
 
-def test_cancel_running_job_stops_at_next_round(scripted) -> None:
-    api, runner, t, app = scripted
+def _submit_and_approve(api: Api, t: dict[str, str]) -> dict:
     job = api.client.post("/jobs", json={"spec": SPEC}, headers=api.h(t["r"])).json()
     for n, tok in (("n0", "a0"), ("n1", "a1")):
         api.client.post(
@@ -239,6 +238,36 @@ def test_cancel_running_job_stops_at_next_round(scripted) -> None:
             json={"outcome": "approve"},
             headers=api.h(t[tok]),
         )
+    return job
+
+
+def test_get_result_as_auditor_operator_or_node_admin_403_metadata_and_epsilon_visible(
+    scripted,
+) -> None:
+    """Only the submitting researcher reads a result; auditors see metadata and ε."""
+    api, runner, t, app = scripted
+    aud = api.principal("ines", "auditor")
+    other = api.principal("ren", "researcher")
+    job = _submit_and_approve(api, t)
+    runner.gate.set()
+    app.state.lifecycle.wait(job["id"], timeout=10)
+    for who in (aud, api.operator, t["a0"], other):
+        for path in (f"/jobs/{job['id']}/result", f"/jobs/{job['id']}/result/plot.png"):
+            r = api.client.get(path, headers=api.h(who))
+            assert r.status_code == 403, (path, r.text)
+            assert "0.1" not in r.text and "PNG" not in r.text
+    meta = api.client.get(f"/jobs/{job['id']}", headers=api.h(aud)).json()
+    assert meta["state"] == "succeeded" and meta["has_result"]
+    eps = {
+        e["node"]: e["by_job"] for e in api.client.get("/audit/epsilon", headers=api.h(aud)).json()
+    }
+    assert eps == {"n0": {job["id"]: 0.5}, "n1": {job["id"]: 0.5}}
+    assert api.client.get(f"/jobs/{job['id']}/result", headers=api.h(t["r"])).status_code == 200
+
+
+def test_cancel_running_job_stops_at_next_round(scripted) -> None:
+    api, runner, t, app = scripted
+    job = _submit_and_approve(api, t)
     for _ in range(200):
         if api.client.get(f"/jobs/{job['id']}", headers=api.h(t["r"])).json()["round"] == 1:
             break

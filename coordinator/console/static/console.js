@@ -208,7 +208,8 @@
           return li;
         }));
         document.getElementById("job-held").hidden = !job.held;
-        if (job.has_result && !job.held) document.getElementById("downloads").hidden = false;
+        const downloads = document.getElementById("downloads");  // the owner's page only
+        if (downloads && job.has_result && !job.held) downloads.hidden = false;
         if (!terminal.has(job.state)) setTimeout(tick, 500);
         else jobEl.dataset.done = job.state;
       })
