@@ -29,7 +29,7 @@ from coordinator.errors import CATALOGUE, Conflict, CoordinatorError, InvalidSpe
 from coordinator.lifecycle import Lifecycle
 from coordinator.routes import api_router
 from coordinator.runner import Runner
-from coordinator.schemas import PrincipalCreate, TokenIssued
+from coordinator.schemas import PrincipalCreate, Role, TokenIssued
 from coordinator.settings import CoordinatorSettings
 from coordinator.store import Store, utc_now
 
@@ -67,9 +67,9 @@ def bootstrap_operator(store: Store, name: str = "operator") -> TokenIssued:
     Raises:
         Conflict: an operator already exists.
     """
-    if any(p.role == "operator" for p in store.list_principals()):
+    if any(p.role == Role.OPERATOR for p in store.list_principals()):
         raise Conflict("an operator exists already; issue tokens through the API", field="name")
-    return store.create_principal(PrincipalCreate(name=name, role="operator"))[1]
+    return store.create_principal(PrincipalCreate(name=name, role=Role.OPERATOR))[1]
 
 
 def _error_body(exc: CoordinatorError) -> dict[str, Any]:

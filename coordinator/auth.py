@@ -23,10 +23,9 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-__all__ = ["ROLES", "IssuedToken", "TokenVerifier", "new_token", "split_token"]
+__all__ = ["IssuedToken", "TokenVerifier", "new_token", "split_token"]
 
 #: The roles a principal can hold.
-ROLES = ("researcher", "node_admin", "auditor", "operator")
 
 _PREFIX_LEN = 12
 

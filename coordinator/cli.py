@@ -21,6 +21,7 @@ import typer
 
 from coordinator.client import CoordinatorAPIError, CoordinatorClient
 from coordinator.errors import CoordinatorError
+from federation.api_client import read_token
 from federation.cli_options import FormatOption, OutputFormat
 
 __all__ = ["app", "job_app", "load_runner"]
@@ -66,24 +67,11 @@ def _one_line_errors() -> Iterator[None]:
         raise typer.Exit(code=2) from None
 
 
-def _token(token_file: Path | None) -> str:
-    if token_file is not None:
-        if not token_file.is_file():
-            raise _Fail(f"--token-file: {token_file} does not exist")
-        if token_file.stat().st_mode & 0o077:
-            raise _Fail(f"--token-file: {token_file} is readable by others; chmod 600 it")
-        return token_file.read_text(encoding="utf-8").strip()
-    token = os.environ.get("HAMANASU_TOKEN", "").strip()
-    if not token:
-        raise _Fail("token: set HAMANASU_TOKEN or pass --token-file")
-    return token
-
-
 def _client(url: str, token_file: Path | None) -> CoordinatorClient:
     """A client for ``url``; ``HAMANASU_CA_FILE`` names the CA of a private TLS certificate."""
     ca = os.environ.get("HAMANASU_CA_FILE")
     return CoordinatorClient(
-        url or DEFAULT_URL, _token(token_file), ca_file=Path(ca) if ca else None
+        url or DEFAULT_URL, read_token(token_file, "--token-file"), ca_file=Path(ca) if ca else None
     )
 
 

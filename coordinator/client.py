@@ -37,6 +37,7 @@ from coordinator.schemas import (
     TokenIssued,
     TokenPublic,
 )
+from federation.api_client import read_refusal
 from federation.api_models import (
     TERMINAL_STATES,
     ApprovalPublic,
@@ -66,22 +67,9 @@ class CoordinatorAPIError(Exception):
 
 
 def _error(resp: httpx.Response) -> CoordinatorAPIError:
-    try:
-        body = resp.json()
-    except ValueError:
-        return CoordinatorAPIError(resp.status_code, f"HTTP {resp.status_code}: {resp.text[:200]}")
-    detail = body.get("detail") if isinstance(body, dict) else body
-    field = body.get("field") if isinstance(body, dict) else None
-    code = body.get("code") if isinstance(body, dict) else None
-    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
-        first = detail[0]
-        loc = [str(p) for p in first.get("loc", []) if p not in ("body", "spec", "query", "path")]
-        field = field or ".".join(loc) or None
-        msg = str(first.get("msg", ""))
-        message = msg if field is None or msg.startswith(field) else f"{field}: {msg}"
-    else:
-        message = str(detail)
-    return CoordinatorAPIError(resp.status_code, message, code, field)
+    """Return the coordinator's error answer ``resp`` as a :class:`CoordinatorAPIError`."""
+    refusal = read_refusal(resp)
+    return CoordinatorAPIError(refusal.status, refusal.message, refusal.code, refusal.field)
 
 
 class CoordinatorClient:

@@ -9,7 +9,8 @@ stored hash never appears in any model. Models shared with the node service
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -32,7 +33,14 @@ __all__ = [
     "TokenPublic",
 ]
 
-Role = Literal["researcher", "node_admin", "auditor", "operator"]
+
+class Role(StrEnum):
+    """What a principal may do: each route admits some roles (``coordinator.routes.deps``)."""
+
+    RESEARCHER = "researcher"
+    NODE_ADMIN = "node_admin"
+    AUDITOR = "auditor"
+    OPERATOR = "operator"
 
 
 class _Model(BaseModel):
@@ -48,9 +56,9 @@ class PrincipalBase(_Model):
 
     @model_validator(mode="after")
     def _node_for_admins(self) -> PrincipalBase:
-        if self.role == "node_admin" and self.node is None:
+        if self.role == Role.NODE_ADMIN and self.node is None:
             raise ValueError("node: a node_admin must be bound to a node")
-        if self.role != "node_admin" and self.node is not None:
+        if self.role != Role.NODE_ADMIN and self.node is not None:
             raise ValueError("node: only a node_admin is bound to a node")
         return self
 

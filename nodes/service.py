@@ -20,7 +20,6 @@ decision, reason, result hash) to the node's signed ledger.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import tomllib
@@ -32,6 +31,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from federation import api_client
 from federation.api_models import (
     TERMINAL_STATES,
     DecisionCreate,
@@ -138,18 +138,12 @@ def read_token(token_file: Path | None) -> str:
     """Return the API token from ``token_file`` (must be 0600) or ``HAMANASU_TOKEN``.
 
     Raises:
-        NodeServiceError: no token, or a token file readable by others.
+        NodeServiceError: no token, or a token file missing or readable by others.
     """
-    if token_file is not None:
-        if not token_file.is_file():
-            raise NodeServiceError(f"token_file: {token_file} does not exist")
-        if token_file.stat().st_mode & 0o077:
-            raise NodeServiceError(f"token_file: {token_file} is readable by others; chmod 600 it")
-        return token_file.read_text(encoding="utf-8").strip()
-    token = os.environ.get("HAMANASU_TOKEN", "").strip()
-    if not token:
-        raise NodeServiceError("token: set HAMANASU_TOKEN or token_file")
-    return token
+    try:
+        return api_client.read_token(token_file, "token_file")
+    except api_client.TokenError as exc:
+        raise NodeServiceError(str(exc)) from None
 
 
 class CoordinatorLink:
@@ -180,14 +174,8 @@ class CoordinatorLink:
 
     def _check(self, resp: httpx.Response) -> Any:
         if resp.status_code >= 400:
-            try:
-                body = resp.json()
-                detail = body.get("detail") if isinstance(body, dict) else body
-            except ValueError:
-                detail = resp.text[:200]
-            if isinstance(detail, list) and detail:
-                detail = detail[0].get("msg", detail)
-            raise NodeServiceError(f"coordinator answered {resp.status_code}: {detail}")
+            refusal = api_client.read_refusal(resp)
+            raise NodeServiceError(f"coordinator answered {refusal.status}: {refusal.message}")
         return resp.json()
 
     def publish(self, registration: NodeRegistration) -> None:

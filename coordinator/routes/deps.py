@@ -11,7 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from coordinator.errors import Forbidden, Unauthorized
 from coordinator.lifecycle import Lifecycle
-from coordinator.schemas import PrincipalPublic
+from coordinator.schemas import PrincipalPublic, Role
 from coordinator.store import Store
 
 __all__ = [
@@ -64,7 +64,7 @@ async def _caller(
 Caller = Annotated[PrincipalPublic, Depends(_caller)]
 
 
-def require(*roles: str) -> Callable[[PrincipalPublic], Awaitable[PrincipalPublic]]:
+def require(*roles: Role) -> Callable[[PrincipalPublic], Awaitable[PrincipalPublic]]:
     """Return a dependency that admits only principals holding one of ``roles``."""
 
     async def check(caller: Caller) -> PrincipalPublic:
@@ -75,9 +75,9 @@ def require(*roles: str) -> Callable[[PrincipalPublic], Awaitable[PrincipalPubli
     return check
 
 
-Operator = Annotated[PrincipalPublic, Depends(require("operator"))]
-Researcher = Annotated[PrincipalPublic, Depends(require("researcher"))]
-Auditor = Annotated[PrincipalPublic, Depends(require("auditor", "operator"))]
-Admin = Annotated[PrincipalPublic, Depends(require("node_admin"))]
+Operator = Annotated[PrincipalPublic, Depends(require(Role.OPERATOR))]
+Researcher = Annotated[PrincipalPublic, Depends(require(Role.RESEARCHER))]
+Auditor = Annotated[PrincipalPublic, Depends(require(Role.AUDITOR, Role.OPERATOR))]
+Admin = Annotated[PrincipalPublic, Depends(require(Role.NODE_ADMIN))]
 #: Who may read a job: its owner (checked in the route), auditors and the operator.
-Viewer = Annotated[PrincipalPublic, Depends(require("researcher", "auditor", "operator"))]
+Viewer = Annotated[PrincipalPublic, Depends(require(Role.RESEARCHER, Role.AUDITOR, Role.OPERATOR))]

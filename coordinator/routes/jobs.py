@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from coordinator.errors import Forbidden
 from coordinator.routes.deps import LifecycleDep, Researcher, StoreDep, Viewer
-from coordinator.schemas import JobSubmit, PrincipalPublic, ResultPublic
+from coordinator.schemas import JobSubmit, PrincipalPublic, ResultPublic, Role
 from coordinator.store import Store
 from federation.api_models import JobEventPublic, JobPublic, JobState
 
@@ -20,7 +20,7 @@ JobPath = Annotated[str, Path(min_length=1, max_length=64)]
 
 def _visible(store: Store, caller: PrincipalPublic, job_id: str) -> JobPublic:
     job, owner_id = store.get_job(job_id)
-    if caller.role == "researcher" and owner_id != caller.id:
+    if caller.role == Role.RESEARCHER and owner_id != caller.id:
         raise Forbidden("this job belongs to another researcher")
     return job
 
@@ -40,7 +40,7 @@ def list_jobs(
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> list[JobPublic]:
     """List jobs, newest first: a researcher's own, or all for auditors and the operator."""
-    owner = caller.id if caller.role == "researcher" else None
+    owner = caller.id if caller.role == Role.RESEARCHER else None
     return store.list_jobs(owner, state, limit, offset)
 
 

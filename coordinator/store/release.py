@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from coordinator.errors import Conflict, Forbidden, NotFound
 from coordinator.models import Job, JobEvent, Principal, ReleaseDecision, ReleaseReview, Result
-from coordinator.schemas import PrincipalPublic
+from coordinator.schemas import PrincipalPublic, Role
 from coordinator.store.base import StoreBase, aware
 from federation.api_models import ReleaseDecisionCreate, ReleaseDecisionPublic, ReleaseView
 
@@ -102,7 +102,7 @@ class ReleaseStore(StoreBase):
             Conflict: the node already decided (released or withheld), or this reviewer
                 already decided on it.
         """
-        if reviewer.role != "node_admin" or reviewer.node != node:
+        if reviewer.role != Role.NODE_ADMIN or reviewer.node != node:
             raise Forbidden(f"only an admin of node {node!r} may review its release")
         now = self.clock()
         with self.sessions.begin() as s:

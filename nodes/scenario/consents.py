@@ -1,7 +1,6 @@
 """Synthetic consent histories of one holder's subjects, in the shared ``consents.csv`` layout.
 
-Columns (read by the consent importer; do not change them): ``subject, recorded_at,
-status, decision, purposes, commercial, domains, period_start, period_end``. One row per
+Columns: the consent importer's (:data:`consent.csv_io.CSV_COLUMNS`). One row per
 consent version; a later row supersedes an earlier one, a later ``inactive`` row is a
 withdrawal. ``purposes`` lists the DUO codes the row permits (or, for ``deny``, refuses;
 empty = every purpose); ``domains`` empty = every domain; empty period bounds are open.
@@ -16,19 +15,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["CONSENT_COLUMNS", "consent_history"]
+from consent.csv_io import CSV_COLUMNS
 
-CONSENT_COLUMNS = (
-    "subject",
-    "recorded_at",
-    "status",
-    "decision",
-    "purposes",
-    "commercial",
-    "domains",
-    "period_start",
-    "period_end",
-)
+__all__ = ["consent_history"]
 
 DENY_SHARE = 0.05
 DS_ONLY_SHARE = 0.10
@@ -124,4 +113,4 @@ def consent_history(
     out["recorded_at"] = (
         pd.to_datetime(out["recorded_at"]).dt.floor("min").dt.strftime("%Y-%m-%dT%H:%M:00+09:00")
     )
-    return out[list(CONSENT_COLUMNS)].astype(str)
+    return out[list(CSV_COLUMNS)].astype(str)

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 
+from consent.csv_io import CSV_COLUMNS
 from nodes.data_loading import load_table
 from nodes.scenario import (
     LbwModel,
@@ -29,7 +30,6 @@ from nodes.scenario import (
 )
 from nodes.scenario import calibration as cal
 from nodes.scenario.births import draw_deliveries, expand_newborns, lbw_design
-from nodes.scenario.consents import CONSENT_COLUMNS
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +214,7 @@ def test_consents_have_the_agreed_columns_and_mix(iwamizawa: Path) -> None:
     rows = []
     for folder in sorted(p for p in iwamizawa.iterdir() if p.is_dir()):
         consents = pd.read_csv(folder / "consents.csv", dtype=str, keep_default_na=False)
-        assert tuple(consents.columns) == CONSENT_COLUMNS
+        assert tuple(consents.columns) == CSV_COLUMNS
         subjects = set()
         for path in folder.iterdir():
             if path.name != "consents.csv":
