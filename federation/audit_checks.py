@@ -225,19 +225,19 @@ def check_new_head(
                 f"{verified.key_id[:16]}… that signed the verified head: the ledger was replaced",
                 rewrite=True,
             )
+        if n < m:  # before the date check: a ledger that lost entries resends an older head
+            raise AuditCheckError(
+                f"the head covers {n} entries but {m} were verified before: signed history "
+                "was truncated (entries deleted, or a lost write-ahead log)",
+                index=n,
+                rewrite=True,
+            )
         if head.timestamp < verified.timestamp:
             raise AuditCheckError(
                 f"the head (size {n}) is dated before the verified head (size "
                 f"{verified.size}): backdated",
                 rewrite=True,
             )
-    if n < m:
-        raise AuditCheckError(
-            f"the head covers {n} entries but {m} were verified before: signed history "
-            "was truncated",
-            index=n,
-            rewrite=True,
-        )
     prev_root = verified.root if verified is not None else EMPTY_ROOT
     if n == m:
         if root != prev_root:

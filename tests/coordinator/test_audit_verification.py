@@ -249,6 +249,42 @@ def test_node_rewriting_signed_history_is_flagged(
     assert world.entries(limit=500)["entries"] == before  # and so do its entries
 
 
+def test_a_node_that_lost_its_wal_is_flagged_behind_what_it_signed(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Appends committed only to the SQLite WAL vanish with it; what the node pushed stays.
+
+    The shorter ledger is consistent with itself (its own heads went with the WAL), so only
+    the heads the coordinator verified show the loss: the node is flagged as truncated,
+    its verified head and entries still stand, and extending the shortened ledger later
+    does not clear the flag.
+    """
+    world.register_key()
+    ledger = world.point.ledger()
+    _append(ledger, 6)
+    ledger._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # entries 0..5 in the main file
+    ledger._db.execute("PRAGMA wal_autocheckpoint=0")  # what follows stays in the WAL
+    _append(ledger, 4, start=6)
+    assert world.push().status == "verified" and world.status()["verified_size"] == 10
+    path = world.point.state.ledger_path
+    main_file = path.read_bytes()
+    ledger.close()
+    path.write_bytes(main_file)  # the host comes back without the WAL
+    for suffix in ("-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    assert world.reopen().ledger().size == 6
+    with caplog.at_level("ERROR", logger="hamanasu.node.audit"):
+        receipt = world.push()
+    assert receipt.status == "failed" and receipt.flagged and "truncated" in receipt.reason
+    assert "coordinator verified 10 ledger entries but this ledger holds 6" in caplog.text
+    status = world.status()
+    assert status["flagged"] and status["verified_size"] == 10
+    _append(world.point.ledger(), 6, start=6, tag="after")  # the node carries on: size 12
+    receipt = world.push()
+    assert receipt.status == "failed" and receipt.flagged
+    assert world.status()["flagged"] and world.status()["verified_size"] == 10
+
+
 def test_bad_signature_fails_without_flag_and_a_replaced_key_is_flagged(world: World) -> None:
     world.register_key()
     _append(world.point.ledger(), 4)
