@@ -124,7 +124,7 @@ def _rates_by_year(
             min_cell_count=min_cells,
         )
     for point in points.values():
-        point.release(job_id, f"job {result['status']}")
+        point.release(job_id, f"job {result['status']}", failed=result["status"] != "succeeded")
     if result["status"] != "succeeded":
         console.print(f"[red]statistics failed:[/] {result['reason']}")
         return result
@@ -253,7 +253,11 @@ def run_demo(out: Path, seed: int = 2017, rounds: int = 5, epsilon: float = 3.0)
             on_round=advance,
         )
     for point in points.values():
-        point.release(job_id, f"job {run.outcome.status}")
+        point.release(
+            job_id,
+            f"job {run.outcome.status}: {run.outcome.reason or ''}",
+            failed=run.outcome.status != "succeeded",
+        )
     run.node_sizes = sizes
     training = run.report()
     if training["status"] != "succeeded":

@@ -70,23 +70,30 @@ class EmbeddedRunner:
         except (FileNotFoundError, KeyError, ValueError) as exc:
             return RunResult("failed", f"node data: {str(exc).strip(chr(39))}"[:500])
         accepted: list[str] = []
+        result = RunResult("failed", "the run did not start")
         try:
             for name, point in points.items():
                 try:
                     point.accept(job, job_id, approved=True)
                 except JobRefused as exc:
-                    return RunResult("failed", str(exc)[:500])
+                    result = RunResult("failed", str(exc)[:500])
+                    return result
                 accepted.append(name)
             if cancelled.is_set():
-                return RunResult("failed", "cancelled before the run started")
+                result = RunResult("failed", "cancelled before the run started")
+                return result
             with _ENGINE:
                 if job.kind == "train":
-                    return self._train(job, job_id, sources, sizes, points, on_progress)
-                return self._analytics(job, job_id, sources, points, on_progress)
+                    result = self._train(job, job_id, sources, sizes, points, on_progress)
+                else:
+                    result = self._analytics(job, job_id, sources, points, on_progress)
+                return result
         finally:
+            failed = result.status != "succeeded"
             for name in accepted:
                 try:
-                    points[name].release(job_id, "job ended")
+                    reason = f"job {result.status}: {result.reason}" if failed else "job ended"
+                    points[name].release(job_id, reason, failed=failed)
                 except Exception:  # noqa: BLE001 - a release failure must not hide the result
                     log.exception("node %s: could not release job %s", name, job_id)
 

@@ -27,7 +27,10 @@ if TYPE_CHECKING:
     from nodes.client_app import RoundUse
     from policies import PolicyDecision
 
-__all__ = ["EnforcementPoint", "JobRefused"]
+__all__ = ["EnforcementPoint", "JobRefused", "failed_job_reason"]
+
+#: Longest reason the budget ledger records for a release.
+MAX_REASON = 500
 
 
 class JobRefused(Exception):
@@ -42,6 +45,35 @@ class JobRefused(Exception):
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def failed_job_reason(reason: str, charged_rounds: list[int]) -> str:
+    """Return the release reason of a failed job: why its charged rounds stay charged.
+
+    A round is charged only once its usage entry is written, just before the node
+    trains; its noised update then leaves the node inside SecAgg+, and when other nodes
+    drop out the coordinator may unmask the survivors' sum, which with one survivor is
+    that node's update. The privacy cost was incurred whether or not the job went on to
+    produce a result, so the charge stands and the reason says so; only the unused
+    rest of the reservation returns to the budget.
+
+    Returns:
+        At most :data:`MAX_REASON` characters, the caller's reason shortened first.
+    """
+    rounds = sorted(set(charged_rounds))
+    if not rounds:
+        note = "; no round was charged here"
+    else:
+        shown = ", ".join(map(str, rounds[:8])) + (
+            f" and {len(rounds) - 8} more" if len(rounds) > 8 else ""
+        )
+        note = (
+            f"; round(s) {shown} stay charged: each charged round's noised update left this "
+            "node inside SecAgg+ before the job failed, so its privacy cost was incurred "
+            "even though the job produced no result"
+        )
+    head = reason.strip()[: max(MAX_REASON - len(note), 1)]
+    return (head + note)[:MAX_REASON]
 
 
 class _UsageAndCharge:
@@ -189,10 +221,18 @@ class EnforcementPoint:
         except BudgetExceeded as exc:
             raise JobRefused(self.node, [("budget_exhausted", str(exc))]) from None
 
-    def release(self, job_id: str, reason: str) -> None:
-        """Release what a job did not use of its reservation (it ended, failed or was cancelled)."""
-        if self.budget().reservation(job_id) is not None:
-            self.budget().release(job_id, reason, self.clock())
+    def release(self, job_id: str, reason: str, *, failed: bool = False) -> None:
+        """Release what a job did not use of its reservation (it ended, failed or was cancelled).
+
+        When the job ``failed``, the ``budget.released`` ledger entry also says which of
+        this node's rounds stay charged and why (see :func:`failed_job_reason`).
+        """
+        budget = self.budget()
+        if budget.reservation(job_id) is None:
+            return
+        if failed:
+            reason = failed_job_reason(reason, [c.round for c in budget.charges(job_id)])
+        budget.release(job_id, reason, self.clock())
 
     # -- the RoundGate protocol ------------------------------------------------------------
     def select(self, job: JobSpec, job_id: str, round_no: int, frame: pd.DataFrame) -> pd.DataFrame:

@@ -367,7 +367,11 @@ class NodeService:
             if job.state in TERMINAL_STATES:
                 held = self.point.budget().reservation(job.id)
                 if held is not None and held.status == "active":
-                    self.point.release(job.id, f"job {job.state} at the coordinator")
+                    self.point.release(
+                        job.id,
+                        f"job {job.state} at the coordinator",
+                        failed=job.state != "succeeded",
+                    )
                     done[job.id] = "released"
                 continue
             if job.approval.status != "pending" or job.state != "awaiting_approval":
