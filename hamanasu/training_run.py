@@ -23,7 +23,7 @@ from federation.training_round import RoundRecord, TrainingRecorder
 from nodes.client_app import RoundGate, build_training_client_app
 from nodes.sources import NodeSource
 
-__all__ = ["TrainingRun", "run_training_job"]
+__all__ = ["TrainingRun", "run_training_job", "training_plan"]
 
 
 @dataclass
@@ -73,6 +73,18 @@ class TrainingRun:
         }
 
 
+def training_plan(spec: JobSpec, n_nodes: int, max_records: int) -> TrainPlan:
+    """Return the plan of a training job over ``n_nodes`` nodes of at most ``max_records``.
+
+    Raises:
+        ValueError: not a training job.
+    """
+    plan = plan_for(spec, PlanInputs(n_nodes=n_nodes, max_records=max_records))
+    if not isinstance(plan, TrainPlan):
+        raise ValueError(f"kind: {spec.kind!r} is not a training job")
+    return plan
+
+
 def run_training_job(
     spec: JobSpec,
     nodes: list[NodeSource],
@@ -93,9 +105,7 @@ def run_training_job(
         ValueError: not a training job, the job needs more nodes than given, or SecAgg+
             has no record bound.
     """
-    plan = plan_for(spec, PlanInputs(n_nodes=len(nodes), max_records=max_records))
-    if not isinstance(plan, TrainPlan):
-        raise ValueError(f"kind: {spec.kind!r} is not a training job")
+    plan = training_plan(spec, len(nodes), max_records)
     initial = plan.initial_parameters()
     secagg = plan.secagg
     recorder = TrainingRecorder(on_round=on_round)

@@ -12,18 +12,19 @@ from federation.analytics.dp_noise import DpConfig, calibrate_gaussian, calibrat
 from federation.analytics.glm import (
     GlmLayout,
     GlmRefusal,
-    GlmResult,
-    NewtonInfo,
-    glm_clip_rows,
-    glm_dp_perturb,
-    glm_fit,
     glm_layout,
     glm_local_statistics,
-    glm_newton_step,
     glm_public_scale,
-    glm_result,
 )
-from federation.analytics.scaling import scale_for_secagg, simulate_secure_sum, unscale
+from federation.analytics.glm_dp import glm_clip_rows, glm_dp_perturb
+from federation.analytics.glm_newton import NewtonInfo, NewtonLoop, glm_fit, glm_newton_step
+from federation.analytics.glm_result import GlmResult, glm_result
+from federation.analytics.scaling import (
+    quantisation_sd,
+    scale_for_secagg,
+    simulate_secure_sum,
+    unscale,
+)
 from federation.analytics.stats import (
     StatsError,
     StatsLayout,
@@ -42,6 +43,7 @@ __all__ = [
     "GlmResult",
     "INTERCEPT",
     "NewtonInfo",
+    "NewtonLoop",
     "StatsError",
     "StatsLayout",
     "StatsResult",
@@ -58,6 +60,7 @@ __all__ = [
     "glm_newton_step",
     "glm_public_scale",
     "glm_result",
+    "quantisation_sd",
     "scale_for_secagg",
     "simulate_secure_sum",
     "stats_finalize",

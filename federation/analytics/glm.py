@@ -1,18 +1,16 @@
-"""Exact federated GLMs by Newton-Raphson (IRLS): node statistics, server steps, the result.
+"""Exact federated GLMs by Newton-Raphson (IRLS): families, the summed layout, node statistics.
 
 Families (canonical links, so observed and expected information agree):
 ``binomial`` (logit, outcome 0/1), ``gaussian`` (identity), ``poisson`` (log).
 
 Each round the server sends the current coefficients ``beta``; every node returns
 :func:`glm_local_statistics` at ``beta`` (a flat float64 vector, layout
-:class:`GlmLayout`); SecAgg+ returns the sum; :func:`glm_newton_step` turns the sum into
-the next ``beta``. Because score, information, deviance and log-likelihood are sums over
-records, the federated fit equals the pooled fit exactly (up to floating point, or to
-the quantisation error of SecAgg+). :func:`glm_result` builds the released table from the
-sums at the final ``beta``; it matches ``statsmodels`` GLM defaults: Wald z statistics
-and normal p-values / 95 % intervals for all families, the Gaussian scale estimated as
-deviance / df_resid, ``aic = -2 llf + 2 p`` with the Gaussian log-likelihood at the MLE
-scale RSS / n.
+:class:`GlmLayout`); SecAgg+ returns the sum; the server's Newton loop
+(:mod:`federation.analytics.glm_newton`) turns the sum into the next ``beta``. Because
+score, information, deviance and log-likelihood are sums over records, the federated
+fit equals the pooled fit exactly (up to floating point, or to the quantisation error
+of SecAgg+); :mod:`federation.analytics.glm_result` builds the released table, which
+matches ``statsmodels`` GLM defaults.
 
 Refusals raise :class:`GlmRefusal` (its ``cause`` is one of :data:`REFUSAL_CAUSES`) and
 nothing is released: too few events at a node (node side) or per parameter (server
@@ -25,30 +23,26 @@ or no convergence within the iteration limit.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 from federation.errors import FederationError
 
 __all__ = [
+    "BOUNDARY_ETA",
+    "FAMILIES",
     "REFUSAL_CAUSES",
-    "CoefficientRow",
     "GlmLayout",
     "GlmRefusal",
-    "GlmResult",
-    "NewtonInfo",
-    "glm_clip_rows",
-    "glm_dp_perturb",
-    "glm_fit",
+    "check_family",
+    "family_events",
     "glm_layout",
     "glm_local_statistics",
-    "glm_newton_step",
     "glm_public_scale",
-    "glm_result",
 ]
 
 Family = Literal["binomial", "gaussian", "poisson"]
@@ -64,7 +58,6 @@ REFUSAL_CAUSES = (
     "invalid_outcome",
 )
 
-_Z975 = float(stats.norm.ppf(0.975))
 #: |linear predictor| beyond which a fitted probability / mean counts as on the boundary.
 BOUNDARY_ETA = 25.0
 _SCALARS = ("deviance", "loglik", "n", "sum_y", "sum_y2", "sum_ylogy", "n_boundary")
@@ -142,12 +135,18 @@ def glm_layout(n_params: int) -> GlmLayout:
     return GlmLayout(n_params)
 
 
-def _check_family(family: str) -> None:
+def check_family(family: str) -> None:
+    """Check that ``family`` is one of :data:`FAMILIES`.
+
+    Raises:
+        ValueError: an unknown family.
+    """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
 
 
-def _events(family: str, n: float, sum_y: float) -> float:
+def family_events(family: str, n: float, sum_y: float) -> float:
+    """Return the events that limit a fit: the rarer outcome, the total count, or the rows."""
     if family == "binomial":
         return min(sum_y, n - sum_y)
     if family == "poisson":
@@ -174,7 +173,7 @@ def glm_local_statistics(
         ValueError: shapes disagree or the family is unknown.
 
     """
-    _check_family(family)
+    check_family(family)
     X = np.asarray(X, dtype=np.float64)  # noqa: N806
     y = np.asarray(y, dtype=np.float64).ravel()
     beta = np.asarray(beta, dtype=np.float64).ravel()
@@ -188,7 +187,7 @@ def glm_local_statistics(
         raise GlmRefusal("invalid_outcome", "a poisson outcome must be >= 0")
     n = float(y.shape[0])
     sum_y = float(y.sum())
-    events = _events(family, n, sum_y)
+    events = family_events(family, n, sum_y)
     if events < min_events:
         raise GlmRefusal(
             "too_few_events_at_node",
@@ -252,7 +251,7 @@ def glm_public_scale(
         A positive vector of :attr:`GlmLayout.size` entries.
 
     """
-    _check_family(family)
+    check_family(family)
     b = np.asarray(term_bounds, dtype=np.float64)
     beta = np.asarray(beta, dtype=np.float64)
     if b.shape != beta.shape or (b <= 0).any():
@@ -288,400 +287,3 @@ def glm_public_scale(
     )
     assert per_row.shape == (layout.size,)
     return n_max * per_row / clipping_range
-
-
-@dataclass(frozen=True)
-class NewtonInfo:
-    """What one Newton step learned from the sums at the current ``beta``.
-
-    Attributes:
-        iteration: 0 for the step from the starting values.
-        deviance: deviance at the current ``beta``.
-        decrement: squared Newton decrement ``g' H^-1 g`` (divided by the scale for
-            gaussian): the distance of ``beta`` from the optimum, squared, in standard-error
-            units; once its square root is under ``tolerance`` the current ``beta`` is final.
-        max_step: largest absolute coefficient change of the step.
-        converged: the current ``beta`` is the estimate (release it, with these sums).
-        diverging: consecutive steps that looked like separation so far.
-
-    """
-
-    iteration: int
-    deviance: float
-    decrement: float
-    max_step: float
-    converged: bool
-    diverging: int = 0
-
-
-def _check_information(hess: np.ndarray, rcond: float) -> float:
-    d = np.diag(hess)
-    if not np.all(np.isfinite(hess)) or (d <= 0).any():
-        return 0.0
-    s = 1.0 / np.sqrt(d)
-    eig = np.linalg.eigvalsh(hess * s[:, None] * s[None, :])
-    return float(eig[0] / eig[-1]) if eig[-1] > 0 else 0.0
-
-
-def glm_newton_step(
-    summed: np.ndarray,
-    beta: np.ndarray,
-    family: str,
-    *,
-    previous: NewtonInfo | None = None,
-    tolerance: float = 1e-10,
-    min_events_per_parameter: float = 0.0,
-    rcond: float = 1e-10,
-) -> tuple[np.ndarray, NewtonInfo]:
-    """Return the next coefficients from the summed statistics at ``beta``.
-
-    ``previous`` is the :class:`NewtonInfo` of the last step (None at the start);
-    ``tolerance`` bounds the Newton decrement ``sqrt(g' H^-1 g)`` (the distance to the
-    optimum in standard-error units) at convergence; a round with a decrement below 1e-3
-    whose deviance is no lower than the previous one also counts as converged (the
-    floating-point or, under SecAgg+, the quantisation noise floor). ``rcond`` is the
-    smallest reciprocal condition number of the correlation-scaled information accepted
-    (1e-10 exact, about 1e-7 under SecAgg+ with 30-bit quantisation).
-
-    Raises:
-        GlmRefusal: ``too_few_events_per_parameter``, ``singular_design``, ``separation``.
-
-    """
-    _check_family(family)
-    beta = np.asarray(beta, dtype=np.float64)
-    p = beta.shape[0]
-    layout = glm_layout(p)
-    grad, hess, sc = layout.unpack(summed)
-    it = 0 if previous is None else previous.iteration + 1
-    n = sc["n"]
-    events = _events(family, n, sc["sum_y"])
-    if events / p < min_events_per_parameter:
-        raise GlmRefusal(
-            "too_few_events_per_parameter",
-            f"{events:.0f} events for {p} parameters: "
-            f"fewer than {min_events_per_parameter:g} per parameter",
-        )
-    if n <= p:
-        raise GlmRefusal("too_few_events_per_parameter", f"{n:.0f} records for {p} parameters")
-    dev = sc["deviance"]
-    ratio = _check_information(hess, rcond)
-    if ratio < rcond:
-        if previous is None:
-            raise GlmRefusal(
-                "singular_design",
-                f"the information matrix is singular (reciprocal condition {ratio:.2e}): "
-                "a constant, empty or collinear column",
-            )
-        raise GlmRefusal(
-            "separation",
-            "the information matrix became singular while fitting: "
-            "fitted values driven to the boundary",
-        )
-    if family in ("binomial", "poisson") and sc["n_boundary"] >= 0.5:
-        raise GlmRefusal(
-            "separation",
-            f"{sc['n_boundary']:.0f} fitted {'probabilities' if family == 'binomial' else 'means'} "
-            "at the boundary (perfect or quasi-complete separation)",
-        )
-    if family == "binomial" and previous is not None and dev < 1e-6 * max(n, 1.0):
-        raise GlmRefusal("separation", "the deviance went to 0: perfect separation")
-    step = np.linalg.solve(hess, grad)
-    decrement = float(grad @ step)
-    if family == "gaussian":
-        decrement /= max(dev / max(n - p, 1.0), 1e-300)
-    max_step = float(np.max(np.abs(step)))
-    diverging = 0
-    if previous is not None and decrement < 1e-3 and max_step > 1.0:
-        diverging = previous.diverging + 1
-        if diverging >= 2:
-            raise GlmRefusal(
-                "separation",
-                f"coefficients keep moving by {max_step:.3g} while the deviance is flat: "
-                "perfect or quasi-complete separation",
-            )
-    converged = math.sqrt(max(decrement, 0.0)) <= tolerance or (
-        previous is not None
-        and decrement < 1e-6
-        and dev >= previous.deviance - max(tolerance, 1e-12 * abs(dev))
-    )
-    info = NewtonInfo(it, dev, decrement, max_step, bool(converged), diverging)
-    return (beta if converged else beta + step), info
-
-
-@dataclass(frozen=True)
-class CoefficientRow:
-    """One released coefficient (odds-ratio fields only for ``binomial``)."""
-
-    estimate: float
-    std_error: float
-    z: float
-    p_value: float
-    ci_low: float
-    ci_high: float
-    odds_ratio: float | None = None
-    or_ci_low: float | None = None
-    or_ci_high: float | None = None
-
-    def to_json_dict(self) -> dict[str, float]:
-        """Return the row as a JSON-ready mapping (odds-ratio fields only when set)."""
-        out = {k: float(v) for k, v in self.__dict__.items() if v is not None}
-        return out
-
-
-@dataclass(frozen=True)
-class GlmResult:
-    """The released result of a federated GLM."""
-
-    family: str
-    link: str
-    coefficients: dict[str, CoefficientRow]
-    deviance: float
-    null_deviance: float
-    llf: float
-    aic: float
-    scale: float
-    n_obs: int
-    df_model: int
-    df_resid: int
-    iterations: int
-    converged: bool
-    covariance: list[list[float]] = field(default_factory=list)
-    dp: dict[str, Any] | None = None
-
-    def to_json_dict(self) -> dict[str, Any]:
-        """Return the result as ``result.json`` content (``coefficients``: term -> fields)."""
-        return {
-            "kind": "glm",
-            "family": self.family,
-            "link": self.link,
-            "coefficients": {k: v.to_json_dict() for k, v in self.coefficients.items()},
-            "deviance": self.deviance,
-            "null_deviance": self.null_deviance,
-            "llf": self.llf,
-            "aic": self.aic,
-            "scale": self.scale,
-            "n_obs": self.n_obs,
-            "df_model": self.df_model,
-            "df_resid": self.df_resid,
-            "iterations": self.iterations,
-            "converged": self.converged,
-            "covariance": self.covariance,
-            "dp": self.dp,
-        }
-
-
-_LINKS = {"binomial": "logit", "gaussian": "identity", "poisson": "log"}
-
-
-def _null_deviance(family: str, n: float, s: float, s2: float, sylogy: float) -> float:
-    ybar = s / n
-    if family == "binomial":
-        return float(-2.0 * (special.xlogy(s, ybar) + special.xlogy(n - s, 1.0 - ybar)))
-    if family == "poisson":
-        return float(2.0 * (sylogy - special.xlogy(s, ybar)))
-    return float(s2 - s * s / n)
-
-
-def glm_result(
-    summed_final: np.ndarray,
-    beta: np.ndarray,
-    family: str,
-    term_names: Sequence[str],
-    n_iterations: int,
-    *,
-    converged: bool = True,
-    dp: dict[str, Any] | None = None,
-) -> GlmResult:
-    """Build the released table from the summed statistics at the final ``beta``.
-
-    Raises:
-        ValueError: ``term_names`` and ``beta`` disagree in length.
-        GlmRefusal: ``singular_design`` (the information cannot be inverted).
-
-    """
-    _check_family(family)
-    beta = np.asarray(beta, dtype=np.float64)
-    p = beta.shape[0]
-    if len(term_names) != p:
-        raise ValueError(f"{len(term_names)} term names for {p} coefficients")
-    _, hess, sc = glm_layout(p).unpack(summed_final)
-    n, dev = sc["n"], sc["deviance"]
-    df_resid = n - p
-    try:
-        inv = np.linalg.inv(hess)
-    except np.linalg.LinAlgError:
-        raise GlmRefusal("singular_design", "the information matrix cannot be inverted") from None
-    if family == "gaussian":
-        scale = dev / df_resid
-        llf = -n / 2.0 * (math.log(2 * math.pi * dev / n) + 1.0)
-    else:
-        scale = 1.0
-        llf = sc["loglik"]
-    cov = scale * (inv + inv.T) / 2.0
-    se = np.sqrt(np.diag(cov))
-    z = beta / se
-    pv = 2.0 * stats.norm.sf(np.abs(z))
-    lo, hi = beta - _Z975 * se, beta + _Z975 * se
-    rows: dict[str, CoefficientRow] = {}
-    for j, name in enumerate(term_names):
-        extra: dict[str, float] = {}
-        if family == "binomial":
-            extra = {
-                "odds_ratio": math.exp(beta[j]),
-                "or_ci_low": math.exp(lo[j]),
-                "or_ci_high": math.exp(hi[j]),
-            }
-        rows[name] = CoefficientRow(
-            float(beta[j]),
-            float(se[j]),
-            float(z[j]),
-            float(pv[j]),
-            float(lo[j]),
-            float(hi[j]),
-            **extra,
-        )
-    return GlmResult(
-        family=family,
-        link=_LINKS[family],
-        coefficients=rows,
-        deviance=float(dev),
-        null_deviance=_null_deviance(family, n, sc["sum_y"], sc["sum_y2"], sc["sum_ylogy"]),
-        llf=float(llf),
-        aic=float(-2.0 * llf + 2.0 * p),
-        scale=float(scale),
-        n_obs=int(round(n)),
-        df_model=p - 1,
-        df_resid=int(round(df_resid)),
-        iterations=int(n_iterations),
-        converged=bool(converged),
-        covariance=cov.tolist(),
-        dp=dp,
-    )
-
-
-def glm_fit(
-    aggregate: Callable[[np.ndarray], np.ndarray],
-    n_params: int,
-    family: str,
-    term_names: Sequence[str],
-    *,
-    max_iterations: int = 25,
-    tolerance: float = 1e-10,
-    min_events_per_parameter: float = 0.0,
-    rcond: float = 1e-10,
-    beta0: np.ndarray | None = None,
-) -> GlmResult:
-    """Run the whole Newton loop over an ``aggregate(beta) -> summed vector`` round function.
-
-    ``aggregate`` stands for one federated round (every node's
-    :func:`glm_local_statistics` at ``beta``, securely summed and unscaled). The sums of
-    the last round (at the released ``beta``) give the standard errors.
-
-    Raises:
-        GlmRefusal: any refusal of :func:`glm_newton_step`, or ``not_converged``.
-
-    """
-    beta = np.zeros(n_params) if beta0 is None else np.asarray(beta0, dtype=np.float64)
-    info: NewtonInfo | None = None
-    for _ in range(max_iterations + 1):
-        summed = aggregate(beta)
-        beta_new, info = glm_newton_step(
-            summed,
-            beta,
-            family,
-            previous=info,
-            tolerance=tolerance,
-            min_events_per_parameter=min_events_per_parameter,
-            rcond=rcond,
-        )
-        if info.converged:
-            return glm_result(summed, beta, family, term_names, info.iteration)
-        beta = beta_new
-    raise GlmRefusal(
-        "not_converged",
-        f"no convergence in {max_iterations} iterations "
-        f"(Newton decrement {info.decrement if info else float('nan'):.3g})",
-    )
-
-
-def glm_clip_rows(X: np.ndarray, norm_bound: float) -> np.ndarray:  # noqa: N803
-    """Scale down every row of ``X`` whose L2 norm exceeds ``norm_bound`` (node side, DP mode)."""
-    norms = np.linalg.norm(X, axis=1)
-    factor = np.minimum(1.0, norm_bound / np.maximum(norms, 1e-300))
-    return X * factor[:, None]
-
-
-def glm_dp_perturb(
-    summed: np.ndarray,
-    n_params: int,
-    family: str,
-    *,
-    x_norm_bound: float,
-    epsilon: float,
-    delta: float,
-    n_releases: int,
-    eta_bound: float,
-    y_bound: float = 1.0,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Add calibrated Gaussian noise (OpenDP) to one round's summed GLM statistics.
-
-    Sensitivity assumptions (one subject = one row, rows clipped on the node with
-    :func:`glm_clip_rows` to ``||x||_2 <= x_norm_bound``, ``|y| <= y_bound``, and
-    ``|x'beta| <= eta_bound`` for every broadcast ``beta``, e.g. enforced by the server
-    capping ``||beta||_2 <= eta_bound / x_norm_bound``): the score moves by at most
-    ``B r`` in L2 (``r`` = 1 binomial, ``y_bound + eta_bound`` gaussian), the packed
-    information by at most ``w_max B²`` (Frobenius; ``w_max`` = 1/4 binomial, 1
-    gaussian), the deviance by ``2 (eta_bound + log 2)`` (binomial) or ``r²``
-    (gaussian), the counts by 1. Each block gets noise ``σ × its sensitivity``; σ is
-    calibrated so that ``n_releases`` such rounds (the iteration budget, fixed in
-    advance) compose, in zCDP, to (ε, δ). Poisson is not supported (its weights are
-    unbounded).
-
-    Returns:
-        ``(noisy summed vector, report)``; the report states ε, δ, σ, the releases and
-        the sensitivity assumptions.
-    """
-    from federation.analytics import dp_noise
-
-    _check_family(family)
-    if family == "poisson":
-        raise ValueError(
-            "DP GLM supports binomial and gaussian only (poisson weights are unbounded)"
-        )
-    layout = glm_layout(n_params)
-    resid = 1.0 if family == "binomial" else y_bound + eta_bound
-    w_max = 0.25 if family == "binomial" else 1.0
-    dev = 2.0 * (eta_bound + math.log(2.0)) if family == "binomial" else resid**2
-    sens = {
-        "grad": x_norm_bound * resid,
-        "hess": w_max * x_norm_bound**2,
-        "deviance": dev,
-        "loglik": dev / 2.0,
-        "n": 1.0,
-        "sum_y": y_bound,
-        "sum_y2": y_bound**2,
-    }
-    n_blocks = len(sens)
-    l2 = math.sqrt(n_blocks * n_releases)
-    sigma = dp_noise.calibrate_gaussian(l2, float(epsilon), float(delta))
-    scales = np.zeros(layout.size)
-    scales[:n_params] = sens["grad"]
-    scales[n_params : n_params + layout.n_packed] = sens["hess"]
-    for name in ("deviance", "loglik", "n", "sum_y", "sum_y2"):
-        scales[layout.scalar_index(name)] = sens[name]
-    noisy = (
-        np.asarray(summed, dtype=np.float64) + dp_noise.gaussian_noise(layout.size, sigma) * scales
-    )
-    report = {
-        "mechanism": "gaussian",
-        "epsilon": float(epsilon),
-        "delta": float(delta),
-        "noise_scale": sigma,
-        "releases": int(n_releases),
-        "x_norm_bound": x_norm_bound,
-        "eta_bound": eta_bound,
-        "y_bound": y_bound,
-        "block_sensitivity": sens,
-        "unit": "one subject = one row; rows clipped to the norm bound on the node",
-    }
-    return noisy, report

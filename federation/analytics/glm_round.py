@@ -16,9 +16,15 @@ import pandas as pd
 
 from federation.analytics.design import DesignError, build_design, design_from_job
 from federation.analytics.glm import GlmRefusal, glm_local_statistics, glm_public_scale
-from federation.analytics.scaling import scale_for_secagg, unscale
+from federation.analytics.scaling import quantisation_sd, scale_for_secagg, unscale
 
-__all__ = ["glm_node_vector", "glm_term_bounds", "glm_term_names", "glm_unscale_sum"]
+__all__ = [
+    "glm_node_vector",
+    "glm_sum_noise_sd",
+    "glm_term_bounds",
+    "glm_term_names",
+    "glm_unscale_sum",
+]
 
 
 def glm_term_names(job: Any) -> list[str]:
@@ -89,6 +95,22 @@ def glm_unscale_sum(
         job.glm.family, term_bounds, max_records, beta, clipping_range, job.glm.y_bound
     )
     return unscale(summed, scale)
+
+
+def glm_sum_noise_sd(
+    job: Any,
+    beta: np.ndarray,
+    term_bounds: Sequence[float],
+    max_records: int,
+    clipping_range: float,
+    resolution: float,
+    n_nodes: int,
+) -> np.ndarray:
+    """Return the SD of SecAgg+'s quantisation error in each entry of the unscaled GLM sum."""
+    scale = glm_public_scale(
+        job.glm.family, term_bounds, max_records, beta, clipping_range, job.glm.y_bound
+    )
+    return quantisation_sd(scale, resolution, n_nodes)
 
 
 _ = DesignError

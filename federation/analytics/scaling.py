@@ -19,6 +19,7 @@ from federation.errors import ValueRangeError
 
 __all__ = [
     "dequantize_sum",
+    "quantisation_sd",
     "quantize_vector",
     "scale_for_secagg",
     "simulate_secure_sum",
@@ -59,6 +60,17 @@ def scale_for_secagg(
 def unscale(summed: np.ndarray, scale: np.ndarray | float) -> np.ndarray:
     """Multiply a securely summed, scaled vector back by the public ``scale``."""
     return np.asarray(summed, dtype=np.float64) * np.asarray(scale, dtype=np.float64)
+
+
+def quantisation_sd(scale: np.ndarray | float, resolution: float, n_nodes: int) -> np.ndarray:
+    """Return the SD of each entry's quantisation error in an unscaled secure sum.
+
+    Each node rounds every scaled entry stochastically to a grid of step ``resolution``:
+    an error of mean 0 and variance at most ``resolution² / 4``. Over ``n_nodes``
+    independent nodes the variance adds up; :func:`unscale` multiplies it by ``scale²``.
+    This is an upper bound (the bound is reached when every entry falls mid-step).
+    """
+    return np.sqrt(float(n_nodes)) * resolution / 2.0 * np.asarray(scale, dtype=np.float64)
 
 
 def quantize_vector(

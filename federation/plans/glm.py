@@ -3,7 +3,8 @@
 Every round the server broadcasts the coefficients; each node returns its sufficient
 statistics at them, divided by a public scale derived from the broadcast coefficients,
 the public term bounds and the record bound; the server multiplies the secure sum back
-and takes one Newton step (:func:`federation.analytics.glm.glm_newton_step`).
+and takes one Newton step (:class:`federation.analytics.glm_newton.NewtonLoop`: the start
+at the intercept-only fit, and a stopping rule that knows SecAgg+'s quantisation floor).
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from federation.analytics.design import INTERCEPT
+from federation.analytics.glm_newton import NewtonLoop
 from federation.plans.base import PlanInputs, SumPlan, record_bound
 from federation.plans.registry import register_plan
 from federation.spec import JobSpec
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from federation.analytics.glm import GlmResult, NewtonInfo
 
 __all__ = ["GlmPlan"]
 
@@ -44,9 +45,14 @@ class GlmPlan(SumPlan):
         self.term_bounds = glm_term_bounds(spec, inputs.ranges(spec))
         self.max_rounds = spec.glm.max_iterations + 1
         self.initial = np.zeros(len(self.names))
-        self.beta = self.initial.copy()
-        self.info: NewtonInfo | None = None
-        self.result: GlmResult | None = None
+        self.newton = NewtonLoop(
+            spec.glm.family,
+            self.names,
+            tolerance=spec.glm.tolerance,
+            min_events_per_parameter=spec.glm.min_events_per_parameter,
+            rcond=1e-7 if self.secagg else 1e-10,
+            null_start=bool(self.names) and self.names[0] == INTERCEPT,
+        )
 
     # -- node half -----------------------------------------------------------------------
     def local(self, frame: pd.DataFrame, params: np.ndarray, config: dict[str, Any]) -> np.ndarray:
@@ -64,41 +70,46 @@ class GlmPlan(SumPlan):
         )
 
     # -- server half ---------------------------------------------------------------------
+    @property
+    def beta(self) -> np.ndarray:
+        """Return the coefficients of the current broadcast."""
+        return self.newton.beta
+
     def step(self, server_round: int, summed_scaled: np.ndarray) -> np.ndarray | None:
         """Take one Newton step from the round's sum; return the next ``beta`` or None if done.
+
+        Under SecAgg+ the step knows the quantisation error of every summed entry, so the
+        fit stops once the remaining distance is below what the secure sum can resolve.
 
         Raises:
             federation.analytics.GlmRefusal: the fit cannot be released (separation, too
                 few events per parameter).
         """
-        from federation.analytics.glm import glm_newton_step, glm_result
-        from federation.analytics.glm_round import glm_unscale_sum
+        from federation.analytics.glm_round import glm_sum_noise_sd, glm_unscale_sum
 
-        summed = glm_unscale_sum(
-            summed_scaled, self.spec, self.beta, self.term_bounds, self.bound, self.clip
-        )
-        beta_new, info = glm_newton_step(
-            summed,
-            self.beta,
-            self.spec.glm.family,
-            previous=self.info,
-            tolerance=self.spec.glm.tolerance,
-            min_events_per_parameter=self.spec.glm.min_events_per_parameter,
-            rcond=1e-7 if self.secagg else 1e-10,
-        )
-        if info.converged:
-            self.result = glm_result(
-                summed, self.beta, self.spec.glm.family, self.names, info.iteration
+        beta, spec = self.newton.beta, self.spec
+        summed = glm_unscale_sum(summed_scaled, spec, beta, self.term_bounds, self.bound, self.clip)
+        noise_sd = (
+            None
+            if self.secagg is None
+            else glm_sum_noise_sd(
+                spec,
+                beta,
+                self.term_bounds,
+                self.bound,
+                self.clip,
+                self.secagg.resolution,
+                self.inputs.n_nodes,
             )
-            return None
-        self.beta, self.info = beta_new, info
-        return beta_new
+        )
+        return self.newton.advance(summed, noise_sd)
 
     def release(self, n_contributing: int | None) -> dict[str, Any]:
         """Return the fitted model, or failed when the fit released nothing."""
-        if self.result is None:
+        result = self.newton.result
+        if result is None:
             return {"status": "failed", "reason": "the fit ended without a released result"}
-        out = {**self.result.to_json_dict(), "status": "succeeded"}
+        out = {**result.to_json_dict(), "status": "succeeded"}
         if self.secagg is not None:
             out["secagg_resolution"] = self.secagg.resolution
         return out

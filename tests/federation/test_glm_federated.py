@@ -8,8 +8,7 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 
-from federation.analytics.design import DesignError, DesignSpec, build_design, design_from_job
-from federation.analytics.glm import (
+from federation.analytics import (
     GlmRefusal,
     glm_fit,
     glm_layout,
@@ -18,6 +17,7 @@ from federation.analytics.glm import (
     glm_public_scale,
     glm_result,
 )
+from federation.analytics.design import DesignError, DesignSpec, build_design, design_from_job
 from federation.analytics.scaling import scale_for_secagg, simulate_secure_sum, unscale
 from federation.errors import FederationError, ValueRangeError
 from federation.spec import parse_job_spec
@@ -338,7 +338,7 @@ def test_newton_step_reports_and_result_needs_matching_names(cohort):
 
 def test_dp_glm_noise_is_calibrated_and_large_epsilon_fit_is_close(cohort):
     from federation.analytics.dp_noise import calibrate_gaussian
-    from federation.analytics.glm import glm_clip_rows, glm_dp_perturb
+    from federation.analytics.glm_dp import glm_clip_rows, glm_dp_perturb
 
     nodes = [
         (glm_clip_rows(X / np.r_[1, 55, 1, 1, 1, 1, 1], 2.0), y)
