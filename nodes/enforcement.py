@@ -306,8 +306,12 @@ class EnforcementPoint:
             self.ledger().append("job.usage", usage, self.clock())
             return
         try:
-            self.budget(usage).charge(
+            charge = self.budget(usage).charge(
                 use.job_id, use.round, use.mechanism, use.epsilon, self.clock()
             )
         except BudgetExceeded as exc:
             raise JobRefused(self.node, [("budget_exhausted", str(exc))]) from None
+        if charge.duplicate:
+            # A retried round (its secure aggregation halted) reads the rows again under
+            # the round's one charge: that read is logged too, with no further spend.
+            self.ledger().append("job.usage", {**usage, "epsilon": 0.0, "delta": 0.0}, self.clock())

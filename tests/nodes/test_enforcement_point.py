@@ -139,10 +139,7 @@ def test_withdrawal_between_rounds_two_and_three_counts_from_round_three(node):
     assert usage[0]["subject_commitment"] == usage[1]["subject_commitment"]
     assert usage[2]["subject_commitment"] != usage[1]["subject_commitment"]
     disclosure = point.state.disclosure("j1")
-    assert (
-        SUBJECTS[0] in disclosure["rounds"]["2"]
-        and SUBJECTS[0] not in disclosure["rounds"]["3"]
-    )
+    assert SUBJECTS[0] in disclosure["rounds"]["2"] and SUBJECTS[0] not in disclosure["rounds"]["3"]
     salt_file = point.state.root / "salts" / "j1.json"
     assert stat.S_IMODE(os.stat(salt_file).st_mode) == 0o600
 
@@ -207,3 +204,20 @@ def test_round_of_a_job_never_accepted_is_refused(node):
 def test_node_key_is_private(node):
     point, _, _ = node
     assert stat.S_IMODE(os.stat(point.state.key_path).st_mode) == 0o600
+
+
+def test_a_retried_round_logs_its_second_read_without_a_second_charge(node):
+    point, clock, _ = node
+    job = _job()
+    point.accept(job, "j-retry")
+    for _attempt in range(2):  # secure aggregation halted; the round runs again
+        rows = point.select(job, "j-retry", 1, _frame())
+        point.commit(
+            job, RoundUse("j-retry", 1, "train", rows["subject"].tolist(), 0.5, 1e-5, MECH)
+        )
+        clock.now += timedelta(minutes=1)
+    usage = _usage(point, "j-retry")
+    assert [u["round"] for u in usage] == [1, 1]
+    assert usage[0]["subject_commitment"] == usage[1]["subject_commitment"]
+    assert usage[0]["epsilon"] == 0.5 and usage[1]["epsilon"] == 0.0 and usage[1]["delta"] == 0.0
+    assert len(point.budget().charges("j-retry")) == 1
