@@ -35,7 +35,8 @@ def test_demo_runs_end_to_end(tmp_path):
     # Each node's ledger holds one usage entry per round that read data (two training
     # rounds and the final evaluation round), with a commitment.
     for name, ledger in training["ledger"].items():
-        assert [u["round"] for u in ledger["usage"]] == [1, 2, 3], name
+        # (a round retried after a SecAgg+ halt logs its second read too)
+        assert sorted({u["round"] for u in ledger["usage"]}) == [1, 2, 3], name
         assert all(len(u["subject_commitment"]) == 64 for u in ledger["usage"])
         # Consent filtering: fewer subjects used than rows held.
         assert ledger["usage"][0]["n_subjects"] < training["data_sizes"][name]

