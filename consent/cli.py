@@ -116,10 +116,13 @@ def verify(
 ) -> None:
     """Recompute the tree, check every signed head, and check the ledger extends --since.
 
-    Exit 0: verified. Exit 1: verification failed (the ledger was read and something does
-    not hold; the first bad entry is named). Exit 2: cannot read (missing or damaged file,
-    not a ledger, a table or column gone) or bad arguments. One line on stderr, never a
-    traceback.
+    Exit 0: verified.
+
+    Exit 1: verification failed: the ledger was read and does not hold (first bad entry named).
+
+    Exit 2: cannot read (missing, damaged, not a ledger, a table gone) or bad arguments.
+
+    Failures print one line on stderr, never a traceback.
     """
     _existing(ledger, "ledger")
     try:

@@ -153,6 +153,9 @@ def test_the_untouched_ledger_verifies_through_the_cli(signed: dict[str, Path]) 
     result = _audit("verify", signed["ledger"], "--key", signed["pub"], "--format", "json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["tree_size"] == N
+    helped = _audit("verify", "--help")
+    assert helped.returncode == 0
+    assert "Exit 1: verification failed" in helped.stdout and "Exit 2: cannot read" in helped.stdout
 
 
 def test_proof_and_usage_on_tampered_files_answer_in_one_line(signed: dict[str, Path]) -> None:
