@@ -47,7 +47,7 @@ from consent.merkle import (
 )
 from consent.model import utc
 from consent.signing import SignedTreeHead, sign_tree_head
-from consent.sqlite_store import SqliteStore
+from consent.sqlite_store import SqliteStore, append_only
 
 __all__ = [
     "ZERO_HASH",
@@ -72,17 +72,10 @@ CREATE TABLE IF NOT EXISTS nodes(
     PRIMARY KEY(level, pos)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS heads(
     id INTEGER PRIMARY KEY, tree_size INTEGER NOT NULL, sth TEXT NOT NULL);
-CREATE TRIGGER IF NOT EXISTS entries_append_only_u BEFORE UPDATE ON entries
-    BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS entries_append_only_d BEFORE DELETE ON entries
-    BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS nodes_append_only_u BEFORE UPDATE ON nodes
-    BEGIN SELECT RAISE(ABORT, 'ledger nodes are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS heads_append_only_u BEFORE UPDATE ON heads
-    BEGIN SELECT RAISE(ABORT, 'signed heads are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS heads_append_only_d BEFORE DELETE ON heads
-    BEGIN SELECT RAISE(ABORT, 'signed heads are append-only'); END;
 """
+_SCHEMA += append_only("entries", "ledger entries")
+_SCHEMA += append_only("nodes", "ledger nodes", deletes=False)
+_SCHEMA += append_only("heads", "signed heads")
 
 
 def format_time(at: datetime) -> str:

@@ -27,7 +27,7 @@ from consent.errors import ConsentError, ConsentImportError, ImportProblem
 from consent.evaluate import evaluate
 from consent.fhir_io import consents_to_bundle, read_fhir_consents
 from consent.model import Consent, ConsentStatus, UseRequest, utc
-from consent.sqlite_store import SqliteStore
+from consent.sqlite_store import SqliteStore, append_only
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -46,13 +46,9 @@ CREATE TABLE IF NOT EXISTS versions(
     shape_id INTEGER NOT NULL REFERENCES shapes(id), source TEXT NOT NULL,
     UNIQUE(subject, version));
 CREATE INDEX IF NOT EXISTS versions_by_time ON versions(subject, recorded_us, version);
-CREATE TRIGGER IF NOT EXISTS versions_append_only_u BEFORE UPDATE ON versions
-    BEGIN SELECT RAISE(ABORT, 'consent history is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS versions_append_only_d BEFORE DELETE ON versions
-    BEGIN SELECT RAISE(ABORT, 'consent history is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS shapes_append_only_u BEFORE UPDATE ON shapes
-    BEGIN SELECT RAISE(ABORT, 'consent shapes are append-only'); END;
 """
+_SCHEMA += append_only("versions", "consent history")
+_SCHEMA += append_only("shapes", "consent shapes", deletes=False)
 
 
 def _us(at: datetime) -> int:

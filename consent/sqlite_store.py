@@ -18,7 +18,29 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-__all__ = ["SqliteStore"]
+__all__ = ["SqliteStore", "append_only"]
+
+
+def append_only(table: str, what: str, *, deletes: bool = True) -> str:
+    """Return the SQL of triggers that refuse UPDATE (and DELETE) on ``table``.
+
+    They stop accidents, not an attacker: tampering is for the verifiers to catch.
+
+    Args:
+        table: the table.
+        what: how the refusal names the rows (``ledger entries`` -> "ledger entries are
+            append-only").
+        deletes: whether DELETE is refused too.
+
+    Returns:
+        ``CREATE TRIGGER IF NOT EXISTS`` statements (``{table}_append_only_u`` and ``_d``).
+    """
+    ops = [("u", "UPDATE")] + ([("d", "DELETE")] if deletes else [])
+    return "".join(
+        f"CREATE TRIGGER IF NOT EXISTS {table}_append_only_{suffix} BEFORE {op} ON {table}\n"
+        f"    BEGIN SELECT RAISE(ABORT, '{what} are append-only'); END;\n"
+        for suffix, op in ops
+    )
 
 
 class SqliteStore:

@@ -21,6 +21,7 @@ from coordinator.audit_tables import (
     NodeLedgerEntry,
     NodeLedgerTree,
 )
+from coordinator.db import aware
 from coordinator.errors import NotFound
 from coordinator.models import Node
 from federation.audit_checks import (
@@ -47,15 +48,9 @@ from federation.errors import AuditCheckError
 __all__ = ["AuditViews"]
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def as_utc(value: datetime) -> datetime:
     """Return ``value`` in UTC (a naive value, as SQLite returns them, is taken as UTC)."""
-    return (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).astimezone(UTC)
+    return aware(value).astimezone(UTC)
 
 
 def _check_public(c: NodeLedgerCheck) -> VerificationPublic:
@@ -183,7 +178,7 @@ class AuditViews:
                         verified_size=st.verified_size if st else 0,
                         last_check=_check_public(last) if last else None,
                         flagged=n.name in flagged,
-                        snapshot_at=_aware(st.snapshot_at) if st else None,
+                        snapshot_at=aware(st.snapshot_at) if st else None,
                     )
                 )
             return out
@@ -334,7 +329,7 @@ class AuditViews:
             return [
                 NodeConsentPublic(
                     node=n,
-                    received_at=_aware(st.snapshot_at) if st else None,
+                    received_at=aware(st.snapshot_at) if st else None,
                     summary=ConsentSummary.model_validate(st.consent)
                     if st and st.consent
                     else None,
@@ -352,7 +347,7 @@ class AuditViews:
             return [
                 NodeBudgetPublic(
                     node=n,
-                    received_at=_aware(st.snapshot_at) if st and st.budget is not None else None,
+                    received_at=aware(st.snapshot_at) if st and st.budget is not None else None,
                     rows=[BudgetRow.model_validate(r) for r in (st.budget or [])] if st else [],
                 )
                 for n, st in self._states(s, name)

@@ -14,20 +14,32 @@ per status read that cost about 15 % of the reads a core can serve.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["MIGRATIONS", "make_engine", "make_sessionmaker", "migrate"]
+__all__ = ["MIGRATIONS", "aware", "make_engine", "make_sessionmaker", "migrate"]
 
 #: The Alembic scripts folder.
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 #: A pooled PostgreSQL connection idle this long (seconds) is pinged before it is used.
 PING_IDLE_AFTER_S = 5.0
+
+
+@overload
+def aware(value: datetime) -> datetime: ...
+@overload
+def aware(value: datetime | None) -> datetime | None: ...
+def aware(value: datetime | None) -> datetime | None:
+    """Return ``value`` timezone-aware: SQLite returns naive datetimes, everything stored is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -6,9 +6,10 @@ from typing import Any
 
 from sqlalchemy import select
 
+from coordinator.db import aware
 from coordinator.errors import Conflict, InvalidSpec, NotFound
 from coordinator.models import Approval, Job, Principal
-from coordinator.store.base import StoreBase, aware
+from coordinator.store.base import StoreBase
 from federation.api_models import (
     TERMINAL_STATES,
     ApprovalPublic,

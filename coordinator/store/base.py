@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, overload
+from typing import Any
 
 from argon2 import PasswordHasher
 from sqlalchemy import Engine, select, update
@@ -22,23 +22,12 @@ from coordinator.models import Job, JobEvent
 from coordinator.schemas import PrincipalPublic
 from federation.api_models import TERMINAL_STATES
 
-__all__ = ["StoreBase", "aware", "utc_now"]
+__all__ = ["StoreBase", "utc_now"]
 
 
 def utc_now() -> datetime:
     """Return the current time, timezone-aware in UTC."""
     return datetime.now(UTC)
-
-
-@overload
-def aware(value: datetime) -> datetime: ...
-@overload
-def aware(value: datetime | None) -> datetime | None: ...
-def aware(value: datetime | None) -> datetime | None:
-    """Return ``value`` timezone-aware: SQLite returns naive datetimes, everything stored is UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
 
 
 class StoreBase:

@@ -10,11 +10,12 @@ from typing import Any
 from sqlalchemy import bindparam, exists, func, select
 from sqlalchemy.orm import Session
 
+from coordinator.db import aware
 from coordinator.errors import Conflict, NotFound
 from coordinator.models import Approval, Job, JobEvent, Principal, Result
 from coordinator.schemas import PrincipalPublic
 from coordinator.store.approvals import approval_public
-from coordinator.store.base import StoreBase, aware
+from coordinator.store.base import StoreBase
 from coordinator.store.nodes import job_targets
 from federation.api_models import TERMINAL_STATES, JobEventPublic, JobPublic
 from federation.spec import JobSpec

@@ -8,10 +8,11 @@ from functools import partial
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from coordinator.db import aware
 from coordinator.errors import Conflict, InvalidSpec, NotFound
 from coordinator.models import Node
 from coordinator.schemas import NodeCreate, NodePublic
-from coordinator.store.base import StoreBase, aware
+from coordinator.store.base import StoreBase
 from federation.api_models import NodeRegistration
 from federation.spec import JobSpec
 

@@ -7,10 +7,11 @@ import uuid
 from sqlalchemy import select
 
 from coordinator.auth import new_token, split_token
+from coordinator.db import aware
 from coordinator.errors import Conflict, NotFound, Unauthorized
 from coordinator.models import Node, Principal, Token
 from coordinator.schemas import PrincipalCreate, PrincipalPublic, TokenIssued, TokenPublic
-from coordinator.store.base import StoreBase, aware
+from coordinator.store.base import StoreBase
 
 __all__ = ["PrincipalStore", "principal_public"]
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from coordinator.db import aware
 from coordinator.errors import Conflict, Forbidden, NotFound
 from coordinator.models import Job, JobEvent, Principal, ReleaseDecision, ReleaseReview, Result
 from coordinator.schemas import PrincipalPublic, Role
-from coordinator.store.base import StoreBase, aware
+from coordinator.store.base import StoreBase
 from federation.api_models import ReleaseDecisionCreate, ReleaseDecisionPublic, ReleaseView
 
 __all__ = ["REVIEWS_NEEDED", "ReleaseStore"]

@@ -10,11 +10,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from coordinator.db import aware
 from coordinator.errors import NotFound, ResultHeld
 from coordinator.models import Job, JobEvent, Node, ReleaseReview, Result
 from coordinator.runner import RunResult
 from coordinator.schemas import EpsilonByNode, ResultPublic
-from coordinator.store.base import StoreBase, aware
+from coordinator.store.base import StoreBase
 from coordinator.store.release import REVIEWS_NEEDED
 
 __all__ = ["ResultStore", "result_hash"]
