@@ -123,7 +123,9 @@ def test_held_result_not_downloadable_until_node_admin_releases(world) -> None:
     assert status["state"] == "succeeded" and status["has_result"] and status["held"]
     body = _held(api, t["r"], job_id)
     assert "held until node(s) n0 release it" in body["detail"]
-    _held(api, t["aud"], job_id)  # nobody downloads a held result, auditors neither
+    for path in (f"/jobs/{job_id}/result", f"/jobs/{job_id}/result/plot.png"):
+        # auditors never read a result, held or not
+        assert api.client.get(path, headers=api.h(t["aud"])).status_code == 403
 
     views = api.client.get("/nodes/n0/releases", headers=api.h(t["a0"])).json()
     assert [v["job_id"] for v in views] == [job_id]
