@@ -160,6 +160,50 @@ def _usage_entries(ledger_path: Path, job_id: str) -> list[tuple[int, datetime, 
     return out
 
 
+def _audit_round(
+    idx: int,
+    at: datetime,
+    usage: JobUsagePayload,
+    disclosure: Disclosure,
+    registry: ConsentRegistry,
+    max_listed: int,
+) -> RoundAudit:
+    """Check one usage entry against the subjects disclosed for its round.
+
+    Returns:
+        The round's audit; its ``problems`` say what did not hold (none: it holds).
+    """
+    subjects = disclosure.rounds.get(usage.round)
+    problems: list[str] = []
+    commitment_ok, n_disclosed, refused = False, None, []
+    if subjects is None:
+        problems.append("round not disclosed")
+    else:
+        distinct = sorted(set(subjects))
+        n_disclosed = len(distinct)
+        recomputed = subject_commitment(distinct, disclosure.salt_bytes)
+        commitment_ok = recomputed == usage.subject_commitment
+        if not commitment_ok:
+            problems.append("commitment does not match the disclosed subjects")
+        if len(distinct) != usage.n_subjects:
+            problems.append(f"ledger says {usage.n_subjects} subjects, {len(distinct)} disclosed")
+        allowed = registry.permitted(distinct, usage.to_request(at), at)
+        refused = [s for s, ok in zip(distinct, allowed, strict=True) if not ok]
+        if refused:
+            problems.append(f"{len(refused)} subject(s) had no permitting consent at the time")
+    return RoundAudit(
+        round=usage.round,
+        ledger_index=idx,
+        at=at,
+        purpose=list(usage.purpose),
+        n_logged=usage.n_subjects,
+        n_disclosed=n_disclosed,
+        commitment_ok=commitment_ok,
+        not_permitted=refused[:max_listed],
+        problems=problems,
+    )
+
+
 def audit_usage(
     ledger_path: Path,
     job_id: str,
@@ -196,47 +240,7 @@ def audit_usage(
     logged_rounds = set()
     for idx, at, usage in entries:
         logged_rounds.add(usage.round)
-        problems: list[str] = []
-        subjects = disclosure.rounds.get(usage.round)
-        if subjects is None:
-            audits.append(
-                RoundAudit(
-                    round=usage.round,
-                    ledger_index=idx,
-                    at=at,
-                    purpose=list(usage.purpose),
-                    n_logged=usage.n_subjects,
-                    n_disclosed=None,
-                    commitment_ok=False,
-                    not_permitted=[],
-                    problems=["round not disclosed"],
-                )
-            )
-            continue
-        distinct = sorted(set(subjects))
-        recomputed = subject_commitment(distinct, disclosure.salt_bytes)
-        commitment_ok = recomputed == usage.subject_commitment
-        if not commitment_ok:
-            problems.append("commitment does not match the disclosed subjects")
-        if len(distinct) != usage.n_subjects:
-            problems.append(f"ledger says {usage.n_subjects} subjects, {len(distinct)} disclosed")
-        allowed = registry.permitted(distinct, usage.to_request(at), at)
-        refused = [s for s, ok in zip(distinct, allowed, strict=True) if not ok]
-        if refused:
-            problems.append(f"{len(refused)} subject(s) had no permitting consent at the time")
-        audits.append(
-            RoundAudit(
-                round=usage.round,
-                ledger_index=idx,
-                at=at,
-                purpose=list(usage.purpose),
-                n_logged=usage.n_subjects,
-                n_disclosed=len(distinct),
-                commitment_ok=commitment_ok,
-                not_permitted=refused[:max_listed],
-                problems=problems,
-            )
-        )
+        audits.append(_audit_round(idx, at, usage, disclosure, registry, max_listed))
     for r in sorted(set(disclosure.rounds) - logged_rounds):
         audits.append(
             RoundAudit(
