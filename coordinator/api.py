@@ -4,7 +4,9 @@ Building the app migrates the database (Alembic, programmatically) and opens the
 starting it (the lifespan) fails the jobs a dead coordinator left running and queues
 the approved ones; stopping it tells running jobs to stop. Errors follow one catalogue
 (:mod:`coordinator.errors`): ``{"detail": ..., "code": ..., "field": ...}`` with the
-catalogued status, and nothing internal (tokens, hashes, tracebacks) in a body.
+catalogued status, and nothing internal (tokens, hashes, tracebacks) in a body. Bodies
+over 1 MiB (ledger uploads: their chunk size) get 413 and JSON nested too deeply 422
+(:class:`federation.http_limits.RequestLimits`) before any route reads them.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from coordinator.runner import Runner
 from coordinator.schemas import PrincipalCreate, Role, TokenIssued
 from coordinator.settings import CoordinatorSettings
 from coordinator.store import Store, utc_now
+from federation.audit_models import MAX_CHUNK_BYTES
+from federation.http_limits import RequestLimits
 
 if TYPE_CHECKING:
     from coordinator.flower_engine import FlowerEngine
@@ -142,6 +146,9 @@ def create_app(
         "`Authorization: Bearer <token>`; roles: researcher, node_admin, auditor, operator.",
         lifespan=lifespan,
     )
+    # Only a node's ledger upload takes more than the default 1 MiB.
+    upload = MAX_CHUNK_BYTES + 2 * 1024 * 1024
+    app.add_middleware(RequestLimits, large=[(r"/nodes/[^/]+/audit/(entries|snapshot)", upload)])
     app.state.store = store
     app.state.lifecycle = lifecycle
     app.state.settings = settings

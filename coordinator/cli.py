@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import sys
-import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +23,9 @@ from coordinator.client import CoordinatorAPIError, CoordinatorClient
 from coordinator.errors import CoordinatorError
 from federation.api_client import read_token
 from federation.cli_options import FormatOption, OutputFormat
+from federation.errors import JobSpecError
+from federation.log_escape import log_to_stderr
+from federation.spec import read_spec_text
 
 __all__ = ["app", "job_app", "load_runner"]
 
@@ -201,6 +204,7 @@ def serve_cmd(
                 "ssl_certfile": str(settings.ssl_certfile),
                 "ssl_keyfile": str(settings.ssl_keyfile),
             }
+        log_to_stderr(logging.INFO)  # the coordinator's own records, escaped
         uvicorn.run(
             application,
             host=settings.host,
@@ -321,9 +325,9 @@ def job_submit(
     with _one_line_errors():
         try:
             text = spec.read_text(encoding="utf-8")
-            data = json.loads(text) if spec.suffix == ".json" else tomllib.loads(text)
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-            raise _Fail(f"{spec.name}: not valid {spec.suffix[1:].upper()}: {exc}") from None
+            data = read_spec_text(text, "json" if spec.suffix == ".json" else "toml", spec.name)
+        except JobSpecError as exc:
+            raise _Fail(exc.reason) from None
         with _client(url, token_file) as c:
             job = c.submit(data)
         # stdout carries the id alone (J=$(hamanasu job submit job.toml)); the state and

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from consent.duo import ALL_CODES
 from federation.errors import JobSpecError
+from federation.log_escape import has_controls
 
 __all__ = [
     "DUO_PURPOSE_CODES",
@@ -30,6 +31,7 @@ __all__ = [
     "TrainingSpec",
     "load_job_spec",
     "parse_job_spec",
+    "read_spec_text",
 ]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -37,7 +39,22 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 #: DUO codes a job may state as its purpose (categories, modifiers, ``MDS``), from consent.duo.
 DUO_PURPOSE_CODES = ALL_CODES
 
-Finite = Annotated[float, Field(allow_inf_nan=False)]
+#: Numbers are strict: ``"3"`` or ``true`` where a number is meant is refused, not coerced.
+Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Count = Annotated[int, Field(strict=True)]
+Flag = Annotated[bool, Field(strict=True)]
+Column = Annotated[str, Field(pattern=_NAME.pattern)]
+Level = Annotated[int, Field(strict=True)] | Annotated[str, Field(min_length=1, max_length=64)]
+
+#: Every list and table in a spec is bounded, so validating one costs little.
+MAX_COLUMNS = 256
+MAX_LEVELS = 1000
+MAX_BINS = 10_001
+MAX_NODES = 1000
+#: Largest secure-sum vector a statistics job may ask for (cells x blocks).
+MAX_SUM_ENTRIES = 1_000_000
+#: Deepest nesting of tables and arrays a spec file may have.
+MAX_DEPTH = 16
 
 
 class _Strict(BaseModel):
@@ -63,12 +80,12 @@ class PrivacySpec(_Strict):
 class PurposeSpec(_Strict):
     """Why the data are used: DUO codes, project, requester, and commercial or not."""
 
-    duo: list[str] = Field(default_factory=lambda: ["HMB"], min_length=1)
+    duo: list[str] = Field(default_factory=lambda: ["HMB"], min_length=1, max_length=32)
     disease: str | None = Field(default=None, max_length=64)
     project: str = Field(default="unnamed", min_length=1, max_length=128)
     requester: str = Field(default="anonymous", min_length=1, max_length=128)
     requester_type: Literal["academic", "public", "commercial", "clinical"] = "academic"
-    commercial: bool = False
+    commercial: Flag = False
 
     @field_validator("duo")
     @classmethod
@@ -97,11 +114,11 @@ class SecureAggregationSpec(_Strict):
         reconstruction_threshold: share of a node's neighbours needed to unmask it.
     """
 
-    enabled: bool = True
+    enabled: Flag = True
     clipping_range: Finite = Field(default=8.0, gt=0, le=1e6)
-    max_weight: int = Field(default=0, ge=0, le=2**30)
+    max_weight: Count = Field(default=0, ge=0, le=2**30)
     timeout: Finite = Field(default=30.0, gt=0, le=3600)
-    max_retries: int = Field(default=2, ge=0, le=10)
+    max_retries: Count = Field(default=2, ge=0, le=10)
     reconstruction_threshold: Finite = Field(default=0.6, gt=0, le=1)
 
 
@@ -112,12 +129,14 @@ class TrainingSpec(_Strict):
     features without one use the common data model's declared range, else none.
     """
 
-    local_epochs: int = Field(default=1, ge=1, le=100)
-    batch_size: int = Field(default=64, ge=1, le=100_000)
+    local_epochs: Count = Field(default=1, ge=1, le=100)
+    batch_size: Count = Field(default=64, ge=1, le=100_000)
     learning_rate: Finite = Field(default=0.5, gt=0, le=100)
-    hidden_units: int = Field(default=16, ge=1, le=4096)
+    hidden_units: Count = Field(default=16, ge=1, le=4096)
     test_fraction: Finite = Field(default=0.2, gt=0, le=0.5)
-    scaling: dict[str, tuple[Finite, Finite]] = Field(default_factory=dict)
+    scaling: dict[Column, tuple[Finite, Finite]] = Field(
+        default_factory=dict, max_length=MAX_COLUMNS
+    )
 
     @field_validator("scaling")
     @classmethod
@@ -144,17 +163,21 @@ class StatsSpec(_Strict):
 
     measures: list[
         Literal["count", "sum", "mean", "variance", "proportion", "histogram", "quantile"]
-    ] = Field(default_factory=lambda: ["count", "mean"], min_length=1)  # type: ignore[arg-type]
-    variables: list[str] = Field(default_factory=list)
-    group_by: list[str] = Field(default_factory=list, max_length=2)
-    bins: list[Finite] = Field(default_factory=list)
-    levels: dict[str, list[int | str]] = Field(default_factory=dict)
-    bounds: dict[str, tuple[Finite, Finite]] = Field(default_factory=dict)
-    quantiles: list[Finite] = Field(default_factory=lambda: [0.25, 0.5, 0.75])
-    histogram_bins: int = Field(default=50, ge=1, le=10_000)
+    ] = Field(default_factory=lambda: ["count", "mean"], min_length=1, max_length=7)  # type: ignore[arg-type]
+    variables: list[Column] = Field(default_factory=list, max_length=MAX_COLUMNS)
+    group_by: list[Column] = Field(default_factory=list, max_length=2)
+    bins: list[Finite] = Field(default_factory=list, max_length=MAX_BINS)
+    levels: dict[Column, Annotated[list[Level], Field(max_length=MAX_LEVELS)]] = Field(
+        default_factory=dict, max_length=MAX_COLUMNS
+    )
+    bounds: dict[Column, tuple[Finite, Finite]] = Field(
+        default_factory=dict, max_length=MAX_COLUMNS
+    )
+    quantiles: list[Finite] = Field(default_factory=lambda: [0.25, 0.5, 0.75], max_length=99)
+    histogram_bins: Count = Field(default=50, ge=1, le=MAX_BINS - 1)
     dp_mode: Literal["distributed", "central"] = "distributed"
     dp_mechanism: Literal["gaussian", "laplace"] = "gaussian"
-    min_cell_count: int = Field(default=10, ge=1, le=100_000)
+    min_cell_count: Count = Field(default=10, ge=1, le=100_000)
 
     @field_validator("quantiles")
     @classmethod
@@ -162,6 +185,36 @@ class StatsSpec(_Strict):
         if any(not 0 < q < 1 for q in value):
             raise ValueError("quantiles must lie strictly between 0 and 1")
         return value
+
+    @field_validator("variables", "group_by")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a column is listed twice")
+        return value
+
+    @field_validator("levels")
+    @classmethod
+    def _level_lists(cls, value: dict[str, list[int | str]]) -> dict[str, list[int | str]]:
+        for name, levels in value.items():
+            if len(set(levels)) != len(levels):
+                raise ValueError(f"{name}: a level is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _sum_size(self) -> StatsSpec:
+        cells = 1
+        for g in self.group_by:
+            cells *= max(1, len(self.levels.get(g, [])))
+        hist = bool({"histogram", "quantile"} & set(self.measures))
+        width = (len(self.bins) or self.histogram_bins + 1) + 1 if hist else 0
+        entries = cells * (1 + len(self.variables) * (3 + width)) + 1
+        if entries > MAX_SUM_ENTRIES:
+            raise ValueError(
+                f"the job's secure sum would hold {entries:,} entries "
+                f"(cells x variables x bins); at most {MAX_SUM_ENTRIES:,}"
+            )
+        return self
 
 
 class GlmSpec(_Strict):
@@ -173,12 +226,18 @@ class GlmSpec(_Strict):
     """
 
     family: Literal["binomial", "gaussian", "poisson"] = "binomial"
-    categorical: dict[str, int] = Field(default_factory=dict)
-    levels: dict[str, list[int]] = Field(default_factory=dict)
-    max_iterations: int = Field(default=25, ge=1, le=200)
+    categorical: dict[Column, Annotated[Count, Field(ge=2, le=MAX_LEVELS)]] = Field(
+        default_factory=dict, max_length=MAX_COLUMNS
+    )
+    levels: dict[Column, Annotated[list[Count], Field(max_length=MAX_LEVELS)]] = Field(
+        default_factory=dict, max_length=MAX_COLUMNS
+    )
+    max_iterations: Count = Field(default=25, ge=1, le=200)
     tolerance: Finite = Field(default=1e-10, gt=0, lt=1)
-    min_events_per_parameter: int = Field(default=10, ge=0, le=10_000)
-    bounds: dict[str, tuple[Finite, Finite]] = Field(default_factory=dict)
+    min_events_per_parameter: Count = Field(default=10, ge=0, le=10_000)
+    bounds: dict[Column, tuple[Finite, Finite]] = Field(
+        default_factory=dict, max_length=MAX_COLUMNS
+    )
     y_bound: Finite = Field(default=1.0, gt=0, le=1e9)
 
 
@@ -199,13 +258,15 @@ class JobSpec(_Strict):
     kind: Literal["train", "stats", "glm"]
     name: str = Field(default="job", min_length=1, max_length=128)
     domain: str = Field(default="births", pattern=r"^[a-z_]{1,32}$")
-    features: list[str] = Field(default_factory=list, max_length=256)
+    features: list[str] = Field(default_factory=list, max_length=MAX_COLUMNS)
     label: str | None = None
-    model: str = "logreg"
-    rounds: int = Field(default=5, ge=1, le=1000)
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
-    nodes: list[str] = Field(default_factory=list)
-    min_nodes: int = Field(default=2, ge=1, le=10_000)
+    model: str = Field(default="logreg", max_length=64)
+    rounds: Count = Field(default=5, ge=1, le=1000)
+    seed: Count = Field(default=0, ge=0, le=2**31 - 1)
+    nodes: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]] = Field(
+        default_factory=list, max_length=MAX_NODES
+    )
+    min_nodes: Count = Field(default=2, ge=1, le=MAX_NODES)
     purpose: PurposeSpec = Field(default_factory=PurposeSpec)
     privacy: PrivacySpec | None = None
     secure_aggregation: SecureAggregationSpec = Field(default_factory=SecureAggregationSpec)
@@ -228,6 +289,22 @@ class JobSpec(_Strict):
     def _label_name(cls, value: str | None) -> str | None:
         if value is not None and not _NAME.match(value):
             raise ValueError(f"{value!r} is not a column name (letters, digits, _)")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, value: str) -> str:
+        if has_controls(value):  # a newline in a name could forge a log line
+            raise ValueError("control characters, line breaks and direction overrides are refused")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _registered_model(cls, value: str) -> str:
+        from federation.models import model_names
+
+        if value not in model_names():
+            raise ValueError(f"unknown model {value!r}; known: {', '.join(model_names())}")
         return value
 
     @model_validator(mode="after")
@@ -276,18 +353,30 @@ class JobSpec(_Strict):
 
     def columns(self) -> list[str]:
         """Return every data column the job reads (features, label, stats variables, groups)."""
-        cols = list(self.features)
+        cols = dict.fromkeys(self.features)
         extra = [self.label] if self.label else []
         extra += self.stats.variables + self.stats.group_by if self.kind == "stats" else []
-        for col in extra:
-            if col not in cols:
-                cols.append(col)
-        return cols
+        cols.update(dict.fromkeys(extra))
+        return list(cols)
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if not isinstance(p, int)]
     return ".".join(parts) or "spec"
+
+
+def _too_deep(data: Any, limit: int) -> str | None:
+    """Return the field under which ``data`` nests deeper than ``limit``, or None."""
+    stack: list[tuple[Any, int, tuple[str, ...]]] = [(data, 0, ())]
+    while stack:
+        value, depth, path = stack.pop()
+        if depth > limit:
+            return ".".join(p[:64] for p in path[:4]) or "spec"
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1, (*path, str(k))) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1, path) for v in value if isinstance(v, dict | list))
+    return None
 
 
 def parse_job_spec(data: dict[str, Any]) -> JobSpec:
@@ -297,8 +386,12 @@ def parse_job_spec(data: dict[str, Any]) -> JobSpec:
         The validated :class:`JobSpec`.
 
     Raises:
-        JobSpecError: naming the first offending field and why.
+        JobSpecError: naming the first offending field and why (a spec nested deeper than
+            :data:`MAX_DEPTH` names the field it nests under).
     """
+    deep = _too_deep(data, MAX_DEPTH)
+    if deep is not None:
+        raise JobSpecError(deep, f"nested deeper than {MAX_DEPTH} levels of tables or arrays")
     try:
         return JobSpec.model_validate(data)
     except ValidationError as exc:
@@ -323,13 +416,34 @@ def load_job_spec(path: Path) -> JobSpec:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise JobSpecError("spec", f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise JobSpecError("spec", f"{path.name} is not UTF-8 text") from None
+    return parse_job_spec(
+        read_spec_text(text, "json" if path.suffix == ".json" else "toml", path.name)
+    )
+
+
+def read_spec_text(text: str, fmt: Literal["toml", "json"], source: str = "spec") -> dict[str, Any]:
+    """Parse a spec's TOML or JSON text into a mapping (not yet validated).
+
+    Returns:
+        The parsed tables.
+
+    Raises:
+        JobSpecError: field ``spec``: the text is malformed, nests too deeply for the parser,
+            or is not a table at the top.
+    """
     try:
-        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        data = json.loads(text) if fmt == "json" else tomllib.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise JobSpecError("spec", f"{source} is not valid {fmt.upper()}: {exc}") from None
+    except RecursionError:
         raise JobSpecError(
-            "spec", f"{path.name} is not valid {path.suffix[1:].upper()}: {exc}"
+            "spec", f"{source} nests tables or arrays deeper than {MAX_DEPTH} levels"
         ) from None
-    return parse_job_spec(data)
+    if not isinstance(data, dict):
+        raise JobSpecError("spec", f"{source} is not a table of fields")
+    return data
 
 
 def check_finite(name: str, value: float) -> float:

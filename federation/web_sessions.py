@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-__all__ = ["Session", "SessionStore"]
+__all__ = ["Session", "SessionStore", "same_secret"]
 
 
 @dataclass
@@ -67,3 +67,12 @@ class SessionStore:
         """End a session (sign-out)."""
         with self._lock:
             self._items.pop(sid or "", None)
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Return whether a submitted secret (CSRF value, sign-in nonce) equals the expected one.
+
+    The comparison is constant-time over the UTF-8 bytes, so any text a browser sends,
+    non-ASCII included, is an ordinary mismatch rather than an error.
+    """
+    return secrets.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))

@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 
 from federation.cli_options import FormatOption, OutputFormat
+from federation.log_escape import log_to_stderr
 from nodes.service import (
     CoordinatorLink,
     NodeService,
@@ -54,9 +55,7 @@ def _service(config: Path) -> NodeService:
 
 
 @app.command("list")
-def list_cmd(
-    config: ConfigOpt, fmt: FormatOption = OutputFormat.table
-) -> None:
+def list_cmd(config: ConfigOpt, fmt: FormatOption = OutputFormat.table) -> None:
     """List the jobs waiting for this node (policy not yet run, or waiting for the admin)."""
     with _errors():
         jobs = _service(config).waiting()
@@ -97,9 +96,7 @@ def reject_cmd(
 
 
 @app.command("held")
-def held_cmd(
-    config: ConfigOpt, fmt: FormatOption = OutputFormat.table
-) -> None:
+def held_cmd(config: ConfigOpt, fmt: FormatOption = OutputFormat.table) -> None:
     """List the results held for this node's release review (summaries, never the data)."""
     with _errors():
         views = _service(config).held()
@@ -148,7 +145,7 @@ def serve(config: ConfigOpt) -> None:
     With ``[node.supernode]`` it also runs the node's Flower SuperNode (restarted if it
     dies); with ``[node.admin]`` it serves the node's admin API and console on loopback.
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    log_to_stderr(logging.INFO)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll is noise
     with _errors():
         service = _service(config)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import tomllib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +24,9 @@ from coordinator.schemas import PrincipalPublic
 from coordinator.store import Store
 from federation.api_models import DecisionCreate, DecisionReason, ReleaseDecisionCreate
 from federation.audit_models import SUMMARY_PURPOSES, BudgetRow, NodeConsentPublic
-from federation.web_sessions import Session, SessionStore
+from federation.errors import JobSpecError
+from federation.spec import read_spec_text
+from federation.web_sessions import Session, SessionStore, same_secret
 
 __all__ = ["SESSION_COOKIE", "mount_console"]
 
@@ -100,7 +101,7 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 def _check_csrf(ctx: _Ctx, form: dict[str, str]) -> None:
-    if not secrets.compare_digest(form.get("csrf", ""), ctx.session.csrf):
+    if not same_secret(form.get("csrf", ""), ctx.session.csrf):
         raise _PageForbidden("the form's session check failed; reload the page")
 
 
@@ -203,7 +204,7 @@ def mount_console(app: FastAPI) -> None:
         token = form.get("token", "").strip()
         lang = _lang(request)
         cookie = request.cookies.get(LOGIN_COOKIE, "")
-        if not cookie or not secrets.compare_digest(form.get("nonce", ""), cookie):
+        if not cookie or not same_secret(form.get("nonce", ""), cookie):
             return login_page(request, 403, STRINGS[lang]["login_expired"])
         try:
             request.app.state.store.authenticate(token)
@@ -263,11 +264,10 @@ def mount_console(app: FastAPI) -> None:
         text = form.get("spec", "")
         t = STRINGS[ctx.lang]
         try:
-            raw = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            return researcher_page(
-                ctx, 422, text, {"field": "spec", "message": f"{t['malformed_toml']}: {exc}"}
-            )
+            raw = read_spec_text(text, "toml")
+        except JobSpecError as exc:
+            message = f"{t['malformed_toml']}: {exc.reason}"
+            return researcher_page(ctx, 422, text, {"field": "spec", "message": message})
         try:
             job = ctx.lifecycle.submit(ctx.caller, raw)
         except InvalidSpec as exc:

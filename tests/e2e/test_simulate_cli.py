@@ -80,6 +80,10 @@ def test_simulate_three_nodes_two_rounds(tmp_path, nodes):
         (GOOD.replace("epsilon = 4.0", "epsilon = 0"), "privacy.epsilon"),
         (GOOD.replace("delta = 1e-5", "delta = 1.5"), "privacy.delta"),
         (GOOD + "\n[[[broken", "not valid TOML"),
+        (GOOD + "deep = " + "[" * 5000 + "]" * 5000 + "\n", "nests tables or arrays deeper"),
+        (GOOD.replace("epsilon = 4.0", 'epsilon = "4"'), "privacy.epsilon"),
+        (GOOD.replace("rounds = 2", "rounds = true"), "rounds"),
+        (GOOD.replace("rounds = 2", 'rounds = 2\nmodel = "resnet"'), "model: unknown model"),
     ],
 )
 def test_simulate_bad_job_one_line_exit_2(tmp_path, nodes, body, message):
