@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_SOURCE) "torch==2.13.*"
 	$(BIN)/python -m pip install --quiet $(TORCH_SOURCE) -e .
+	# Linkage's PSI: its wheel pins an older protobuf than Flower needs, so it is installed
+	# without dependencies and runs on the protobuf Flower brings.
+	$(BIN)/python -m pip install --quiet --no-deps "openmined-psi==2.0.*"
 	touch $(STAMP)
 
 $(DEV_STAMP): $(STAMP)
