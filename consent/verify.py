@@ -289,12 +289,20 @@ def verify_ledger(
         n = len(leaves)
         levels = levels_from_leaves(leaves) if leaves else [[]]
         heads: list[tuple[int, SignedTreeHead]] = []
-        for hid, sth in db.execute("SELECT id, sth FROM heads ORDER BY id"):
+        stored_sizes: list[object] = []
+        for hid, size, sth in db.execute("SELECT id, tree_size, sth FROM heads ORDER BY id"):
             try:
-                heads.append((hid, SignedTreeHead.model_validate_json(sth)))
+                head = SignedTreeHead.model_validate_json(sth)
             except (ValidationError, TypeError, ValueError, RecursionError):
                 raise LedgerVerificationError(None, f"signed head #{hid} is malformed") from None
+            heads.append((hid, head))
+            stored_sizes.append(size)
         _check_heads(heads, public_key, n, levels, since)
+        for (hid, head), size in zip(heads, stored_sizes, strict=True):
+            if size != head.tree_size:  # the writer's truncation guard reads this column
+                raise LedgerVerificationError(
+                    None, f"signed head #{hid} is stored as size {size!r}, signed {head.tree_size}"
+                )
         _check_nodes(db, levels)
     except sqlite3.Error as exc:
         raise LedgerUnreadableError(f"{path} cannot be read as a ledger: {exc}") from None

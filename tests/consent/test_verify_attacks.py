@@ -95,6 +95,11 @@ FAILS = {
         None,
         "signed head #2 is malformed",
     ),
+    "stored head size lowered": (
+        _sql("UPDATE heads SET tree_size = 3 WHERE id = 11"),
+        None,
+        "signed head #11 is stored as size 3, signed 11",
+    ),
     "Merkle node row deleted": (
         _sql("DELETE FROM nodes WHERE level = 1 AND pos = 2"),
         4,
