@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-__all__ = ["LANGS", "STRINGS", "pick_lang"]
+from federation.web.i18n import with_shared
 
-LANGS = ("en", "ja")
+__all__ = ["STRINGS"]
 
-STRINGS: dict[str, dict[str, str]] = {
+_OWN: dict[str, dict[str, str]] = {
     "en": {
         "title": "Hamanasu console",
-        "sign_in": "Sign in",
-        "sign_out": "Sign out",
         "token": "API token",
         "token_help": "Paste the token the operator issued to you (hmn_…). It is kept on the server, never in the page or URL.",
         "bad_token": "This token is not valid.",
-        "login_expired": "The sign-in form expired; please try again.",
         "signed_in_as": "Signed in as",
         "role": "Role",
-        "language": "Language",
         "researcher": "Researcher",
         "node_admin": "Node admin",
         "auditor": "Auditor",
@@ -66,7 +62,6 @@ STRINGS: dict[str, dict[str, str]] = {
         "eps_total": "ε spent in total, per node",
         "owner": "Owner",
         "forbidden": "Your role may not open this page.",
-        "not_found": "Not found.",
         "refused": "This is not available.",
         "held": "The result waits for the nodes' release review.",
         "back": "Back",
@@ -160,15 +155,11 @@ STRINGS: dict[str, dict[str, str]] = {
     },
     "ja": {
         "title": "ハマナス コンソール",
-        "sign_in": "サインイン",
-        "sign_out": "サインアウト",
         "token": "APIトークン",
         "token_help": "運用者から発行されたトークン（hmn_…）を貼り付けてください。トークンはサーバー側で保持され、ページやURLには載りません。",
         "bad_token": "このトークンは無効です。",
-        "login_expired": "サインインフォームの有効期限が切れました。もう一度お試しください。",
         "signed_in_as": "サインイン中",
         "role": "ロール",
-        "language": "言語",
         "researcher": "研究者",
         "node_admin": "ノード管理者",
         "auditor": "監査者",
@@ -217,7 +208,6 @@ STRINGS: dict[str, dict[str, str]] = {
         "eps_total": "ノードごとの消費ε合計",
         "owner": "所有者",
         "forbidden": "このページはあなたのロールでは開けません。",
-        "not_found": "見つかりません。",
         "refused": "利用できません。",
         "held": "結果はノードの公開審査を待っています。",
         "back": "戻る",
@@ -312,9 +302,5 @@ STRINGS: dict[str, dict[str, str]] = {
 }
 
 
-def pick_lang(query: str | None, cookie: str | None) -> str:
-    """Return the language asked for by the query, else the cookie, else English."""
-    for value in (query, cookie):
-        if value is not None and value in LANGS:
-            return value
-    return "en"
+#: Every label of this console, the shared sign-in and page labels included.
+STRINGS = with_shared(_OWN)

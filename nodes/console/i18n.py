@@ -4,23 +4,19 @@
 
 from __future__ import annotations
 
-__all__ = ["LANGS", "STRINGS", "pick_lang"]
+from federation.web.i18n import with_shared
 
-LANGS = ("en", "ja")
+__all__ = ["STRINGS"]
 
-STRINGS: dict[str, dict[str, str]] = {
+_OWN: dict[str, dict[str, str]] = {
     "en": {
         "title": "Hamanasu node console",
         "skip": "Skip to content",
         "node": "Node",
-        "language": "Language",
         "sections": "Sections",
-        "sign_in": "Sign in",
-        "sign_out": "Sign out",
         "token": "Node admin token",
         "token_help": "The node admin's API token (the one in this node's token file). It stays on this machine; the page never shows it.",
         "bad_token": "This token is not the node admin's token.",
-        "login_expired": "The sign-in form expired; please try again.",
         "session_check": "The form's session check failed; reload the page and try again.",
         "jobs": "Jobs",
         "budget": "Budget",
@@ -130,20 +126,15 @@ STRINGS: dict[str, dict[str, str]] = {
         "entries_by_kind": "Entries by kind",
         "bad_entry": "First bad entry",
         "error": "Error",
-        "not_found": "Not found.",
     },
     "ja": {
         "title": "ハマナス ノード管理コンソール",
         "skip": "本文へ移動",
         "node": "ノード",
-        "language": "言語",
         "sections": "メニュー",
-        "sign_in": "サインイン",
-        "sign_out": "サインアウト",
         "token": "ノード管理者トークン",
         "token_help": "ノード管理者の API トークン（このノードのトークンファイルにあるもの）。このマシンの外には出ず、画面にも表示されません。",
         "bad_token": "このトークンはノード管理者のトークンではありません。",
-        "login_expired": "サインインフォームの有効期限が切れました。もう一度お試しください。",
         "session_check": "フォームのセッション確認に失敗しました。ページを再読み込みしてやり直してください。",
         "jobs": "ジョブ",
         "budget": "プライバシー予算",
@@ -253,14 +244,9 @@ STRINGS: dict[str, dict[str, str]] = {
         "entries_by_kind": "種類別のエントリ数",
         "bad_entry": "最初の不正なエントリ",
         "error": "エラー",
-        "not_found": "見つかりません。",
     },
 }
 
 
-def pick_lang(query: str | None, cookie: str | None) -> str:
-    """Return the language asked for by the query, else the cookie, else English."""
-    for value in (query, cookie):
-        if value is not None and value in LANGS:
-            return value
-    return "en"
+#: Every label of this console, the shared sign-in and page labels included.
+STRINGS = with_shared(_OWN)
