@@ -493,7 +493,7 @@ def load_policy(path: Path) -> NodePolicy:
     return loads_policy(text)
 
 
-#: The common-data-model domains a fresh node knows (DESIGN.md, vocabulary).
+#: The common-data-model domains a fresh node knows (docs/architecture.md, vocabulary).
 _DEFAULT_DOMAINS = ("births", "checkups", "infant_checkups", "purchases", "dairy_intake")
 
 

@@ -8,7 +8,7 @@ Laplace (pure ε). Calibration is a binary search over OpenDP's own privacy map.
 Two modes:
 
 * ``central``: the server adds the full noise to the securely summed vector. The
-  researcher sees only noisy values; the coordinator (honest-but-curious, DESIGN.md)
+  researcher sees only noisy values; the coordinator (honest-but-curious, docs/architecture.md)
   sees the exact sum, which SecAgg+ already gives it.
 * ``distributed``: each of ``K`` nodes adds its own share with variance ``σ²/K`` before
   SecAgg+, so only the sum carries the full noise and not even the coordinator sees an

@@ -1,6 +1,6 @@
-"""The published figures of /work/shared/CALIBRATION.md as constants the generator draws from.
+"""The published figures of docs/calibration.md as constants the generator draws from.
 
-Where CALIBRATION.md gives no figure, the value here is marked *assumed* and chosen to be
+Where no figure is published, the value here is marked *assumed* and chosen to be
 plausible and to leave the published figures intact.
 """
 

@@ -36,7 +36,7 @@ def health_checkups(
 
     Each person has a birth year and lasting levels (BMI, blood pressure, lipids,
     smoking); each year they attend with probability ``uptake`` while aged 40-74.
-    Values follow the checkup table of CALIBRATION.md (BMI 23.1 +- 3.6, fasting glucose
+    Values follow the checkup table of docs/calibration.md (BMI 23.1 +- 3.6, fasting glucose
     ~100 +- 17, LDL ~127 +- 30, smokers ~14 %, SBP higher in men).
 
     Returns:

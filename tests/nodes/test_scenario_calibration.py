@@ -1,4 +1,4 @@
-"""The scenario generator against CALIBRATION.md, plus determinism and pseudonym linkage.
+"""The scenario generator against docs/calibration.md, plus determinism and pseudonym linkage.
 
 Tolerances: marginals within the stated absolute bands (a few SE at the sample sizes
 used); adjusted log odds ratios within 3 standard errors of the calibration value on a
