@@ -156,7 +156,6 @@ def _check_entries(
     prev = ZERO_HASH
     expected = 0
     loads = json.loads
-    from hashlib import sha256
 
     for idx, kind, at, data, leaf in db.execute(
         "SELECT idx, kind, at, data, leaf FROM entries ORDER BY idx"
@@ -168,7 +167,7 @@ def _check_entries(
                 last_index=idx - 1 if idx > expected else expected,
             )
         data = _blob(data, idx, "entry bytes")
-        computed = sha256(b"\x00" + data).digest()
+        computed = hash_leaf(data)
         if computed != _blob(leaf, idx, "leaf hash"):
             raise LedgerVerificationError(idx, "entry bytes do not match their stored leaf hash")
         try:

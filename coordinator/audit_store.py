@@ -22,7 +22,6 @@ time) so a node polling every few seconds does not grow the table.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -44,6 +43,7 @@ from federation.audit_checks import (
     PerfectNode,
     VerifiedHead,
     check_new_head,
+    mirrored_leaf,
 )
 from federation.audit_models import (
     LEDGER_TIME_FORMAT,
@@ -175,10 +175,7 @@ class AuditStore(AuditViews):
                     kind=entry.kind,
                     at=at,
                     data=data,
-                    # a withheld entry (empty data) arrives with its leaf hash only
-                    leaf=hashlib.sha256(b"\x00" + data).digest()
-                    if data
-                    else bytes.fromhex(entry.leaf or ""),
+                    leaf=mirrored_leaf(data, entry.leaf),
                 )
                 for entry, data, at in rows
             )

@@ -9,7 +9,6 @@ stored copy (perfect-subtree hashes, staged entries). Each check raises
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +23,7 @@ from consent.merkle import (
     PerfectHashes,
     PerfectNode,
     frontier,
+    hash_leaf,
     inclusion_proof,
     push_leaf,
     root_from_frontier,
@@ -45,6 +45,7 @@ __all__ = [
     "check_new_head",
     "head_timestamp_text",
     "inclusion_path",
+    "mirrored_leaf",
     "public_key_id",
 ]
 
@@ -178,7 +179,21 @@ def check_entry(index: int, kind: str, at: str, data: bytes, prev_leaf: bytes) -
         )
     if not canonical:
         raise AuditCheckError(f"entry {i}: not in canonical (RFC 8785) form", index=i)
-    return hashlib.sha256(b"\x00" + data).digest()
+    return hash_leaf(data)
+
+
+def mirrored_leaf(data: bytes, sent_leaf: str | None) -> bytes:
+    """Return the leaf hash to store for a mirrored entry.
+
+    Args:
+        data: the entry's canonical bytes (empty for a withheld entry).
+        sent_leaf: the leaf hash (hex) the node sent with a withheld entry.
+
+    Returns:
+        SHA-256(0x00 || data), or the sent leaf for a withheld entry (its signed root and
+        the next entry's chain link are what check it).
+    """
+    return hash_leaf(data) if data else bytes.fromhex(sent_leaf or "")
 
 
 def check_new_head(
