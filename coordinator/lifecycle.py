@@ -19,7 +19,7 @@ from coordinator.runner import RoundProgress, RunCancelled, Runner, RunResult
 from coordinator.schemas import PrincipalPublic
 from coordinator.store import Store
 from federation.api_models import ApprovalPublic, DecisionCreate, JobPublic
-from federation.errors import JobSpecError
+from federation.errors import JobSpecError, bounded_reason
 from federation.spec import parse_job_spec
 
 __all__ = ["Lifecycle"]
@@ -166,9 +166,8 @@ class Lifecycle:
                 result = RunResult(status="failed", reason="cancelled during the run")
             except Exception as exc:  # a runner's bug must not kill the worker
                 log.exception("runner failed on job %s", job_id)
-                result = RunResult(
-                    status="failed", reason=f"runner error: {type(exc).__name__}: {exc}"[:500]
-                )
+                reason = bounded_reason(f"runner error: {type(exc).__name__}: {exc}")
+                result = RunResult(status="failed", reason=reason)
             if not self.store.finish(job_id, result):
                 log.info(
                     "job %s ended %s after it left running (kept as is)", job_id, result.status

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from federation.errors import MAX_REASON
+
 __all__ = [
     "JOB_STATES",
     "TERMINAL_STATES",
@@ -65,7 +67,7 @@ ReleaseStatus = Literal["held", "released", "withheld"]
 ReleaseDecision = Literal["release", "withhold"]
 
 NodeName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
-_Text = Annotated[str, Field(min_length=1, max_length=2000)]
+_Text = Annotated[str, Field(min_length=1, max_length=MAX_REASON)]
 _Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
 _Column = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 

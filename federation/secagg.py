@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from federation.errors import SecureAggregationError, ValueRangeError
+from federation.errors import SecureAggregationError, ValueRangeError, bounded_reason
 
 if TYPE_CHECKING:
     from flwr.app import Context
@@ -57,7 +57,7 @@ class SecureAggregationHalted(SecureAggregationError):
         self.causes = list(causes)
         #: Flower node ids sampled for the round that failed or never answered.
         self.dropped = sorted(dropped)
-        detail = f" ({'; '.join(sorted(set(self.causes)))[:400]})" if self.causes else ""
+        detail = f" ({bounded_reason('; '.join(sorted(set(self.causes))))})" if self.causes else ""
         super().__init__(
             f"secure aggregation halted in stage {stage!r}: "
             f"{active} of {sampled} nodes still active{detail}"
@@ -293,11 +293,14 @@ def _node_error(failure: BaseException) -> str:
     """Return a node's error reason, without Flower's and Ray's framing."""
     err = failure.args[0] if failure.args else failure
     text = str(getattr(err, "reason", None) or failure)
-    found = re.search(r"Message: ([^\n'\\]+)", text)
-    if found:
-        return found.group(1).strip()[:200]
+    # Flower frames a ClientApp's exception as "<class ...>:<'\nException E occurred.
+    # Message: ...'>", and Ray may add a traceback or escape the newlines: the node's own
+    # message runs from "Message: " to the first line end or to the closing "'>".
+    found = re.search(r"Message: (.*?)(?:\\n|\n|'>\s*\Z|'\)\s*\Z|\Z)", text, re.S)
+    if found and found.group(1).strip():
+        return bounded_reason(found.group(1))
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return (lines[-1] if lines else type(failure).__name__)[:200]
+    return bounded_reason(lines[-1] if lines else type(failure).__name__)
 
 
 def make_workflow(settings: SecAggSettings) -> Any:

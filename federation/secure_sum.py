@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from federation.errors import bounded_reason
+
 if TYPE_CHECKING:
     from flwr.common import FitRes, Parameters
     from flwr.server.client_proxy import ClientProxy
@@ -31,7 +33,7 @@ def require_nodes(server_round: int, answered: int, failures: list[Any], min_nod
         RuntimeError: fewer than ``min_nodes`` answered (with the nodes' reasons).
     """
     if answered < min_nodes:
-        reasons = "; ".join(str(f) for f in failures)[:500]
+        reasons = bounded_reason("; ".join(str(f) for f in failures))
         raise RuntimeError(
             f"round {server_round}: {answered} node(s) answered, the job needs {min_nodes}"
             + (f" ({reasons})" if reasons else "")

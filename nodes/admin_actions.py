@@ -23,7 +23,7 @@ import httpx
 
 from consent.signing import SignedTreeHead
 from federation.api_models import DecisionReason, NodeJobView, ReleaseDecisionCreate, ReleaseView
-from federation.errors import JobSpecError
+from federation.errors import JobSpecError, bounded_reason
 from federation.spec import JobSpec, parse_job_spec
 from nodes.admin_models import (
     DecisionPublic,
@@ -188,7 +188,9 @@ class NodeAdmin:
         try:
             spec = parse_job_spec(job.spec)
         except JobSpecError as exc:
-            reason = DecisionReason(code="invalid_spec", message=str(exc)[:2000] or "invalid")
+            reason = DecisionReason(
+                code="invalid_spec", message=bounded_reason(str(exc)) or "invalid"
+            )
             return WaitingJob(
                 **base, purpose=PurposePublic(), policy_outcome="invalid", reasons=[reason]
             )
@@ -212,7 +214,7 @@ class NodeAdmin:
             subjects_after_consent=cohort,
             policy_outcome=decision.outcome,
             reasons=[
-                DecisionReason(code=_code(r.code), message=r.message[:2000] or r.code)
+                DecisionReason(code=_code(r.code), message=bounded_reason(r.message) or r.code)
                 for r in decision.reasons
             ],
         )
@@ -382,9 +384,11 @@ class NodeAdmin:
         try:
             report = verify_ledger(state.ledger_path, key)
         except LedgerVerificationError as exc:
-            return LedgerVerification(ok=False, bad_index=exc.index, reason=exc.reason[:500])
+            return LedgerVerification(
+                ok=False, bad_index=exc.index, reason=bounded_reason(exc.reason, 500)
+            )
         except ConsentError as exc:
-            return LedgerVerification(ok=False, reason=str(exc)[:500])
+            return LedgerVerification(ok=False, reason=bounded_reason(str(exc), 500))
         except (TypeError, sqlite3.Error) as exc:  # a cell of the wrong type: not a ledger
             return LedgerVerification(
                 ok=False, reason=f"the ledger file is malformed ({type(exc).__name__}: {exc})"

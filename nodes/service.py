@@ -42,7 +42,7 @@ from federation.api_models import (
     ReleaseView,
 )
 from federation.audit_models import AuditReceipt
-from federation.errors import JobSpecError
+from federation.errors import JobSpecError, bounded_reason
 from federation.spec import parse_job_spec
 from nodes.enforcement import EnforcementPoint, JobRefused
 from nodes.supernode import SupernodeConfig
@@ -286,11 +286,13 @@ class NodeService:
             return DecisionCreate(
                 outcome="reject",
                 source="policy",
-                reasons=[DecisionReason(code="invalid_spec", message=str(exc)[:2000])],
+                reasons=[DecisionReason(code="invalid_spec", message=bounded_reason(str(exc)))],
             )
         cohort = self._cohort(spec)
         decision = self.point.review(spec, job.id, cohort_size=cohort)
-        reasons = [DecisionReason(code=r.code, message=r.message[:2000]) for r in decision.reasons]
+        reasons = [
+            DecisionReason(code=r.code, message=bounded_reason(r.message)) for r in decision.reasons
+        ]
         if cohort is not None and decision.outcome != "deny":
             # what the job would use here, for the admins who decide (a count, no data)
             reasons.append(
@@ -333,7 +335,7 @@ class NodeService:
             return DecisionCreate(
                 outcome="reject",
                 source="policy",
-                reasons=[DecisionReason(code=c, message=m[:2000]) for c, m in exc.reasons],
+                reasons=[DecisionReason(code=c, message=bounded_reason(m)) for c, m in exc.reasons],
             )
         return decision
 
@@ -399,7 +401,7 @@ class NodeService:
                 self.poll_once()
                 self.last_poll_error = None
             except (httpx.HTTPError, NodeServiceError) as exc:
-                self.last_poll_error = str(exc)[:500]
+                self.last_poll_error = bounded_reason(str(exc), 500)
                 log.warning("poll failed: %s", exc)
             self.last_poll_at = datetime.now(UTC)
             stop.wait(self.config.poll_interval)
@@ -455,7 +457,7 @@ class NodeService:
         out = DecisionCreate(
             outcome="reject",
             source="admin",
-            reasons=[DecisionReason(code="admin_rejected", message=reason.strip()[:2000])],
+            reasons=[DecisionReason(code="admin_rejected", message=bounded_reason(reason))],
         )
         self.link.decide(job_id, out)
         return out
