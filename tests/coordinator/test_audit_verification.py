@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from consent.errors import LedgerVerificationError
 from consent.ledger import Ledger
 from consent.signing import SignedTreeHead, generate_key, load_private_key, load_public_key
-from consent.verify import verify_entry
+from consent.verify import verify_entry, verify_ledger
 from coordinator.api import bootstrap_operator, create_app, open_store
 from coordinator.db import MIGRATIONS, make_engine, migrate
 from nodes.audit_publish import AuditPublisher, push_audit_snapshot
@@ -279,6 +280,11 @@ def test_a_node_that_lost_its_wal_is_flagged_behind_what_it_signed(
     assert "coordinator verified 10 ledger entries but this ledger holds 6" in caplog.text
     status = world.status()
     assert status["flagged"] and status["verified_size"] == 10
+    # The head the coordinator verified is an auditor's reference for `audit verify --since`.
+    reference = SignedTreeHead.model_validate(status["head"])
+    public_key = load_public_key(world.point.state.public_key_path)
+    with pytest.raises(LedgerVerificationError, match="truncated"):
+        verify_ledger(path, public_key, since=reference)
     _append(world.point.ledger(), 6, start=6, tag="after")  # the node carries on: size 12
     receipt = world.push()
     assert receipt.status == "failed" and receipt.flagged
