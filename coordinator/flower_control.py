@@ -109,6 +109,8 @@ class RunInfo:
     status: str
     sub_status: str
     details: str
+    #: the SHA-256 of the app bundle the run runs (``FlowerApp.fab_hash``).
+    fab_hash: str = ""
 
     @property
     def finished(self) -> bool:
@@ -247,7 +249,9 @@ class FlowerControl:
         if run_id not in res.run_dict:
             raise FlowerControlError(f"run {run_id}: unknown to the SuperLink")
         run = run_from_proto(res.run_dict[run_id])
-        return RunInfo(run_id, run.status.status, run.status.sub_status, run.status.details)
+        return RunInfo(
+            run_id, run.status.status, run.status.sub_status, run.status.details, run.fab_hash
+        )
 
     def wait(
         self,
