@@ -40,6 +40,9 @@ class Disclosure(BaseModel):
         job_id: the job.
         salt: the job's commitment salt, hex (at least 16 bytes).
         rounds: round number -> pseudonyms used in that round.
+        rereads: round number -> earlier pseudonym lists of a round that was read again
+            with other subjects (a retried round after a consent changed); each usage
+            entry of the round must match one of its lists.
 
     """
 
@@ -48,6 +51,7 @@ class Disclosure(BaseModel):
     job_id: str = Field(min_length=1, max_length=128)
     salt: str = Field(pattern=r"^([0-9a-fA-F]{2}){16,}$")
     rounds: dict[int, list[str]]
+    rereads: dict[int, list[list[str]]] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -179,10 +183,12 @@ def _audit_round(
     if subjects is None:
         problems.append("round not disclosed")
     else:
-        distinct = sorted(set(subjects))
+        salt = disclosure.salt_bytes
+        lists = [sorted(set(s)) for s in (subjects, *disclosure.rereads.get(usage.round, []))]
+        matching = [d for d in lists if subject_commitment(d, salt) == usage.subject_commitment]
+        distinct = matching[0] if matching else lists[0]
         n_disclosed = len(distinct)
-        recomputed = subject_commitment(distinct, disclosure.salt_bytes)
-        commitment_ok = recomputed == usage.subject_commitment
+        commitment_ok = bool(matching)
         if not commitment_ok:
             problems.append("commitment does not match the disclosed subjects")
         if len(distinct) != usage.n_subjects:

@@ -103,7 +103,15 @@ class NodeState:
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             data = json.loads(path.read_text()) if path.exists() else {}
-            data[str(round_no)] = sorted(set(subjects))
+            new, earlier = sorted(set(subjects)), data.get(str(round_no))
+            if earlier is not None and earlier != new:
+                # the round is read again (retried) with other subjects: keep both lists
+                rereads_path = self._job_file(job_id, ".rereads.json")
+                rereads = json.loads(rereads_path.read_text()) if rereads_path.exists() else {}
+                rereads.setdefault(str(round_no), []).append(earlier)
+                tmp = _write_private_temp(rereads_path, json.dumps(rereads))
+                os.replace(tmp, rereads_path)
+            data[str(round_no)] = new
             os.replace(_write_private_temp(path, json.dumps(data)), path)
         finally:
             os.close(lock_fd)  # closing releases the lock
@@ -112,7 +120,8 @@ class NodeState:
         """Return what the node discloses to an auditor for one job.
 
         That is the job's salt and the subjects of each round, in the form
-        ``hamanasu audit usage --disclosure`` reads (``job_id``, ``salt``, ``rounds``).
+        ``hamanasu audit usage --disclosure`` reads (``job_id``, ``salt``, ``rounds``, and
+        ``rereads``: the earlier subject lists of rounds read again with other subjects).
 
         Raises:
             FileNotFoundError: the node never ran that job.
@@ -121,11 +130,15 @@ class NodeState:
         path = self._job_file(job_id, ".subjects.json")
         if not path.exists():
             raise FileNotFoundError(f"no usage of job {job_id} at this node")
-        return {
+        rereads_path = self._job_file(job_id, ".rereads.json")
+        out: dict[str, object] = {
             "job_id": job_id,
             "salt": self.salt(job_id).hex(),
             "rounds": json.loads(path.read_text()),
         }
+        if rereads_path.exists():
+            out["rereads"] = json.loads(rereads_path.read_text())
+        return out
 
     def exists(self) -> bool:
         """Return whether the node was initialised (its key and policy exist)."""

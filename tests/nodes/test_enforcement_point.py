@@ -206,18 +206,49 @@ def test_node_key_is_private(node):
     assert stat.S_IMODE(os.stat(point.state.key_path).st_mode) == 0o600
 
 
+def _attempt_round_one_twice(point, clock, job_id, between=None):
+    """Run round 1 of a job twice through the gate, as a retried round does."""
+    job = _job()
+    point.accept(job, job_id)
+    for attempt in range(2):
+        if attempt == 1 and between is not None:
+            between()
+        rows = point.select(job, job_id, 1, _frame())
+        point.commit(job, RoundUse(job_id, 1, "train", rows["subject"].tolist(), 0.5, 1e-5, MECH))
+        clock.now += timedelta(minutes=1)
+
+
 def test_a_retried_round_logs_its_second_read_without_a_second_charge(node):
     point, clock, _ = node
-    job = _job()
-    point.accept(job, "j-retry")
-    for _attempt in range(2):  # secure aggregation halted; the round runs again
-        rows = point.select(job, "j-retry", 1, _frame())
-        point.commit(
-            job, RoundUse("j-retry", 1, "train", rows["subject"].tolist(), 0.5, 1e-5, MECH)
-        )
-        clock.now += timedelta(minutes=1)
+    _attempt_round_one_twice(point, clock, "j-retry")  # secure aggregation halted: run again
     usage = _usage(point, "j-retry")
     assert [u["round"] for u in usage] == [1, 1]
     assert usage[0]["subject_commitment"] == usage[1]["subject_commitment"]
     assert usage[0]["epsilon"] == 0.5 and usage[1]["epsilon"] == 0.0 and usage[1]["delta"] == 0.0
     assert len(point.budget().charges("j-retry")) == 1
+
+
+def test_a_round_reread_after_a_withdrawal_discloses_both_reads_and_audits(node):
+    from consent.errors import UsageAuditError
+    from consent.usage import Disclosure, audit_usage
+
+    point, clock, tmp = node
+
+    def withdraw() -> None:  # lands between the two attempts of round 1
+        withdrawal = [(SUBJECTS[0], clock.now.isoformat(), "inactive", "deny", "")]
+        import_consents(point, _consents(tmp / "w1.csv", withdrawal))
+        clock.now += timedelta(seconds=1)
+
+    _attempt_round_one_twice(point, clock, "j-reread", between=withdraw)
+    usage = _usage(point, "j-reread")
+    assert [u["n_subjects"] for u in usage] == [40, 39]
+    disclosed = point.state.disclosure("j-reread")
+    assert disclosed["rounds"]["1"] == sorted(SUBJECTS[1:])
+    assert disclosed["rereads"] == {"1": [sorted(SUBJECTS)]}
+    report = audit_usage(
+        point.state.ledger_path, "j-reread", Disclosure.model_validate(disclosed), point.registry()
+    )
+    assert report.ok and [r.n_disclosed for r in report.rounds] == [40, 39]
+    hidden = Disclosure.model_validate({**disclosed, "rereads": {}})  # the first read hidden
+    with pytest.raises(UsageAuditError, match="round 1: commitment does not match"):
+        audit_usage(point.state.ledger_path, "j-reread", hidden, point.registry())
