@@ -28,6 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from federation.http_limits import RequestLimits
 from nodes.admin_actions import AdminError, NodeAdmin
 from nodes.admin_models import ErrorBody
 from nodes.admin_routes import admin_router
@@ -94,6 +95,7 @@ def create_admin_app(
         version="1",
         description="The node's own admin API, on loopback only. Bearer: the node admin's token.",
     )
+    app.add_middleware(RequestLimits)  # 1 MiB bodies, JSON nested at most 64 deep
     app.state.admin = admin  # the routes' actions and the token they check (admin_routes)
     app.state.admin_token = admin_token
 

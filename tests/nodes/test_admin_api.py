@@ -101,6 +101,15 @@ def test_bad_input_names_the_field(admin_world) -> None:
     assert r.status_code == 422 and r.json()["field"] == "at"
     r = w.api.get("/jobs/0123456789abcdef", headers=w.h())
     assert r.status_code == 404 and r.json()["field"] == "job_id"
+    job_id = w.submit()
+    w.service.poll_once()
+    huge = b'{"reason": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+    deep = b'{"reason": "x", "r": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
+    for body, status in ((huge, 413), (deep, 422)):
+        headers = {**w.h(), "Content-Type": "application/json"}
+        r = w.api.post(f"/jobs/{job_id}/reject", content=body, headers=headers)
+        assert r.status_code == status and r.json()["field"] == "body", r.text[:300]
+    assert w.approval(job_id).status == "needs_approval"
 
 
 def test_wrong_or_missing_token_is_401_and_changes_nothing(admin_world) -> None:
