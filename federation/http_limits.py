@@ -116,7 +116,9 @@ class RequestLimits:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip()
-        depth = json_depth(body) if content_type.endswith(b"json") else None
+        # FastAPI reads a body without a content type as JSON too
+        as_json = not content_type or content_type.lower().endswith(b"json")
+        depth = json_depth(body) if as_json else None
         if depth is not None and depth > self.max_depth:
             await _refuse(
                 send,
