@@ -9,11 +9,18 @@ from hypothesis import strategies as st
 from consent.errors import ProofError
 from consent.merkle import (
     EMPTY_ROOT,
+    PerfectNode,
     consistency_proof,
+    frontier,
     hash_children,
     hash_leaf,
     inclusion_proof,
+    level_lookup,
+    levels_from_leaves,
+    push_leaf,
+    root_from_frontier,
     root_of,
+    subtree_hashes,
     verify_consistency_proof,
     verify_inclusion_proof,
 )
@@ -102,3 +109,34 @@ def test_every_proof_verifies_and_a_flipped_leaf_fails(
         verify_inclusion_proof(hash_leaf(b"other" + leaves_data[i]), i, n, proof, root)
     m = data.draw(st.integers(1, n))
     verify_consistency_proof(m, n, root_of(leaves[:m]), root, consistency_proof(m, n, leaves))
+
+
+@pytest.mark.parametrize("size", range(0, 9))
+def test_frontier_fold_matches_reference_roots(size: int) -> None:
+    tip: list[tuple[int, bytes]] = []
+    for i, leaf in enumerate(LEAVES[:size]):
+        push_leaf(tip, leaf, i)
+    assert root_from_frontier(tip).hex() == V["roots"][str(size)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(min_value=1, max_value=70))
+def test_frontier_fold_agrees_with_stored_subtrees(n: int) -> None:
+    """Folding leaves one by one stores exactly the perfect subtrees, and leaves the frontier
+    that :func:`frontier` reads back from them; every range hashes as its own tree."""
+    leaves = [hash_leaf(i.to_bytes(4, "big")) for i in range(n)]
+    levels = levels_from_leaves(leaves)
+    stored: list[PerfectNode] = []
+    tip: list[tuple[int, bytes]] = []
+    for i, leaf in enumerate(leaves):
+        stored.extend(push_leaf(tip, leaf, i))
+    assert sorted(stored) == sorted(
+        (level, pos, h) for level in range(1, len(levels)) for pos, h in enumerate(levels[level])
+    )
+    perfect = level_lookup(levels)
+    assert tip == frontier(n, perfect)
+    assert root_from_frontier(tip) == root_of(leaves)
+    mth = subtree_hashes(perfect)
+    for lo in range(0, n, 7):
+        for hi in range(lo + 1, n + 1, 5):
+            assert mth(lo, hi) == root_of(leaves[lo:hi])
