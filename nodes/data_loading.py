@@ -270,7 +270,7 @@ def validate_frame(
             order = schema.names.index(check.column)
             count = int(failed.sum())
             problems.append((pos + 1, order, at.cell(pos, check.column, reason, count)))
-    problems += _duplicates(schema, df, at, bad_rows)
+    problems += _duplicates(schema, df, at, bad_rows, keyed=result)
     if problems:
         problems.sort(key=lambda p: (p[0], p[1]))
         raise DataValidationError(source, problems=[p for _, _, p in problems])
@@ -293,13 +293,22 @@ class _Locator:
 
 
 def _duplicates(
-    schema: DomainSchema, df: pd.DataFrame, at: _Locator, bad_rows: dict[str, np.ndarray]
+    schema: DomainSchema,
+    df: pd.DataFrame,
+    at: _Locator,
+    bad_rows: dict[str, np.ndarray],
+    keyed: pd.DataFrame | None = None,
 ) -> list[tuple[int, int, Problem]]:
-    """Return the rows that repeat another row, or another row's key (one problem each kind)."""
+    """Return the rows that repeat another row, or another row's key (one problem each kind).
+
+    Whole rows are compared as read; keys as converted (``keyed``, default the rows read),
+    so that spacing around a pseudonym does not hide a repeat.
+    """
     out: list[tuple[int, int, Problem]] = []
     raw = df.reset_index(drop=True)
+    keyed = raw if keyed is None else keyed
     if not schema.rows_may_repeat and len(raw.columns):
-        found = _repeats(raw.astype(str), list(raw.columns), np.zeros(len(raw), dtype=bool))
+        found = _repeats(raw, list(raw.columns), np.zeros(len(raw), dtype=bool))
         if found is not None:
             pos, earlier, count = found
             out.append(
@@ -309,7 +318,7 @@ def _duplicates(
         if not all(c in raw.columns for c in key):
             continue
         skip = np.logical_or.reduce([_missing_mask(raw[c]) | bad_rows.get(c, False) for c in key])
-        found = _repeats(raw[list(key)].astype(str), list(key), skip)
+        found = _repeats(keyed, list(key), skip)
         if found is not None:
             pos, earlier, count = found
             what = " and ".join(key)
@@ -322,14 +331,17 @@ def _duplicates(
 def _repeats(
     frame: pd.DataFrame, columns: list[str], skip: np.ndarray
 ) -> tuple[int, int, int] | None:
-    """Return (first repeating position, the earlier position it repeats, how many repeat)."""
-    text = frame[columns].map(lambda v: v.strip() if isinstance(v, str) else v)
-    dup = text.duplicated(keep="first").to_numpy(dtype=bool) & ~skip
+    """Return (first repeating position, the earlier position it repeats, how many repeat).
+
+    Rows are compared by a 64-bit hash of their values (pandas' vectorised row hash).
+    """
+    hashes = pd.util.hash_pandas_object(frame[columns], index=False).to_numpy()
+    dup = pd.Series(hashes).duplicated(keep="first").to_numpy(dtype=bool) & ~skip
     if not dup.any():
         return None
     pos = int(np.flatnonzero(dup)[0])
-    same = (text == text.iloc[pos]).all(axis=1).to_numpy(dtype=bool) & ~skip
-    return pos, int(np.flatnonzero(same)[0]), int(dup.sum())
+    earlier = int(np.flatnonzero((hashes == hashes[pos]) & ~skip)[0])
+    return pos, earlier, int(dup.sum())
 
 
 def _show(value: object) -> str:
