@@ -9,6 +9,7 @@ from coordinator.console.formatting import budget_rows, page_json
 from coordinator.console.pages import ConsoleCtx, NodeAdmin, check_csrf, page
 from coordinator.errors import CATALOGUE, CoordinatorError
 from federation.api_models import DecisionCreate, DecisionReason, ReleaseDecisionCreate
+from federation.errors import MAX_REASON, bounded_reason
 
 __all__ = ["router"]
 
@@ -64,7 +65,7 @@ async def decide(ctx: NodeAdmin, job_id: str) -> Response:
     """Approve or reject a job for the admin's node (a rejection needs a reason)."""
     form = await check_csrf(ctx)
     outcome = form.get("outcome")
-    reason = form.get("reason", "").strip()[:2000]
+    reason = bounded_reason(form.get("reason", ""), MAX_REASON)
     if outcome not in ("approve", "reject"):
         return _node_page(ctx, 422, {"job": job_id, "message": "outcome: approve or reject"})
     if outcome == "reject" and not reason:
@@ -93,7 +94,7 @@ async def release(ctx: NodeAdmin, job_id: str) -> Response:
     """Release or withhold a result held for the node's review (withholding needs a reason)."""
     form = await check_csrf(ctx)
     decision = form.get("decision")
-    reason = form.get("reason", "").strip()[:2000] or None
+    reason = bounded_reason(form.get("reason", ""), 2000) or None  # the wire model's bound
     if decision not in ("release", "withhold"):
         return _node_page(ctx, 422, {"job": job_id, "message": "decision: release or withhold"})
     if decision == "withhold" and not reason:

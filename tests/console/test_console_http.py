@@ -246,3 +246,27 @@ def test_node_admin_sees_subjects_after_consent_and_the_policy_reasons(world) ->
     review = page[page.index(f'id="review-{job_id}"') :]
     assert '<dd class="subjects">153</dd>' in review
     assert "this node approves by hand" in review
+
+
+def test_long_rejection_reason_is_kept_whole_or_cut_with_a_note(world) -> None:
+    client, tokens, app = world
+    csrf = _login(client, tokens["researcher"])
+    spec = app.state.console_test_spec
+    r = client.post("/console/jobs", data={"csrf": csrf, "spec": spec}, follow_redirects=False)
+    job_id = r.headers["location"].rsplit("/", 1)[1]
+    csrf = _login(client, tokens["node_admin"])
+    clauses = [f"clause {i} of the admin's reason, kept whole" for i in range(200)]
+    reason = "; ".join(clauses)
+    r = client.post(
+        f"/console/node/jobs/{job_id}/decision",
+        data={"csrf": csrf, "outcome": "reject", "reason": reason},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text[:300]
+    job = app.state.store.get_job(job_id)[0]
+    (stored,) = [a for a in job.approvals if a.status == "rejected"][0].reasons
+    kept, note = stored.message.split(" … ")
+    assert len(reason) > len(stored.message) and reason.startswith(kept)
+    assert (
+        kept.endswith("kept whole") and note == f"[{len(reason) - len(kept)} more characters cut]"
+    )
