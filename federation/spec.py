@@ -24,6 +24,7 @@ __all__ = [
     "DUO_PURPOSE_CODES",
     "GlmSpec",
     "JobSpec",
+    "LinkSpec",
     "PrivacySpec",
     "PurposeSpec",
     "SecureAggregationSpec",
@@ -35,6 +36,8 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+#: A column name, optionally qualified by its domain (``births.parity``; linked jobs only).
+_QUALIFIED = re.compile(r"^([a-z_]{1,32}\.)?[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 #: DUO codes a job may state as its purpose (categories, modifiers, ``MDS``), from consent.duo.
 DUO_PURPOSE_CODES = ALL_CODES
@@ -43,7 +46,7 @@ DUO_PURPOSE_CODES = ALL_CODES
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Count = Annotated[int, Field(strict=True)]
 Flag = Annotated[bool, Field(strict=True)]
-Column = Annotated[str, Field(pattern=_NAME.pattern)]
+Column = Annotated[str, Field(pattern=_QUALIFIED.pattern)]
 Level = Annotated[int, Field(strict=True)] | Annotated[str, Field(min_length=1, max_length=64)]
 
 #: Every list and table in a spec is bounded, so validating one costs little.
@@ -241,6 +244,18 @@ class GlmSpec(_Strict):
     y_bound: Finite = Field(default=1.0, gt=0, le=1e9)
 
 
+class LinkSpec(_Strict):
+    """Cross-holder linkage (a ``[link]`` table): the job's columns lie at different holders.
+
+    The holders' rows are aligned on ``key`` (``subject``, the consortium pseudonym; or
+    ``mother`` for infant records) by private set intersection, and the statistics or the
+    GLM are computed by secure multiparty computation over the linked cohort (the inner
+    join). Columns may be qualified ``domain.column`` where a name is ambiguous.
+    """
+
+    key: Literal["subject", "mother"] = "subject"
+
+
 class JobSpec(_Strict):
     """A federated job: what to compute, on which data, for which purpose, with which privacy.
 
@@ -273,12 +288,13 @@ class JobSpec(_Strict):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     stats: StatsSpec = Field(default_factory=StatsSpec)
     glm: GlmSpec = Field(default_factory=GlmSpec)
+    link: LinkSpec | None = None
 
     @field_validator("features")
     @classmethod
     def _feature_names(cls, value: list[str]) -> list[str]:
         for name in value:
-            if not _NAME.match(name):
+            if not _QUALIFIED.match(name):
                 raise ValueError(f"{name!r} is not a column name (letters, digits, _)")
         if len(set(value)) != len(value):
             raise ValueError("features repeat a column")
@@ -287,7 +303,7 @@ class JobSpec(_Strict):
     @field_validator("label")
     @classmethod
     def _label_name(cls, value: str | None) -> str | None:
-        if value is not None and not _NAME.match(value):
+        if value is not None and not _QUALIFIED.match(value):
             raise ValueError(f"{value!r} is not a column name (letters, digits, _)")
         return value
 
@@ -316,6 +332,18 @@ class JobSpec(_Strict):
                 raise ValueError("label: a train or glm job needs a label")
             if self.label in self.features:
                 raise ValueError("label: the label is also listed as a feature")
+        if self.link is None:
+            qualified = [c for c in self.columns() if not _NAME.match(c)]
+            if qualified:
+                raise ValueError(
+                    f"link: qualified columns {qualified} need a [link] table (linked job)"
+                )
+        elif self.kind == "train":
+            raise ValueError("link: only stats and glm jobs can be linked")
+        elif self.privacy is not None:
+            raise ValueError("link: linked jobs do not take a [privacy] table yet")
+        elif self.kind == "stats" and {"histogram", "quantile"} & set(self.stats.measures):
+            raise ValueError("link: linked statistics have no histograms or quantiles")
         if self.kind == "train" and self.privacy is None:
             raise ValueError("privacy: a train job needs a [privacy] table (epsilon, delta)")
         if self.nodes and len(set(self.nodes)) != len(self.nodes):

@@ -114,6 +114,13 @@ def run_simulation_job(
     from nodes.sources import NodeSource
 
     nodes = [NodeSource(name, path) for name, path in node_args]
+    if spec.link is not None:
+        from hamanasu.linked_job import run_linked_job
+
+        out.mkdir(parents=True, exist_ok=True)
+        result = run_linked_job(spec, nodes, out)
+        (out / "result.json").write_text(json.dumps(result, indent=2, default=float), "utf-8")
+        return result
     if len(nodes) < spec.min_nodes:
         raise UsageError(f"min_nodes: the job needs {spec.min_nodes} nodes, {len(nodes)} given")
     sizes = _preflight(spec, nodes)

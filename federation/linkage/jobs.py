@@ -47,7 +47,7 @@ class LinkedGlmJob:
     label_party: int
     n: int
     max_iterations: int = 25
-    tolerance: float = 1e-7
+    tolerance: float = 1e-9
     frac_bits: int = 32
     kind: str = "glm"
 

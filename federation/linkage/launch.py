@@ -70,6 +70,18 @@ def _reason(run: PartyRun) -> str:
     return f"party {run.name} failed: {last}"
 
 
+def _traffic(run: PartyRun) -> dict[str, float]:
+    """Return the party's last reported bytes sent and peak memory (MB)."""
+    for line in reversed(run.stdout.read_text(errors="replace").splitlines()):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and "bytes_sent" in rec:
+            return {"bytes_sent": float(rec["bytes_sent"]), "max_rss_mb": float(rec["max_rss_mb"])}
+    return {}
+
+
 def _stop(runs: Sequence[PartyRun]) -> None:
     for r in runs:
         if r.process.poll() is None:
@@ -93,7 +105,8 @@ def run_local_parties(
     reasons.
 
     Returns:
-        The parties' common result mapping.
+        The parties' common result mapping, plus ``mpc_traffic``: per party, the bytes
+        it sent and its peak memory in MB.
 
     Raises:
         LinkageRefusal: ``too_few_parties`` (fewer than :data:`MIN_PARTIES`).
@@ -154,7 +167,9 @@ def run_local_parties(
         if any(json.dumps(r, sort_keys=True) != json.dumps(results[0], sort_keys=True)
                for r in results[1:]):
             raise LinkageError("the parties disagree on the opened result")
-        return dict(results[0])
+        agreed: dict[str, Any] = dict(results[0])
+        agreed["mpc_traffic"] = {r.name: _traffic(r) for r in runs}
+        return agreed
     finally:
         _stop(runs)
         shutil.rmtree(work, ignore_errors=True)

@@ -18,7 +18,7 @@ linear predictor ``eta_k`` locally and shares only a function of it:
 Opened each round are only the score ``Z'(y - mu)``, the packed information ``Z'WZ``
 and, for gaussian and poisson, the deviance (the binomial deviance needs a secure
 logarithm per row and is not computed); these are the horizontal GLM's release
-(:mod:`federation.analytics.glm`), whose Newton step, stopping rule and result table are
+(:mod:`federation.analytics.glm_newton`), whose Newton loop, stopping rule and result table are
 reused as they are. Fixed point carries 32 fractional bits; the fit agrees with a pooled
 fit to about 1e-9 in the coefficients.
 """
@@ -32,7 +32,9 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from federation.analytics.glm import glm_fit, glm_layout, glm_result
+from federation.analytics.glm import glm_layout
+from federation.analytics.glm_newton import glm_fit
+from federation.analytics.glm_result import glm_result
 from federation.linkage.jobs import LinkedGlmJob, reciprocal_steps, term_transform
 
 __all__ = ["LocalColumns", "linked_glm_fit", "max_linear_predictor"]
@@ -268,8 +270,11 @@ def linked_glm_fit(
         last["summed"] = aggregate(beta)
         return last["summed"]
 
+    # Fixed point rounds every row's terms by a few units of 2**-f: the score's error SD
+    # is about sqrt(n) of them, the floor below which the Newton decrement means nothing.
+    floor_sd = np.full(layout.size, 4.0 * math.sqrt(job.n) * 2.0 ** -job.frac_bits)
     fitted = glm_fit(remember, p, job.family, names, max_iterations=job.max_iterations,
-                     tolerance=job.tolerance)
+                     tolerance=job.tolerance, noise_sd=lambda _beta: floor_sd)
     # Back to the original scale: beta_x = M' beta_z, g_x = M^-1 g_z, H_x = M^-1 H M^-T.
     grad_z, hess_z, scalars = layout.unpack(last["summed"])
     m_inv = np.linalg.inv(m)

@@ -4,7 +4,8 @@ The configuration (written 0600 by whoever starts the party) names this party's 
 every party's ``host:port``, the public job description
 (:mod:`federation.linkage.jobs`), this party's private inputs (an ``.npz`` file, none
 for the helper party) and where to write the result. The party prints one JSON line per
-completed round on standard output and exits 0 after writing the result; on any error it
+completed round on standard output, then one with the bytes it sent and its peak
+memory, and exits 0 after writing the result; on any error it
 writes one line naming the error on standard error and exits 3.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import sys
 from pathlib import Path
 from typing import Any
@@ -76,7 +78,11 @@ def _run(config: dict[str, Any]) -> dict[str, Any]:
             )
             out = {"vector": vec.tolist()}
     finally:
+        sent = sum(p.protocol.nbytes_sent for p in mpc.parties
+                   if p.pid != mpc.pid and p.protocol is not None)
         mpc.run(mpc.shutdown())
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(json.dumps({"party": pid, "bytes_sent": int(sent), "max_rss_mb": rss_mb}), flush=True)
     return out
 
 

@@ -1,0 +1,124 @@
+"""Embedded run of a linked job (a ``[link]`` table): each ``--node`` file is one holder.
+
+Each holder's file holds the linkage key (``subject`` or ``mother``) and that holder's
+columns, one row per key. The columns the job names are looked up across the holders'
+headers (a name held by several holders is qualified ``holder.column`` or
+``domain.column``); the embedded runner plays the helper party, so two holders make the
+three parties secure computation needs. Alignment and computation are
+:func:`federation.linkage.linked_run.linked_glm` / ``linked_stats``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hamanasu.errors import UsageError
+
+__all__ = ["run_linked_job"]
+
+
+def _tables(spec: Any, nodes: list[Any]) -> list[Any]:
+    from federation.linkage.linked_run import HolderTable
+    from nodes.data_loading import DataValidationError, load_any, read_header
+    from nodes.sources import find_table
+
+    key = spec.link.key
+    wanted = spec.columns()
+    out = []
+    for node in nodes:
+        frames: list[pd.DataFrame] = []
+        domains = {spec.domain} | {c.split(".", 1)[0] for c in wanted if "." in c}
+        seen: set[Path] = set()
+        for domain in sorted(domains):
+            try:
+                path = find_table(node.data, domain)
+            except FileNotFoundError:
+                continue
+            if path in seen:
+                continue
+            seen.add(path)
+            try:
+                header = read_header(path)
+                bare = {c.split(".", 1)[-1] for c in wanted}
+                cols = [key, *sorted(c for c in bare if c in header and c != key)]
+                if key not in header:
+                    raise UsageError(f"--node {node.name}: {path.name} has no key column {key!r}")
+                frame = load_any(path, [], None)[cols]  # numbers are checked in the parties
+            except DataValidationError as exc:
+                raise UsageError(f"--node {node.name}: {exc}") from None
+            frames.append(frame)
+        if not frames:
+            raise UsageError(f"--node {node.name}: no table with the key column {key!r}")
+        merged = frames[0]
+        for f in frames[1:]:
+            merged = merged.merge(f, on=key, how="outer")
+        if merged[key].duplicated().any():
+            raise UsageError(f"--node {node.name}: the key {key!r} repeats (one row per key)")
+        out.append(HolderTable(node.name, merged))
+    return out
+
+
+def _qualify(spec: Any, holders: list[Any]) -> dict[str, str]:
+    """Map each requested name to the name :func:`locate_columns` understands."""
+    names = {h.name for h in holders}
+    out = {}
+    for c in spec.columns():
+        owner, _, bare = c.partition(".")
+        out[c] = c if (bare and owner in names) else (bare or c)
+    return out
+
+
+def run_linked_job(spec: Any, nodes: list[Any], out: Path) -> dict[str, Any]:
+    """Run the linked ``stats`` or ``glm`` job over the nodes' files; draw its plot.
+
+    Returns:
+        The result JSON (``status`` succeeded or failed with ``reason``).
+
+    Raises:
+        UsageError: bad files or columns for this job.
+
+    """
+    from federation.analytics.stats import stats_finalize, stats_layout
+    from federation.cdm import declared_ranges
+    from federation.linkage.errors import LinkageError
+    from federation.linkage.linked_run import linked_glm, linked_stats, locate_columns
+
+    holders = _tables(spec, nodes)
+    name = _qualify(spec, holders)
+    key = spec.link.key
+    try:
+        locate_columns(holders, [name[c] for c in spec.columns()], key)
+        if spec.kind == "glm":
+            if spec.glm.categorical:
+                raise UsageError("glm.categorical: linked GLMs take numeric or 0/1 terms")
+            ranges: dict[str, tuple[float, float]] = {}
+            for f in spec.features:
+                domain, _, bare = f.rpartition(".")
+                declared = {**declared_ranges(domain or spec.domain), **spec.glm.bounds}
+                got = declared.get(f, declared.get(bare or f))
+                if got is None:
+                    raise UsageError(f"glm.bounds: {f!r} needs a declared range")
+                ranges[name[f]] = (float(got[0]), float(got[1]))
+            result = linked_glm(holders, key=key, outcome=name[spec.label],
+                                terms=[name[f] for f in spec.features], family=spec.glm.family,
+                                ranges=ranges)
+            result.update(status="succeeded", linked=True)
+            from hamanasu.plots import plot_forest
+
+            plot_forest(result, out / "forest.png")
+            result["plot"] = "forest.png"
+            return result
+        vec, linked_n, who = linked_stats(
+            holders, key=key, group_by=[name[g] for g in spec.stats.group_by],
+            levels={name[g]: spec.stats.levels.get(g, []) for g in spec.stats.group_by},
+            variables=[name[v] for v in spec.stats.variables],
+        )
+        released = stats_finalize(vec, stats_layout(spec), spec,
+                                  spec.stats.min_cell_count).to_json_dict()
+        released.update(status="succeeded", linked=True, linked_n=linked_n, holders=who)
+        return released
+    except LinkageError as exc:
+        return {"status": "failed", "kind": spec.kind, "linked": True, "reason": str(exc)}
