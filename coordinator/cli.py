@@ -21,7 +21,7 @@ import typer
 
 from coordinator.client import CoordinatorAPIError, CoordinatorClient
 from coordinator.errors import CoordinatorError
-from federation.api_client import read_token
+from federation.api_client import read_token, write_token
 from federation.cli_options import FormatOption, OutputFormat
 from federation.errors import JobSpecError
 from federation.log_escape import log_to_stderr
@@ -85,13 +85,6 @@ def _print(data: Any, fmt: OutputFormat, text: str) -> None:
         typer.echo(text)
 
 
-def _write_secret(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text + "\n")
-
-
 # -- coordinator (operator) --------------------------------------------------------------------
 @app.command("init")
 def init_cmd(
@@ -110,7 +103,7 @@ def init_cmd(
         settings = load_settings(config, data_dir=data_dir)
         issued = bootstrap_operator(open_store(settings), name)
         if token_out is not None:
-            _write_secret(token_out, issued.token)
+            write_token(token_out, issued.token)
     typer.echo(f"initialised {settings.safe_url()}")
     typer.echo(f"operator token (shown once, keep it safe): {issued.token}")
 
@@ -234,7 +227,7 @@ def principal_add(
     with _one_line_errors(), _client(url, token_file) as c:
         created = c.create_principal(name, role, node)
         if token_out is not None:
-            _write_secret(token_out, created.token.token)
+            write_token(token_out, created.token.token)
         _print(
             created.model_dump(mode="json"),
             fmt,

@@ -16,7 +16,7 @@ import httpx
 
 from federation.errors import FederationError
 
-__all__ = ["ApiRefusal", "TokenError", "read_refusal", "read_token"]
+__all__ = ["ApiRefusal", "TokenError", "read_refusal", "read_token", "write_token"]
 
 #: The environment variable holding a token when no token file is given.
 TOKEN_ENV = "HAMANASU_TOKEN"
@@ -50,6 +50,21 @@ def read_token(token_file: Path | None, option: str) -> str:
     if not token:
         raise TokenError(f"token: set {TOKEN_ENV} or {option}")
     return token
+
+
+def write_token(path: Path, token: str) -> None:
+    """Write ``token`` to ``path`` as :func:`read_token` wants it: readable by its owner only.
+
+    A folder it creates is 0700; an existing file is truncated and made 0600 first.
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(token + "\n")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ their admins and one researcher, writes every token to a 0600 file under
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 import time
@@ -24,13 +23,6 @@ from typing import Annotated, Any
 import typer
 
 __all__ = ["register", "up"]
-
-
-def _secret(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text + "\n")
 
 
 def up(
@@ -53,6 +45,7 @@ def up(
     from coordinator.api import bootstrap_operator, create_app
     from coordinator.client import CoordinatorClient
     from coordinator.settings import load_settings
+    from federation.api_client import read_token, write_token
     from federation.pki import Pki
     from hamanasu.demo import EXAMPLES, MATERNITY
     from hamanasu.local_runner import EmbeddedRunner, LocalNode
@@ -90,21 +83,21 @@ def up(
     flower = _start_flower(settings, out, list(local)) if engine == "deployment" else None
     app = create_app(settings, None if flower else EmbeddedRunner(local), engine=flower)
     tokens = out / "tokens"
-    _secret(tokens / "operator", bootstrap_operator(app.state.store).token)
+    write_token(tokens / "operator", bootstrap_operator(app.state.store).token)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
     while not server.started:
         time.sleep(0.05)
-    oper = CoordinatorClient(url, (tokens / "operator").read_text().strip())
+    oper = CoordinatorClient(url, read_token(tokens / "operator", "operator token"))
     services = []
     for name, node in local.items():
         oper.register_node(name)
         if flower is not None:
             pub = Pki(out / "nodepki" / name).node(name).public_key.read_text()
             oper.register_supernode_key(name, pub)
-        _secret(
+        write_token(
             tokens / name, oper.create_principal(f"{name}-admin", "node_admin", name).token.token
         )
         cfg = NodeServiceConfig(
@@ -120,9 +113,10 @@ def up(
                 superlink=flower.address, pki_dir=out / "nodepki" / name, restart_after=2.0
             ),
         )
-        link = CoordinatorLink.connect(url, (tokens / name).read_text().strip(), name)
+        link = CoordinatorLink.connect(url, read_token(tokens / name, f"{name} token"), name)
         services.append(NodeService(cfg, link))
-    _secret(tokens / "researcher", oper.create_principal("researcher", "researcher").token.token)
+    researcher = oper.create_principal("researcher", "researcher")
+    write_token(tokens / "researcher", researcher.token.token)
     stop = threading.Event()
     install_stop_signals(stop)
     supervisors = []

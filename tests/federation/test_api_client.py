@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from federation.api_client import TokenError, read_refusal, read_token
+from federation.api_client import TokenError, read_refusal, read_token, write_token
 
 
 def test_read_token_from_a_private_file(tmp_path: Path) -> None:
@@ -61,3 +61,13 @@ def test_read_refusal_of_a_body_that_is_not_json() -> None:
     refusal = read_refusal(httpx.Response(502, text="<html>bad gateway</html>"))
     assert refusal.message == "HTTP 502: <html>bad gateway</html>"
     assert refusal.code is None and refusal.field is None
+
+
+def test_write_token_is_private_and_reads_back(tmp_path: Path) -> None:
+    path = tmp_path / "tokens" / "operator"
+    path.parent.mkdir()
+    path.write_text("old", encoding="utf-8")
+    os.chmod(path, 0o644)  # an existing file others could read is made private
+    write_token(path, "hmn_new.tok")
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert read_token(path, "--token-file") == "hmn_new.tok"
