@@ -463,13 +463,16 @@ def loads_policy(text: str) -> NodePolicy:
         The validated :class:`NodePolicy`.
 
     Raises:
-        PolicyError: the text is not TOML, or a field is invalid (the message names it).
+        PolicyError: the text is not TOML, nests too deeply, or a field is invalid (the
+            message names it).
 
     """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError("policy", f"not valid TOML: {exc}") from None
+    except RecursionError:  # the parser recurses once per nested array or inline table
+        raise PolicyError("policy", "nests arrays or tables too deeply to read") from None
     return parse_policy(data)
 
 

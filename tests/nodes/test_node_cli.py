@@ -114,6 +114,10 @@ def test_node_commands_refuse_bad_input_in_one_line(tmp_path, node_dir):
         "not a pseudonym!,yesterday,active,permit,HMB,no,,,\n"
     )
     cases.append(_run("consent", "import", str(bad_csv), "--dir", str(node_dir)))
+    deep = tmp_path / "deep.toml"
+    deep.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    cases.append(_run("init", "--dir", str(tmp_path / "n"), "--name", "n", "--policy", str(deep)))
+    cases.append(_run("policy", "check", str(deep), "--dir", str(node_dir)))
     for proc in cases:
         assert proc.returncode == 2, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -96,6 +96,8 @@ def test_not_toml_and_missing_file(tmp_path):
         loads_policy("x = [")
     with pytest.raises(PolicyError, match="cannot read"):
         load_policy(tmp_path / "absent.toml")
+    with pytest.raises(PolicyError, match="^policy: nests arrays or tables too deeply"):
+        loads_policy("x = " + "[" * 5000 + "]" * 5000)
 
 
 def test_every_problem_is_listed():
