@@ -1,21 +1,24 @@
 """Local training with record-level differential privacy (Opacus DP-SGD).
 
-Every node runs the same routine: Poisson-sampled batches, per-sample clipping at the
-job's ``max_grad_norm``, Gaussian noise whose multiplier Opacus calibrates so that the
-job's whole training (all rounds) stays within the job's (ε, δ). The ε spent after any
-number of rounds is recomputed by Opacus's accountant from (σ, q, steps); nothing is
-hand-accounted.
+Every node runs the same routine (Opacus): Poisson-sampled batches, per-sample clipping
+at the job's ``max_grad_norm``, Gaussian noise whose multiplier is calibrated so that the
+job's whole training (all rounds) stays within the job's (ε, δ). Calibration and the ε
+spent after any number of rounds use the privacy-loss-distribution accountant of
+:mod:`policies.accounting` (dp_accounting's PLD, the same one the budget ledger charges)
+by default, or an Opacus accountant (``rdp``, ``prv``: looser) when a job asks for one;
+nothing is hand-accounted.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from federation.errors import FederationError
+from policies.accounting import calibrate_sigma, compose_epsilon
 
 if TYPE_CHECKING:
     from torch import nn
@@ -25,6 +28,7 @@ __all__ = [
     "LocalTrainingResult",
     "epsilon_spent",
     "plan_dp",
+    "round_mechanism",
     "train_local",
 ]
 
@@ -39,7 +43,8 @@ class DpPlan:
         steps_per_round: expected batches per round (local epochs / q).
         rounds: rounds the job plans.
         target_epsilon, delta: the job's target.
-        accountant: Opacus accountant name (``rdp`` or ``prv``).
+        accountant: ``pld`` (dp_accounting PLD, the default) or an Opacus accountant name
+            (``rdp``, ``prv``).
     """
 
     noise_multiplier: float
@@ -58,9 +63,9 @@ def plan_dp(
     rounds: int,
     epsilon: float,
     delta: float,
-    accountant: str = "rdp",
+    accountant: str = "pld",
 ) -> DpPlan:
-    """Calibrate DP-SGD noise for a node's whole job with Opacus.
+    """Calibrate DP-SGD noise for a node's whole job with the plan's accountant.
 
     Returns:
         The :class:`DpPlan` whose total spend after ``rounds`` rounds is at most ``epsilon``.
@@ -68,8 +73,6 @@ def plan_dp(
     Raises:
         FederationError: fewer records than one batch, or δ not below 1/n.
     """
-    from opacus.accountants.utils import get_noise_multiplier
-
     if n_records < 2:
         raise FederationError(f"{n_records} training records are too few for DP-SGD")
     if delta >= 1.0 / n_records:
@@ -78,29 +81,57 @@ def plan_dp(
         )
     sample_rate = min(1.0, batch_size / n_records)
     steps_per_round = max(1, round(local_epochs / sample_rate))
-    sigma = get_noise_multiplier(
-        target_epsilon=epsilon,
-        target_delta=delta,
-        sample_rate=sample_rate,
-        steps=steps_per_round * rounds,
-        accountant=accountant,
-        epsilon_tolerance=0.005,
-    )
+    if accountant == "pld":
+        job = _mechanism(1.0, sample_rate, steps_per_round * rounds)
+        sigma = calibrate_sigma({**job, "noise_multiplier": "__x__"}, epsilon, delta)
+    else:
+        from opacus.accountants.utils import get_noise_multiplier
+
+        sigma = get_noise_multiplier(
+            target_epsilon=epsilon,
+            target_delta=delta,
+            sample_rate=sample_rate,
+            steps=steps_per_round * rounds,
+            accountant=accountant,
+            epsilon_tolerance=0.005,
+        )
     return DpPlan(sigma, sample_rate, steps_per_round, rounds, epsilon, delta, accountant)
 
 
+def _mechanism(sigma: float, sample_rate: float, steps: int) -> dict[str, Any]:
+    return {
+        "type": "subsampled_gaussian",
+        "noise_multiplier": sigma,
+        "sample_rate": sample_rate,
+        "steps": steps,
+    }
+
+
+def round_mechanism(plan: DpPlan) -> dict[str, Any]:
+    """Return one round of the plan as the budget ledger records it (DP-SGD steps).
+
+    Returns:
+        The mechanism description (:mod:`policies.accounting`).
+    """
+    return _mechanism(plan.noise_multiplier, plan.sample_rate, plan.steps_per_round)
+
+
 def epsilon_spent(plan: DpPlan, rounds_done: int) -> float:
-    """Return the ε spent after ``rounds_done`` rounds, from Opacus's accountant.
+    """Return the ε spent after ``rounds_done`` rounds, from the plan's accountant.
 
     Raises:
         ValueError: ``rounds_done`` is negative.
     """
-    from opacus.accountants import create_accountant
-
     if rounds_done < 0:
         raise ValueError("rounds_done must be >= 0")
     if rounds_done == 0:
         return 0.0
+    if plan.accountant == "pld":
+        steps = plan.steps_per_round * rounds_done
+        job = _mechanism(plan.noise_multiplier, plan.sample_rate, steps)
+        return compose_epsilon([job], plan.delta)
+    from opacus.accountants import create_accountant
+
     acc = create_accountant(plan.accountant)
     acc.history = [(plan.noise_multiplier, plan.sample_rate, plan.steps_per_round * rounds_done)]
     return float(acc.get_epsilon(delta=plan.delta))
@@ -178,7 +209,8 @@ def train_local(
         loader = DataLoader(
             data, batch_size=max(1, round(plan.sample_rate * len(data))), generator=gen
         )
-        engine = PrivacyEngine(accountant=plan.accountant)
+        # Opacus's own accountant only tracks steps here; the plan's accountant reports.
+        engine = PrivacyEngine(accountant="rdp" if plan.accountant == "pld" else plan.accountant)
         model, optimizer, loader = engine.make_private(
             module=model,
             optimizer=optimizer,

@@ -71,13 +71,15 @@ class PrivacySpec(_Strict):
         epsilon: the (ε, δ) target a node may spend on this job in total.
         delta: must stay below 1/n of the node's records; nodes check that.
         max_grad_norm: per-sample gradient clipping bound of DP-SGD.
-        accountant: the Opacus accountant used for calibration and reporting.
+        accountant: the accountant used for calibration and reporting: ``pld``
+            (privacy-loss distributions, dp_accounting: the tightest, and what budgets
+            charge) or Opacus's looser ``rdp`` / ``prv``.
     """
 
     epsilon: Finite = Field(gt=0, le=100)
     delta: Finite = Field(default=1e-5, gt=0, lt=1)
     max_grad_norm: Finite = Field(default=1.0, gt=0, le=1e3)
-    accountant: Literal["rdp", "prv"] = "rdp"
+    accountant: Literal["pld", "rdp", "prv"] = "pld"
 
 
 class PurposeSpec(_Strict):

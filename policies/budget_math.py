@@ -11,8 +11,9 @@ How a job uses the budget
    refused with :class:`~policies.errors.BudgetExceeded` and changes nothing.
 2. Every round it **charges** the mechanism that actually ran (DP-SGD steps, a Gaussian or
    Laplace release, or a pure (ε, δ) pair). The job's own charges are composed with the
-   RDP accountant (see :mod:`policies.accounting`) at δ_j; a charge that would take the
-   job's composed ε above ε_j is refused. Charges are idempotent on (job_id, round).
+   privacy-loss-distribution accountant (:func:`policies.accounting.compose_epsilon`, the
+   one nodes report and calibrate with) at δ_j; a charge that would take the job's
+   composed ε above ε_j is refused. Charges are idempotent on (job_id, round).
 3. When the job ends (finished, failed, cancelled, or gone after a restart) it is
    **released**: the reservation stops counting and the job's charged mechanisms join the
    period's *closed* spending.
@@ -26,9 +27,10 @@ charged anything and A the active reservations. The ledger keeps
 * ``closed_epsilon``: a running upper bound on the privacy loss of all mechanisms of C at
   ``closed_delta``. When job j closes it becomes the minimum of two valid bounds:
   ``closed_epsilon + used_j`` (basic composition of the old bound with the job's own
-  composed ε at δ_j), and the RDP composition of *every* mechanism of C ∪ {j} converted
-  once at ``closed_delta + δ_j``. So the closed spending is never looser than adding jobs
-  up, usually much tighter, and never grows by more than the job's own used ε.
+  PLD-composed ε at δ_j: each job charged tightly, jobs composed basically), and the RDP
+  composition of *every* mechanism of C ∪ {j} (the stored curves) converted once at
+  ``closed_delta + δ_j``, tighter once many jobs have closed. So the closed spending is
+  never looser than adding jobs up and never grows by more than the job's own used ε.
 
 An active job's mechanisms are covered by its reservation (its own composition never
 exceeds ε_j, so post-processing bounds whatever it has done and will do by (ε_j, δ_j)).
@@ -49,11 +51,12 @@ never depends on it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
-from policies.accounting import Composition
+from policies.accounting import Composition, compose_epsilon
 from policies.budget_records import BudgetStatus
 from policies.errors import BudgetError, BudgetExceeded
 from policies.model import BudgetPeriod, BudgetRule
@@ -223,8 +226,22 @@ def budget_status(
     )
 
 
-def charge_job(job: ActiveJob, step: Composition, domain: str, round_no: int) -> ActiveJob:
+def charge_job(
+    job: ActiveJob,
+    step: Composition,
+    ran: Sequence[Mapping[str, Any]],
+    domain: str,
+    round_no: int,
+) -> ActiveJob:
     """Compose one round's mechanism into an active job's charges.
+
+    Args:
+        job: the active job before this round.
+        step: the round's RDP curve (kept for composing across jobs).
+        ran: every mechanism the job has run, this round's included; their PLD
+            composition (:func:`policies.accounting.compose_epsilon`) is the job's used ε.
+        domain: the job's domain (for the refusal).
+        round_no: the round (for the refusal).
 
     Returns:
         The job with ``step`` composed in, its used ε and charge count updated.
@@ -233,7 +250,7 @@ def charge_job(job: ActiveJob, step: Composition, domain: str, round_no: int) ->
         BudgetExceeded: the job's composed ε at its δ would exceed the ε it reserved.
     """
     after = job.composition + step
-    used = after.epsilon(job.delta)
+    used = compose_epsilon(ran, job.delta)
     if not used <= job.epsilon:
         raise BudgetExceeded(
             "mechanism",

@@ -244,8 +244,8 @@ class BudgetLedger(BudgetViews):
     ) -> Charge:
         """Charge one round's mechanism against the job's reservation.
 
-        The job's charges are composed (RDP, see :mod:`policies.accounting`) at the job's
-        δ; the charge is refused when that composed ε would exceed the reserved ε.
+        The job's charges are composed (PLD, :func:`policies.accounting.compose_epsilon`) at
+        the job's δ; the charge is refused when that composed ε would exceed the reserved ε.
         Charging a (job_id, round) that is already charged with the same mechanism returns
         the recorded charge and changes nothing (never double-counted).
 
@@ -305,7 +305,11 @@ class BudgetLedger(BudgetViews):
                     "job_id", f"job {job_id!r} was released; it can no longer be charged"
                 )
             before = active_job(res)
-            after = charge_job(before, step, domain, round)
+            ran = db.execute(
+                "SELECT mechanism FROM charges WHERE job_id = ? ORDER BY round", (job_id,)
+            ).fetchall()
+            ran_mechs = [*(json.loads(r["mechanism"]) for r in ran), json.loads(mech_text)]
+            after = charge_job(before, step, ran_mechs, domain, round)
             used = after.used_epsilon
             db.execute(
                 "INSERT INTO charges VALUES (?, ?, ?, ?, ?, ?)",

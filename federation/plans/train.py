@@ -245,7 +245,13 @@ class TrainPlan:
             ``(update arrays, training records, cumulative ε)``; an evaluation round
             returns the broadcast parameters with the held-out evaluation.
         """
-        from federation.dp_training import epsilon_spent, predict_proba, set_parameters, train_local
+        from federation.dp_training import (
+            epsilon_spent,
+            predict_proba,
+            round_mechanism,
+            set_parameters,
+            train_local,
+        )
         from federation.evaluation import local_evaluation
         from federation.models import build_model
         from federation.training_round import pack_update
@@ -258,16 +264,7 @@ class TrainPlan:
         training = phase == "train"
         eps_before = epsilon_spent(plan, round_no - 1) if plan else 0.0
         eps_after = epsilon_spent(plan, round_no) if plan and training else eps_before
-        mechanism: dict[str, Any] = (
-            {
-                "type": "subsampled_gaussian",
-                "noise_multiplier": plan.noise_multiplier,
-                "sample_rate": plan.sample_rate,
-                "steps": plan.steps_per_round,
-            }
-            if plan and training
-            else {"type": "none"}
-        )
+        mechanism = round_mechanism(plan) if plan and training else {"type": "none"}
         # Every admitted row is read below (training and held-out evaluation alike, and in
         # the final evaluation-only round): the usage entry covers them all, before any read.
         subjects = frame["subject"].astype(str).tolist() if "subject" in frame.columns else []

@@ -22,7 +22,8 @@ def test_epsilon_spent_pinned_value():
 
 
 @pytest.mark.parametrize(
-    ("accountant", "independent", "tol"), [("rdp", "rdp", 1e-4), ("prv", "pld", 0.01)]
+    ("accountant", "independent", "tol"),
+    [("pld", "pld", 1e-3), ("rdp", "rdp", 1e-4), ("prv", "pld", 0.01)],
 )
 def test_epsilon_spent_agrees_with_google_dp_accounting(accountant, independent, tol):
     import dp_accounting as dpa
@@ -45,10 +46,10 @@ def test_epsilon_spent_agrees_with_google_dp_accounting(accountant, independent,
     epsilon=st.floats(0.3, 10.0),
 )
 def test_plan_dp_never_overshoots_target(n, batch, rounds, epsilon):
-    plan = plan_dp(n, batch, 1, rounds, epsilon, 1.0 / (10 * n), "rdp")
+    plan = plan_dp(n, batch, 1, rounds, epsilon, 1.0 / (10 * n))  # PLD, what nodes use
     spent = epsilon_spent(plan, rounds)
     assert spent <= epsilon
-    assert spent >= 0.9 * epsilon  # calibrated, not wasteful
+    assert spent >= 0.995 * epsilon  # calibrated, not wasteful
 
 
 def test_plan_dp_refuses_delta_not_below_one_over_n():
