@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from coordinator.runner import RoundProgress, RunResult
+from federation.errors import bounded_reason
 from federation.spec import JobSpec
 
 __all__ = ["EmbeddedRunner", "LocalNode"]
@@ -68,7 +69,7 @@ class EmbeddedRunner:
         try:
             sizes = {s.name: len(read_columns(s.data, job.domain, job.columns())) for s in sources}
         except (FileNotFoundError, KeyError, ValueError) as exc:
-            return RunResult("failed", f"node data: {str(exc).strip(chr(39))}"[:500])
+            return RunResult("failed", bounded_reason(f"node data: {str(exc).strip(chr(39))}"))
         accepted: list[str] = []
         result = RunResult("failed", "the run did not start")
         try:
@@ -76,7 +77,7 @@ class EmbeddedRunner:
                 try:
                     point.accept(job, job_id, approved=True)
                 except JobRefused as exc:
-                    result = RunResult("failed", str(exc)[:500])
+                    result = RunResult("failed", bounded_reason(str(exc)))
                     return result
                 accepted.append(name)
             if cancelled.is_set():

@@ -63,7 +63,7 @@ def _from_service_error(exc: NodeServiceError) -> AdminError:
     text = str(exc)
     answered = _ANSWERED.match(text)
     if answered:
-        status, detail = int(answered.group(1)), answered.group(2)[:500]
+        status, detail = int(answered.group(1)), bounded_reason(answered.group(2), 500)
         if status >= 500:
             return AdminError(
                 502, "coordinator_error", f"the coordinator failed ({status}): {detail}"

@@ -57,3 +57,33 @@ def test_bounded_reason_cuts_only_at_a_clause_and_says_so() -> None:
     assert words == "x" * 30 + " … [201 more characters cut]"
     with pytest.raises(ValueError, match="limit"):
         bounded_reason("z" * 100, 30)
+
+
+def test_a_run_failing_on_node_data_reports_every_problem(tmp_path) -> None:
+    import threading
+
+    from federation.spec import parse_job_spec
+    from hamanasu.local_runner import EmbeddedRunner, LocalNode
+
+    header = "subject,maternal_age,bmi_pre,lbw"
+    rows = [f"{i:032x},{20 + i % 20},{99 if i % 7 == 0 else 22.5},{i % 2}" for i in range(60)]
+    rows += [f"{i:032x},{'old' if i % 5 == 0 else 30},22,0" for i in range(100, 160)]
+    node = tmp_path / "n1.csv"
+    node.write_text("\n".join([header, *rows]) + "\n")
+    spec = parse_job_spec(
+        {
+            "kind": "train",
+            "features": ["maternal_age", "bmi_pre"],
+            "label": "lbw",
+            "privacy": {"epsilon": 1.0},
+        }
+    )
+    runner = EmbeddedRunner({"n1": LocalNode("n1", node, tmp_path / "state")})
+    result = runner.run(spec, "j1", ["n1"], lambda _: None, threading.Event())
+    assert result.status == "failed"
+    assert result.reason == (
+        "node data: n1.csv: 2 problems: "
+        "row 1 (line 2), column bmi_pre: value 99 is outside 12..50 (and 8 more rows in this column); "
+        "row 61 (line 62), column maternal_age: value 'old' is not a number "
+        "(and 11 more rows in this column)"
+    )
