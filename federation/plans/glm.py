@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from federation.analytics.design import INTERCEPT
-from federation.analytics.glm_newton import NewtonLoop
 from federation.plans.base import PlanInputs, SumPlan, record_bound
 from federation.plans.registry import register_plan
 from federation.spec import JobSpec
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from federation.analytics.glm_newton import NewtonLoop
 
 __all__ = ["GlmPlan"]
 
@@ -37,6 +37,8 @@ class GlmPlan(SumPlan):
     """
 
     def __init__(self, spec: JobSpec, inputs: PlanInputs) -> None:
+        from federation.analytics.design import INTERCEPT
+        from federation.analytics.glm_newton import NewtonLoop
         from federation.analytics.glm_round import glm_term_bounds, glm_term_names
 
         super().__init__(spec, inputs)
@@ -45,7 +47,7 @@ class GlmPlan(SumPlan):
         self.term_bounds = glm_term_bounds(spec, inputs.ranges(spec))
         self.max_rounds = spec.glm.max_iterations + 1
         self.initial = np.zeros(len(self.names))
-        self.newton = NewtonLoop(
+        self.newton: NewtonLoop = NewtonLoop(
             spec.glm.family,
             self.names,
             tolerance=spec.glm.tolerance,
