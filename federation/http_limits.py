@@ -17,7 +17,7 @@ import sys
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
-__all__ = ["DEFAULT_MAX_BODY", "MAX_JSON_DEPTH", "RequestLimits", "json_depth"]
+__all__ = ["DEFAULT_MAX_BODY", "MAX_DISCARD", "MAX_JSON_DEPTH", "RequestLimits", "json_depth"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -27,6 +27,8 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: Largest request body a route takes unless it is given a larger limit (1 MiB).
 DEFAULT_MAX_BODY = 1024 * 1024
+#: How much of a refused body is read and dropped so the client sees the 413 (16 MiB).
+MAX_DISCARD = 16 * 1024 * 1024
 #: Deepest JSON nesting (objects and arrays) any request body may have.
 MAX_JSON_DEPTH = 64
 
@@ -98,6 +100,7 @@ class RequestLimits:
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
+            await _discard(receive, MAX_DISCARD)
             await _refuse(send, 413, "too_large", f"the request body exceeds {limit} bytes")
             return
         chunks: list[bytes] = []
@@ -108,12 +111,14 @@ class RequestLimits:
             if message["type"] != "http.request":  # the client went away
                 return
             chunk = message.get("body", b"")
+            more = message.get("more_body", False)
             size += len(chunk)
             if size > limit:
+                if more:
+                    await _discard(receive, MAX_DISCARD)
                 await _refuse(send, 413, "too_large", f"the request body exceeds {limit} bytes")
                 return
             chunks.append(chunk)
-            more = message.get("more_body", False)
         body = b"".join(chunks)
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip()
         # FastAPI reads a body without a content type as JSON too
@@ -137,6 +142,22 @@ class RequestLimits:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+async def _discard(receive: Receive, budget: int) -> None:
+    """Read and drop what is left of a refused body, up to ``budget`` bytes.
+
+    A client still sending when the answer comes would otherwise meet a reset connection
+    instead of the 413; past the budget the connection is closed anyway.
+    """
+    seen = 0
+    while seen <= budget:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 async def _refuse(send: Send, status: int, code: str, detail: str) -> None:
