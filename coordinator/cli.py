@@ -21,6 +21,7 @@ import typer
 
 from coordinator.client import CoordinatorAPIError, CoordinatorClient
 from coordinator.errors import CoordinatorError
+from coordinator.schemas import Role
 from federation.api_client import read_token, write_token
 from federation.cli_options import FormatOption, OutputFormat
 from federation.errors import JobSpecError
@@ -214,7 +215,7 @@ def serve_cmd(
 @principal_app.command("add")
 def principal_add(
     name: Annotated[str, typer.Argument(help="Unique name, e.g. aki@hokudai.")],
-    role: Annotated[str, typer.Option(help="researcher, node_admin, auditor or operator.")],
+    role: Annotated[str, typer.Option(help="One of: " + ", ".join(Role) + ".")],
     node: Annotated[str | None, typer.Option(help="The node a node_admin administers.")] = None,
     token_out: Annotated[
         Path | None, typer.Option(help="Write the new token to this file (0600).")

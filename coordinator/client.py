@@ -32,6 +32,7 @@ from coordinator.schemas import (
     PrincipalCreated,
     PrincipalPublic,
     ResultPublic,
+    Role,
     SupernodeKeyCreate,
     SupernodeKeyPublic,
     TokenIssued,
@@ -214,9 +215,17 @@ class CoordinatorClient:
         """Return the caller's principal."""
         return PrincipalPublic.model_validate(self._call("GET", "/me").json())
 
-    def create_principal(self, name: str, role: str, node: str | None = None) -> PrincipalCreated:
-        """Register a principal; the returned token is shown only this once."""
-        body = PrincipalCreate(name=name, role=role, node=node)  # type: ignore[arg-type]
+    def create_principal(
+        self, name: str, role: Role | str, node: str | None = None
+    ) -> PrincipalCreated:
+        """Register a principal; the returned token is shown only this once.
+
+        Raises:
+            pydantic.ValidationError: ``role`` is not a :class:`~coordinator.schemas.Role`,
+                or ``node`` does not fit it.
+            CoordinatorAPIError: the coordinator refused.
+        """
+        body = PrincipalCreate.model_validate({"name": name, "role": role, "node": node})
         return PrincipalCreated.model_validate(
             self._call("POST", "/principals", json=body.model_dump(mode="json")).json()
         )
