@@ -74,12 +74,16 @@ class PrivacySpec(_Strict):
         accountant: the accountant used for calibration and reporting: ``pld``
             (privacy-loss distributions, dp_accounting: the tightest, and what budgets
             charge) or Opacus's looser ``rdp`` / ``prv``.
+        max_rows_per_subject: rows one resident (subject pseudonym) may contribute; a
+            node keeps the first ones and drops the rest, so ε is per resident. DP-SGD
+            runs with 1; statistics and GLM multiply their sensitivity by it (twins: 2).
     """
 
     epsilon: Finite = Field(gt=0, le=100)
     delta: Finite = Field(default=1e-5, gt=0, lt=1)
     max_grad_norm: Finite = Field(default=1.0, gt=0, le=1e3)
     accountant: Literal["pld", "rdp", "prv"] = "pld"
+    max_rows_per_subject: int = Field(default=1, ge=1, le=16)
 
 
 class PurposeSpec(_Strict):
@@ -348,6 +352,10 @@ class JobSpec(_Strict):
             raise ValueError("link: linked statistics have no histograms or quantiles")
         if self.kind == "train" and self.privacy is None:
             raise ValueError("privacy: a train job needs a [privacy] table (epsilon, delta)")
+        if self.kind == "train" and self.privacy and self.privacy.max_rows_per_subject != 1:
+            raise ValueError(
+                "privacy.max_rows_per_subject: DP-SGD bounds one row per resident; must be 1"
+            )
         if self.nodes and len(set(self.nodes)) != len(self.nodes):
             raise ValueError("nodes: a node is listed twice")
         if self.nodes and self.min_nodes > len(self.nodes):

@@ -17,6 +17,7 @@ import numpy as np
 from coordinator.server_app import RunOutcome, build_training_server_app
 from federation.embedded import run_embedded
 from federation.plans import PlanInputs, TrainPlan, plan_for
+from federation.privacy_unit import privacy_unit_summary
 from federation.secagg import SecAggSettings
 from federation.spec import JobSpec
 from federation.training_round import RoundRecord, TrainingRecorder
@@ -65,6 +66,7 @@ class TrainingRun:
                 "delta": privacy.delta,
                 "max_grad_norm": privacy.max_grad_norm,
                 "accountant": privacy.accountant,
+                **privacy_unit_summary(1),
                 "epsilon_spent_by_node": last_eps,
             },
             "data_sizes": self.node_sizes,

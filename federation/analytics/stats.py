@@ -44,6 +44,7 @@ from federation.analytics import dp_noise
 from federation.analytics.disclosure import suppress_cells, table_lines
 from federation.analytics.dp_noise import DpConfig
 from federation.errors import FederationError
+from federation.privacy_unit import privacy_unit_summary
 
 __all__ = [
     "StatsError",
@@ -414,7 +415,7 @@ def stats_finalize(
             "noise_scale": sigma,
             "noise_sd_per_unit_sensitivity": sd,
             "blocks": j,
-            "max_rows_per_subject": m,
+            **privacy_unit_summary(m),
             "nodes": dp.n_nodes,
             "nodes_contributing": n_contributing if n_contributing is not None else dp.n_nodes,
         }

@@ -68,6 +68,7 @@ class StatsPlan(SumPlan):
                 mechanism=self.spec.stats.dp_mechanism,
                 mode=self.spec.stats.dp_mode,
                 n_nodes=inputs.n_nodes,
+                max_rows_per_subject=privacy.max_rows_per_subject,
             )
         )
         self.summed: np.ndarray | None = None
@@ -77,7 +78,10 @@ class StatsPlan(SumPlan):
         """Return the node's scaled sums (with its share of noise in distributed mode)."""
         from federation.analytics.scaling import scale_for_secagg
         from federation.analytics.stats import stats_local
+        from federation.privacy_unit import cap_rows_per_subject
 
+        if self.dp is not None:  # the sensitivity holds for this many rows per resident
+            frame = cap_rows_per_subject(frame, self.dp.max_rows_per_subject).frame
         node_dp = self.dp if self.dp is not None and self.dp.mode == "distributed" else None
         vector, _ = stats_local(frame, self.spec, dp=node_dp)
         return scale_for_secagg(vector, self.scale, self.clip)

@@ -254,10 +254,13 @@ class TrainPlan:
         )
         from federation.evaluation import local_evaluation
         from federation.models import build_model
+        from federation.privacy_unit import cap_rows_per_subject
         from federation.training_round import pack_update
 
         job = self.spec
         label = self.columns[-1]
+        if job.privacy is not None:  # one row per resident: DP-SGD's record is a resident
+            frame = cap_rows_per_subject(frame, 1).frame
         test = held_out_mask(frame, job.training.test_fraction, job.seed)
         n_train = int((~test).sum())
         plan = fixed_dp(n_train)

@@ -1,0 +1,77 @@
+"""The privacy unit is the resident: a bound on the rows one resident contributes to a job.
+
+A resident can hold several rows of a domain (a mother with twins or with two births, a
+resident with yearly checkups), while DP-SGD, the statistics and the GLM mechanisms bound
+what *one row* changes. Before a DP job reads a node's rows, :func:`cap_rows_per_subject`
+keeps at most ``privacy.max_rows_per_subject`` rows of each subject pseudonym (the
+``subject`` column): DP-SGD runs with a cap of 1, so its per-record guarantee is a
+per-resident one; statistics and GLM multiply their sensitivity by the cap. Which rows are
+kept depends on that resident's own rows only (their order in the node's data), so adding
+or removing one resident changes only that resident's kept rows, as the neighbouring
+relation requires.
+
+Rows without a subject pseudonym (a researcher's sample file run by ``hamanasu simulate``)
+count as one resident each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["CappedRows", "cap_rows_per_subject", "privacy_unit_summary"]
+
+#: The column holding a row's subject pseudonym.
+SUBJECT_COLUMN = "subject"
+
+
+@dataclass(frozen=True)
+class CappedRows:
+    """A node's rows after the per-resident cap.
+
+    Attributes:
+        frame: the rows kept.
+        dropped: rows dropped because their resident already had ``cap`` rows.
+        cap: the rows each resident may contribute.
+        unit: ``resident`` (rows keyed by pseudonym) or ``row`` (no pseudonym column).
+    """
+
+    frame: pd.DataFrame
+    dropped: int
+    cap: int
+    unit: str
+
+
+def cap_rows_per_subject(frame: pd.DataFrame, cap: int) -> CappedRows:
+    """Keep at most ``cap`` rows of each subject, the first ones in the data's order.
+
+    Args:
+        frame: the rows the node's gate admitted.
+        cap: rows one resident may contribute (>= 1).
+
+    Returns:
+        The :class:`CappedRows` (rows kept in their original order, rows dropped).
+
+    Raises:
+        ValueError: ``cap`` is below 1.
+    """
+    if cap < 1:
+        raise ValueError(f"max_rows_per_subject must be >= 1, got {cap}")
+    if SUBJECT_COLUMN not in frame.columns:
+        return CappedRows(frame, 0, cap, "row")
+    keep = frame.groupby(SUBJECT_COLUMN, sort=False).cumcount().to_numpy() < cap
+    kept = frame.loc[keep]
+    return CappedRows(kept, int(len(frame) - len(kept)), cap, "resident")
+
+
+def privacy_unit_summary(cap: int) -> dict[str, Any]:
+    """Return what a DP result states about its privacy unit.
+
+    Returns:
+        ``{"privacy_unit": "resident", "max_rows_per_subject": cap}``: the ε is per
+        resident (subject pseudonym), each contributing at most ``cap`` rows.
+    """
+    return {"privacy_unit": "resident", "max_rows_per_subject": int(cap)}
