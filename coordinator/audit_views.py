@@ -292,10 +292,10 @@ class AuditViews:
                     field="index",
                 )
             check = s.get(NodeLedgerCheck, state.head_check_id)
-            assert check is not None
-            head = SignedTreeHead.model_validate_json(check.head)
             row = s.get(NodeLedgerEntry, (name, index))
-            assert row is not None
+            if check is None or row is None:
+                raise NotFound(f"index: node {name}'s mirror lacks entry {index}", field="index")
+            head = SignedTreeHead.model_validate_json(check.head)
             proof = inclusion_path(index, size, self._perfect_hashes(s, name))
             return InclusionProofPublic(
                 node=name,

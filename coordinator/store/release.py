@@ -49,9 +49,15 @@ class ReleaseStore(StoreBase):
         return [_decision_public(d, name) for d, name in s.execute(q).all()]
 
     def _release_view(self, s: Session, review: ReleaseReview) -> ReleaseView:
+        """Return what a node's reviewer sees of a held result: a summary, never its data.
+
+        Raises:
+            NotFound: the job or its result is gone (a review is only made for a stored one).
+        """
         job = s.get(Job, review.job_id)
         res = s.get(Result, review.job_id)
-        assert job is not None and res is not None
+        if job is None or res is None:
+            raise NotFound(f"job_id: job {review.job_id!r} has no stored result", field="job_id")
         owner = s.scalar(select(Principal.name).where(Principal.id == job.owner_id)) or "?"
         eps = (res.epsilon_by_node or {}).get(review.node)
         return ReleaseView(
