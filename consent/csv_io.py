@@ -137,9 +137,8 @@ def _row(row: dict[str, str], where: str, problems: list[ImportProblem]) -> Cons
         bad("period_end", "is before period_start")
     elif start is not None or end is not None:
         period = Period(start=start, end=end)
-    if len(problems) > before:
-        return None
-    assert recorded is not None and commercial is not None
+    if len(problems) > before or recorded is None or commercial is None:
+        return None  # each missing value was reported as a problem above
     ncu = [] if commercial else ["NCU"]
     provisions: tuple[Provision, ...]
     try:

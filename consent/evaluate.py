@@ -29,7 +29,15 @@ from consent.duo import (
     meets_modifier,
     overlaps,
 )
-from consent.model import Consent, ConsentStatus, Decision, DecisionType, Provision, UseRequest
+from consent.model import (
+    Consent,
+    ConsentStatus,
+    Decision,
+    DecisionType,
+    Period,
+    Provision,
+    UseRequest,
+)
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -90,10 +98,8 @@ def provision_matches(
     return True
 
 
-def _overlap(a: object, b: object) -> bool:
-    from consent.model import Period
-
-    assert isinstance(a, Period) and isinstance(b, Period)
+def _overlap(a: Period, b: Period) -> bool:
+    """Return whether two periods share a moment (open ends reach forever)."""
     if a.end is not None and b.start is not None and b.start > a.end:
         return False
     return not (b.end is not None and a.start is not None and b.end < a.start)
