@@ -387,6 +387,7 @@ class JobSpec(_Strict):
             delta=self.privacy.delta if self.privacy else None,
             secure_aggregation=self.secure_aggregation.enabled,
             rounds=self.rounds if self.kind == "train" else 1,
+            linked=self.link is not None,
         )
 
     def columns(self) -> list[str]:

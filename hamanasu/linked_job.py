@@ -10,6 +10,7 @@ three parties secure computation needs. Alignment and computation are
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,36 @@ def _qualify(spec: Any, holders: list[Any]) -> dict[str, str]:
     return out
 
 
-def run_linked_job(spec: Any, nodes: list[Any], out: Path) -> dict[str, Any]:
+def _gate(spec: Any, job_id: str, holders: list[Any], gates: Mapping[str, Any]) -> None:
+    """Keep, at each gated holder, the rows its gate lets this job use now.
+
+    The gate checks the policy (linkage allowed for this purpose), consent for the
+    purpose now (of the key's resident) and the minimum cohort; it raises ``JobRefused``.
+    """
+    key = spec.link.key
+    for h in holders:
+        gate = gates.get(h.name)
+        if gate is None:
+            continue
+        frame = h.frame if key == "subject" else h.frame.assign(subject=h.frame[key])
+        kept = gate.select(spec, job_id, 1, frame)
+        h.frame = kept[h.frame.columns]
+        h.min_cohort = int(gate.policy().min_cohort)
+
+
+def run_linked_job(
+    spec: Any,
+    nodes: list[Any],
+    out: Path,
+    *,
+    gates: Mapping[str, Any] | None = None,
+    job_id: str = "linked",
+) -> dict[str, Any]:
     """Run the linked ``stats`` or ``glm`` job over the nodes' files; draw its plot.
+
+    With ``gates`` (node name -> :class:`nodes.enforcement.EnforcementPoint`), each
+    holder's gate selects its rows first, and its usage entry (the linked cohort at that
+    holder) is written once alignment is done, before its columns are shared.
 
     Returns:
         The result JSON (``status`` succeeded or failed with ``reason``).
@@ -85,11 +114,20 @@ def run_linked_job(spec: Any, nodes: list[Any], out: Path) -> dict[str, Any]:
     from federation.cdm import declared_ranges
     from federation.linkage.errors import LinkageError
     from federation.linkage.linked_run import linked_glm, linked_stats, locate_columns
+    from nodes.client_app import RoundUse
+    from nodes.enforcement import JobRefused
 
     holders = _tables(spec, nodes)
+
+    def usage(holder: str, members: list[str]) -> None:
+        gate = (gates or {}).get(holder)
+        if gate is not None:
+            gate.commit(spec, RoundUse(job_id, 1, "linked", members, 0.0, 0.0, {"type": "none"}))
+
     name = _qualify(spec, holders)
     key = spec.link.key
     try:
+        _gate(spec, job_id, holders, gates or {})
         locate_columns(holders, [name[c] for c in spec.columns()], key)
         if spec.kind == "glm":
             if spec.glm.categorical:
@@ -104,7 +142,7 @@ def run_linked_job(spec: Any, nodes: list[Any], out: Path) -> dict[str, Any]:
                 ranges[name[f]] = (float(got[0]), float(got[1]))
             result = linked_glm(holders, key=key, outcome=name[spec.label],
                                 terms=[name[f] for f in spec.features], family=spec.glm.family,
-                                ranges=ranges)
+                                ranges=ranges, on_cohort=usage)
             result.update(status="succeeded", linked=True)
             from hamanasu.plots import plot_forest
 
@@ -114,11 +152,12 @@ def run_linked_job(spec: Any, nodes: list[Any], out: Path) -> dict[str, Any]:
         vec, linked_n, who = linked_stats(
             holders, key=key, group_by=[name[g] for g in spec.stats.group_by],
             levels={name[g]: spec.stats.levels.get(g, []) for g in spec.stats.group_by},
-            variables=[name[v] for v in spec.stats.variables],
+            variables=[name[v] for v in spec.stats.variables], on_cohort=usage,
         )
-        released = stats_finalize(vec, stats_layout(spec), spec,
-                                  spec.stats.min_cell_count).to_json_dict()
+        floor = max([spec.stats.min_cell_count]
+                    + [int(g.policy().min_cell_count) for g in (gates or {}).values()])
+        released = stats_finalize(vec, stats_layout(spec), spec, floor).to_json_dict()
         released.update(status="succeeded", linked=True, linked_n=linked_n, holders=who)
         return released
-    except LinkageError as exc:
+    except (LinkageError, JobRefused) as exc:
         return {"status": "failed", "kind": spec.kind, "linked": True, "reason": str(exc)}

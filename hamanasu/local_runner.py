@@ -66,6 +66,8 @@ class EmbeddedRunner:
             return RunResult("failed", f"node(s) {unknown} are not part of this local deployment")
         points = {n: EnforcementPoint(n, self.nodes[n].state_dir) for n in nodes}
         sources = [NodeSource(n, self.nodes[n].data, self.nodes[n].state_dir) for n in nodes]
+        if job.link is not None:
+            return self._linked(job, job_id, sources, points)
         try:
             sizes = {s.name: len(read_columns(s.data, job.domain, job.columns())) for s in sources}
         except (FileNotFoundError, KeyError, ValueError) as exc:
@@ -97,6 +99,37 @@ class EmbeddedRunner:
                     points[name].release(job_id, reason, failed=failed)
                 except Exception:  # noqa: BLE001 - a release failure must not hide the result
                     log.exception("node %s: could not release job %s", name, job_id)
+
+    def _linked(
+        self, job: JobSpec, job_id: str, sources: list[Any], points: dict[str, Any]
+    ) -> RunResult:
+        """Run a linked job: every holder's gate, then PSI, then the MPC parties."""
+        from hamanasu.linked_job import run_linked_job
+        from nodes.enforcement import JobRefused
+
+        accepted: list[str] = []
+        result = RunResult("failed", "the run did not start")
+        try:
+            for name, point in points.items():
+                try:
+                    point.accept(job, job_id, approved=True)
+                except JobRefused as exc:
+                    result = RunResult("failed", str(exc)[:500])
+                    return result
+                accepted.append(name)
+            with tempfile.TemporaryDirectory() as tmp:
+                report = run_linked_job(job, sources, Path(tmp), gates=points, job_id=job_id)
+                plot_name = report.get("plot")
+                plot = (Path(tmp) / plot_name).read_bytes() if plot_name else None
+            ok = report.get("status") == "succeeded"
+            result = RunResult("succeeded" if ok else "failed",
+                               report.get("reason") or f"linked {job.kind} released",
+                               report=report, plot_png=plot)
+            return result
+        finally:
+            for name in accepted:
+                failed = result.status != "succeeded"
+                points[name].release(job_id, f"job {result.status}", failed=failed)
 
     def _analytics(
         self,

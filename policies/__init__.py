@@ -34,6 +34,7 @@ from policies.evaluate import evaluate, job_limits, manual_approval
 from policies.model import (
     NEVER_USABLE_COLUMNS,
     BudgetRule,
+    LinkageRules,
     NodePolicy,
     ReleaseRules,
     default_policy,
@@ -57,6 +58,7 @@ __all__ = [
     "GaussianMechanism",
     "JobRequest",
     "LaplaceMechanism",
+    "LinkageRules",
     "Mechanism",
     "MechanismError",
     "NEVER_USABLE_COLUMNS",

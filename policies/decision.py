@@ -39,6 +39,7 @@ REASON_CODES: dict[str, str] = {
     "feature_not_allowed": "a column is not allowed for this domain",
     "identifier_as_feature": "direct identifiers and free text are never usable",
     "kind_not_allowed": "this kind of job is not allowed on this node",
+    "linkage_not_allowed": "the node does not take part in linked jobs for this purpose",
     "model_not_allowed": "this model is not allowed on this node",
     "purpose_not_allowed": "a stated purpose is not allowed on this node",
     "requester_not_allowed": "the requester is not allowed on this node",

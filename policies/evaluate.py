@@ -40,6 +40,20 @@ def _purpose_rules(job: JobRequest, policy: NodePolicy) -> list[Reason]:
     return reasons
 
 
+def _linkage_rules(job: JobRequest, policy: NodePolicy) -> list[Reason]:
+    if not job.linked:
+        return []
+    rules = policy.linkage
+    if not rules.allowed:
+        msg = "this node does not take part in linked jobs (policy linkage.allowed is false)"
+        return [Reason(code="linkage_not_allowed", message=msg, field="linked")]
+    outside = [c for c in dict.fromkeys(job.purposes) if rules.purposes and c not in rules.purposes]
+    if outside:
+        msg = f"linked jobs are allowed only for {list(rules.purposes)}, not for {outside}"
+        return [Reason(code="linkage_not_allowed", message=msg, field="purposes")]
+    return []
+
+
 def _requester_rules(job: JobRequest, policy: NodePolicy) -> list[Reason]:
     reasons: list[Reason] = []
     allowed = policy.requesters.allowed
@@ -266,6 +280,7 @@ def evaluate(job: JobRequest, policy: NodePolicy, state: PolicyState) -> PolicyD
         *_data_rules(job, policy),
         *_privacy_rules(job, policy, state),
         *_cohort_rules(policy, state),
+        *_linkage_rules(job, policy),
     ]
     manual = manual_approval(job, policy)
     outcome = PolicyDecision.outcome_for(reasons, manual)

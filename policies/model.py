@@ -71,6 +71,7 @@ __all__ = [
     "NodePolicy",
     "PurposeRules",
     "ReleaseReview",
+    "LinkageRules",
     "ReleaseRules",
     "RequesterRules",
     "default_policy",
@@ -333,6 +334,24 @@ class ReleaseRules(_Strict):
     review: ReleaseReview = "none"
 
 
+class LinkageRules(_Strict):
+    """Whether this node takes part in linked jobs (its columns joined with other holders').
+
+    A linked job aligns this node's consenting residents with other holders' by private
+    set intersection (this node learns which of its residents are in the linked cohort;
+    set sizes are public) and computes on secret shares of its columns.
+
+    Attributes:
+        allowed: take part in linked jobs at all (off by default).
+        purposes: DUO codes a linked job's purposes must all be among; empty means any
+            purpose the purpose rules allow.
+
+    """
+
+    allowed: bool = False
+    purposes: tuple[Annotated[str, Field(min_length=1, max_length=16)], ...] = ()
+
+
 class NodePolicy(_Strict):
     """A node's policy: which jobs may run here and under which limits.
 
@@ -351,6 +370,7 @@ class NodePolicy(_Strict):
         budget: the privacy budget per domain.
         approval: automatic or manual approval.
         release: whether released results wait for the node's review.
+        linkage: whether, and for which purposes, linked jobs may use this node's data.
 
     """
 
@@ -368,6 +388,7 @@ class NodePolicy(_Strict):
     budget: dict[str, BudgetRule] = Field(default_factory=dict)
     approval: ApprovalRules = Field(default_factory=ApprovalRules)
     release: ReleaseRules = Field(default_factory=ReleaseRules)
+    linkage: LinkageRules = Field(default_factory=LinkageRules)
 
     @field_validator("domains", "budget")
     @classmethod

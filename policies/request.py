@@ -38,6 +38,7 @@ class JobRequest(BaseModel):
         delta: the job's DP δ target per node.
         secure_aggregation: whether updates travel through SecAgg+.
         rounds: federated rounds.
+        linked: whether the job joins this node's columns with other holders' (``[link]``).
 
     """
 
@@ -58,6 +59,7 @@ class JobRequest(BaseModel):
     delta: float | None = Field(default=None, ge=0, lt=1, allow_inf_nan=False)
     secure_aggregation: bool = True
     rounds: int = Field(default=1, ge=1, le=100_000)
+    linked: bool = False
 
     @field_validator("purposes")
     @classmethod

@@ -68,9 +68,12 @@ def locate_columns(holders: Sequence[HolderTable], columns: Sequence[str],
     return out
 
 
+Cohort = Callable[[str, list[str]], None]
+
+
 def _align(holders: Sequence[HolderTable], key: str, used: dict[int, list[str]],
-           anchor: int, relay: Relay | None, *,
-           complete: bool) -> tuple[list[int], dict[int, pd.DataFrame]]:
+           anchor: int, relay: Relay | None, *, complete: bool,
+           on_cohort: Cohort | None = None) -> tuple[list[int], dict[int, pd.DataFrame]]:
     order = [anchor] + [i for i in sorted(used) if i != anchor]
     frames: dict[int, pd.DataFrame] = {}
     for i in order:
@@ -83,6 +86,9 @@ def _align(holders: Sequence[HolderTable], key: str, used: dict[int, list[str]],
     psi = [PsiHolder(holders[i].name, frames[i][key].astype(str).tolist(),
                      holders[i].min_cohort) for i in order]
     res = align_cohort(psi, relay)
+    for i in order:  # each holder's usage entry, before its columns are shared
+        if on_cohort is not None:
+            on_cohort(holders[i].name, res.cohort[holders[i].name])
     aligned = {}
     for i in order:
         f = frames[i].assign(_k=frames[i][key].astype(str))
@@ -102,11 +108,14 @@ def linked_glm(
     relay: Relay | None = None,
     timeout: float = 3600.0,
     on_start: Callable[[list[PartyRun]], None] | None = None,
+    on_cohort: Cohort | None = None,
 ) -> dict[str, Any]:
     """Fit a GLM (intercept plus ``terms``) whose columns lie at different holders.
 
     ``ranges`` are the declared (public) ranges of the terms; they scale the terms into
     [-1, 1] inside the computation (the fit is exact whatever the scaling).
+    ``on_cohort(holder, members)`` is called per holder once the cohort is known and
+    before any column is shared (the holder's usage entry; raising stops the job).
 
     Returns:
         The horizontal GLM result mapping plus ``linked_n`` and ``holders``.
@@ -124,7 +133,8 @@ def linked_glm(
     used: dict[int, list[str]] = {}
     for col in [outcome, *terms]:
         used.setdefault(where[col][0], []).append(where[col][1])
-    order, aligned = _align(holders, key, used, where[outcome][0], relay, complete=True)
+    order, aligned = _align(holders, key, used, where[outcome][0], relay, complete=True,
+                            on_cohort=on_cohort)
     party = {h: p for p, h in enumerate(order)}
     model_terms = [Term("Intercept", 0)]
     for t in terms:
@@ -156,6 +166,7 @@ def linked_stats(
     variables: Sequence[str],
     relay: Relay | None = None,
     timeout: float = 3600.0,
+    on_cohort: Cohort | None = None,
 ) -> tuple[np.ndarray, int, dict[str, list[str]]]:
     """Compute the horizontal statistics vector of the holders' inner join.
 
@@ -174,7 +185,8 @@ def linked_stats(
     for col in [*group_by, *variables]:
         used.setdefault(where[col][0], []).append(where[col][1])
     anchor = where[group_by[0]][0] if group_by else where[variables[0]][0]
-    order, aligned = _align(holders, key, used, anchor, relay, complete=False)
+    order, aligned = _align(holders, key, used, anchor, relay, complete=False,
+                            on_cohort=on_cohort)
     party = {h: p for p, h in enumerate(order)}
     n = len(aligned[order[0]])
     group = tuple((g, party[where[g][0]], len(levels[g])) for g in group_by)
