@@ -159,7 +159,7 @@ class SumPlan(ABC):
         """Return the released result, or ``status`` failed with the reason."""
 
     def report(self, status: str, reason: str, recorder: SumRecorder) -> dict[str, Any]:
-        """Return the run's result: how it ended, the rounds, and the release if it succeeded.
+        """Return the run's result: its end, rounds, the last sum's nodes, and the release.
 
         Each engine adds what only it knows (job id, nodes, wall time, run id).
         """
@@ -169,6 +169,9 @@ class SumPlan(ABC):
             "reason": reason,
             "secure_aggregation": self.secagg is not None,
             "rounds": len(recorder.sums),
+            # SecAgg+ finishes a round without a node that dropped out mid-protocol: the
+            # last sum's contributors are said, not assumed to be every node of the job.
+            "summed_nodes": recorder.nodes[-1] if recorder.nodes else [],
         }
         if status == "succeeded":
             out.update(self.release(len(recorder.nodes[-1]) if recorder.nodes else None))

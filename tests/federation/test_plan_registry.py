@@ -67,3 +67,15 @@ def test_plan_inputs_round_trip_through_a_run_config():
 def test_a_secure_sum_plan_refuses_unknown_public_inputs():
     with pytest.raises(ValueError, match="n-nodes, max-records"):
         plan_for(parse_job_spec(STATS), PlanInputs(n_nodes=3, max_records=0))
+
+
+def test_a_sum_report_names_the_nodes_in_the_last_sum():
+    import numpy as np
+
+    from federation.secure_sum import SumRecorder
+
+    plan = plan_for(parse_job_spec(STATS), PlanInputs(n_nodes=3, max_records=500))
+    recorder = SumRecorder(sums=[np.zeros(1)], nodes=[["n1", "n2"]])
+    report = plan.report("failed", "stopped", recorder)
+    assert report["summed_nodes"] == ["n1", "n2"]  # a node that dropped out is not claimed
+    assert report["rounds"] == 1 and report["status"] == "failed" and "cells" not in report
