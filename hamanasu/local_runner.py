@@ -66,10 +66,11 @@ class EmbeddedRunner:
             return RunResult("failed", f"node(s) {unknown} are not part of this local deployment")
         points = {n: EnforcementPoint(n, self.nodes[n].state_dir) for n in nodes}
         sources = [NodeSource(n, self.nodes[n].data, self.nodes[n].state_dir) for n in nodes]
-        if job.link is not None:
-            return self._linked(job, job_id, sources, points)
-        try:
-            sizes = {s.name: len(read_columns(s.data, job.domain, job.columns())) for s in sources}
+        sizes: dict[str, int] = {}
+        try:  # a linked job's holders each hold some of its columns: read by the job
+            if job.link is None:
+                sizes = {s.name: len(read_columns(s.data, job.domain, job.columns()))
+                         for s in sources}
         except (FileNotFoundError, KeyError, ValueError) as exc:
             return RunResult("failed", bounded_reason(f"node data: {str(exc).strip(chr(39))}"))
         accepted: list[str] = []
@@ -86,7 +87,9 @@ class EmbeddedRunner:
                 result = RunResult("failed", "cancelled before the run started")
                 return result
             with _ENGINE:
-                if job.kind == "train":
+                if job.link is not None:
+                    result = self._linked(job, job_id, sources, points)
+                elif job.kind == "train":
                     result = self._train(job, job_id, sources, sizes, points, on_progress)
                 else:
                     result = self._analytics(job, job_id, sources, points, on_progress)
@@ -103,33 +106,20 @@ class EmbeddedRunner:
     def _linked(
         self, job: JobSpec, job_id: str, sources: list[Any], points: dict[str, Any]
     ) -> RunResult:
-        """Run a linked job: every holder's gate, then PSI, then the MPC parties."""
+        """Run an accepted linked job: each holder's gate selects rows, then PSI, then MPC."""
         from hamanasu.linked_job import run_linked_job
-        from nodes.enforcement import JobRefused
 
-        accepted: list[str] = []
-        result = RunResult("failed", "the run did not start")
-        try:
-            for name, point in points.items():
-                try:
-                    point.accept(job, job_id, approved=True)
-                except JobRefused as exc:
-                    result = RunResult("failed", str(exc)[:500])
-                    return result
-                accepted.append(name)
-            with tempfile.TemporaryDirectory() as tmp:
-                report = run_linked_job(job, sources, Path(tmp), gates=points, job_id=job_id)
-                plot_name = report.get("plot")
-                plot = (Path(tmp) / plot_name).read_bytes() if plot_name else None
-            ok = report.get("status") == "succeeded"
-            result = RunResult("succeeded" if ok else "failed",
-                               report.get("reason") or f"linked {job.kind} released",
-                               report=report, plot_png=plot)
-            return result
-        finally:
-            for name in accepted:
-                failed = result.status != "succeeded"
-                points[name].release(job_id, f"job {result.status}", failed=failed)
+        with tempfile.TemporaryDirectory() as tmp:
+            report = run_linked_job(job, sources, Path(tmp), gates=points, job_id=job_id)
+            plot_name = report.get("plot")
+            plot = (Path(tmp) / plot_name).read_bytes() if plot_name else None
+        ok = report.get("status") == "succeeded"
+        return RunResult(
+            "succeeded" if ok else "failed",
+            bounded_reason(report.get("reason") or f"linked {job.kind} released"),
+            report=report,
+            plot_png=plot,
+        )
 
     def _analytics(
         self,
