@@ -146,7 +146,8 @@ def _consortium(url: str, op: str, jobs: int = 20) -> tuple[str, list[str]]:
     c = CoordinatorClient(url, op)
     for n in ("n0", "n1", "n2"):
         c.register_node(n)
-    researcher = c.create_principal("bench", "researcher").token.token
+    c.register_organisation("bench-university", "academic", {"bench": False})
+    researcher = c.create_principal("bench", "researcher", None, "bench-university").token.token
     admin = c.create_principal("bench-admin", "node_admin", "n0").token.token
     r = CoordinatorClient(url, researcher)
     spec = {

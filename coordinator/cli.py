@@ -33,7 +33,11 @@ __all__ = ["app", "job_app", "load_runner"]
 app = typer.Typer(no_args_is_help=True, help="Run and administer the coordinator.")
 job_app = typer.Typer(no_args_is_help=True, help="Submit and follow federated jobs.")
 principal_app = typer.Typer(no_args_is_help=True, help="Principals and their tokens (operator).")
+organisation_app = typer.Typer(
+    no_args_is_help=True, help="Researchers' organisations and their projects (operator)."
+)
 app.add_typer(principal_app, name="principal")
+app.add_typer(organisation_app, name="organisation")
 
 Url = Annotated[
     str, typer.Option("--url", envvar="HAMANASU_COORDINATOR_URL", help="The coordinator's URL.")
@@ -217,6 +221,10 @@ def principal_add(
     name: Annotated[str, typer.Argument(help="Unique name, e.g. aki@hokudai.")],
     role: Annotated[str, typer.Option(help="One of: " + ", ".join(Role) + ".")],
     node: Annotated[str | None, typer.Option(help="The node a node_admin administers.")] = None,
+    organisation: Annotated[
+        str | None,
+        typer.Option(help="A researcher's registered organisation (organisation add)."),
+    ] = None,
     token_out: Annotated[
         Path | None, typer.Option(help="Write the new token to this file (0600).")
     ] = None,
@@ -226,7 +234,7 @@ def principal_add(
 ) -> None:
     """Register a principal and print its token once (operator)."""
     with _one_line_errors(), _client(url, token_file) as c:
-        created = c.create_principal(name, role, node)
+        created = c.create_principal(name, role, node, organisation)
         if token_out is not None:
             write_token(token_out, created.token.token)
         _print(
@@ -234,6 +242,38 @@ def principal_add(
             fmt,
             f"{created.principal.role} {created.principal.name}: "
             f"token (shown once) {created.token.token}",
+        )
+
+
+@organisation_app.command("add")
+def organisation_add(
+    name: Annotated[str, typer.Argument(help="The organisation, e.g. hokkaido-university.")],
+    type_: Annotated[str, typer.Option("--type", help="academic, public, commercial or clinical.")],
+    project: Annotated[
+        list[str],
+        typer.Option(help="A project it may run (repeat); NAME:commercial marks a commercial use."),
+    ],
+    url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Register a researchers' organisation, its type and its projects (operator).
+
+    Jobs of its researchers carry it as their requester, whatever a spec claims.
+    """
+    with _one_line_errors(), _client(url, token_file) as c:
+        projects = {}
+        for item in project:
+            pname, _, flag = item.partition(":")
+            if flag not in ("", "commercial"):
+                raise ValueError(f"project: {item!r}: write NAME or NAME:commercial")
+            projects[pname] = flag == "commercial"
+        org = c.register_organisation(name, type_, projects)
+        _print(
+            org.model_dump(mode="json"),
+            fmt,
+            f"organisation {org.name} ({org.type}): projects "
+            + ", ".join(p.name + (" (commercial)" if p.commercial else "") for p in org.projects),
         )
 
 

@@ -28,6 +28,7 @@ from coordinator.schemas import (
     EpsilonByNode,
     NodeCreate,
     NodePublic,
+    OrganisationPublic,
     PrincipalCreate,
     PrincipalCreated,
     PrincipalPublic,
@@ -216,18 +217,43 @@ class CoordinatorClient:
         return PrincipalPublic.model_validate(self._call("GET", "/me").json())
 
     def create_principal(
-        self, name: str, role: Role | str, node: str | None = None
+        self,
+        name: str,
+        role: Role | str,
+        node: str | None = None,
+        organisation: str | None = None,
     ) -> PrincipalCreated:
-        """Register a principal; the returned token is shown only this once.
+        """Register a principal (a researcher: of a registered ``organisation``).
+
+        The returned token is shown only this once.
 
         Raises:
             pydantic.ValidationError: ``role`` is not a :class:`~coordinator.schemas.Role`,
-                or ``node`` does not fit it.
+                or ``node`` / ``organisation`` does not fit it.
             CoordinatorAPIError: the coordinator refused.
         """
-        body = PrincipalCreate.model_validate({"name": name, "role": role, "node": node})
+        body = PrincipalCreate.model_validate(
+            {"name": name, "role": role, "node": node, "organisation": organisation}
+        )
         return PrincipalCreated.model_validate(
             self._call("POST", "/principals", json=body.model_dump(mode="json")).json()
+        )
+
+    def register_organisation(
+        self, name: str, type_: str, projects: dict[str, bool]
+    ) -> OrganisationPublic:
+        """Register an organisation, its type and its projects (name -> commercial).
+
+        Raises:
+            CoordinatorAPIError: refused (not an operator, a name taken, a bad field named).
+        """
+        body = {
+            "name": name,
+            "type": type_,
+            "projects": [{"name": n, "commercial": c} for n, c in projects.items()],
+        }
+        return OrganisationPublic.model_validate(
+            self._call("POST", "/organisations", json=body).json()
         )
 
     def issue_token(self, principal_id: str) -> TokenIssued:

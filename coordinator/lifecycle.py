@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from coordinator.errors import InvalidSpec
+from coordinator.requester import vouch
 from coordinator.runner import RoundProgress, RunCancelled, Runner, RunResult
 from coordinator.schemas import PrincipalPublic
 from coordinator.store import Store
@@ -78,14 +79,21 @@ class Lifecycle:
     def submit(self, owner: PrincipalPublic, raw: dict[str, Any]) -> JobPublic:
         """Validate and store a job.
 
+        The purpose's requester identity is the owner's registered organisation
+        (:func:`coordinator.requester.vouch`), whatever the spec claims.
+
         Raises:
-            InvalidSpec: the spec is invalid or no set of ``min_nodes`` targeted nodes can
-                run it (the field is named; nothing is stored).
+            InvalidSpec: the spec is invalid, claims another requester identity, or no set
+                of ``min_nodes`` targeted nodes can run it (the field is named; nothing is
+                stored).
+            Forbidden: the owner has no registered organisation.
         """
         try:
             spec = parse_job_spec(raw)
         except JobSpecError as exc:
             raise InvalidSpec(exc.reason, field=exc.field) from None
+        claims = raw.get("purpose") or {}
+        spec = vouch(spec, claims, owner, self.store.organisation_of(owner))
         return self.store.create_job(owner, spec)
 
     def decide(self, job_id: str, node: str, decision: DecisionCreate, by: str) -> ApprovalPublic:

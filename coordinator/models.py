@@ -32,6 +32,7 @@ __all__ = [
     "Job",
     "JobEvent",
     "Node",
+    "Organisation",
     "Principal",
     "ReleaseDecision",
     "ReleaseReview",
@@ -46,6 +47,17 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
 
 
+class Organisation(Base):
+    """A researcher's organisation, its type and its projects (revision 0005)."""
+
+    __tablename__ = "organisations"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    type: Mapped[str] = mapped_column(String(16))
+    projects: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+
+
 class Principal(Base):
     """Someone who calls the API: a researcher, a node admin, an auditor or an operator."""
 
@@ -57,6 +69,9 @@ class Principal(Base):
     node: Mapped[str | None] = mapped_column(String(64), ForeignKey("nodes.name"), nullable=True)
     created_at: Mapped[datetime]
     disabled_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    organisation: Mapped[str | None] = mapped_column(  # 0005
+        String(128), ForeignKey("organisations.name"), nullable=True
+    )
 
 
 class Token(Base):

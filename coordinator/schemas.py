@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -21,10 +21,15 @@ __all__ = [
     "JobSubmit",
     "NodeCreate",
     "NodePublic",
+    "OrganisationCreate",
+    "OrganisationMembership",
+    "OrganisationPublic",
+    "OrganisationType",
     "PrincipalBase",
     "PrincipalCreate",
     "PrincipalCreated",
     "PrincipalPublic",
+    "ProjectCreate",
     "ResultPublic",
     "SupernodeKeyCreate",
     "SupernodeKeyPublic",
@@ -43,6 +48,12 @@ class Role(StrEnum):
     OPERATOR = "operator"
 
 
+#: What kind of body an organisation is (the requester types node policies name).
+OrganisationType = Literal["academic", "public", "commercial", "clinical"]
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._@-]*$"
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -50,9 +61,17 @@ class _Model(BaseModel):
 class PrincipalBase(_Model):
     """Who a principal is: a unique name, a role, and (node admins) the node they run."""
 
-    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
+    name: str = Field(min_length=1, max_length=128, pattern=_NAME)
     role: Role
     node: NodeName | None = None
+    organisation: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=_NAME,
+        description="A researcher's registered organisation: the requester the "
+        "coordinator vouches for on every job they submit.",
+    )
 
     @model_validator(mode="after")
     def _node_for_admins(self) -> PrincipalBase:
@@ -60,6 +79,8 @@ class PrincipalBase(_Model):
             raise ValueError("node: a node_admin must be bound to a node")
         if self.role != Role.NODE_ADMIN and self.node is not None:
             raise ValueError("node: only a node_admin is bound to a node")
+        if self.role != "researcher" and self.organisation is not None:
+            raise ValueError("organisation: only a researcher belongs to an organisation")
         return self
 
 
@@ -95,6 +116,44 @@ class PrincipalCreated(_Model):
 
     principal: PrincipalPublic
     token: TokenIssued
+
+
+class ProjectCreate(_Model):
+    """A project an organisation may run jobs for, and whether its use is commercial."""
+
+    name: str = Field(min_length=1, max_length=128, pattern=_NAME)
+    commercial: bool = False
+
+
+class OrganisationCreate(_Model):
+    """An organisation the operator registers: its type and the projects it may run.
+
+    Its researchers' jobs carry this identity (``purpose.requester``, ``requester_type``,
+    ``commercial``), filled in by the coordinator, never taken from the spec.
+    """
+
+    name: str = Field(min_length=1, max_length=128, pattern=_NAME)
+    type: OrganisationType
+    projects: list[ProjectCreate] = Field(min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _distinct_projects(self) -> OrganisationCreate:
+        names = [p.name for p in self.projects]
+        if len(set(names)) != len(names):
+            raise ValueError("projects: a project is listed twice")
+        return self
+
+
+class OrganisationMembership(_Model):
+    """The organisation a researcher belongs to."""
+
+    organisation: str = Field(min_length=1, max_length=128, pattern=_NAME)
+
+
+class OrganisationPublic(OrganisationCreate):
+    """A registered organisation."""
+
+    created_at: datetime
 
 
 class NodeCreate(NodeRegistration):

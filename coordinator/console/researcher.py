@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from coordinator.console.formatting import numeric
 from coordinator.console.pages import ConsoleCtx, PageRefused, Researcher, Viewer, check_csrf, page
-from coordinator.errors import CATALOGUE, CoordinatorError, InvalidSpec, NotFound
+from coordinator.errors import CATALOGUE, CoordinatorError, Forbidden, InvalidSpec, NotFound
 from federation.errors import JobSpecError
 from federation.spec import read_spec_text
 
@@ -62,10 +62,11 @@ async def submit(ctx: Researcher) -> Response:
         return _researcher_page(ctx, 422, text, {"field": "spec", "message": message})
     try:
         job = ctx.lifecycle.submit(ctx.caller, raw)
-    except InvalidSpec as exc:
+    except (InvalidSpec, Forbidden) as exc:  # Forbidden: no registered organisation
         field = exc.field or "spec"
         message = exc.message if exc.message.startswith(field) else f"{field}: {exc.message}"
-        return _researcher_page(ctx, 422, text, {"field": field, "message": message})
+        status = 403 if isinstance(exc, Forbidden) else 422
+        return _researcher_page(ctx, status, text, {"field": field, "message": message})
     return RedirectResponse(f"/console/jobs/{job.id}", status_code=303)
 
 

@@ -1,4 +1,4 @@
-"""Operator routes: principals and their tokens."""
+"""Operator routes: principals, their tokens, and researchers' organisations."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from fastapi import APIRouter, Path
 
 from coordinator.routes.deps import Caller, Operator, StoreDep
 from coordinator.schemas import (
+    OrganisationCreate,
+    OrganisationMembership,
+    OrganisationPublic,
     PrincipalCreate,
     PrincipalCreated,
     PrincipalPublic,
@@ -51,3 +54,30 @@ def revoke_token(
 ) -> TokenPublic:
     """Revoke a token by its public prefix; it stops working at once."""
     return store.revoke_token(prefix)
+
+
+@router.post("/organisations", status_code=201)
+def register_organisation(
+    body: OrganisationCreate, _: Operator, store: StoreDep
+) -> OrganisationPublic:
+    """Register an organisation, its type and the projects it may run.
+
+    Its researchers' jobs carry this identity as their requester; nodes' policies evaluate
+    it, never what a spec claims.
+    """
+    return store.register_organisation(body)
+
+
+@router.get("/organisations")
+def list_organisations(_: Operator, store: StoreDep) -> list[OrganisationPublic]:
+    """List the registered organisations."""
+    return store.list_organisations()
+
+
+@router.put("/principals/{principal_id}/organisation")
+def set_organisation(
+    principal_id: PrincipalId, body: OrganisationMembership, _: Operator, store: StoreDep
+) -> PrincipalPublic:
+    """Give a researcher registered without an organisation its organisation (once)."""
+    store.set_organisation(principal_id, body.organisation)
+    return next(p for p in store.list_principals() if p.id == principal_id)

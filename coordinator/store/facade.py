@@ -5,6 +5,7 @@ from __future__ import annotations
 from coordinator.store.approvals import ApprovalStore
 from coordinator.store.jobs import JobStore
 from coordinator.store.nodes import NodeStore
+from coordinator.store.organisations import OrganisationStore
 from coordinator.store.principals import PrincipalStore
 from coordinator.store.release import ReleaseStore
 from coordinator.store.results import ResultStore
@@ -12,12 +13,21 @@ from coordinator.store.results import ResultStore
 __all__ = ["Store"]
 
 
-class Store(PrincipalStore, NodeStore, JobStore, ApprovalStore, ResultStore, ReleaseStore):
+class Store(
+    PrincipalStore,
+    OrganisationStore,
+    NodeStore,
+    JobStore,
+    ApprovalStore,
+    ResultStore,
+    ReleaseStore,
+):
     """All persistent state of the coordinator, behind typed methods.
 
-    Each part manages one thing (principals and tokens, nodes, jobs and their states,
-    approvals, results, release review) and shares the engine, sessions and clock of
-    :class:`~coordinator.store.base.StoreBase`; see that module for the transaction rules.
+    Each part manages one thing (principals and tokens, organisations, nodes, jobs and
+    their states, approvals, results, release review) and shares the engine, sessions and
+    clock of :class:`~coordinator.store.base.StoreBase`; see that module for the
+    transaction rules.
 
     Args:
         engine: a migrated engine (see :func:`coordinator.db.migrate`).

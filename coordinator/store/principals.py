@@ -9,7 +9,7 @@ from sqlalchemy import select
 from coordinator.auth import new_token, split_token
 from coordinator.db import aware
 from coordinator.errors import Conflict, NotFound, Unauthorized
-from coordinator.models import Node, Principal, Token
+from coordinator.models import Node, Organisation, Principal, Token
 from coordinator.schemas import PrincipalCreate, PrincipalPublic, TokenIssued, TokenPublic
 from coordinator.store.base import StoreBase
 
@@ -23,6 +23,7 @@ def principal_public(p: Principal) -> PrincipalPublic:
         name=p.name,
         role=p.role,  # type: ignore[arg-type]  # a stored str; pydantic checks the literal
         node=p.node,
+        organisation=p.organisation,
         created_at=aware(p.created_at),
         disabled_at=aware(p.disabled_at),
     )
@@ -39,17 +40,27 @@ class PrincipalStore(StoreBase):
 
         Raises:
             Conflict: the name is taken.
-            NotFound: a node admin's node is not registered.
+            NotFound: a node admin's node or a researcher's organisation is not registered.
         """
         now = self.clock()
         issued = new_token(self.hasher)
         with self.sessions.begin() as s:
             if data.node is not None and s.get(Node, data.node) is None:
                 raise NotFound(f"node: no node named {data.node!r}", field="node")
+            if data.organisation is not None and s.get(Organisation, data.organisation) is None:
+                raise NotFound(
+                    f"organisation: no organisation named {data.organisation!r}",
+                    field="organisation",
+                )
             if s.scalar(select(Principal.id).where(Principal.name == data.name)) is not None:
                 raise Conflict(f"name: a principal named {data.name!r} exists", field="name")
             p = Principal(
-                id=uuid.uuid4().hex, name=data.name, role=data.role, node=data.node, created_at=now
+                id=uuid.uuid4().hex,
+                name=data.name,
+                role=data.role,
+                node=data.node,
+                organisation=data.organisation,
+                created_at=now,
             )
             s.add(p)
             s.flush()
@@ -157,5 +168,5 @@ class PrincipalStore(StoreBase):
                 raise denied
             public = principal_public(p)
             if len(self._principals) < 10_000:
-                self._principals[principal_id] = public  # principals never change once created
+                self._principals[principal_id] = public  # only an unset organisation changes
             return public

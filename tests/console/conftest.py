@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from coordinator.api import bootstrap_operator, create_app
 from coordinator.runner import RoundProgress, RunResult
-from coordinator.schemas import NodeCreate, PrincipalCreate
+from coordinator.schemas import NodeCreate, OrganisationCreate, PrincipalCreate
 from coordinator.settings import load_settings
 from federation.api_models import NodeRegistration
 from federation.spec import JobSpec
@@ -166,12 +166,15 @@ def build_world(
     tokens["node_admin"] = store.create_principal(
         PrincipalCreate(name="hospital-admin", role="node_admin", node="city-hospital")
     )[1].token
-    tokens["researcher"] = store.create_principal(PrincipalCreate(name="aki", role="researcher"))[
-        1
-    ].token
-    tokens["other"] = store.create_principal(PrincipalCreate(name="ren", role="researcher"))[
-        1
-    ].token
+    store.register_organisation(
+        OrganisationCreate(
+            name="hokkaido-university", type="academic", projects=[{"name": "console-test"}]
+        )
+    )
+    for key, name in (("researcher", "aki"), ("other", "ren")):
+        tokens[key] = store.create_principal(
+            PrincipalCreate(name=name, role="researcher", organisation="hokkaido-university")
+        )[1].token
     tokens["auditor"] = store.create_principal(PrincipalCreate(name="audit", role="auditor"))[
         1
     ].token

@@ -18,6 +18,9 @@ from coordinator.store import Store
 
 PG_ENV = "HAMANASU_TEST_POSTGRES_URL"
 
+#: The organisation test researchers belong to, and its one project.
+UNIVERSITY, PROJECT = "hokkaido-university", "iwamizawa-mch-2017"
+
 
 def fast_settings(data_dir: Path, **kw: Any) -> CoordinatorSettings:
     """Settings with the cheapest argon2 parameters the service accepts."""
@@ -69,10 +72,29 @@ class Api:
     def h(self, token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"}
 
-    def principal(self, name: str, role: str, node: str | None = None) -> str:
+    def organisation(
+        self, name: str = UNIVERSITY, type_: str = "academic", projects: tuple[str, ...] = (PROJECT,)
+    ) -> str:
+        """Register an organisation unless it exists; return its name."""
+        known = self.client.get("/organisations", headers=self.h(self.operator)).json()
+        if name not in {o["name"] for o in known}:
+            r = self.client.post(
+                "/organisations",
+                json={"name": name, "type": type_, "projects": [{"name": p} for p in projects]},
+                headers=self.h(self.operator),
+            )
+            assert r.status_code == 201, r.text
+        return name
+
+    def principal(
+        self, name: str, role: str, node: str | None = None, organisation: str | None = None
+    ) -> str:
+        """Register a principal (a researcher: of ``organisation``, default the university)."""
+        if role == "researcher" and organisation is None:
+            organisation = self.organisation()
         r = self.client.post(
             "/principals",
-            json={"name": name, "role": role, "node": node},
+            json={"name": name, "role": role, "node": node, "organisation": organisation},
             headers=self.h(self.operator),
         )
         assert r.status_code == 201, r.text

@@ -120,6 +120,13 @@ def test_run_job_commands_token_file_and_errors(live) -> None:
     for n in ("n0", "n1"):
         assert run.invoke(cli_app, ["coordinator", "node-add", n], env=env).exit_code == 0
     tok = tmp / "r.token"
+    org = ["coordinator", "organisation", "add", "hokkaido-university", "--type", "academic"]
+    r = run.invoke(cli_app, [*org, "--project", "mch", "--project", "rnd:commercial"], env=env)
+    assert r.exit_code == 0 and "rnd (commercial)" in r.output, r.output
+    r = run.invoke(cli_app, [*org, "--project", "x"], env=env)
+    assert r.exit_code == 2 and "exists" in r.output and len(r.output.splitlines()) == 1
+    r = run.invoke(cli_app, [*org[:3], "kyoto", "--type", "ngo", "--project", "x"], env=env)
+    assert r.exit_code == 2 and "type" in r.output, r.output
     r = run.invoke(
         cli_app,
         [
@@ -129,6 +136,8 @@ def test_run_job_commands_token_file_and_errors(live) -> None:
             "aki",
             "--role",
             "researcher",
+            "--organisation",
+            "hokkaido-university",
             "--token-out",
             str(tok),
             "--format",
@@ -141,6 +150,7 @@ def test_run_job_commands_token_file_and_errors(live) -> None:
     spec = tmp / "job.toml"
     spec.write_text(
         'kind = "train"\nfeatures = ["a"]\nlabel = "y"\nrounds = 2\n[privacy]\nepsilon = 1.0\n'
+        '[purpose]\nproject = "mch"\n'
     )
     renv = {"HAMANASU_COORDINATOR_URL": url, "HAMANASU_TOKEN": ""}
     r = run.invoke(
@@ -181,6 +191,9 @@ def test_run_job_commands_token_file_and_errors(live) -> None:
     r = run.invoke(cli_app, ["job", "status", job_id], env={**renv, "HAMANASU_TOKEN": "hmn_bad"})
     assert r.exit_code == 2 and "401" in r.output and "hmn_bad" not in r.output
     r = run.invoke(cli_app, ["job", "results", job_id, "--out", str(tmp / "o")], env=env)
+    assert r.exit_code == 2 and "needs researcher" in r.output  # a result is its researcher's
+    mine = {**renv, "HAMANASU_TOKEN": tok.read_text().strip()}
+    r = run.invoke(cli_app, ["job", "results", job_id, "--out", str(tmp / "o")], env=mine)
     assert r.exit_code == 2 and "no result" in r.output
 
 

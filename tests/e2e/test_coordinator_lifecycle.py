@@ -73,7 +73,9 @@ def test_run_job_lifecycle_over_http(tmp_path: Path, scenario: Path) -> None:
         for name in MATERNITY:
             oper.register_node(name)
             admins[name] = oper.create_principal(f"{name}-admin", "node_admin", name).token.token
-        researcher = oper.create_principal("aki", "researcher").token.token
+        oper.register_organisation("hokkaido-university", "academic", {"t": False})
+        researcher = oper.create_principal("aki", "researcher", None, "hokkaido-university")
+        researcher = researcher.token.token
         auditor = oper.create_principal("audit", "auditor").token.token
 
         services = {}

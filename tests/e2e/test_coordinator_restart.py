@@ -117,7 +117,9 @@ def test_restart_coordinator_killed_mid_job_loses_nothing(tmp_path: Path) -> Non
         for n in NODES:
             op.register_node(n)
             admins[n] = op.create_principal(f"{n}-admin", "node_admin", n).token.token
-        res = CoordinatorClient(url, op.create_principal("aki", "researcher").token.token)
+        op.register_organisation("hokkaido-university", "academic", {"iwamizawa-mch-2017": False})
+        aki = op.create_principal("aki", "researcher", None, "hokkaido-university")
+        res = CoordinatorClient(url, aki.token.token)
         services = {
             n: NodeService(
                 NodeServiceConfig(name=n, coordinator_url=url, state_dir=states[n]),

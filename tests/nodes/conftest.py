@@ -30,7 +30,19 @@ from nodes.scenario.generator import generate
 from nodes.service import CoordinatorLink, NodeService, NodeServiceConfig
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "iwamizawa"
+#: The organisation test researchers belong to (the example specs' requester and project).
+UNIVERSITY = {
+    "name": "hokkaido-university",
+    "type": "academic",
+    "projects": [{"name": "iwamizawa-mch-2017"}],
+}
 NODE = "city-hospital"
+
+
+@pytest.fixture
+def university() -> dict[str, object]:
+    """The organisation body to register for test researchers (``POST /organisations``)."""
+    return UNIVERSITY
 
 
 class InstantRunner:
@@ -113,8 +125,11 @@ def build_world(
     tokens = {"operator": op}
     for n in (NODE, "women-clinic"):
         assert http.post("/nodes", json={"name": n}, headers=oh).status_code == 201
+    assert http.post("/organisations", json=UNIVERSITY, headers=oh).status_code == 201
     for who, role, node in (("node_admin", "node_admin", NODE), ("researcher", "researcher", None)):
-        r = http.post("/principals", json={"name": who, "role": role, "node": node}, headers=oh)
+        org = UNIVERSITY["name"] if role == "researcher" else None
+        body = {"name": who, "role": role, "node": node, "organisation": org}
+        r = http.post("/principals", json=body, headers=oh)
         assert r.status_code == 201, r.text
         tokens[who] = r.json()["token"]["token"]
     cfg = NodeServiceConfig(

@@ -53,7 +53,7 @@ class InstantRunner:
 
 
 @pytest.fixture
-def setup(tmp_path: Path):
+def setup(tmp_path: Path, university: dict):
     policy = default_policy().model_copy(update={"release": ReleaseRules(review="two_reviewers")})
     policy_file = tmp_path / "policy.toml"
     policy_file.write_text(policy_to_toml(policy), encoding="utf-8")
@@ -69,13 +69,16 @@ def setup(tmp_path: Path):
         tokens = {}
         for n in ("n0", "n1"):
             assert http.post("/nodes", json={"name": n}, headers=h).status_code == 201
+        http.post("/organisations", json=university, headers=h)
         for who, role, node in (
             ("n0-admin", "node_admin", "n0"),
             ("n0-second", "node_admin", "n0"),
             ("n1-admin", "node_admin", "n1"),
             ("aki", "researcher", None),
         ):
-            r = http.post("/principals", json={"name": who, "role": role, "node": node}, headers=h)
+            org = university["name"] if role == "researcher" else None
+            body = {"name": who, "role": role, "node": node, "organisation": org}
+            r = http.post("/principals", json=body, headers=h)
             tokens[who] = (r.json()["principal"]["id"], r.json()["token"]["token"])
         cfg = NodeServiceConfig(name="n0", coordinator_url="http://testserver", state_dir=state)
 

@@ -21,7 +21,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "iwamizawa"
 
 
 @pytest.fixture
-def world(tmp_path: Path):
+def world(tmp_path: Path, university: dict):
     state = tmp_path / "n0"
     init_node(state, "n0", EXAMPLES / "policies" / "city-hospital.toml")
     app = create_app(load_settings(data_dir=tmp_path / "coord", argon2_time_cost=1))
@@ -31,8 +31,11 @@ def world(tmp_path: Path):
         tokens = {}
         for n in ("n0", "n1"):
             assert http.post("/nodes", json={"name": n}, headers=oh).status_code == 201
+        http.post("/organisations", json=university, headers=oh)
         for who, role, node in (("n0-admin", "node_admin", "n0"), ("aki", "researcher", None)):
-            r = http.post("/principals", json={"name": who, "role": role, "node": node}, headers=oh)
+            org = university["name"] if role == "researcher" else None
+            body = {"name": who, "role": role, "node": node, "organisation": org}
+            r = http.post("/principals", json=body, headers=oh)
             tokens[who] = r.json()["token"]["token"]
         cfg = NodeServiceConfig(name="n0", coordinator_url="http://testserver", state_dir=state)
 

@@ -105,7 +105,9 @@ def test_node_service_http_bodies_carry_no_data(tmp_path, data):
             )
             services[name] = NodeService(cfg, CoordinatorLink(client, name))
             services[name].poll_once()
-        researcher = oper.create_principal("aki", "researcher").token.token
+        oper.register_organisation("hokkaido-university", "academic", {"iwamizawa-mch-2017": False})
+        researcher = oper.create_principal("aki", "researcher", None, "hokkaido-university")
+        researcher = researcher.token.token
         res = CoordinatorClient("", researcher, client=TestClient(app))
         job = res.submit(
             {
