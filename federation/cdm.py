@@ -1,5 +1,9 @@
 """The common data model: one schema per domain that a data holder maps its tables into.
 
+The domains and their columns live in a versioned schema file (``cdm_schema.toml``
+beside this module, or the file ``$HAMANASU_CDM_SCHEMA`` names) that nodes and the
+coordinator share; a consortium adds a domain or a column by editing it.
+
 A schema lists every column a domain file may hold: its kind (``int``, ``float``,
 ``bool``, ``category``, ``str``, ``date``), whether it is required, its allowed range or
 categories, and its role. Only ``feature`` columns may ever be a job's feature or label;
@@ -14,24 +18,35 @@ so that a holder's own adapter can declare such columns and have them refused.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 __all__ = [
+    "DEFAULT_SCHEMA_FILE",
     "DOMAINS",
     "PSEUDONYM_PATTERN",
+    "RULES",
     "SCHEMAS",
+    "SCHEMA_ENV",
+    "SCHEMA_VERSION",
     "Column",
     "ColumnKind",
     "ColumnRole",
     "CrossCheck",
     "DomainSchema",
+    "SchemaFile",
+    "active_schema_file",
+    "declared_ranges",
     "feature_columns",
     "get_schema",
+    "load_schema_file",
 ]
 
 ColumnKind = Literal["int", "float", "bool", "category", "str", "date"]
@@ -178,191 +193,164 @@ class DomainSchema:
         raise KeyError(f"{self.name} has no column {name!r}")
 
 
-def _key(name: str, unit: str = "consortium pseudonym") -> Column:
-    return Column(name, "str", pattern=PSEUDONYM_PATTERN, role="key", unit=unit)
+#: The environment variable naming another schema file (a consortium's own version).
+SCHEMA_ENV = "HAMANASU_CDM_SCHEMA"
 
-
-def _flag(name: str, unit: str = "0 no, 1 yes", required: bool = True) -> Column:
-    return Column(name, "bool", required=required, unit=unit)
+#: The schema file packaged with federation.
+DEFAULT_SCHEMA_FILE = Path(__file__).with_name("cdm_schema.toml")
 
 
 def _both_present(df: pd.DataFrame, *cols: str) -> pd.Series:
     return pd.Series(np.logical_and.reduce([df[c].notna().to_numpy() for c in cols]), df.index)
 
 
-def _lbw_ok(df: pd.DataFrame) -> pd.Series:
-    agree = (df["lbw"] == 1) == (df["birth_weight_g"] < 2500)
-    return agree | ~_both_present(df, "lbw", "birth_weight_g")
+def _flag_below(rule: Mapping[str, Any]) -> CrossCheck:
+    flag, of, threshold = str(rule["column"]), str(rule["of"]), float(rule["threshold"])
+
+    def ok(df: pd.DataFrame) -> pd.Series:
+        agree = (df[flag] == 1) == (df[of] < threshold)
+        return agree | ~_both_present(df, flag, of)
+
+    shown = _fmt(threshold)
+    return CrossCheck(flag, (flag, of), ok, f"{flag} must be 1 exactly when {of} < {shown}")
 
 
-def _preterm_ok(df: pd.DataFrame) -> pd.Series:
-    agree = (df["preterm"] == 1) == (df["gestational_weeks"] < 37)
-    return agree | ~_both_present(df, "preterm", "gestational_weeks")
+def _less_than(rule: Mapping[str, Any]) -> CrossCheck:
+    low, high = str(rule["column"]), str(rule["than"])
+
+    def ok(df: pd.DataFrame) -> pd.Series:
+        return (df[low] < df[high]) | ~_both_present(df, low, high)
+
+    return CrossCheck(low, (high, low), ok, f"{low} must be below {high}")
 
 
-def _bp_ok(df: pd.DataFrame) -> pd.Series:
-    return (df["dbp"] < df["sbp"]) | ~_both_present(df, "sbp", "dbp")
+def _bmi(rule: Mapping[str, Any]) -> CrossCheck:
+    bmi, weight, height = str(rule["column"]), str(rule["weight"]), str(rule["height"])
+    tolerance = float(rule.get("tolerance", 0.5))
+
+    def ok(df: pd.DataFrame) -> pd.Series:
+        implied = df[weight] / (df[height] / 100.0) ** 2
+        close = (implied - df[bmi]).abs() <= tolerance
+        return close | ~_both_present(df, bmi, weight, height)
+
+    reason = f"{bmi} must equal {weight} / ({height}/100)^2 within {_fmt(tolerance)}"
+    return CrossCheck(bmi, (bmi, weight, height), ok, reason)
 
 
-def _bmi_ok(df: pd.DataFrame) -> pd.Series:
-    implied = df["weight_kg"] / (df["height_cm"] / 100.0) ** 2
-    close = (implied - df["bmi"]).abs() <= 0.5
-    return close | ~_both_present(df, "bmi", "weight_kg", "height_cm")
+#: The row rules a schema file may name, by ``rule``.
+RULES: Mapping[str, Callable[[Mapping[str, Any]], CrossCheck]] = {
+    "flag_below": _flag_below,
+    "less_than": _less_than,
+    "bmi": _bmi,
+}
+
+_COLUMN_KEYS = {"name", "kind", "required", "low", "high", "categories", "pattern", "role", "unit"}
 
 
-BIRTHS = DomainSchema(
-    "births",
-    "one newborn (twins are two rows with the same mother)",
-    (
-        _key("subject", "mother's consortium pseudonym"),
-        _key("infant", "infant's consortium pseudonym"),
-        Column("year", "int", low=1990, high=2100, role="meta"),
-        Column("birth_date", "date", low="1990-01-01", high="2100-12-31", role="meta"),
-        Column("facility", "str", pattern=r"^[a-z0-9][a-z0-9-]{0,63}$", role="meta"),
-        Column("maternal_age", "int", low=13, high=55, unit="years"),
-        Column("parity", "int", low=1, high=15, unit="birth order, 1 = first"),
-        Column("bmi_pre", "float", low=12, high=50, unit="kg/m2 before pregnancy"),
-        _flag("smoking", "smoked during pregnancy"),
-        _flag("alcohol", "drank alcohol in later pregnancy"),
-        _flag("hdp", "hypertensive disorder of pregnancy"),
-        Column("gwg_kg", "float", low=-15, high=40, unit="gestational weight gain, kg"),
-        _flag("multiple", "twin or higher-order birth"),
-        _flag("female", "0 boy, 1 girl"),
-        Column("gestational_weeks", "int", low=22, high=44, unit="completed weeks"),
-        _flag("preterm", "gestational_weeks < 37"),
-        Column("birth_weight_g", "int", low=300, high=6000, unit="g"),
-        _flag("lbw", "birth_weight_g < 2500"),
-        Column("calcium_mg", "float", low=0, high=5000, unit="mg/day before pregnancy"),
-        Column("dairy_g_day", "float", low=0, high=2000, unit="g/day milk and dairy"),
-    ),
-    (
-        CrossCheck(
-            "lbw",
-            ("lbw", "birth_weight_g"),
-            _lbw_ok,
-            "lbw must be 1 exactly when birth_weight_g < 2500",
-        ),
-        CrossCheck(
-            "preterm",
-            ("preterm", "gestational_weeks"),
-            _preterm_ok,
-            "preterm must be 1 exactly when gestational_weeks < 37",
-        ),
-    ),
-    unique=(("infant",),),
-)
+def _column(domain: str, raw: Mapping[str, Any]) -> Column:
+    unknown = set(raw) - _COLUMN_KEYS
+    if unknown or "name" not in raw:
+        what = f"unknown key(s) {sorted(unknown)}" if unknown else "no name"
+        raise ValueError(f"domain {domain}: a column has {what}")
+    values = dict(raw)
+    if values.get("role") == "key":
+        values.setdefault("kind", "str")
+        values.setdefault("pattern", PSEUDONYM_PATTERN)
+        values.setdefault("unit", "consortium pseudonym")
+    if "kind" not in values:
+        raise ValueError(f"domain {domain}: column {values['name']} has no kind")
+    if "categories" in values:
+        values["categories"] = tuple(str(c) for c in values["categories"])
+    return Column(**values)
 
-CHECKUPS = DomainSchema(
-    "checkups",
-    "one specific health checkup (adults 40-74) or wellness-programme measurement",
-    (
-        _key("subject"),
-        Column("year", "int", low=1990, high=2100, role="meta", unit="fiscal year"),
-        Column("checkup_date", "date", low="1990-01-01", high="2100-12-31", role="meta"),
-        Column("age", "int", low=18, high=110, unit="years"),
-        _flag("female", "0 man, 1 woman"),
-        Column("height_cm", "float", low=120, high=210),
-        Column("weight_kg", "float", low=25, high=250),
-        Column("bmi", "float", low=12, high=70, unit="kg/m2"),
-        Column("waist_cm", "float", low=40, high=200),
-        Column("sbp", "int", low=60, high=260, unit="mmHg"),
-        Column("dbp", "int", low=30, high=160, unit="mmHg"),
-        Column("glucose", "float", low=40, high=600, required=False, unit="fasting, mg/dL"),
-        Column("hba1c", "float", low=3, high=20, required=False, unit="%"),
-        Column("ldl", "float", low=10, high=500, unit="mg/dL"),
-        Column("hdl", "float", low=5, high=200, unit="mg/dL"),
-        Column("tg", "float", low=10, high=3000, unit="mg/dL"),
-        Column("ast", "float", low=1, high=2000, unit="U/L"),
-        Column("alt", "float", low=1, high=2000, unit="U/L"),
-        Column("ggt", "float", low=1, high=3000, unit="U/L"),
-        Column("urine_glucose", "int", low=0, high=4, unit="0 -, 1 +/-, 2 +, 3 2+, 4 3+"),
-        Column("urine_protein", "int", low=0, high=4, unit="0 -, 1 +/-, 2 +, 3 2+, 4 3+"),
-        _flag("smoking", "current smoker"),
-    ),
-    (
-        CrossCheck("dbp", ("sbp", "dbp"), _bp_ok, "dbp must be below sbp"),
-        CrossCheck(
-            "bmi",
-            ("bmi", "weight_kg", "height_cm"),
-            _bmi_ok,
-            "bmi must equal weight_kg / (height_cm/100)^2 within 0.5",
-        ),
-    ),
-    unique=(("subject", "checkup_date"),),
-)
 
-INFANT_CHECKUPS = DomainSchema(
-    "infant_checkups",
-    "one municipal infant health checkup (4, 10, 18 months, 3 years)",
-    (
-        _key("subject", "infant's consortium pseudonym"),
-        _key("mother", "mother's consortium pseudonym"),
-        Column("checkup_date", "date", low="1990-01-01", high="2100-12-31", role="meta"),
-        Column("age_months", "int", low=0, high=72),
-        _flag("female", "0 boy, 1 girl"),
-        Column("weight_g", "int", low=1000, high=40000),
-        Column("length_cm", "float", low=35, high=130),
-        Column("head_cm", "float", low=25, high=60),
-        Column(
-            "feeding",
-            "category",
-            required=False,
-            categories=("breast", "mixed", "formula"),
-            unit="at the 4-month checkup",
-        ),
-    ),
-    unique=(("subject", "checkup_date"),),
-)
+def _domain(name: str, raw: Mapping[str, Any]) -> DomainSchema:
+    columns = tuple(_column(name, c) for c in raw.get("columns", ()))
+    if not columns:
+        raise ValueError(f"domain {name}: no columns")
+    checks = []
+    for rule in raw.get("checks", ()):
+        make = RULES.get(str(rule.get("rule")))
+        if make is None:
+            raise ValueError(
+                f"domain {name}: unknown rule {rule.get('rule')!r}; known: {sorted(RULES)}"
+            )
+        try:
+            checks.append(make(rule))
+        except KeyError as exc:
+            raise ValueError(f"domain {name}: rule {rule['rule']} needs {exc}") from None
+    names = {c.name for c in columns}
+    for check in checks:
+        if any(n not in names for n in check.needs):
+            raise ValueError(f"domain {name}: rule on {check.column} names an unknown column")
+    return DomainSchema(
+        name,
+        str(raw.get("description", "")),
+        columns,
+        tuple(checks),
+        unique=tuple(tuple(str(c) for c in key) for key in raw.get("unique", ())),
+        rows_may_repeat=bool(raw.get("rows_may_repeat", False)),
+    )
 
-PURCHASE_CATEGORIES = (
-    "food",
-    "household",
-    "beauty",
-    "otc_drugs",
-    "toiletries",
-    "health_care_baby",
-    "dispensing",
-    "supplements",
-    "other",
-)
 
-PURCHASES = DomainSchema(
-    "purchases",
-    "one line of a loyalty-card purchase at the drugstore chain",
-    (
-        _key("subject"),
-        Column("purchase_date", "date", low="1990-01-01", high="2100-12-31", role="meta"),
-        Column("category", "category", categories=PURCHASE_CATEGORIES),
-        Column("quantity", "int", low=1, high=1000),
-        Column("amount_yen", "int", low=1, high=10_000_000),
-    ),
-    rows_may_repeat=True,
-)
+@dataclass(frozen=True)
+class SchemaFile:
+    """A loaded schema file.
 
-DAIRY_INTAKE = DomainSchema(
-    "dairy_intake",
-    "one dietary survey answer of the dairy company's panel",
-    (
-        _key("subject"),
-        Column("survey_date", "date", low="1990-01-01", high="2100-12-31", role="meta"),
-        Column("milk_g_day", "float", low=0, high=3000, unit="g/day"),
-        Column("other_dairy_g_day", "float", low=0, high=2000, unit="g/day"),
-        Column(
-            "bifidobacteria_pct",
-            "float",
-            low=0,
-            high=100,
-            required=False,
-            unit="stool bifidobacteria proportion, %",
-        ),
-    ),
-    unique=(("subject", "survey_date"),),
-)
+    Attributes:
+        version: the consortium's version of the data model.
+        domains: every domain's schema by name.
+        path: where it was read from.
+
+    """
+
+    version: int
+    domains: Mapping[str, DomainSchema]
+    path: Path
+
+
+def load_schema_file(path: Path) -> SchemaFile:
+    """Read and check a data-model schema file (TOML).
+
+    Returns:
+        The schema file's version and domains.
+
+    Raises:
+        ValueError: the file is not valid TOML, has no ``version`` or domains, or a
+            domain, column or rule is malformed (the message names it).
+        OSError: the file cannot be read.
+
+    """
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path.name}: not valid TOML ({exc})") from None
+    version = raw.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ValueError(f"{path.name}: needs an integer version")
+    domains = raw.get("domains")
+    if not isinstance(domains, dict) or not domains:
+        raise ValueError(f"{path.name}: needs at least one [domains.NAME] table")
+    try:
+        loaded = {name: _domain(name, body) for name, body in domains.items()}
+    except TypeError as exc:
+        raise ValueError(f"{path.name}: {exc}") from None
+    return SchemaFile(version, loaded, path)
+
+
+def active_schema_file() -> Path:
+    """Return the schema file in force: ``$HAMANASU_CDM_SCHEMA`` if set, else the packaged one."""
+    named = os.environ.get(SCHEMA_ENV, "").strip()
+    return Path(named) if named else DEFAULT_SCHEMA_FILE
+
+
+_ACTIVE = load_schema_file(active_schema_file())
+
+#: The data model's version (from the schema file).
+SCHEMA_VERSION: int = _ACTIVE.version
 
 #: Every domain's schema by name.
-SCHEMAS: Mapping[str, DomainSchema] = {
-    s.name: s for s in (BIRTHS, CHECKUPS, INFANT_CHECKUPS, PURCHASES, DAIRY_INTAKE)
-}
+SCHEMAS: Mapping[str, DomainSchema] = _ACTIVE.domains
 
 #: The domain names, sorted.
 DOMAINS: tuple[str, ...] = tuple(sorted(SCHEMAS))
