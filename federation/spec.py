@@ -83,7 +83,7 @@ class PrivacySpec(_Strict):
     delta: Finite = Field(default=1e-5, gt=0, lt=1)
     max_grad_norm: Finite = Field(default=1.0, gt=0, le=1e3)
     accountant: Literal["pld", "rdp", "prv"] = "pld"
-    max_rows_per_subject: int = Field(default=1, ge=1, le=16)
+    max_rows_per_subject: Count = Field(default=1, ge=1, le=16)
 
 
 class PurposeSpec(_Strict):

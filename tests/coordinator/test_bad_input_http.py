@@ -19,12 +19,14 @@ import pytest
 
 from coordinator.client import CoordinatorClient
 
+PROJECT = "iwamizawa-mch-2017"
 GOOD = {
     "kind": "train",
     "name": "lbw",
     "features": ["maternal_age", "bmi_pre"],
     "label": "lbw",
     "rounds": 2,
+    "purpose": {"project": PROJECT},
     "privacy": {"epsilon": 3.0},
 }
 STATS = {"kind": "stats", "name": "s", "stats": {"variables": ["maternal_age"]}}
@@ -90,7 +92,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         op = CoordinatorClient(url, op_file.read_text().strip())
         for node in ("n1", "n2"):
             op.register_node(node)
-        researcher = op.create_principal("aki", "researcher").token.token
+        op.register_organisation("hokkaido-university", "academic", {PROJECT: False})
+        aki = op.create_principal("aki", "researcher", None, "hokkaido-university")
+        researcher = aki.token.token
         yield Live(url, researcher, op_file.read_text().strip(), proc)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -137,6 +141,10 @@ def test_submit_job_good_spec_is_stored(live: Live) -> None:
         ({**GOOD, "privacy": {"epsilon": "3"}}, "privacy.epsilon"),
         ({**GOOD, "privacy": {"epsilon": True}}, "privacy.epsilon"),
         ({**GOOD, "rounds": "2"}, "rounds"),
+        (
+            {**GOOD, "privacy": {"epsilon": 3.0, "max_rows_per_subject": 2.0}},
+            "privacy.max_rows_per_subject",
+        ),
         ({**GOOD, "purpose": {"commercial": "no"}}, "purpose.commercial"),
         ({**GOOD, "model": "resnet152"}, "model"),
         ({**GOOD, "name": "lbw\n2026-12-03 07:00:00 INFO job approved"}, "name"),
