@@ -225,7 +225,14 @@ def budget_show(folder: NodeDir, fmt: FormatOption = OutputFormat.table) -> None
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
     table = Table(
-        "domain", "period", "ε budget", "ε spent", "ε reserved", "ε left", "δ left", "jobs",
+        "domain",
+        "period",
+        "ε budget",
+        "ε spent",
+        "ε reserved",
+        "ε left",
+        "δ left",
+        "jobs",
         title="privacy budget",
     )
     for row in rows:

@@ -197,7 +197,7 @@ def load_table(path: Path, domain: str | None = None) -> pd.DataFrame:
 
 
 def validate_frame(
-    domain: str, df: pd.DataFrame, source: str, *, first_line: int | None = None
+    domain: str | DomainSchema, df: pd.DataFrame, source: str, *, first_line: int | None = None
 ) -> pd.DataFrame:
     """Check a frame against the schema of ``domain`` and return it with schema dtypes.
 
@@ -205,7 +205,7 @@ def validate_frame(
     count as missing.
 
     Args:
-        domain: the common-data-model domain.
+        domain: the common-data-model domain (or a schema, e.g. a subset of its columns).
         df: the raw frame; its row ``i`` (0-based position) is data row ``i + 1``.
         source: the file name used in error messages.
         first_line: the text line of the first data row (2 for a CSV with a header), to
@@ -227,7 +227,7 @@ def validate_frame(
         KeyError: ``domain`` is unknown.
 
     """
-    schema = get_schema(domain)
+    schema = domain if isinstance(domain, DomainSchema) else get_schema(domain)
     at = _Locator(first_line)
     columns = [str(c) for c in df.columns]
     header: list[Problem] = []
@@ -238,7 +238,7 @@ def validate_frame(
         if name not in schema.names:
             allowed = ", ".join(schema.names)
             header.append(
-                at.header(f"not a column of the {domain} schema (allowed: {allowed})", name)
+                at.header(f"not a column of the {schema.name} schema (allowed: {allowed})", name)
             )
     for name in dict.fromkeys(c for c in columns if columns.count(c) > 1):
         header.append(at.header("the column appears twice", name))

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from nodes.data_loading import DataValidationError
+from nodes.mapping import is_mapping_file, load_mapping
+
 __all__ = ["NodeSource", "find_table", "read_columns"]
 
 
@@ -17,7 +20,8 @@ class NodeSource:
 
     Attributes:
         name: the node's name (``city-hospital``).
-        data: a data folder holding ``<domain>.parquet`` / ``<domain>.csv``, or one file.
+        data: a data folder holding ``<domain>.parquet`` / ``<domain>.csv``, one file, or
+            a mapping file (``.toml``) onto the holder's database.
         state_dir: where the node keeps its ledger, budget and keys (None: no enforcement
             state, as for ``hamanasu simulate`` on sample files).
     """
@@ -57,7 +61,8 @@ def _cached(
 def read_columns(data: Path, domain: str, columns: list[str]) -> pd.DataFrame:
     """Load a node's ``domain`` table, validated, keeping ``columns`` (and ``subject`` if present).
 
-    A folder's table is validated against the common data model; a single file (a
+    A mapping file reads the holder's database (see :mod:`nodes.sql_source`). A folder's
+    table is validated against the common data model; a single file (a
     researcher's sample) only needs the columns, numeric, none missing, within the
     domain's declared ranges (see :func:`nodes.data_loading.load_any`). Loaded tables are
     cached per process by path and modification time.
@@ -68,8 +73,16 @@ def read_columns(data: Path, domain: str, columns: list[str]) -> pd.DataFrame:
     Raises:
         FileNotFoundError: no table.
         nodes.data_loading.DataValidationError: the file is invalid (file, row, column named).
-        KeyError: a column is missing from a folder's table.
+        KeyError: a column is missing from a folder's table or the mapping.
+        sqlalchemy.exc.SQLAlchemyError: the database refused the read.
     """
+    if is_mapping_file(data):
+        from nodes.sql_source import read_mapped
+
+        mapped = read_mapped(load_mapping(data), domain, columns).frame
+        if mapped is None:
+            raise DataValidationError(data.name, f"no valid {domain} rows")
+        return mapped
     path = find_table(data, domain)
     from_folder = not data.is_file()
     frame = _cached(str(path), path.stat().st_mtime_ns, domain, from_folder, tuple(columns))
