@@ -162,7 +162,7 @@ def _consortium(url: str, op: str, jobs: int = 20) -> tuple[str, list[str]]:
         for job_id in ids:
             resp = h.post(f"/nodes/n0/jobs/{job_id}/decision", json={"outcome": "approve"})
             resp.raise_for_status()
-    # Warm-up: the first read verifies the token (argon2); later ones hit the cache.
+    # Warm-up: the first read verifies the token (a keyed hash); later ones hit the cache.
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {researcher}"}) as h:
         for job_id in ids:
             h.get(f"/jobs/{job_id}").raise_for_status()

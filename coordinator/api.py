@@ -13,21 +13,28 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from argon2 import PasswordHasher
-from argon2.low_level import Type
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from coordinator.auth import TokenVerifier
+from coordinator.auth import BadTokenThrottle, TokenHasher, TokenVerifier, load_token_key
 from coordinator.db import make_engine, migrate
-from coordinator.errors import CATALOGUE, Conflict, CoordinatorError, InvalidSpec, Unauthorized
+from coordinator.errors import (
+    CATALOGUE,
+    Conflict,
+    CoordinatorError,
+    InvalidSpec,
+    SettingsError,
+    TooManyRequests,
+    Unauthorized,
+)
 from coordinator.lifecycle import Lifecycle
 from coordinator.routes import api_router
 from coordinator.runner import Runner
@@ -56,12 +63,10 @@ def open_store(
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     engine = engine or make_engine(settings.url(), schema=schema)
     migrate(engine, schema=schema)
-    hasher = PasswordHasher(
-        time_cost=settings.argon2_time_cost,
-        memory_cost=settings.argon2_memory_kib,
-        parallelism=1,
-        type=Type.ID,
-    )
+    try:
+        hasher = TokenHasher(load_token_key(settings.data_dir))
+    except ValueError as exc:
+        raise SettingsError(str(exc), field="data_dir") from None
     return Store(engine, hasher, TokenVerifier(hasher, settings.token_cache_seconds), clock)
 
 
@@ -151,12 +156,15 @@ def create_app(
     app.add_middleware(RequestLimits, large=[(r"/nodes/[^/]+/audit/(entries|snapshot)", upload)])
     app.state.store = store
     app.state.lifecycle = lifecycle
+    app.state.token_throttle = BadTokenThrottle()
     app.state.settings = settings
     app.state.engine = engine
 
     @app.exception_handler(CoordinatorError)
     async def _coordinator_error(_: Request, exc: CoordinatorError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+        if isinstance(exc, TooManyRequests):
+            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
         return JSONResponse(
             _error_body(exc), status_code=CATALOGUE.get(exc.code, 400), headers=headers
         )

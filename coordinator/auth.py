@@ -1,32 +1,51 @@
-"""API tokens: generation, argon2id hashing, verification with a short in-memory cache.
+"""API tokens: generation, keyed hashing, verification with a short in-memory cache.
 
 A token reads ``hmn_<prefix>_<secret>``: the prefix (public, 12 characters) finds the
-stored row, the whole token is checked against its argon2id hash. The plain token is
-returned once, at creation, and never stored or logged. Verified tokens are remembered
-for a few seconds under a keyed BLAKE2 digest (never the token itself) so status reads
-do not pay an argon2 verification each. Revoking a token through the process that
-cached it clears its entry at once; a revocation made by another process on the same
-database (another worker) takes effect when the entry expires, at most the cache period
-(``token_cache_seconds``) later.
+stored row, the whole token is checked against its stored hash. The secret part holds 256
+random bits, so no guessing can succeed and a slow password hash (argon2) would only make
+each bad guess cost the server CPU (about 27 ms with the parameters once used here, an easy
+denial of service). A token is therefore stored as its keyed BLAKE2b digest
+(:class:`TokenHasher`), keyed with a 256-bit server secret kept in the data folder (mode
+0600, :func:`load_token_key`): a copy of the database alone cannot even test a guess.
+Hashes stored by earlier versions (argon2id) are still verified, once, and replaced by the
+keyed digest on that first use; ``argon2-cffi`` is imported only then.
+
+The plain token is returned once, at creation, and never stored or logged. Verified
+tokens are remembered for a few seconds under a keyed digest as well, so status reads skip
+the database. Revoking a token through the process that cached it clears its entry at
+once; a revocation made by another process on the same database (another worker) takes
+effect when the entry expires, at most the cache period (``token_cache_seconds``) later.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
+import stat
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+__all__ = [
+    "TOKEN_KEY_FILE",
+    "BadTokenThrottle",
+    "IssuedToken",
+    "TokenHasher",
+    "TokenVerifier",
+    "load_token_key",
+    "new_token",
+    "split_token",
+]
 
-__all__ = ["IssuedToken", "TokenVerifier", "new_token", "split_token"]
+#: The server secret keying token hashes, in the coordinator's data folder (0600).
+TOKEN_KEY_FILE = "token-hash.key"
 
-#: The roles a principal can hold.
-
+_KEYED = "blake2b-keyed$"
 _PREFIX_LEN = 12
 
 
@@ -52,8 +71,67 @@ def split_token(token: str) -> str | None:
     return parts[1]
 
 
-def new_token(hasher: PasswordHasher) -> IssuedToken:
-    """Generate a token (256 random bits after a 72-bit prefix) and its argon2id hash."""
+def load_token_key(data_dir: Path) -> bytes:
+    """Return the server secret keying token hashes, creating it (0600) on first use.
+
+    Raises:
+        ValueError: the key file is readable by others or not 32 bytes (never its content).
+    """
+    path = data_dir / TOKEN_KEY_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "wb") as out:
+            out.write(secrets.token_bytes(32))
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        raise ValueError(f"{TOKEN_KEY_FILE}: {path} is readable by others; chmod 600 it")
+    key = path.read_bytes()
+    if len(key) != 32:
+        raise ValueError(f"{TOKEN_KEY_FILE}: {path} does not hold a 32-byte key")
+    return key
+
+
+class TokenHasher:
+    """Keyed BLAKE2b digests of tokens; verifies legacy argon2id hashes too.
+
+    Args:
+        key: the 32-byte server secret (:func:`load_token_key`).
+    """
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != 32:
+            raise ValueError("key: a token hash key is 32 bytes")
+        self._key = key
+
+    def hash(self, token: str) -> str:
+        """Return the stored form of ``token``: ``blake2b-keyed$<hex digest>``."""
+        digest = hashlib.blake2b(token.encode(), key=self._key, digest_size=32).hexdigest()
+        return _KEYED + digest
+
+    @staticmethod
+    def is_legacy(stored: str) -> bool:
+        """Return whether ``stored`` is an argon2id hash from an earlier version."""
+        return stored.startswith("$argon2")
+
+    def verify(self, stored: str, token: str) -> bool:
+        """Return whether ``token`` matches ``stored`` (a malformed hash never matches)."""
+        if stored.startswith(_KEYED):
+            return hmac.compare_digest(stored.encode(), self.hash(token).encode())
+        if not self.is_legacy(stored):
+            return False
+        from argon2 import PasswordHasher
+        from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+        try:
+            return bool(PasswordHasher().verify(stored, token))
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+
+def new_token(hasher: TokenHasher) -> IssuedToken:
+    """Generate a token (256 random bits after a 72-bit prefix) and its keyed hash."""
     prefix = secrets.token_hex(_PREFIX_LEN // 2)
     token = f"hmn_{prefix}_{secrets.token_urlsafe(32)}"
     return IssuedToken(token=token, prefix=prefix, hash=hasher.hash(token))
@@ -63,13 +141,13 @@ class TokenVerifier:
     """Checks tokens against stored hashes, remembering recent successes for ``ttl`` seconds.
 
     Args:
-        hasher: the argon2 hasher (its parameters come from the settings).
+        hasher: the token hasher.
         ttl: seconds a verified token is remembered (0: verify every call).
         clock: monotonic time source (tests pass a fake one).
     """
 
     def __init__(
-        self, hasher: PasswordHasher, ttl: float = 60.0, clock: Callable[[], float] = time.monotonic
+        self, hasher: TokenHasher, ttl: float = 60.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.hasher = hasher
         self.ttl = ttl
@@ -112,7 +190,7 @@ class TokenVerifier:
 
         Args:
             token: the presented token.
-            stored_hash: its row's argon2id hash.
+            stored_hash: its row's stored hash.
             principal_id: the principal the row belongs to.
             prefix: the row's prefix (to forget it when revoked).
             generation: :attr:`generation` read before the row was; if a token was
@@ -121,9 +199,7 @@ class TokenVerifier:
         Returns:
             Whether the token matches (a malformed hash counts as no match).
         """
-        try:
-            self.hasher.verify(stored_hash, token)
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
+        if not self.hasher.verify(stored_hash, token):
             return False
         if self.ttl > 0:
             digest = self._digest(token)
@@ -147,3 +223,54 @@ class TokenVerifier:
     def same(a: str, b: str) -> bool:
         """Compare two strings in constant time."""
         return hmac.compare_digest(a.encode(), b.encode())
+
+
+class BadTokenThrottle:
+    """Counts bad tokens per client; a client that sent too many waits before trying again.
+
+    Guessing a 256-bit token cannot succeed, but every guess still costs a database look-up
+    and a hash: a client that sent ``limit`` bad tokens within ``window`` seconds is refused
+    (429, with how long to wait) until the oldest of them is ``window`` seconds old. A
+    token already verified (in the verifier's cache) is never throttled, so a client's
+    valid session keeps working while a guesser behind the same address waits.
+
+    Args:
+        limit: bad tokens a client may send within ``window``.
+        window: seconds over which bad tokens are counted.
+        clock: monotonic time source (tests pass a fake one).
+        max_clients: clients remembered at most (the oldest are forgotten beyond it).
+    """
+
+    def __init__(
+        self,
+        limit: int = 10,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_clients: int = 100_000,
+    ) -> None:
+        if limit < 1 or window <= 0:
+            raise ValueError("limit, window: a throttle needs limit >= 1 and window > 0")
+        self.limit, self.window, self.clock, self.max_clients = limit, window, clock, max_clients
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def retry_after(self, client: str) -> float:
+        """Return how many seconds ``client`` must wait (0: it may try now)."""
+        now = self.clock()
+        with self._lock:
+            times = self._failures.get(client)
+            if times is None:
+                return 0.0
+            while times and times[0] <= now - self.window:
+                times.popleft()
+            if not times:
+                del self._failures[client]
+                return 0.0
+            return times[0] + self.window - now if len(times) >= self.limit else 0.0
+
+    def failed(self, client: str) -> None:
+        """Count a bad token from ``client``."""
+        with self._lock:
+            if client not in self._failures and len(self._failures) >= self.max_clients:
+                self._failures.pop(next(iter(self._failures)))
+            self._failures.setdefault(client, deque(maxlen=self.limit)).append(self.clock())

@@ -17,6 +17,7 @@ __all__ = [
     "NotFound",
     "ResultHeld",
     "SettingsError",
+    "TooManyRequests",
     "Unauthorized",
 ]
 
@@ -86,6 +87,16 @@ class SettingsError(CoordinatorError):
     code = "settings"
 
 
+class TooManyRequests(CoordinatorError):
+    """A client sent too many bad tokens: it waits ``retry_after`` seconds (429)."""
+
+    code = "too_many_requests"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 #: Error code → HTTP status.
 CATALOGUE: dict[str, int] = {
     "unauthorized": 401,
@@ -95,6 +106,7 @@ CATALOGUE: dict[str, int] = {
     "result_held": 409,
     "invalid_spec": 422,
     "invalid_input": 422,
+    "too_many_requests": 429,
     "settings": 500,
     "error": 400,
 }

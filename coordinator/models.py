@@ -75,7 +75,7 @@ class Principal(Base):
 
 
 class Token(Base):
-    """An API token: a public lookup prefix and the argon2id hash of the whole token."""
+    """An API token: a public lookup prefix and the keyed hash of the whole token."""
 
     __tablename__ = "tokens"
 

@@ -31,6 +31,7 @@ def _has_psycopg() -> bool:
     """Return whether the PostgreSQL driver (the ``postgres`` extra) is installed."""
     return importlib.util.find_spec("psycopg") is not None
 
+
 __all__ = ["CoordinatorSettings", "load_settings"]
 
 log = logging.getLogger("hamanasu.coordinator")
@@ -57,10 +58,8 @@ class CoordinatorSettings(BaseSettings):
         approval_grace_seconds: how long a job that has enough approvals waits for targeted
             nodes whose policy has not answered yet (their services may be offline).
         token_cache_seconds: how long a verified token is remembered in memory, so status
-            reads do not pay an argon2 verification each (a revocation through this process
+            reads skip the database (a revocation through this process
             clears it at once; one made by another process holds within this period).
-        argon2_time_cost: argon2id passes for token hashes (≥ 1).
-        argon2_memory_kib: argon2id memory for token hashes (≥ 19456, OWASP's floor).
         engine: the federation engine approved jobs run on: ``none`` (they wait; a runner
             may be given in code or with ``serve --runner``) or ``deployment`` (Flower's
             deployment engine: a SuperLink started beside the coordinator).
@@ -95,8 +94,6 @@ class CoordinatorSettings(BaseSettings):
     max_concurrent_runs: int = Field(default=1, ge=1, le=64)
     approval_grace_seconds: float = Field(default=30.0, ge=0, le=7 * 86400)
     token_cache_seconds: float = Field(default=60.0, ge=0, le=3600)
-    argon2_time_cost: int = Field(default=2, ge=1, le=20)
-    argon2_memory_kib: int = Field(default=19456, ge=19456, le=4 * 1024 * 1024)
     engine: Literal["none", "deployment"] = "none"
     pki_dir: Path | None = None
     superlink_host: str = "127.0.0.1"

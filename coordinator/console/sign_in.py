@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from coordinator.console.pages import AnyRole, check_csrf, shell
-from coordinator.errors import Unauthorized
+from coordinator.errors import TooManyRequests, Unauthorized
+from coordinator.routes.deps import authenticate_throttled
 
 __all__ = ["router"]
 
@@ -37,9 +40,13 @@ async def login(request: Request) -> Response:
     if not console.login_nonce_ok(request, form):
         return console.login_page(request, 403, t["login_expired"])
     try:
-        request.app.state.store.authenticate(token)
+        await authenticate_throttled(request, request.app.state.store, token)
     except Unauthorized:
         return console.login_page(request, 401, t["bad_token"])
+    except TooManyRequests as exc:  # as the API: too many bad tokens from this client
+        page = console.login_page(request, 429, exc.message)
+        page.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        return page
     return console.sign_in(request, "/console/", token)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -9,7 +10,8 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from coordinator.errors import Forbidden, Unauthorized
+from coordinator.auth import BadTokenThrottle
+from coordinator.errors import Forbidden, TooManyRequests, Unauthorized
 from coordinator.lifecycle import Lifecycle
 from coordinator.schemas import PrincipalPublic, Role
 from coordinator.store import Store
@@ -23,6 +25,7 @@ __all__ = [
     "Researcher",
     "StoreDep",
     "Viewer",
+    "authenticate_throttled",
     "require",
 ]
 
@@ -42,23 +45,48 @@ LifecycleDep = Annotated[Lifecycle, Depends(_lifecycle)]
 
 
 async def _caller(
-    store: StoreDep, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request,
+    store: StoreDep,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> PrincipalPublic:
     """Return the principal holding the request's bearer token.
 
     A token verified in the last ``token_cache_seconds`` is answered on the event loop
-    (a dictionary look-up); otherwise the argon2 verification and the database look-up
-    run in the thread pool, so they never block other requests.
+    (a dictionary look-up); otherwise the hash check and the database look-up run in the
+    thread pool, so they never block other requests. A client that sent too many bad
+    tokens lately waits (:class:`coordinator.auth.BadTokenThrottle`).
 
     Raises:
         Unauthorized: no bearer token, or an invalid or revoked one.
+        TooManyRequests: this client sent too many bad tokens lately (429, Retry-After).
     """
     if creds is None or creds.scheme.lower() != "bearer":
         raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
     cached = store.cached_principal(creds.credentials)
     if cached is not None:
         return cached
-    return await run_in_threadpool(store.authenticate, creds.credentials)
+    return await authenticate_throttled(request, store, creds.credentials)
+
+
+async def authenticate_throttled(request: Request, store: Store, token: str) -> PrincipalPublic:
+    """Authenticate ``token`` (in the thread pool), counting a bad one against its client.
+
+    Raises:
+        Unauthorized: an invalid or revoked token.
+        TooManyRequests: this client sent too many bad tokens lately.
+    """
+    throttle: BadTokenThrottle = request.app.state.token_throttle
+    client = request.client.host if request.client is not None else "unknown"
+    wait = throttle.retry_after(client)
+    if wait > 0:
+        raise TooManyRequests(
+            f"too many bad tokens from this client; retry after {math.ceil(wait)} s", wait
+        )
+    try:
+        return await run_in_threadpool(store.authenticate, token)
+    except Unauthorized:
+        throttle.failed(client)
+        raise
 
 
 Caller = Annotated[PrincipalPublic, Depends(_caller)]

@@ -12,11 +12,10 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from argon2 import PasswordHasher
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
-from coordinator.auth import TokenVerifier
+from coordinator.auth import TokenHasher, TokenVerifier
 from coordinator.db import make_sessionmaker
 from coordinator.models import Job, JobEvent
 from coordinator.schemas import PrincipalPublic
@@ -35,7 +34,7 @@ class StoreBase:
 
     Args:
         engine: a migrated engine (see :func:`coordinator.db.migrate`).
-        hasher: the argon2id hasher of API tokens.
+        hasher: the keyed hasher of API tokens.
         verifier: checks and briefly caches verified tokens.
         clock: returns "now" (tests pass a fixed clock).
     """
@@ -43,7 +42,7 @@ class StoreBase:
     def __init__(
         self,
         engine: Engine,
-        hasher: PasswordHasher,
+        hasher: TokenHasher,
         verifier: TokenVerifier,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:

@@ -31,7 +31,7 @@ class Store(
 
     Args:
         engine: a migrated engine (see :func:`coordinator.db.migrate`).
-        hasher: the argon2id hasher of API tokens.
+        hasher: the keyed hasher of API tokens.
         verifier: checks and briefly caches verified tokens.
         clock: returns "now" (tests pass a fixed clock).
     """

@@ -122,10 +122,17 @@ class PrincipalStore(StoreBase):
         self.verifier.forget(prefix=prefix)
         return out
 
+    def _rehash(self, prefix: str, token: str) -> None:
+        """Replace a verified token's legacy argon2id hash by its keyed digest."""
+        with self.sessions.begin() as s:
+            row = s.get(Token, prefix)
+            if row is not None and self.hasher.is_legacy(row.hash):
+                row.hash = self.hasher.hash(token)
+
     def cached_principal(self, token: str) -> PrincipalPublic | None:
         """Return the principal of a token verified less than ``token_cache_seconds`` ago.
 
-        No database access and no argon2: callers on an event loop use it as the fast
+        No database access and no hashing: callers on an event loop use it as the fast
         path, and fall back to :meth:`authenticate` (blocking) when it returns None.
 
         Returns:
@@ -158,11 +165,13 @@ class PrincipalStore(StoreBase):
             if principal_id is None:
                 row = s.get(Token, prefix)
                 if row is None or row.revoked_at is not None:
-                    self.hasher.hash("hmn_timing_equaliser")  # similar cost for unknown prefixes
+                    self.hasher.hash(token)  # the same cost for unknown prefixes
                     raise denied
                 if not self.verifier.verify(token, row.hash, row.principal_id, prefix, generation):
                     raise denied
                 principal_id = row.principal_id
+                if self.hasher.is_legacy(row.hash):
+                    self._rehash(prefix, token)
             p = s.get(Principal, principal_id)
             if p is None or p.disabled_at is not None:
                 raise denied

@@ -155,7 +155,7 @@ def build_world(
     ``data_dir``, its ledger key registered and its audit snapshot pushed; ``app.state``
     then holds ``console_test_point``.
     """
-    app = create_app(load_settings(data_dir=data_dir, argon2_time_cost=1), ScriptedRunner(delay))
+    app = create_app(load_settings(data_dir=data_dir), ScriptedRunner(delay))
     store = app.state.store
     tokens: dict[str, Any] = {"operator": bootstrap_operator(store).token}
     for name in ("city-hospital", "women-clinic"):

@@ -23,8 +23,8 @@ UNIVERSITY, PROJECT = "hokkaido-university", "iwamizawa-mch-2017"
 
 
 def fast_settings(data_dir: Path, **kw: Any) -> CoordinatorSettings:
-    """Settings with the cheapest argon2 parameters the service accepts."""
-    return load_settings(data_dir=data_dir, argon2_time_cost=1, **kw)
+    """Coordinator settings for a test: ``data_dir`` and whatever else is given."""
+    return load_settings(data_dir=data_dir, **kw)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -73,7 +73,10 @@ class Api:
         return {"Authorization": f"Bearer {token}"}
 
     def organisation(
-        self, name: str = UNIVERSITY, type_: str = "academic", projects: tuple[str, ...] = (PROJECT,)
+        self,
+        name: str = UNIVERSITY,
+        type_: str = "academic",
+        projects: tuple[str, ...] = (PROJECT,),
     ) -> str:
         """Register an organisation unless it exists; return its name."""
         known = self.client.get("/organisations", headers=self.h(self.operator)).json()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import stat
+from pathlib import Path
+
 import pytest
 from sqlalchemy import inspect
 
@@ -63,15 +67,66 @@ def test_authenticate_token_unknown_or_revoked_fails(store: Store) -> None:
         store.authenticate(tok.token)
 
 
-def test_store_token_only_as_argon2_hash(store: Store) -> None:
+def test_store_token_only_as_keyed_hash(store: Store) -> None:
     _, tok = store.create_principal(PrincipalCreate(name="op", role="operator"))
     from sqlalchemy import text
 
     with store.engine.connect() as conn:
         rows = [tuple(r) for r in conn.execute(text("SELECT prefix, hash FROM tokens"))]
     assert rows and all(tok.token not in "".join(map(str, r)) for r in rows)
-    assert rows[0][1].startswith("$argon2id$")
+    assert rows[0][1].startswith("blake2b-keyed$") and len(rows[0][1]) == 14 + 64
+    # the digest is keyed: the database alone does not let anyone test a guess
+    assert hashlib.blake2b(tok.token.encode(), digest_size=32).hexdigest() not in rows[0][1]
     assert tok.token not in repr(tok)
+
+
+def test_legacy_argon2_hash_verifies_once_then_is_replaced_by_the_keyed_one(
+    store: Store,
+) -> None:
+    from argon2 import PasswordHasher
+    from sqlalchemy import text
+
+    principal, tok = store.create_principal(PrincipalCreate(name="op", role="operator"))
+    legacy = PasswordHasher(time_cost=1, memory_cost=19456).hash(tok.token)
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE tokens SET hash = :h"), {"h": legacy})
+    with pytest.raises(Unauthorized):
+        store.authenticate(tok.token[:-1] + ("A" if tok.token[-1] != "A" else "B"))
+    assert store.authenticate(tok.token).id == principal.id
+    with store.engine.connect() as conn:
+        stored = conn.execute(text("SELECT hash FROM tokens")).scalar()
+    assert stored == store.hasher.hash(tok.token)
+    store.verifier.forget(prefix=tok.prefix)
+    assert store.authenticate(tok.token).id == principal.id
+
+
+def test_token_key_file_is_private_and_refused_when_readable_by_others(tmp_path: Path) -> None:
+    from coordinator.auth import TOKEN_KEY_FILE, load_token_key
+
+    key = load_token_key(tmp_path)
+    path = tmp_path / TOKEN_KEY_FILE
+    assert len(key) == 32 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_token_key(tmp_path) == key  # kept across restarts
+    path.chmod(0o644)
+    with pytest.raises(ValueError, match="chmod 600") as err:
+        load_token_key(tmp_path)
+    assert key.hex() not in str(err.value)
+
+
+def test_bad_token_throttle_counts_per_client_within_its_window() -> None:
+    from coordinator.auth import BadTokenThrottle
+
+    now = [0.0]
+    throttle = BadTokenThrottle(limit=3, window=60.0, clock=lambda: now[0])
+    for _ in range(3):
+        assert throttle.retry_after("10.0.0.1") == 0
+        throttle.failed("10.0.0.1")
+    assert throttle.retry_after("10.0.0.1") == 60.0
+    assert throttle.retry_after("10.0.0.2") == 0  # another client is not affected
+    now[0] = 59.0
+    assert throttle.retry_after("10.0.0.1") == 1.0
+    now[0] = 60.0
+    assert throttle.retry_after("10.0.0.1") == 0
 
 
 def test_create_principal_duplicate_name_conflicts(store: Store) -> None:

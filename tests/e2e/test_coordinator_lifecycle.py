@@ -63,9 +63,7 @@ SPEC = {
 @pytest.mark.slow
 def test_run_job_lifecycle_over_http(tmp_path: Path, scenario: Path) -> None:
     local = _nodes(tmp_path, scenario)
-    app = create_app(
-        load_settings(data_dir=tmp_path / "coord", argon2_time_cost=1), EmbeddedRunner(local)
-    )
+    app = create_app(load_settings(data_dir=tmp_path / "coord"), EmbeddedRunner(local))
     op = bootstrap_operator(app.state.store).token
     with TestClient(app) as http:
         oper = CoordinatorClient("", op, client=http)

@@ -116,9 +116,7 @@ def build_world(
     point = EnforcementPoint(NODE, state)
     if scenario is not None:
         import_consents(point, scenario / NODE / "consents.csv")
-    coordinator = create_app(
-        load_settings(data_dir=tmp / "coord", argon2_time_cost=1), runner or InstantRunner()
-    )
+    coordinator = create_app(load_settings(data_dir=tmp / "coord"), runner or InstantRunner())
     op = bootstrap_operator(coordinator.state.store).token
     http = TestClient(coordinator)
     oh = {"Authorization": f"Bearer {op}"}

@@ -207,7 +207,7 @@ def test_budget_rows_per_domain_and_period(point: EnforcementPoint) -> None:
 # -- pushing -------------------------------------------------------------------------------------
 @pytest.fixture
 def coordinator(tmp_path: Path, point: EnforcementPoint):
-    app = create_app(load_settings(data_dir=tmp_path / "coord", argon2_time_cost=1))
+    app = create_app(load_settings(data_dir=tmp_path / "coord"))
     op = bootstrap_operator(app.state.store).token
     with TestClient(app) as http:
         oh = {"Authorization": f"Bearer {op}"}

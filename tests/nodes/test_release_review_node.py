@@ -60,9 +60,7 @@ def setup(tmp_path: Path, university: dict):
     state = tmp_path / "n0-state"
     init_node(state, "n0", policy_file)
 
-    app = create_app(
-        load_settings(data_dir=tmp_path / "coord", argon2_time_cost=1), InstantRunner()
-    )
+    app = create_app(load_settings(data_dir=tmp_path / "coord"), InstantRunner())
     op = bootstrap_operator(app.state.store).token
     with TestClient(app) as http:
         h = {"Authorization": f"Bearer {op}"}

@@ -24,7 +24,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "iwamizawa"
 def world(tmp_path: Path, university: dict):
     state = tmp_path / "n0"
     init_node(state, "n0", EXAMPLES / "policies" / "city-hospital.toml")
-    app = create_app(load_settings(data_dir=tmp_path / "coord", argon2_time_cost=1))
+    app = create_app(load_settings(data_dir=tmp_path / "coord"))
     op = bootstrap_operator(app.state.store).token
     with TestClient(app) as http:
         oh = {"Authorization": f"Bearer {op}"}

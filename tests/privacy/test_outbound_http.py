@@ -79,9 +79,7 @@ def data(tmp_path_factory) -> Path:
 
 
 def test_node_service_http_bodies_carry_no_data(tmp_path, data):
-    app = create_app(
-        load_settings(data_dir=tmp_path / "coord", argon2_time_cost=1), _InstantRunner()
-    )
+    app = create_app(load_settings(data_dir=tmp_path / "coord"), _InstantRunner())
     op = bootstrap_operator(app.state.store).token
     sent: list[OutboundItem] = []
     with TestClient(app) as http:
