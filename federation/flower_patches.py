@@ -12,6 +12,9 @@ its children, the ServerApp, the traced SuperLink):
 * :func:`serve_superlink_twice`: the ``uvicorn`` module seen by
   ``flwr.superlink.cli.flower_superlink`` (it serves the SuperLink's one app on one
   socket; we serve it on a loopback control socket and a Fleet-only one);
+* not a patch but the same risk: :mod:`federation.embedded` implements Flower's ``Grid``
+  and relies on ``Run``, ``TaskIdentity`` and the simulation's node-config keys;
+  :func:`check_patch_targets` checks those too;
 * :func:`trace_supernode`, :func:`trace_run_clientapp`, :func:`trace_superlink_requests`:
   start / end events around Flower functions, only when a deployment trace is asked for
   (:mod:`federation.deploy_trace`).
@@ -141,6 +144,44 @@ def _check_superlink_uvicorn() -> list[str]:
     return []
 
 
+#: Abstract methods of ``flwr.serverapp.Grid`` that :class:`federation.embedded.InProcessGrid`
+#: implements; a Grid that grew or renamed one would leave the embedded runner abstract.
+_GRID_ABSTRACT = frozenset(
+    {
+        "create_message",
+        "get_node_ids",
+        "pull_messages",
+        "push_messages",
+        "run",
+        "send_and_receive",
+        "set_run",
+    }
+)
+
+
+def _check_embedded_engine() -> list[str]:
+    try:
+        from flwr.common.constant import NUM_PARTITIONS_KEY, PARTITION_ID_KEY
+        from flwr.serverapp import Grid
+        from flwr.supercore.run import Run
+        from flwr.supercore.task_identity import TaskIdentity
+    except ImportError as exc:
+        return [f"embedded engine: {exc}"]
+    problems = []
+    if set(Grid.__abstractmethods__) != _GRID_ABSTRACT:
+        problems.append(
+            f"flwr.serverapp.Grid: abstract methods now {sorted(Grid.__abstractmethods__)}"
+        )
+    if (PARTITION_ID_KEY, NUM_PARTITIONS_KEY) != ("partition-id", "num-partitions"):
+        problems.append("flwr.common.constant: node-config partition keys renamed")
+    if not callable(getattr(Run, "create_empty", None)):
+        problems.append("flwr.supercore.run.Run.create_empty: gone")
+    for name in ("run_id", "node_id", "task_id"):
+        if not isinstance(inspect.getattr_static(type(TaskIdentity), name, None), property):
+            problems.append(f"flwr.supercore.task_identity.TaskIdentity.{name}: gone")
+    return problems
+
+
 def check_patch_targets() -> None:
     """Check that everything the patches of this module change is where they expect it.
 
@@ -154,6 +195,7 @@ def check_patch_targets() -> None:
         *_check_functions("flwr.supernode.runtime.run_clientapp", _CLIENTAPP_TRACED),
         *_check_superlink_app(),
         *_check_superlink_uvicorn(),
+        *_check_embedded_engine(),
     ]
     if problems:
         raise FlowerPatchError("Flower changed what we patch:\n" + "\n".join(problems))

@@ -97,3 +97,11 @@ def test_superlink_served_twice_replaces_the_uvicorn_flower_calls(monkeypatch) -
     monkeypatch.delattr(cli, "uvicorn")
     with pytest.raises(fp.FlowerPatchError, match="uvicorn"):
         fp.serve_superlink_twice("127.0.0.1", 9, lambda app, port: app)
+
+
+def test_a_grid_with_a_new_abstract_method_fails_loudly(monkeypatch) -> None:
+    from flwr.serverapp import Grid
+
+    monkeypatch.setattr(Grid, "__abstractmethods__", Grid.__abstractmethods__ | {"new_call"})
+    with pytest.raises(fp.FlowerPatchError, match="new_call"):
+        fp.check_patch_targets()
