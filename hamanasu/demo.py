@@ -275,6 +275,9 @@ def run_demo(out: Path, seed: int = 2017, rounds: int = 5, epsilon: float = 3.0)
     training["ledger"] = {name: _ledger_summary(p, job_id) for name, p in points.items()}
     rates = _rates_by_year(out, nodes, points, sizes, console)
     glm = _adjusted_odds_ratios(out, nodes, points, sizes, console)
+    from hamanasu.demo_linked import run_linked_questions
+
+    linked = run_linked_questions(out / "data", out, console)
     report: dict[str, Any] = {
         "scenario": {
             "preset": manifest.preset,
@@ -286,6 +289,7 @@ def run_demo(out: Path, seed: int = 2017, rounds: int = 5, epsilon: float = 3.0)
         "training": training,
         "lbw_rate_by_year": rates,
         "adjusted_odds_ratios": glm,
+        "linked": linked,
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float), encoding="utf-8")

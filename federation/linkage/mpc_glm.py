@@ -37,7 +37,7 @@ from federation.analytics.glm_newton import glm_fit
 from federation.analytics.glm_result import glm_result
 from federation.linkage.jobs import LinkedGlmJob, reciprocal_steps, term_transform
 
-__all__ = ["LocalColumns", "linked_glm_fit", "max_linear_predictor"]
+__all__ = ["LocalColumns", "fixed_point_sd", "linked_glm_fit", "max_linear_predictor"]
 
 #: Largest bound on |eta| the fixed-point range carries (exp(B/2) within 2**31).
 MAX_ETA_BOUND = 40.0
@@ -49,6 +49,26 @@ class LocalColumns:
     def __init__(self, z: np.ndarray | None, y: np.ndarray | None = None) -> None:
         self.z = None if z is None else np.asarray(z, dtype=np.float64)
         self.y = None if y is None else np.asarray(y, dtype=np.float64).ravel()
+
+
+def fixed_point_sd(job: LinkedGlmJob, beta: np.ndarray) -> np.ndarray:
+    """Return the SD of the opened sums' fixed-point error at ``beta`` (per entry).
+
+    Truncation leaves up to two units of ``2**-f`` per product; the reciprocal's steps
+    carry them, scaled by the range bound, into every fitted value, and the score sums
+    ``n`` of them. Below this floor the Newton decrement means nothing
+    (:func:`federation.analytics.glm_newton.decrement_floor`).
+    """
+    bound = max_linear_predictor(beta)
+    if job.family == "binomial":
+        d_max = 2.0 * math.cosh(bound / 2.0)
+        per_row = 2.0 * (reciprocal_steps(d_max, job.frac_bits) + 2) * d_max
+    elif job.family == "poisson":
+        per_row = 4.0 * len(job.holders) * math.exp(min(bound, MAX_ETA_BOUND))
+    else:
+        per_row = 4.0
+    sd = per_row * math.sqrt(job.n) * 2.0 ** -job.frac_bits
+    return np.full(glm_layout(len(job.terms)).size, sd)
 
 
 def max_linear_predictor(beta: np.ndarray) -> float:
@@ -270,11 +290,8 @@ def linked_glm_fit(
         last["summed"] = aggregate(beta)
         return last["summed"]
 
-    # Fixed point rounds every row's terms by a few units of 2**-f: the score's error SD
-    # is about sqrt(n) of them, the floor below which the Newton decrement means nothing.
-    floor_sd = np.full(layout.size, 4.0 * math.sqrt(job.n) * 2.0 ** -job.frac_bits)
     fitted = glm_fit(remember, p, job.family, names, max_iterations=job.max_iterations,
-                     tolerance=job.tolerance, noise_sd=lambda _beta: floor_sd)
+                     tolerance=job.tolerance, noise_sd=lambda b: fixed_point_sd(job, b))
     # Back to the original scale: beta_x = M' beta_z, g_x = M^-1 g_z, H_x = M^-1 H M^-T.
     grad_z, hess_z, scalars = layout.unpack(last["summed"])
     m_inv = np.linalg.inv(m)

@@ -1,0 +1,69 @@
+"""Holder-local views for linked jobs: one row per linkage key, from a holder's own tables.
+
+A linked job aligns holders on one key per row, so each holder first shapes its own
+records (never another holder's) into one row per resident: the maternity facility's
+births per mother, the dairy partner's pregnancy survey, the drugstore's pregnancy
+purchases, the city's infant checkups by age. Mothers with more than one birth (or
+infant) in the data are left out of the views keyed by mother, so a key names one
+pregnancy.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+__all__ = [
+    "CHECKUP_AGES",
+    "births_by_mother",
+    "infant_growth",
+    "pregnancy_dairy",
+    "pregnancy_supplements",
+]
+
+#: The city's infant checkup ages (months).
+CHECKUP_AGES = (4, 10, 18, 36)
+
+
+def births_by_mother(births: pd.DataFrame) -> pd.DataFrame:
+    """Return one row per mother with a single birth: ``subject``/``mother`` and the birth.
+
+    Adds ``bw_group`` (``lbw`` under 2,500 g, else ``normal``).
+    """
+    once = births[~births["subject"].duplicated(keep=False)].copy()
+    once["bw_group"] = once["lbw"].astype(int).map({1: "lbw", 0: "normal"})
+    once["mother"] = once["subject"]
+    return once.reset_index(drop=True)
+
+
+def pregnancy_dairy(surveys: pd.DataFrame) -> pd.DataFrame:
+    """Return one row per surveyed resident: ``subject`` and ``dairy_g`` (milk + other, g/day).
+
+    A resident surveyed more than once (the panel) gets the mean of the surveys.
+    """
+    total = surveys["milk_g_day"].astype(float) + surveys["other_dairy_g_day"].astype(float)
+    out = total.groupby(surveys["subject"]).mean().rename("dairy_g").reset_index()
+    return out
+
+
+def pregnancy_supplements(purchases: pd.DataFrame) -> pd.DataFrame:
+    """Return one row per loyalty-card member: ``subject`` and ``supplement`` (bought any, 0/1)."""
+    bought = purchases["category"].astype(str).eq("supplements")
+    out = bought.groupby(purchases["subject"]).any().astype(float).rename("supplement")
+    return out.reset_index()
+
+
+def infant_growth(checkups: pd.DataFrame) -> pd.DataFrame:
+    """Return one row per mother with one infant: ``weight_kg_<age>m`` and ``length_cm_<age>m``.
+
+    A checkup not attended leaves its columns missing.
+    """
+    one = checkups.groupby("mother")["subject"].transform("nunique") == 1
+    c = checkups[one & checkups["age_months"].isin(CHECKUP_AGES)]
+    c = c.drop_duplicates(["mother", "age_months"])
+    wide = c.pivot(index="mother", columns="age_months", values=["weight_g", "length_cm"])
+    out = pd.DataFrame(index=wide.index)
+    for age in CHECKUP_AGES:
+        if ("weight_g", age) in wide:
+            out[f"weight_kg_{age}m"] = wide[("weight_g", age)].astype(float) / 1000.0
+            out[f"length_cm_{age}m"] = wide[("length_cm", age)].astype(float)
+    return out.reset_index()
