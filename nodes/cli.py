@@ -291,3 +291,8 @@ from nodes.approvals_cli import serve as serve_cmd  # noqa: E402
 
 app.add_typer(approvals_app, name="approvals")
 app.command("serve")(serve_cmd)
+from nodes.data_cli import app as pseudonymise_app  # noqa: E402
+from nodes.data_cli import map_app  # noqa: E402
+
+app.add_typer(map_app, name="map")
+app.add_typer(pseudonymise_app, name="pseudonymise")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -131,20 +132,27 @@ def _subset(schema: DomainSchema, names: Sequence[str]) -> DomainSchema:
 
 def _build(
     frame: pd.DataFrame, dmap: DomainMap, names: Sequence[str], found: list[Problem]
-) -> pd.DataFrame:
-    """Return the data-model columns ``names`` made from the holder's ``frame``."""
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Return the data-model columns ``names`` made from the holder's ``frame``.
+
+    Also returns which rows hold a value that could not be mapped (reported in ``found``).
+    """
     out: dict[str, pd.Series] = {}
+    unmapped = np.zeros(len(frame), dtype=bool)
     for name in names:
         cmap = dmap.columns[name]
         if cmap.source is not None:
             hits: list[tuple[int, str, int]] = []
-            out[name] = cmap.apply(frame[cmap.source], hits)
+            raw = frame[cmap.source].reset_index(drop=True)
+            out[name] = cmap.apply(raw, hits)
             found += [Problem(r, row=p + 1, column=name, more=n - 1) for p, r, n in hits]
+            if hits:
+                unmapped |= out[name].isna().to_numpy(dtype=bool) & raw.notna().to_numpy(bool)
         elif cmap.value is not None:
             out[name] = pd.Series([cmap.value] * len(frame), dtype=object)
     for name in [n for n in names if dmap.columns[n].derive]:
         out[name] = _derive(dmap.columns[name], out, dmap)
-    return pd.DataFrame(out, index=range(len(frame)))[list(names)]
+    return pd.DataFrame(out, index=range(len(frame)))[list(names)], unmapped
 
 
 def _derive(cmap: ColumnMap, out: dict[str, pd.Series], dmap: DomainMap) -> pd.Series:
@@ -191,16 +199,18 @@ def read_mapped(
     if len(raw) > mapping.row_limit:
         raise DataValidationError(label, f"more than row_limit = {mapping.row_limit} rows")
     found: list[Problem] = []
-    built = _build(raw, dmap, names, found)
+    built, keep = _build(raw, dmap, names, found)
+    keep = ~keep  # rows with an unmappable value are reported once, not validated again
     result = MappedRead(None, len(raw))
     if mapping.complete_case:
         complete = built[wanted].notna().all(axis=1).to_numpy(dtype=bool)
-        result.dropped_incomplete = int((~complete).sum())
-        built = built[complete].reset_index(drop=True)
+        result.dropped_incomplete = int((keep & ~complete).sum())
+        keep &= complete
+    positions = np.flatnonzero(keep)
     try:
-        frame = validate_frame(_subset(schema, names), built, label)
-    except DataValidationError as exc:
-        found += exc.problems
+        frame = validate_frame(_subset(schema, names), built[keep].reset_index(drop=True), label)
+    except DataValidationError as exc:  # rows renumbered as read
+        found += [_renumber(p, positions) for p in exc.problems]
         frame = None
     if found:
         found.sort(key=lambda p: (p.row or 0, names.index(p.column) if p.column in names else -1))
@@ -210,6 +220,13 @@ def read_mapped(
         return result
     result.frame = None if frame is None else frame[wanted]
     return result
+
+
+def _renumber(problem: Problem, positions: np.ndarray) -> Problem:
+    """Return ``problem`` with its row numbered as the database returned it."""
+    if problem.row is None:
+        return problem
+    return dataclasses.replace(problem, row=int(positions[problem.row - 1]) + 1)
 
 
 def check_mapping(mapping: NodeMapping) -> dict[str, MappedRead | list[Problem]]:
