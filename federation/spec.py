@@ -12,12 +12,15 @@ import math
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from consent.duo import ALL_CODES
 from federation.errors import JobSpecError
+
+if TYPE_CHECKING:
+    from policies.request import DpMechanism
 from federation.log_escape import has_controls
 
 __all__ = [
@@ -352,6 +355,10 @@ class JobSpec(_Strict):
             raise ValueError("link: linked statistics have no histograms or quantiles")
         if self.kind == "train" and self.privacy is None:
             raise ValueError("privacy: a train job needs a [privacy] table (epsilon, delta)")
+        if self.kind == "glm" and self.privacy and self.glm.family == "poisson":
+            raise ValueError(
+                "privacy: a DP GLM is binomial or gaussian (poisson weights are unbounded)"
+            )
         if self.kind == "train" and self.privacy and self.privacy.max_rows_per_subject != 1:
             raise ValueError(
                 "privacy.max_rows_per_subject: DP-SGD bounds one row per resident; must be 1"
@@ -385,10 +392,27 @@ class JobSpec(_Strict):
             requester_type=self.purpose.requester_type,
             epsilon=self.privacy.epsilon if self.privacy else None,
             delta=self.privacy.delta if self.privacy else None,
+            dp_mechanism=self.dp_mechanism(),
             secure_aggregation=self.secure_aggregation.enabled,
             rounds=self.rounds if self.kind == "train" else 1,
             linked=self.link is not None,
         )
+
+    def dp_mechanism(self) -> DpMechanism | None:
+        """Return the DP mechanism this job runs at the nodes, or None when none runs.
+
+        ``dp_sgd`` for training, the statistics' mechanism (``discrete_gaussian`` in the
+        distributed mode), ``discrete_gaussian`` for a GLM (distributed noise on every
+        iteration's sums); None without a ``[privacy]`` table.
+        """
+        if self.privacy is None:
+            return None
+        if self.kind == "train":
+            return "dp_sgd"
+        if self.kind == "stats":
+            distributed = self.stats.dp_mode == "distributed"
+            return "discrete_gaussian" if distributed else self.stats.dp_mechanism
+        return "discrete_gaussian"
 
     def columns(self) -> list[str]:
         """Return every data column the job reads (features, label, stats variables, groups)."""

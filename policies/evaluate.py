@@ -153,6 +153,18 @@ def _privacy_rules(job: JobRequest, policy: NodePolicy, state: PolicyState) -> l
                 )
             )
         return reasons
+    if job.dp_mechanism is None and policy.require_dp:
+        # An ε that no mechanism spends protects nothing: only a mechanism that runs counts.
+        reasons.append(
+            Reason(
+                code="dp_required",
+                message=(
+                    "the policy requires differential privacy; no DP mechanism runs for this "
+                    "job, whatever its epsilon"
+                ),
+                field="epsilon",
+            )
+        )
     delta = job.delta if job.delta is not None else 0.0
     if job.epsilon > policy.max_epsilon_per_job:
         reasons.append(

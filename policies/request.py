@@ -10,10 +10,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["JobKind", "JobRequest", "RequesterType"]
+__all__ = ["DpMechanism", "JobKind", "JobRequest", "RequesterType"]
 
 JobKind = Literal["train", "stats", "glm"]
 RequesterType = Literal["academic", "public", "commercial", "clinical"]
+DpMechanism = Literal["dp_sgd", "gaussian", "laplace", "discrete_gaussian"]
 
 _Name = Annotated[str, Field(min_length=1, max_length=128)]
 
@@ -36,6 +37,9 @@ class JobRequest(BaseModel):
         requester_type: ``academic``, ``public``, ``commercial`` or ``clinical``.
         epsilon: the job's total DP ε target per node (``None``: no DP).
         delta: the job's DP δ target per node.
+        dp_mechanism: the DP mechanism that actually runs for this job (``dp_sgd``,
+            ``gaussian``, ``laplace``, ``discrete_gaussian``), named by the federation
+            from the job's kind and settings; ``None`` when none runs, whatever ε says.
         secure_aggregation: whether updates travel through SecAgg+.
         rounds: federated rounds.
         linked: whether the job joins this node's columns with other holders' (``[link]``).
@@ -57,6 +61,7 @@ class JobRequest(BaseModel):
     requester_type: RequesterType = "academic"
     epsilon: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     delta: float | None = Field(default=None, ge=0, lt=1, allow_inf_nan=False)
+    dp_mechanism: DpMechanism | None = None
     secure_aggregation: bool = True
     rounds: int = Field(default=1, ge=1, le=100_000)
     linked: bool = False

@@ -206,7 +206,10 @@ def glm_newton_step(
             "the information matrix became singular while fitting: "
             "fitted values driven to the boundary",
         )
-    if family in ("binomial", "poisson") and sc["n_boundary"] >= 0.5:
+    # Under noise (SecAgg+'s quantisation, DP) a boundary count is only believed when it
+    # stands 4 SDs clear of it.
+    boundary_sd = 0.0 if noise_sd is None else float(noise_sd[layout.scalar_index("n_boundary")])
+    if family in ("binomial", "poisson") and sc["n_boundary"] >= 0.5 + 4.0 * boundary_sd:
         raise GlmRefusal(
             "separation",
             f"{sc['n_boundary']:.0f} fitted {'probabilities' if family == 'binomial' else 'means'} "

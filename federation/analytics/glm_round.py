@@ -8,7 +8,7 @@ multiplies the secure sum back.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from federation.analytics.scaling import quantisation_sd, scale_for_secagg, unsc
 
 __all__ = [
     "glm_node_vector",
+    "glm_per_row_bounds",
     "glm_sum_noise_sd",
     "glm_term_bounds",
     "glm_term_names",
@@ -62,8 +63,12 @@ def glm_node_vector(
     max_records: int,
     clipping_range: float,
     min_events: int = 0,
+    noise_share: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Return a node's GLM statistics at ``beta``, divided by the public scale and range-checked.
+
+    ``noise_share(per_row)``, when given, returns the node's DP noise share for the
+    statistics' per-row bounds (:func:`glm_per_row_bounds`); it is added before scaling.
 
     Raises:
         GlmRefusal: too few events at this node, or an invalid outcome.
@@ -79,7 +84,14 @@ def glm_node_vector(
     scale = glm_public_scale(
         job.glm.family, term_bounds, max_records, beta, clipping_range, job.glm.y_bound
     )
+    if noise_share is not None:
+        local = local + noise_share(glm_per_row_bounds(job, beta, term_bounds))
     return scale_for_secagg(local, scale, clipping_range)
+
+
+def glm_per_row_bounds(job: Any, beta: np.ndarray, term_bounds: Sequence[float]) -> np.ndarray:
+    """Return the public bound of what one row adds to each entry of the statistics at ``beta``."""
+    return glm_public_scale(job.glm.family, term_bounds, 1, beta, 1.0, job.glm.y_bound)
 
 
 def glm_unscale_sum(

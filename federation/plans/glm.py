@@ -1,7 +1,10 @@
 """The plan of a GLM job: Newton–Raphson over secure sums, one round per iteration.
 
 Every round the server broadcasts the coefficients; each node returns its sufficient
-statistics at them, divided by a public scale derived from the broadcast coefficients,
+statistics at them (with a ``[privacy]`` table: at most ``max_rows_per_subject`` rows per
+resident, plus its share of distributed discrete Gaussian noise,
+:mod:`federation.analytics.glm_noise`, charged to its budget every round), divided by a
+public scale derived from the broadcast coefficients,
 the public term bounds and the record bound; the server multiplies the secure sum back
 and takes one Newton step (:class:`federation.analytics.glm_newton.NewtonLoop`: the start
 at the intercept-only fit, and a stopping rule that knows SecAgg+'s quantisation floor).
@@ -13,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from federation.plans.base import PlanInputs, SumPlan, record_bound
+from federation.plans.base import PlanInputs, RoundCharge, SumPlan, record_bound
 from federation.plans.registry import register_plan
 from federation.spec import JobSpec
 
@@ -21,6 +24,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from federation.analytics.glm_newton import NewtonLoop
+    from federation.analytics.glm_noise import GlmNoise
 
 __all__ = ["GlmPlan"]
 
@@ -42,10 +46,14 @@ class GlmPlan(SumPlan):
         from federation.analytics.glm_round import glm_term_bounds, glm_term_names
 
         super().__init__(spec, inputs)
-        self.bound = record_bound(inputs.max_records)
         self.names = glm_term_names(spec)
         self.term_bounds = glm_term_bounds(spec, inputs.ranges(spec))
         self.max_rounds = spec.glm.max_iterations + 1
+        self.noise = self._noise(spec, inputs, len(self.names), self.max_rounds)
+        # The record bound leaves room for the nodes' noise shares within SecAgg+'s range.
+        headroom = self.noise.headroom_rows() if self.noise else 0
+        self.bound = record_bound(inputs.max_records + headroom)
+        self.rounds_run = 0
         self.initial = np.zeros(len(self.names))
         self.newton: NewtonLoop = NewtonLoop(
             spec.glm.family,
@@ -56,11 +64,36 @@ class GlmPlan(SumPlan):
             null_start=bool(self.names) and self.names[0] == INTERCEPT,
         )
 
+    @staticmethod
+    def _noise(spec: JobSpec, inputs: PlanInputs, n_params: int, rounds: int) -> GlmNoise | None:
+        from federation.analytics.glm import glm_layout
+        from federation.analytics.glm_noise import GlmNoise
+        from federation.plans.stats import CALIBRATION_MARGIN
+
+        privacy = spec.privacy
+        if privacy is None:
+            return None
+        return GlmNoise(
+            epsilon=privacy.epsilon * (1 - CALIBRATION_MARGIN),
+            delta=privacy.delta,
+            rounds=rounds,
+            n_nodes=inputs.n_nodes,
+            entries=glm_layout(n_params).size,
+            max_rows_per_subject=privacy.max_rows_per_subject,
+        )
+
     # -- node half -----------------------------------------------------------------------
     def local(self, frame: pd.DataFrame, params: np.ndarray, config: dict[str, Any]) -> np.ndarray:
-        """Return the node's scaled GLM statistics at the broadcast coefficients ``params``."""
-        from federation.analytics.glm_round import glm_node_vector
+        """Return the node's scaled GLM statistics at the broadcast coefficients ``params``.
 
+        With privacy: rows capped per resident, plus the node's noise share.
+        """
+        from federation.analytics.glm_round import glm_node_vector
+        from federation.privacy_unit import cap_rows_per_subject
+
+        noise = self.noise
+        if noise is not None:
+            frame = cap_rows_per_subject(frame, noise.max_rows_per_subject).frame
         return glm_node_vector(
             frame,
             self.spec,
@@ -69,7 +102,24 @@ class GlmPlan(SumPlan):
             self.bound,
             self.clip,
             min_events=NODE_MIN_EVENTS,
+            noise_share=None if noise is None else noise.node_share,
         )
+
+    @property
+    def round_charge(self) -> RoundCharge | None:
+        """Return :meth:`mechanism` when the job has a ``[privacy]`` table, else None."""
+        return self.mechanism if self.noise is not None else None
+
+    def mechanism(self, server_round: int) -> tuple[float, dict[str, Any]]:
+        """Return the (ε, mechanism) round ``server_round`` charges at every node.
+
+        Raises:
+            ValueError: the job has no ``[privacy]`` table.
+        """
+        if self.noise is None:
+            raise ValueError("privacy: a GLM job without a [privacy] table charges nothing")
+        rise = self.noise.epsilon_after(server_round) - self.noise.epsilon_after(server_round - 1)
+        return rise, self.noise.round_mechanism()
 
     # -- server half ---------------------------------------------------------------------
     @property
@@ -87,7 +137,11 @@ class GlmPlan(SumPlan):
             federation.analytics.GlmRefusal: the fit cannot be released (separation, too
                 few events per parameter).
         """
-        from federation.analytics.glm_round import glm_sum_noise_sd, glm_unscale_sum
+        from federation.analytics.glm_round import (
+            glm_per_row_bounds,
+            glm_sum_noise_sd,
+            glm_unscale_sum,
+        )
 
         beta, spec = self.newton.beta, self.spec
         summed = glm_unscale_sum(summed_scaled, spec, beta, self.term_bounds, self.bound, self.clip)
@@ -104,6 +158,11 @@ class GlmPlan(SumPlan):
                 self.inputs.n_nodes,
             )
         )
+        if self.noise is not None:
+            per_row = glm_per_row_bounds(spec, beta, self.term_bounds)
+            dp_sd = self.noise.noise_sd(per_row)
+            noise_sd = dp_sd if noise_sd is None else np.sqrt(noise_sd**2 + dp_sd**2)
+        self.rounds_run = server_round
         return self.newton.advance(summed, noise_sd)
 
     def release(self, n_contributing: int | None) -> dict[str, Any]:
@@ -114,6 +173,8 @@ class GlmPlan(SumPlan):
         out = {**result.to_json_dict(), "status": "succeeded"}
         if self.secagg is not None:
             out["secagg_resolution"] = self.secagg.resolution
+        if self.noise is not None:
+            out["dp"] = self.noise.summary(self.rounds_run, n_contributing)
         return out
 
 

@@ -36,6 +36,7 @@ def job(**changes):
         requester_type="academic",
         epsilon=2.0,
         delta=1e-6,
+        dp_mechanism="dp_sgd",
         secure_aggregation=True,
         rounds=5,
     )

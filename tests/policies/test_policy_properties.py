@@ -98,7 +98,10 @@ def jobs(draw) -> JobRequest:
         commercial=draw(st.booleans()),
         requester=draw(st.sampled_from(REQUESTERS)),
         requester_type=draw(st.sampled_from(["academic", "public", "commercial", "clinical"])),
-        epsilon=draw(st.one_of(st.none(), st.floats(0.01, 15))),
+        epsilon=(epsilon := draw(st.one_of(st.none(), st.floats(0.01, 15)))),
+        dp_mechanism=None
+        if epsilon is None
+        else draw(st.sampled_from([None, "dp_sgd", "gaussian", "discrete_gaussian"])),
         delta=draw(st.one_of(st.none(), st.sampled_from([0.0, 1e-7, 1e-6, 1e-5, 1e-3]))),
         secure_aggregation=draw(st.booleans()),
         rounds=draw(st.integers(1, 20)),
@@ -153,6 +156,8 @@ def expected_codes(job: JobRequest, policy: NodePolicy, state: PolicyState) -> s
         if policy.require_dp:
             codes.add("dp_required")
     else:
+        if policy.require_dp and job.dp_mechanism is None:
+            codes.add("dp_required")
         delta = job.delta or 0.0
         if job.epsilon > policy.max_epsilon_per_job:
             codes.add("epsilon_above_job_cap")
