@@ -2,15 +2,16 @@
 
 What runs: the server side of a statistics job exactly as ``run_stats_job`` wires it
 (``build_sum_server_app``: our SecAgg+ workflow with halts that raise, the secure-sum
-strategy) on the embedded engine (``run_embedded``: Flower simulation, Ray, 2 actors on
-2 cores). The client side is a bench ClientApp with ``secaggplus_mod`` whose nodes hold
+strategy) on the embedded runner (``run_embedded``: in one process, 2 worker threads),
+or with ``BENCH_ENGINE=ray`` on Flower's Ray simulation (2 actors on 2 cores), the engine
+the embedded runner used before (``bench/ray_engine.py``). The client side is a bench ClientApp with ``secaggplus_mod`` whose nodes hold
 their rows in memory and send the stats layout's vector for one variable over two cells
 (rows, n, sum, sum of squares per cell: 8 entries) scaled by the public scale; the
 product's ClientApp reads the node's file and passes the gate on every message, which
 is per-node work, not what scales with N here.
 
-Each configuration runs in a fresh process (Ray starts once per run) for two rounds:
-``startup_s`` is from ``run_simulation`` to the server's main starting (Ray, engine),
+Each configuration runs in a fresh process for two rounds:
+``startup_s`` is from the run's start to the server's main starting (on Ray: Ray, engine),
 ``first_round_s`` includes the actors' warm-up and every node registering,
 ``round_s`` is the second, steady round. Modes: ``plain`` (no SecAgg+), ``secagg``
 (SecAgg+ with k = O(log n) neighbours, ``num_shares_for``), ``secagg-all`` (every node
@@ -18,10 +19,11 @@ shares with every other: the pre-issue-6 setting, quadratic).
 
 Run: .venv/bin/python bench/stats_scale_bench.py [--nodes 50 200 1000] [--modes plain secagg]
 [--linear-dispatch]; environment: BENCH_PULL_INTERVAL_S (server poll interval, default the
-coordinator's 0.01 s), BENCH_RAY_ACTORS (default 2). Writes bench/results/stats_scale.json,
+coordinator's 0.01 s; Ray only), BENCH_RAY_ACTORS (Ray actors or worker threads, default
+2), BENCH_ENGINE (``inprocess`` default, or ``ray``). Writes bench/results/stats_scale.json,
 merging with the configurations already there.
 
-Findings (Flower 1.42, 2 cores, shared machine): k = O(log n) neighbours cut the 50-node
+Findings on Flower's Ray engine (Flower 1.42, 2 cores, shared machine): k = O(log n) neighbours cut the 50-node
 SecAgg+ round from 21.8 s (everyone shares) to 2.3 s; at 1,000 nodes a round still takes
 ~110 s (plain: ~11 s), against a goal of 60 s. At that size the server process is the
 bottleneck (the simulation engine's message handling, ~10 ms a message, four exchanges
@@ -194,14 +196,19 @@ def run_one(n_nodes: int, mode: str, linear_dispatch: bool = False) -> dict[str,
         marks["server"] = time.perf_counter()
         inner._main(grid, context)
 
+    engine = os.environ.get("BENCH_ENGINE", "inprocess")
+    if engine == "ray":
+        from bench.ray_engine import run_on_ray as run_embedded  # noqa: F811
     t0 = time.perf_counter()
-    # Ray CPUs = actors (each client takes 1 CPU); the machine has 2 cores either way.
+    # Ray CPUs = actors (each client takes 1 CPU), or the in-process runner's worker
+    # threads; the machine has 2 cores either way.
     actors = int(os.environ.get("BENCH_RAY_ACTORS", "2"))
     run_embedded(server, client, n_nodes, num_cpus=actors)
     end = time.perf_counter()
     result: dict[str, Any] = {
         "nodes": n_nodes,
         "mode": mode,
+        "engine": engine,
         "linear_dispatch": linear_dispatch,
         "pull_interval_s": pull,
         "ray_actors": actors,
@@ -279,9 +286,10 @@ def main() -> None:
     print(json.dumps(write_report(runs, args.out), indent=2))
 
 
-def _config(run: dict[str, Any]) -> tuple[int, bool, float, int]:
-    """Return what a run was measured under: nodes, dispatch, pull interval, Ray actors."""
+def _config(run: dict[str, Any]) -> tuple[str, int, bool, float, int]:
+    """Return what a run was measured under: engine, nodes, dispatch, poll, workers."""
     return (
+        run.get("engine", "ray"),
         run["nodes"],
         bool(run.get("linear_dispatch")),
         run.get("pull_interval_s", 0.01),
@@ -303,8 +311,9 @@ def write_report(runs: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
         by = {
             r["mode"]: r for r in merged if _config(r) == config and r.get("status") == "succeeded"
         }
-        n, dispatch, pull, actors = config
+        engine, n, dispatch, pull, actors = config
         row: dict[str, Any] = {
+            "engine": engine,
             "nodes": n,
             "linear_dispatch": dispatch,
             "pull_interval_s": pull,
