@@ -129,7 +129,7 @@ def one_engine(engine: str) -> dict[str, Any]:
     return out
 
 
-def _cli(engine: str, args: list[str]) -> dict[str, Any]:
+def run_cli(engine: str, args: list[str]) -> dict[str, Any]:
     """Run ``hamanasu ARGS`` on ``engine`` in a subprocess; return its wall and CPU seconds."""
     entry = [str(ROOT / "bench" / "ray_engine.py")] if engine == "ray" else ["-m", "hamanasu"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -188,11 +188,11 @@ def main() -> None:
     spec.write_text(GLM_SPEC)
     simulate = ["simulate", str(spec), "--quiet"]
     simulate += [a for n in three for a in ("--node", f"{n.name}={n.data}")]
-    sims = {e: _cli(e, [*simulate, "--out", str(tmp / f"sim-{e}")]) for e in ENGINES}
+    sims = {e: run_cli(e, [*simulate, "--out", str(tmp / f"sim-{e}")]) for e in ENGINES}
     load.append(os.getloadavg())
     demos = {}
     if not args.no_demo:
-        demos = {e: _cli(e, ["demo", "--out", str(tmp / f"demo-{e}")]) for e in ENGINES}
+        demos = {e: run_cli(e, ["demo", "--out", str(tmp / f"demo-{e}")]) for e in ENGINES}
         load.append(os.getloadavg())
     ray, inproc = jobs["ray"], jobs["inprocess"]
     report = {

@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -77,29 +75,15 @@ family = "binomial"
 
 
 def _simulate(spec: Path, node_args: list[str], out: Path) -> dict[str, Any]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    from bench.engine_bench import run_cli
+
     load = os.getloadavg()
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "hamanasu", "simulate", str(spec), *node_args, "--quiet"]
-        + ["--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    figures = run_cli(
+        "inprocess", ["simulate", str(spec), *node_args, "--quiet", "--out", str(out)]
     )
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    figures: dict[str, Any] = {
-        "exit_code": proc.returncode,
-        "wall_s": round(wall, 2),
-        "cpu_s": round(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, 2),
-        "load_average_1_5_15_before": load,
-    }
+    figures["load_average_1_5_15_before"] = load
     result_file = out / "result.json"
     if not result_file.exists():
-        figures["error"] = proc.stderr.strip().splitlines()[-3:]
         return figures
     result = json.loads(result_file.read_text())
     figures["status"] = result.get("status", result.get("outcome", {}).get("status"))
