@@ -91,6 +91,7 @@ def _mount() -> None:
         ("coordinator.cli", "coordinator", "Run and administer the coordinator."),
         ("coordinator.cli:job_app", "job", "Submit and follow federated jobs."),
         ("federation.pki_cli", "pki", "Issue the federation's CA, TLS certificate and node keys."),
+        ("nodes.scenario.cli", "scenario", "Generate the synthetic Iwamizawa scenario's data."),
     )
     for module, name, text in groups:
         module, _, attr = module.partition(":")

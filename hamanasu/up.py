@@ -1,6 +1,8 @@
 """``hamanasu up``: a local consortium on loopback.
 
-The coordinator and a node service for each of the scenario's maternity nodes. With
+The coordinator and a node service for each of the scenario's maternity nodes, reading
+the holders' files or, with ``--sqlite``, each holder's SQLite database through its
+mapping file (docs/databases.md). With
 ``--engine embedded`` (default) jobs run on Flower's simulation engine inside the
 coordinator's process; with ``--engine deployment`` the coordinator starts a SuperLink
 (TLS, SuperNode authentication; PKI under ``OUT/pki``) and every node service runs its
@@ -38,6 +40,10 @@ def up(
         str, typer.Option(help="embedded (simulation) or deployment (SuperLink + SuperNodes).")
     ] = "embedded",
     superlink_port: Annotated[int, typer.Option(help="The SuperLink's port.")] = 9092,
+    sqlite: Annotated[
+        bool,
+        typer.Option("--sqlite", help="Nodes read SQLite databases through mapping files."),
+    ] = False,
 ) -> None:
     """Start a local consortium: coordinator + the scenario's maternity nodes, on loopback."""
     import uvicorn
@@ -51,7 +57,8 @@ def up(
     from hamanasu.local_runner import EmbeddedRunner, LocalNode
     from nodes.cli import import_consents, init_node
     from nodes.enforcement import EnforcementPoint
-    from nodes.scenario import generate
+    from nodes.scenario import ScenarioManifest, generate
+    from nodes.scenario.databases import write_sqlite
     from nodes.service import CoordinatorLink, NodeService, NodeServiceConfig, install_stop_signals
     from nodes.supernode import SupernodeConfig, SupernodeSupervisor
 
@@ -71,7 +78,15 @@ def up(
         shutil.rmtree(state, ignore_errors=True)
         init_node(state, name, EXAMPLES / "policies" / f"{name}.toml")
         import_consents(EnforcementPoint(name, state), out / "data" / name / "consents.csv")
-        local[name] = LocalNode(name, out / "data" / name, state)
+        data = out / "data" / name
+        if sqlite:
+            files = (
+                ScenarioManifest.model_validate_json((out / "data" / "scenario.json").read_text())
+                .node(name)
+                .files
+            )
+            data = write_sqlite(data, files)
+        local[name] = LocalNode(name, data, state)
     settings = load_settings(
         data_dir=out / "coordinator",
         host="127.0.0.1",
