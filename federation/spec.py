@@ -238,7 +238,8 @@ class GlmSpec(_Strict):
     """
 
     family: Literal["binomial", "gaussian", "poisson"] = "binomial"
-    categorical: dict[Column, Annotated[Count, Field(ge=2, le=MAX_LEVELS)]] = Field(
+    # A categorical feature's value is its reference level (one of ``levels``), not a count.
+    categorical: dict[Column, Annotated[Count, Field(ge=-(2**31), le=2**31)]] = Field(
         default_factory=dict, max_length=MAX_COLUMNS
     )
     levels: dict[Column, Annotated[list[Count], Field(max_length=MAX_LEVELS)]] = Field(
