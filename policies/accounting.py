@@ -392,8 +392,9 @@ def _search(
     interval: float,
     guess: float,
     step: float,
+    tol: float,
 ) -> float:
-    """Return log(parameter) meeting ``epsilon`` on one PLD grid (Brent's method)."""
+    """Return log(parameter) meeting ``epsilon`` on one PLD grid (Brent's method, ``tol``)."""
 
     def accountant() -> dp_accounting.PrivacyAccountant:
         return dp_accounting.pld.PLDAccountant(value_discretization_interval=interval)
@@ -419,7 +420,7 @@ def _search(
             epsilon,
             delta,
             _calibration.ExplicitBracketInterval(low, high),
-            tol=2e-4,
+            tol=tol,
         )
     )
 
@@ -435,8 +436,10 @@ def _calibrated(template: str, epsilon: float, delta: float, guess: float) -> fl
         return event
 
     # Over log(parameter): ε is close to a power law in it, so Brent's method needs few steps.
-    coarse = _search(event_of, epsilon, delta, _SEARCH_INTERVAL, math.log(guess), math.log(2))
-    fine = _search(event_of, epsilon, delta, PLD_VALUE_INTERVAL, coarse, math.log(1.02))
+    coarse = _search(
+        event_of, epsilon, delta, _SEARCH_INTERVAL, math.log(guess), math.log(2), 5e-3
+    )
+    fine = _search(event_of, epsilon, delta, PLD_VALUE_INTERVAL, coarse, math.log(1.012), 3e-4)
     found = math.exp(fine)
     while compose_epsilon([mechanism(found)], delta) > epsilon:
         found *= 1.0002

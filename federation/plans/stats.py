@@ -22,9 +22,9 @@ if TYPE_CHECKING:
 
 __all__ = ["CALIBRATION_MARGIN", "StatsPlan", "resolve_stats_bounds"]
 
-#: Noise is calibrated for ε × (1 − margin): OpenDP's zCDP conversion and the budget
-#: ledger's RDP conversion differ in the fifth digit, and a node must never be charged
-#: more than the job reserved.
+#: Noise is calibrated for ε × (1 − margin): calibration and the budget ledger share the
+#: PLD accountant, and the margin keeps a node's charge below what the job reserved
+#: whatever the last digits of a recomputation.
 CALIBRATION_MARGIN = 1e-3
 
 
