@@ -232,17 +232,22 @@ class StatsSpec(_Strict):
 class GlmSpec(_Strict):
     """Settings of a ``kind = "glm"`` job (Newton-Raphson / IRLS).
 
-    ``bounds`` gives a public (low, high) range per numeric feature (else the data
-    model's declared range); with ``y_bound`` (a bound on ``|y|``) it sizes the public
-    scale that brings every node's summed statistics into SecAgg+'s range.
+    The model is a ``formula`` (``lbw ~ bmi_pre + C(parity, Treatment(reference=1))``,
+    :mod:`federation.analytics.formula` says what it may hold), or the job's features
+    with ``categorical`` naming each categorical feature's reference level. ``levels``
+    declares a categorical column's public levels (else the data model's categories).
+    ``weights`` names a column of frequency weights. ``bounds`` gives a public (low,
+    high) range per numeric column (else the data model's declared range); with
+    ``y_bound`` (a bound on ``|y|``) it sizes the public scale that brings every node's
+    summed statistics into SecAgg+'s range.
     """
 
     family: Literal["binomial", "gaussian", "poisson"] = "binomial"
-    # A categorical feature's value is its reference level (one of ``levels``), not a count.
-    categorical: dict[Column, Annotated[Count, Field(ge=-(2**31), le=2**31)]] = Field(
-        default_factory=dict, max_length=MAX_COLUMNS
-    )
-    levels: dict[Column, Annotated[list[Count], Field(max_length=MAX_LEVELS)]] = Field(
+    formula: str | None = Field(default=None, min_length=3, max_length=2000)
+    weights: Column | None = None
+    # categorical feature -> its reference level (one of its declared levels)
+    categorical: dict[Column, Level] = Field(default_factory=dict, max_length=MAX_COLUMNS)
+    levels: dict[Column, Annotated[list[Level], Field(max_length=MAX_LEVELS)]] = Field(
         default_factory=dict, max_length=MAX_COLUMNS
     )
     max_iterations: Count = Field(default=25, ge=1, le=200)
@@ -252,6 +257,32 @@ class GlmSpec(_Strict):
         default_factory=dict, max_length=MAX_COLUMNS
     )
     y_bound: Finite = Field(default=1.0, gt=0, le=1e9)
+
+    @field_validator("levels")
+    @classmethod
+    def _distinct_levels(cls, value: dict[str, list[int | str]]) -> dict[str, list[int | str]]:
+        for name, levels in value.items():
+            if len(set(levels)) != len(levels):
+                raise ValueError(f"{name}: a level is listed twice")
+        return value
+
+    @field_validator("formula")
+    @classmethod
+    def _checked_formula(cls, value: str | None) -> str | None:
+        if value is not None:
+            from federation.analytics.formula import parse_formula
+
+            try:
+                parse_formula(value)
+            except ValueError as exc:
+                raise ValueError(str(exc).removeprefix("glm.formula: ")) from None
+        return value
+
+    @model_validator(mode="after")
+    def _formula_or_categorical(self) -> GlmSpec:
+        if self.formula is not None and self.categorical:
+            raise ValueError("categorical: with a formula, write C(column) in it instead")
+        return self
 
 
 class LinkSpec(_Strict):
@@ -333,6 +364,34 @@ class JobSpec(_Strict):
             raise ValueError(f"unknown model {value!r}; known: {', '.join(model_names())}")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _formula_columns(cls, data: Any) -> Any:
+        """Fill ``label`` and ``features`` from a GLM formula (and its weights column)."""
+        if not isinstance(data, dict) or data.get("kind") != "glm":
+            return data
+        glm = data.get("glm")
+        if not isinstance(glm, dict):
+            return data
+        text, weights = glm.get("formula"), glm.get("weights")
+        if not isinstance(text, str):
+            return data
+        from federation.analytics.formula import parse_formula
+
+        try:
+            formula = parse_formula(text)
+        except ValueError:
+            return data  # the formula's own validator names what is wrong
+        reads = formula.columns + ([weights] if isinstance(weights, str) else [])
+        out = dict(data)
+        out.setdefault("label", formula.label)
+        out.setdefault("features", reads)
+        if out["label"] != formula.label:
+            raise ValueError(f"label: {out['label']!r} is not the formula's outcome")
+        if not isinstance(out["features"], list) or set(out["features"]) != set(reads):
+            raise ValueError(f"features: with a formula, leave them out (it reads {reads})")
+        return out
+
     @model_validator(mode="after")
     def _kind_rules(self) -> JobSpec:
         if self.kind in ("train", "glm"):
@@ -350,6 +409,8 @@ class JobSpec(_Strict):
                 )
         elif self.kind == "train":
             raise ValueError("link: only stats and glm jobs can be linked")
+        elif self.glm.formula is not None or self.glm.weights is not None:
+            raise ValueError("link: a linked glm takes features, not a formula or weights")
         elif self.privacy is not None:
             raise ValueError("link: linked jobs do not take a [privacy] table yet")
         elif self.kind == "stats" and {"histogram", "quantile"} & set(self.stats.measures):
@@ -420,6 +481,7 @@ class JobSpec(_Strict):
         cols = dict.fromkeys(self.features)
         extra = [self.label] if self.label else []
         extra += self.stats.variables + self.stats.group_by if self.kind == "stats" else []
+        extra += [self.glm.weights] if self.kind == "glm" and self.glm.weights else []
         cols.update(dict.fromkeys(extra))
         return list(cols)
 

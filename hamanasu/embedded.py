@@ -86,11 +86,12 @@ def _preflight(spec: Any, nodes: list[Any]) -> dict[str, int]:
         sizes[node.name] = len(frame)
     if spec.kind == "glm":
         from federation.analytics.design import DesignError
-        from federation.analytics.glm_round import glm_term_bounds
+        from federation.analytics.glm_round import glm_extra_bounds, glm_term_bounds
         from federation.cdm import declared_ranges
 
         try:
             glm_term_bounds(spec, declared_ranges(spec.domain))
+            glm_extra_bounds(spec, declared_ranges(spec.domain))
         except DesignError as exc:
             raise UsageError(str(exc)) from None
     return sizes

@@ -161,11 +161,17 @@ def glm_local_statistics(
     family: str,
     *,
     min_events: int = 0,
+    offset: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Return a node's sufficient statistics at ``beta`` (layout :func:`glm_layout`).
 
     ``min_events`` is the node's own floor: for ``binomial`` the rarer outcome (events
     or non-events), for ``poisson`` the total count, for ``gaussian`` the rows.
+    ``offset`` is added to the linear predictor (coefficient 1, as ``log(exposure)`` in a
+    rate model); ``weights`` are frequency weights (a row of weight 3 counts as three
+    identical rows), so every sum, count and event is weighted, as in ``statsmodels``'
+    ``freq_weights``.
 
     Raises:
         GlmRefusal: ``invalid_outcome`` (NaN, not 0/1 for binomial, negative for poisson)
@@ -185,46 +191,53 @@ def glm_local_statistics(
         raise GlmRefusal("invalid_outcome", "a binomial outcome must be 0 or 1")
     if family == "poisson" and (y < 0).any():
         raise GlmRefusal("invalid_outcome", "a poisson outcome must be >= 0")
-    n = float(y.shape[0])
-    sum_y = float(y.sum())
+    off = np.zeros_like(y) if offset is None else np.asarray(offset, dtype=np.float64).ravel()
+    f = np.ones_like(y) if weights is None else np.asarray(weights, dtype=np.float64).ravel()
+    if off.shape != y.shape or f.shape != y.shape:
+        raise ValueError(f"shapes disagree: y {y.shape}, offset {off.shape}, weights {f.shape}")
+    if not (np.isfinite(off).all() and np.isfinite(f).all()) or (f < 0).any():
+        raise GlmRefusal("invalid_outcome", "an offset or weight is NaN, infinite or negative")
+    n = float(f.sum())
+    sum_y = float(f @ y)
     events = family_events(family, n, sum_y)
     if events < min_events:
         raise GlmRefusal(
             "too_few_events_at_node",
             f"this node has {events:g} events, fewer than its minimum {min_events}",
         )
-    eta = X @ beta
-    ylogy = float(np.sum(special.xlogy(y, y))) if family == "poisson" else 0.0
+    eta = X @ beta + off
+    ylogy = float(f @ special.xlogy(y, y)) if family == "poisson" else 0.0
     if family == "binomial":
         log_mu = -np.logaddexp(0.0, -eta)
         log_1mu = -np.logaddexp(0.0, eta)
         mu = np.exp(log_mu)
         w = mu * np.exp(log_1mu)
-        loglik = float(np.sum(y * log_mu + (1 - y) * log_1mu))
+        loglik = float(f @ (y * log_mu + (1 - y) * log_1mu))
         deviance = -2.0 * loglik
     elif family == "poisson":
         mu = np.exp(eta)
         w = mu
-        loglik = float(np.sum(y * eta - mu - special.gammaln(y + 1)))
-        deviance = float(2.0 * np.sum(special.xlogy(y, y) - y * eta - (y - mu)))
+        loglik = float(f @ (y * eta - mu - special.gammaln(y + 1)))
+        deviance = float(2.0 * (f @ (special.xlogy(y, y) - y * eta - (y - mu))))
     else:
         mu = eta
         w = np.ones_like(eta)
         loglik = 0.0
-        deviance = float(np.sum((y - mu) ** 2))
-    grad = X.T @ (y - mu)
-    hess = (X * w[:, None]).T @ X
+        deviance = float(f @ ((y - mu) ** 2))
+    grad = X.T @ (f * (y - mu))
+    hess = (X * (f * w)[:, None]).T @ X
+    used = f > 0
     boundary = (
-        float(np.sum(np.abs(eta) > BOUNDARY_ETA))
+        float(np.sum(used & (np.abs(eta) > BOUNDARY_ETA)))
         if family == "binomial"
-        else (float(np.sum(eta < -BOUNDARY_ETA)) if family == "poisson" else 0.0)
+        else (float(np.sum(used & (eta < -BOUNDARY_ETA))) if family == "poisson" else 0.0)
     )
     scalars = {
         "deviance": deviance,
         "loglik": loglik,
         "n": n,
         "sum_y": sum_y,
-        "sum_y2": float(np.sum(y * y)),
+        "sum_y2": float(f @ (y * y)),
         "sum_ylogy": ylogy,
         "n_boundary": boundary,
     }
@@ -238,14 +251,19 @@ def glm_public_scale(
     beta: np.ndarray,
     clipping_range: float,
     y_bound: float = 1.0,
+    *,
+    offset_bound: float = 0.0,
+    weight_bound: float = 1.0,
 ) -> np.ndarray:
     """Return the public per-entry scale that brings any node's vector into ``[-C, C]``.
 
     Derived from public information only: ``term_bounds[j]`` bounds ``|x_j|`` (1 for the
     intercept and dummies, else the data model's range), ``max_records`` bounds a node's
     rows, ``y_bound`` bounds ``|y|`` (1 for binomial) and ``beta`` is the coefficient
-    vector the server broadcast (it bounds the linear predictor). Divide the local vector
-    by it (:func:`federation.analytics.scaling.scale_for_secagg`) and multiply the sum back.
+    vector the server broadcast (with ``offset_bound``, a public bound of ``|offset|``, it
+    bounds the linear predictor); ``weight_bound`` bounds a row's frequency weight.
+    Divide the local vector by it (:func:`federation.analytics.scaling.scale_for_secagg`)
+    and multiply the sum back.
 
     Returns:
         A positive vector of :attr:`GlmLayout.size` entries.
@@ -257,7 +275,7 @@ def glm_public_scale(
     if b.shape != beta.shape or (b <= 0).any():
         raise ValueError("term_bounds must be positive, one per coefficient")
     n_max = float(max_records)
-    eta_max = float(np.sum(b * np.abs(beta)))
+    eta_max = float(np.sum(b * np.abs(beta))) + float(offset_bound)
     yb = float(y_bound)
     if family == "binomial":
         resid, w_max, dev_max = 1.0, 0.25, 2.0 * (eta_max + math.log(2.0))
@@ -286,4 +304,4 @@ def glm_public_scale(
         [resid * b, w_max * np.outer(b, b)[iu], [max(scalars[k], 1e-12) for k in _SCALARS]]
     )
     assert per_row.shape == (layout.size,)
-    return n_max * per_row / clipping_range
+    return n_max * float(weight_bound) * per_row / clipping_range

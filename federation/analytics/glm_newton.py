@@ -245,6 +245,9 @@ def glm_newton_step(
 class NewtonLoop:
     """The server's side of a federated GLM fit: one :meth:`advance` per round's sum.
 
+    ``offset`` says the model has an offset: the start is then ``beta = 0`` and the
+    null deviance is not released.
+
     Attributes:
         beta: the coefficients the next round's sums are taken at (the broadcast).
         info: the last step's :class:`NewtonInfo` (None before the first).
@@ -260,11 +263,14 @@ class NewtonLoop:
         min_events_per_parameter: float = 0.0,
         rcond: float = 1e-10,
         null_start: bool = True,
+        offset: bool = False,
     ) -> None:
         check_family(family)
+        self.offset = offset
         self.family, self.names = family, list(term_names)
         self.tolerance, self.min_events, self.rcond = tolerance, min_events_per_parameter, rcond
-        self.null_start = null_start
+        # With an offset the intercept-only fit is no rescaling of the sums at 0.
+        self.null_start = null_start and not offset
         self.beta = np.zeros(len(self.names))
         self.info: NewtonInfo | None = None
         self.result: GlmResult | None = None
@@ -303,7 +309,13 @@ class NewtonLoop:
                 else ("quantisation_floor" if info.floor > 0 else "deviance_flat"),
             }
             self.result = glm_result(
-                sums, beta, self.family, self.names, info.iteration, convergence=convergence
+                sums,
+                beta,
+                self.family,
+                self.names,
+                info.iteration,
+                convergence=convergence,
+                offset=self.offset,
             )
             return None
         self.beta, self.info = beta_new, info

@@ -50,7 +50,7 @@ class GlmResult:
     link: str
     coefficients: dict[str, CoefficientRow]
     deviance: float
-    null_deviance: float
+    null_deviance: float | None
     llf: float
     aic: float
     scale: float
@@ -108,11 +108,14 @@ def glm_result(
     converged: bool = True,
     dp: dict[str, Any] | None = None,
     convergence: dict[str, Any] | None = None,
+    offset: bool = False,
 ) -> GlmResult:
     """Build the released table from the summed statistics at the final ``beta``.
 
     ``convergence`` says why the fit stopped (criterion, decrement, tolerance, the
-    quantisation floor); it is released as given.
+    quantisation floor); it is released as given. With an ``offset`` the null deviance
+    is that of an intercept-only model *with* the offset, which the sums do not give:
+    it is released as None.
 
     Raises:
         ValueError: ``term_names`` and ``beta`` disagree in length.
@@ -165,7 +168,9 @@ def glm_result(
         link=_LINKS[family],
         coefficients=rows,
         deviance=float(dev),
-        null_deviance=_null_deviance(family, n, sc["sum_y"], sc["sum_y2"], sc["sum_ylogy"]),
+        null_deviance=None
+        if offset
+        else _null_deviance(family, n, sc["sum_y"], sc["sum_y2"], sc["sum_ylogy"]),
         llf=float(llf),
         aic=float(-2.0 * llf + 2.0 * p),
         scale=float(scale),

@@ -41,13 +41,22 @@ class GlmPlan(SumPlan):
     """
 
     def __init__(self, spec: JobSpec, inputs: PlanInputs) -> None:
-        from federation.analytics.design import INTERCEPT
         from federation.analytics.glm_newton import NewtonLoop
-        from federation.analytics.glm_round import glm_term_bounds, glm_term_names
+        from federation.analytics.glm_round import (
+            glm_extra_bounds,
+            glm_formula_design,
+            glm_has_intercept,
+            glm_term_bounds,
+            glm_term_names,
+        )
 
         super().__init__(spec, inputs)
         self.names = glm_term_names(spec)
         self.term_bounds = glm_term_bounds(spec, inputs.ranges(spec))
+        #: public bounds of |offset| and of a frequency weight (they size the scale too)
+        self.extra_bounds = glm_extra_bounds(spec, inputs.ranges(spec))
+        formula = glm_formula_design(spec)
+        offset = formula is not None and formula.formula.offset is not None
         self.max_rounds = spec.glm.max_iterations + 1
         self.noise = self._noise(spec, inputs, len(self.names), self.max_rounds)
         # The record bound leaves room for the nodes' noise shares within SecAgg+'s range.
@@ -61,7 +70,8 @@ class GlmPlan(SumPlan):
             tolerance=spec.glm.tolerance,
             min_events_per_parameter=spec.glm.min_events_per_parameter,
             rcond=1e-7 if self.secagg else 1e-10,
-            null_start=bool(self.names) and self.names[0] == INTERCEPT,
+            null_start=glm_has_intercept(spec),
+            offset=offset,
         )
 
     @staticmethod
@@ -103,6 +113,7 @@ class GlmPlan(SumPlan):
             self.clip,
             min_events=NODE_MIN_EVENTS,
             noise_share=None if noise is None else noise.node_share,
+            extra_bounds=self.extra_bounds,
         )
 
     @property
@@ -144,7 +155,15 @@ class GlmPlan(SumPlan):
         )
 
         beta, spec = self.newton.beta, self.spec
-        summed = glm_unscale_sum(summed_scaled, spec, beta, self.term_bounds, self.bound, self.clip)
+        summed = glm_unscale_sum(
+            summed_scaled,
+            spec,
+            beta,
+            self.term_bounds,
+            self.bound,
+            self.clip,
+            extra_bounds=self.extra_bounds,
+        )
         noise_sd = (
             None
             if self.secagg is None
@@ -156,10 +175,11 @@ class GlmPlan(SumPlan):
                 self.clip,
                 self.secagg.resolution,
                 self.inputs.n_nodes,
+                extra_bounds=self.extra_bounds,
             )
         )
         if self.noise is not None:
-            per_row = glm_per_row_bounds(spec, beta, self.term_bounds)
+            per_row = glm_per_row_bounds(spec, beta, self.term_bounds, self.extra_bounds)
             dp_sd = self.noise.noise_sd(per_row)
             noise_sd = dp_sd if noise_sd is None else np.sqrt(noise_sd**2 + dp_sd**2)
         self.rounds_run = server_round
@@ -171,6 +191,8 @@ class GlmPlan(SumPlan):
         if result is None:
             return {"status": "failed", "reason": "the fit ended without a released result"}
         out = {**result.to_json_dict(), "status": "succeeded"}
+        if self.spec.glm.formula is not None:
+            out["formula"] = self.spec.glm.formula
         if self.secagg is not None:
             out["secagg_resolution"] = self.secagg.resolution
         if self.noise is not None:
