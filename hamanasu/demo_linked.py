@@ -5,6 +5,9 @@
    purchases (the drugstore): a linked logistic GLM over three holders.
 2. Growth of low-birth-weight and normal-weight infants at the city's 4/10/18/36-month
    checkups: linked statistics joining hospital births to the city's infant checkups.
+3. Hypertensive disorders of pregnancy at the hospital against the mother's blood
+   pressure and BMI at the insurer's workplace checkups before pregnancy: a linked
+   logistic GLM over two holders (plus the helper party).
 
 Each holder shapes its own records into one row per resident first
 (:mod:`nodes.scenario.linked_views`); alignment is PSI and the computation MPC
@@ -19,11 +22,15 @@ from typing import Any
 import pandas as pd
 from rich.console import Console
 
-__all__ = ["run_linked_questions"]
+__all__ = ["answer_prepregnancy_hdp", "run_linked_questions"]
 
 Q1_TERMS = ["maternal_age", "bmi_pre", "smoking", "dairy_g", "supplement"]
 Q1_RANGES = {"maternal_age": (14.0, 50.0), "bmi_pre": (12.0, 50.0), "smoking": (0.0, 1.0),
              "dairy_g": (0.0, 1500.0), "supplement": (0.0, 1.0)}
+
+Q3_TERMS = ["maternal_age", "checkup_sbp_10", "checkup_bmi"]
+Q3_RANGES = {"maternal_age": (14.0, 50.0), "checkup_sbp_10": (8.0, 20.0),
+             "checkup_bmi": (12.0, 50.0)}
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -72,8 +79,7 @@ def run_linked_questions(data: Path, out: Path, console: Console) -> dict[str, A
 
     Returns:
         ``{"dairy_supplements_lbw": GLM result, "infant_growth": statistics result,
-        "pre_pregnancy_checkups_hdp": why it is not answered}`` (failures as
-        ``status``/``reason``).
+        "pre_pregnancy_checkups_hdp": GLM result}`` (failures as ``status``/``reason``).
     """
     from federation.analytics.stats import stats_finalize, stats_layout
     from federation.linkage.errors import LinkageError
@@ -129,10 +135,37 @@ def run_linked_questions(data: Path, out: Path, console: Console) -> dict[str, A
         except LinkageError as exc:
             q2 = {"status": "failed", "reason": str(exc)}
     report["infant_growth"] = q2
-    report["pre_pregnancy_checkups_hdp"] = {
-        "status": "not_run",
-        "reason": "the scenario's checkup holders (city National Health Insurance and the "
-                  "insurer, ages 40-74) hold no mother of the birth cohort, so the linkage "
-                  "is empty; the generator does not yet give mothers pre-pregnancy checkups",
-    }
+    report["pre_pregnancy_checkups_hdp"] = answer_prepregnancy_hdp(data, out, console)
     return report
+
+
+def answer_prepregnancy_hdp(data: Path, out: Path, console: Console) -> dict[str, Any]:
+    """Fit HDP (hospital) on pre-pregnancy blood pressure and BMI (insurer), linked; plot.
+
+    Returns:
+        The linked GLM result with ``status`` ``succeeded`` and ``plot`` (a forest plot of
+        the odds ratios in ``out``), or ``status`` ``failed`` and ``reason``.
+    """
+    from federation.linkage.errors import LinkageError
+    from federation.linkage.linked_run import HolderTable, linked_glm
+    from hamanasu.plots import plot_forest
+    from nodes.scenario import linked_views as views
+
+    births = views.births_by_mother(_table(data / "city-hospital", "births"))
+    holders = [
+        HolderTable("city-hospital", births[["subject", "hdp", "maternal_age"]]),
+        HolderTable("insurer", views.prepregnancy_checkup(_table(data / "insurer", "checkups"))),
+    ]
+    with console.status("question 3: HDP ~ pre-pregnancy blood pressure + BMI (PSI + MPC)"):
+        try:
+            q3 = linked_glm(holders, key="subject", outcome="hdp", terms=Q3_TERMS,
+                            family="binomial", ranges=Q3_RANGES)
+        except LinkageError as exc:
+            return {"status": "failed", "reason": str(exc)}
+    q3["status"] = "succeeded"
+    plot_forest(q3, out / "linked_hdp_forest.png")
+    q3["plot"] = "linked_hdp_forest.png"
+    ors = {k: v["odds_ratio"] for k, v in q3["coefficients"].items() if k != "Intercept"}
+    console.print(f"[bold]Q3[/] linked n={q3['linked_n']}: odds ratios of HDP "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in ors.items()))
+    return q3

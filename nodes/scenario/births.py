@@ -21,7 +21,14 @@ from scipy import optimize, special, stats
 
 from nodes.scenario import calibration as cal
 
-__all__ = ["LbwModel", "draw_deliveries", "expand_newborns", "lbw_design", "simulate_births"]
+__all__ = [
+    "LbwModel",
+    "draw_deliveries",
+    "expand_newborns",
+    "hdp_linear_predictor",
+    "lbw_design",
+    "simulate_births",
+]
 
 REFERENCE_SEED = 20_170_401
 REFERENCE_DELIVERIES = 200_000
@@ -74,12 +81,35 @@ def _band_index(values: np.ndarray, edges: list[float]) -> np.ndarray:
     return np.searchsorted(np.asarray(edges), values, side="right")
 
 
+def hdp_linear_predictor(
+    sbp_pre: np.ndarray, bmi_pre: np.ndarray, maternal_age: np.ndarray, parity: np.ndarray
+) -> np.ndarray:
+    """Return the log odds of a hypertensive disorder of pregnancy, without intercept.
+
+    Returns:
+        ``HDP_LOG_ODDS_RATIOS`` applied to pre-pregnancy systolic pressure (per 10 mmHg
+        above 110), BMI 25-29.9 and >= 30, age >= 35 and a first birth.
+
+    """
+    lor = cal.HDP_LOG_ODDS_RATIOS
+    bmi = np.asarray(bmi_pre, dtype=float)
+    return np.asarray(
+        lor["sbp_10"] * (np.asarray(sbp_pre, dtype=float) - 110.0) / 10.0
+        + lor["bmi_25_299"] * ((bmi >= 25.0) & (bmi < 30.0))
+        + lor["bmi_ge30"] * (bmi >= 30.0)
+        + lor["age_ge35"] * (np.asarray(maternal_age) >= 35)
+        + lor["primipara"] * (np.asarray(parity) == 1),
+        dtype=float,
+    )
+
+
 def draw_deliveries(rng: np.random.Generator, n: int) -> pd.DataFrame:
     """Draw the mothers' covariates of ``n`` deliveries.
 
     Returns:
         A frame with ``maternal_age``, ``parity``, ``bmi_pre``, ``smoking``, ``alcohol``,
-        ``hdp``, ``gwg_kg``, ``multiple``, ``calcium_mg``, ``dairy_g_day``, one row per
+        ``hdp``, ``sbp_pre``, ``dbp_pre`` (blood pressure before pregnancy, mmHg),
+        ``gwg_kg``, ``multiple``, ``calcium_mg``, ``dairy_g_day``, one row per
         delivery (a twin delivery is one row here).
 
     """
@@ -115,8 +145,24 @@ def draw_deliveries(rng: np.random.Generator, n: int) -> pd.DataFrame:
         < np.where(maternal_age < 25, 2.0, 0.85) * cal.SMOKING_RATE / (2.0 * 0.096 + 0.85 * 0.904)
     ).astype(np.int64)
     alcohol = (rng.random(n) < cal.ALCOHOL_RATE).astype(np.int64)
-    hdp_w = np.exp(0.6 * (maternal_age >= 35) + 0.8 * (bmi_pre >= 25) + 0.3 * (parity == 1))
-    hdp = (rng.random(n) < cal.HDP_RATE * hdp_w / hdp_w.mean()).astype(np.int64)
+    # Pre-pregnancy blood pressure rises with BMI and age; HDP is logistic in it and in
+    # the BMI bands at the odds ratios of ``HDP_LOG_ODDS_RATIOS``, its rate ``HDP_RATE``.
+    sbp_pre = np.clip(
+        np.round(
+            cal.SBP_PRE_MEAN
+            + cal.SBP_PRE_PER_BMI * (bmi_pre - 21.0)
+            + 0.3 * (maternal_age - 30)
+            + cal.SBP_PRE_SD * rng.standard_normal(n)
+        ),
+        80,
+        170,
+    ).astype(np.int64)
+    dbp_pre = np.minimum(
+        np.round(0.6 * sbp_pre + 3.0 + 6.0 * rng.standard_normal(n)), sbp_pre - 15
+    ).astype(np.int64)
+    hdp_eta = hdp_linear_predictor(sbp_pre, bmi_pre, maternal_age, parity)
+    hdp_alpha = _solve_intercept(hdp_eta, cal.HDP_RATE) if n else 0.0
+    hdp = (rng.random(n) < special.expit(hdp_alpha + hdp_eta)).astype(np.int64)
     twin_w = np.exp(0.5 * (maternal_age >= 35))
     multiple = (rng.random(n) < cal.MULTIPLE_DELIVERY_RATE * twin_w / twin_w.mean()).astype(
         np.int64
@@ -152,6 +198,8 @@ def draw_deliveries(rng: np.random.Generator, n: int) -> pd.DataFrame:
             "smoking": smoking,
             "alcohol": alcohol,
             "hdp": hdp,
+            "sbp_pre": sbp_pre,
+            "dbp_pre": dbp_pre,
             "gwg_kg": gwg_kg,
             "multiple": multiple,
             "calcium_mg": calcium_mg,

@@ -13,6 +13,7 @@ __all__ = [
     "AGE_BANDS",
     "BIRTH_ORDER",
     "BMI_BANDS",
+    "HDP_LOG_ODDS_RATIOS",
     "HOKKAIDO_LBW_RATE",
     "IWAMIZAWA_LBW_TARGETS",
     "LBW_LOG_ODDS_RATIOS",
@@ -49,6 +50,26 @@ BMI_BANDS: tuple[tuple[float, float, float], ...] = (
 SMOKING_RATE = 0.05  # Hokkaido, 4-6 %
 ALCOHOL_RATE = 0.02  # 1.3-2.8 %
 HDP_RATE = 0.03  # 1.9-3.5 %
+#: Blood pressure before pregnancy (systolic, mmHg): mean at BMI 21 and age 30, rise per
+#: BMI unit and spread between women (*assumed*, near the national nutrition survey's
+#: women in their 20s and 30s).
+SBP_PRE_MEAN, SBP_PRE_PER_BMI, SBP_PRE_SD = 106.0, 1.0, 10.0
+
+#: Adjusted log odds ratios of HDP. BMI 25-29.9 and >= 30 vs 18.5-24.9: 1.60 and 3.42
+#: (KODMO study, Matoba et al., Endocrine Journal). Systolic pressure per 10 mmHg: 2.0,
+#: *derived* conservatively from Ohkuchi et al. 2006 (Hypertens Res 29:161), where
+#: "normal" (120-129) against optimal (< 120) second-trimester pressure gave OR 5.1
+#: (preeclampsia) and 7.0 (gestational hypertension) adjusted for BMI, about 2.9 per
+#: 10 mmHg; pressure measured before pregnancy predicts less (*assumed*). Age >= 35 and
+#: a first birth are *assumed*.
+HDP_LOG_ODDS_RATIOS: Mapping[str, float] = {
+    "sbp_10": math.log(2.0),
+    "bmi_25_299": math.log(1.60),
+    "bmi_ge30": math.log(3.42),
+    "age_ge35": math.log(1.5),
+    "primipara": math.log(1.35),
+}
+
 MULTIPLE_DELIVERY_RATE = 0.011  # of deliveries; ~2.2 % of newborns
 FEMALE_SHARE = 0.487  # sex ratio at birth 105:100
 

@@ -12,7 +12,14 @@ import pandas as pd
 
 from nodes.scenario import calibration as cal
 
-__all__ = ["dairy_panel", "health_checkups", "infant_checkups", "mother_dairy", "purchases"]
+__all__ = [
+    "dairy_panel",
+    "health_checkups",
+    "infant_checkups",
+    "mother_dairy",
+    "prepregnancy_checkups",
+    "purchases",
+]
 
 _INFANT_AGES = np.array([4, 10, 18, 36])
 # Mean weight (kg), length (cm), head (cm) at 4, 10, 18, 36 months, boys then girls.
@@ -86,34 +93,8 @@ def health_checkups(
         sbp = np.clip(np.round(sbp), 80, 240).astype(np.int64)
         dbp = np.clip(np.round(0.55 * sbp + 8.0 + rng.normal(0, 7.0, m)), 40, None)
         dbp = np.minimum(dbp, sbp - 10).astype(np.int64)
-        glucose = np.round(
-            np.exp(
-                np.log(96.5)
-                + 0.012 * (bmi - 23.1)
-                + 0.003 * (a - 55)
-                + glu0[idx]
-                + rng.normal(0, 0.07, m)
-            ),
-            0,
-        )
-        hba1c = np.round(5.6 + 0.025 * (glucose - 99.7) + rng.normal(0, 0.22, m), 1)
-        ldl = np.round(np.clip(ldl0[idx] + rng.normal(0, 12.0, m), 40, 350), 0)
-        hdl = np.round(np.clip(hdl0[idx] - 0.9 * (bmi - 23.1) + rng.normal(0, 5.0, m), 20, 150), 0)
-        tg = np.round(
-            np.exp(
-                np.log(np.where(f == 1, 85.0, 115.0))
-                + 0.04 * (bmi - 23.1)
-                + tg0[idx]
-                + rng.normal(0, 0.25, m)
-            ),
-            0,
-        )
-        ast = np.round(np.exp(np.log(21.0) + rng.normal(0, 0.28, m)), 0)
-        alt = np.round(np.exp(np.log(17.0) + 0.05 * (bmi - 23.1) + rng.normal(0, 0.45, m)), 0)
-        ggt = np.round(np.exp(np.log(np.where(f == 1, 19.0, 33.0)) + rng.normal(0, 0.55, m)), 0)
-        p_ug = np.clip(0.01 + 0.6 * (hba1c >= 7.0), 0, 0.9)
-        urine_glucose = np.where(rng.random(m) < p_ug, rng.integers(2, 5, m), 0)
-        urine_protein = rng.choice(5, size=m, p=[0.9, 0.06, 0.03, 0.008, 0.002])
+        latent = {"ldl0": ldl0[idx], "hdl0": hdl0[idx], "tg0": tg0[idx], "glu0": glu0[idx]}
+        labs = _labs(rng, f, a, bmi, latent)
         day = rng.integers(150, 330, m)
         date = pd.Timestamp(f"{year}-01-01") + pd.to_timedelta(day, unit="D")
         rows.append(
@@ -130,22 +111,132 @@ def health_checkups(
                     "waist_cm": waist,
                     "sbp": sbp,
                     "dbp": dbp,
-                    "glucose": glucose,
-                    "hba1c": hba1c,
-                    "ldl": ldl,
-                    "hdl": hdl,
-                    "tg": tg,
-                    "ast": ast,
-                    "alt": np.maximum(alt, 3),
-                    "ggt": np.maximum(ggt, 5),
-                    "urine_glucose": urine_glucose.astype(np.int64),
-                    "urine_protein": urine_protein.astype(np.int64),
-                    "smoking": smoker[idx].astype(np.int64),
                 }
             )
+            .join(labs.set_axis(range(m)))
+            .assign(smoking=smoker[idx].astype(np.int64))
         )
     out = pd.concat(rows, ignore_index=True)
     return out.sort_values(["subject", "year"], kind="stable").reset_index(drop=True)
+
+
+def _latent_labs(rng: np.random.Generator, female: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    return {
+        "ldl0": rng.normal(127.2, 27.0, n),
+        "hdl0": np.where(female == 1, rng.normal(66, 14, n), rng.normal(55, 13, n)),
+        "tg0": rng.normal(0, 0.42, n),
+        "glu0": rng.normal(0, 0.13, n),
+    }
+
+
+def _labs(
+    rng: np.random.Generator,
+    f: np.ndarray,
+    a: np.ndarray,
+    bmi: np.ndarray,
+    latent: dict[str, np.ndarray],
+) -> pd.DataFrame:
+    """Return the laboratory columns of one checkup per row, given sex, age, BMI and levels."""
+    m = len(f)
+    glucose = np.round(
+        np.exp(
+            np.log(96.5)
+            + 0.012 * (bmi - 23.1)
+            + 0.003 * (a - 55)
+            + latent["glu0"]
+            + rng.normal(0, 0.07, m)
+        ),
+        0,
+    )
+    hba1c = np.round(5.6 + 0.025 * (glucose - 99.7) + rng.normal(0, 0.22, m), 1)
+    ldl = np.round(np.clip(latent["ldl0"] + rng.normal(0, 12.0, m), 40, 350), 0)
+    hdl = np.round(np.clip(latent["hdl0"] - 0.9 * (bmi - 23.1) + rng.normal(0, 5.0, m), 20, 150), 0)
+    tg = np.round(
+        np.exp(
+            np.log(np.where(f == 1, 85.0, 115.0))
+            + 0.04 * (bmi - 23.1)
+            + latent["tg0"]
+            + rng.normal(0, 0.25, m)
+        ),
+        0,
+    )
+    ast = np.round(np.exp(np.log(21.0) + rng.normal(0, 0.28, m)), 0)
+    alt = np.round(np.exp(np.log(17.0) + 0.05 * (bmi - 23.1) + rng.normal(0, 0.45, m)), 0)
+    ggt = np.round(np.exp(np.log(np.where(f == 1, 19.0, 33.0)) + rng.normal(0, 0.55, m)), 0)
+    p_ug = np.clip(0.01 + 0.6 * (hba1c >= 7.0), 0, 0.9)
+    urine_glucose = np.where(rng.random(m) < p_ug, rng.integers(2, 5, m), 0)
+    urine_protein = rng.choice(5, size=m, p=[0.9, 0.06, 0.03, 0.008, 0.002])
+    return pd.DataFrame(
+        {
+            "glucose": glucose,
+            "hba1c": hba1c,
+            "ldl": ldl,
+            "hdl": hdl,
+            "tg": tg,
+            "ast": ast,
+            "alt": np.maximum(alt, 3),
+            "ggt": np.maximum(ggt, 5),
+            "urine_glucose": urine_glucose.astype(np.int64),
+            "urine_protein": urine_protein.astype(np.int64),
+        }
+    )
+
+
+def prepregnancy_checkups(
+    rng: np.random.Generator, mothers: pd.DataFrame, first_year: int
+) -> pd.DataFrame:
+    """Draw workplace checkups of mothers in the one to three years before their birth.
+
+    ``mothers`` needs ``mother_id``, ``birth_date``, ``maternal_age``, ``bmi_pre``,
+    ``sbp_pre``, ``dbp_pre`` and ``smoking``: each mother has one to three yearly checkups
+    whose BMI is her pre-pregnancy BMI up to year-to-year change (SD 0.5) and whose blood
+    pressure is her pre-pregnancy pressure up to visit-to-visit noise (SD 6 / 4 mmHg);
+    laboratory values follow ``health_checkups``. Checkups before ``first_year`` are not
+    drawn.
+
+    Returns:
+        The checkup rows (``subject`` = mother index), sorted by subject and date.
+
+    """
+    m0 = len(mothers)
+    visits = rng.integers(1, 4, m0)
+    idx = np.repeat(np.arange(m0), visits)
+    back = np.concatenate([np.arange(1, k + 1) for k in visits]) if m0 else np.zeros(0, int)
+    mo = mothers.iloc[idx].reset_index(drop=True)
+    born = pd.to_datetime(mo["birth_date"])
+    date = born - pd.to_timedelta(back * 365 - rng.integers(-60, 60, len(mo)) + 120, unit="D")
+    keep = (date.dt.year >= first_year).to_numpy()
+    mo, date, back = mo[keep].reset_index(drop=True), date[keep].reset_index(drop=True), back[keep]
+    m = len(mo)
+    height = np.round(157.5 + 5.3 * rng.standard_normal(m0)[idx[keep]] + rng.normal(0, 0.3, m), 1)
+    bmi_true = np.clip(mo["bmi_pre"].to_numpy(float) + rng.normal(0, 0.5, m), 13.0, 48.0)
+    weight = np.round(bmi_true * (height / 100) ** 2, 1)
+    bmi = np.round(weight / (height / 100) ** 2, 1)
+    sbp = np.clip(np.round(mo["sbp_pre"].to_numpy(float) + rng.normal(0, 6.0, m)), 80, 200)
+    dbp = np.minimum(
+        np.clip(np.round(mo["dbp_pre"].to_numpy(float) + rng.normal(0, 4.0, m)), 40, None), sbp - 10
+    )
+    age = mo["maternal_age"].to_numpy(dtype=np.int64) - back
+    f = np.ones(m, dtype=np.int64)
+    table = pd.DataFrame(
+        {
+            "subject": mo["mother_id"].to_numpy(),
+            "year": date.dt.year.to_numpy(),
+            "checkup_date": date.dt.normalize().to_numpy(),
+            "age": np.maximum(age, 18),
+            "female": f,
+            "height_cm": height,
+            "weight_kg": weight,
+            "bmi": bmi,
+            "waist_cm": np.round(15.0 + 3.0 * bmi + rng.normal(0, 4.0, m), 1),
+            "sbp": sbp.astype(np.int64),
+            "dbp": dbp.astype(np.int64),
+        }
+    )
+    labs = _labs(rng, f, age, bmi, _latent_labs(rng, f, m))
+    table = pd.concat([table, labs], axis=1)
+    table["smoking"] = mo["smoking"].to_numpy(dtype=np.int64)
+    return table.sort_values(["subject", "checkup_date"], kind="stable").reset_index(drop=True)
 
 
 def infant_checkups(

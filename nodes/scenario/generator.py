@@ -38,10 +38,14 @@ __all__ = [
 
 PARQUET_MIN_ROWS = 20_000
 _TWIN_DELIVERY_FACTOR = 1.011  # newborns per delivery
+# Mothers insured by the employer society, who have workplace checkups before pregnancy
+# (*assumed*: about half of women of child-bearing age are employees or their dependants).
+_INSURED_MOTHERS = 0.5
 
 _HOLDERS = {
     "city": "Iwamizawa city: specific health checkups (NHI, 40-74) and infant checkups",
-    "insurer": "employer health-insurance society: checkups and wellness programme",
+    "insurer": "employer health-insurance society: checkups (members 40-74, and workplace "
+    "checkups of insured women before pregnancy)",
     "drugstore": "drugstore chain: loyalty-card purchases",
     "dairy": "dairy company: dietary surveys and mothers' stool bifidobacteria",
     "city-hospital": "Iwamizawa city general hospital: births",
@@ -283,14 +287,14 @@ def generate(
             ),
             "infant_checkups": dom.infant_checkups(streams["infants"], births, last_date),
         }
-        tables["insurer"] = {
-            "checkups": dom.health_checkups(
-                streams["insurer"], ins, chosen, female_share=0.42, uptake=0.73
-            ),
-        }
+        irng = streams["insurer"]
+        members = dom.health_checkups(irng, ins, chosen, female_share=0.42, uptake=0.73)
+        mothers = births.drop_duplicates("mother_id")
+        insured = mothers[irng.random(len(mothers)) < _INSURED_MOTHERS]
+        pre = dom.prepregnancy_checkups(irng, insured, chosen[0])
+        tables["insurer"] = {"checkups": pd.concat([members, pre], ignore_index=True)}
         drng = streams["drugstore"]
         shop_years = [y for y in chosen if y >= 2017] or chosen
-        mothers = births.drop_duplicates("mother_id")
         recent = mothers[mothers["year"] >= shop_years[0]]
         members_m = recent[drng.random(len(recent)) < 0.4]
         n_shop = round(2000 * scale)

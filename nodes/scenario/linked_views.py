@@ -3,9 +3,9 @@
 A linked job aligns holders on one key per row, so each holder first shapes its own
 records (never another holder's) into one row per resident: the maternity facility's
 births per mother, the dairy partner's pregnancy survey, the drugstore's pregnancy
-purchases, the city's infant checkups by age. Mothers with more than one birth (or
-infant) in the data are left out of the views keyed by mother, so a key names one
-pregnancy.
+purchases, the city's infant checkups by age, the insurer's checkups of women of
+child-bearing age. Mothers with more than one birth (or infant) in the data are left out
+of the views keyed by mother, so a key names one pregnancy.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ __all__ = [
     "infant_growth",
     "pregnancy_dairy",
     "pregnancy_supplements",
+    "prepregnancy_checkup",
 ]
 
 #: The city's infant checkup ages (months).
@@ -67,3 +68,21 @@ def infant_growth(checkups: pd.DataFrame) -> pd.DataFrame:
             out[f"weight_kg_{age}m"] = wide[("weight_g", age)].astype(float) / 1000.0
             out[f"length_cm_{age}m"] = wide[("length_cm", age)].astype(float)
     return out.reset_index()
+
+
+def prepregnancy_checkup(checkups: pd.DataFrame) -> pd.DataFrame:
+    """Return one row per woman checked at 15-49: her mean ``checkup_sbp_10``, ``checkup_bmi``.
+
+    ``checkup_sbp_10`` is systolic pressure in units of 10 mmHg (so a GLM's odds ratio
+    is per 10 mmHg), ``checkup_dbp`` diastolic in mmHg. The holder does not know of any
+    pregnancy: the linkage to births is what makes these pre-pregnancy values.
+    """
+    young = checkups[(checkups["female"].astype(int) == 1) & checkups["age"].between(15, 49)]
+    means = young.groupby("subject")[["sbp", "dbp", "bmi"]].mean()
+    return pd.DataFrame(
+        {
+            "checkup_sbp_10": means["sbp"].astype(float) / 10.0,
+            "checkup_dbp": means["dbp"].astype(float),
+            "checkup_bmi": means["bmi"].astype(float),
+        }
+    ).reset_index()

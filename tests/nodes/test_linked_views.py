@@ -8,6 +8,7 @@ from nodes.scenario.linked_views import (
     infant_growth,
     pregnancy_dairy,
     pregnancy_supplements,
+    prepregnancy_checkup,
 )
 
 
@@ -33,3 +34,13 @@ def test_infant_growth_is_wide_by_age_with_missed_checkups_missing() -> None:
     assert list(wide.index) == ["m1", "m2"]  # m3 has two infants: left out
     assert wide.loc["m1", "weight_kg_10m"] == 9.0
     assert np.isnan(wide.loc["m2", "weight_kg_10m"])
+
+
+def test_prepregnancy_checkup_keeps_women_of_child_bearing_age() -> None:
+    c = pd.DataFrame({"subject": ["a", "a", "b", "c"], "female": [1, 1, 0, 1],
+                      "age": [29, 30, 30, 55], "sbp": [110, 120, 130, 140],
+                      "dbp": [70, 74, 80, 90], "bmi": [21.0, 22.0, 24.0, 25.0]})
+    out = prepregnancy_checkup(c).set_index("subject")
+    assert list(out.index) == ["a"]  # b is a man, c is 55
+    assert out.loc["a", "checkup_sbp_10"] == 11.5
+    assert out.loc["a", "checkup_bmi"] == 21.5 and out.loc["a", "checkup_dbp"] == 72.0

@@ -138,6 +138,14 @@ def test_iwamizawa_observed_rates_vary_like_420_births() -> None:
     assert 0.007 <= spread <= 0.022  # SE ~1.4 points
 
 
+def _mothers(root: Path) -> set[str]:
+    return set(
+        pd.concat(
+            [load_table(root / h / "births.csv")["subject"] for h in ("city-hospital", "women-clinic")]
+        )
+    )
+
+
 def test_checkup_purchase_and_dairy_marginals(iwamizawa: Path) -> None:
     checkups = pd.concat(
         [
@@ -145,6 +153,7 @@ def test_checkup_purchase_and_dairy_marginals(iwamizawa: Path) -> None:
             load_table(iwamizawa / "insurer" / "checkups.parquet"),
         ]
     )
+    checkups = checkups[~checkups["subject"].isin(_mothers(iwamizawa))]  # pre-pregnancy ones
     assert checkups["age"].between(40, 74).all()
     assert abs(checkups["bmi"].mean() - 23.1) < 0.6
     assert abs(checkups["bmi"].std() - 3.6) < 0.6
@@ -176,6 +185,45 @@ def test_checkup_purchase_and_dairy_marginals(iwamizawa: Path) -> None:
     infants = load_table(iwamizawa / "city" / "infant_checkups.csv")
     four = infants[infants["age_months"] == 4]
     assert abs(_share(four["feeding"] == "breast") - 0.55) < 0.03
+
+
+def test_hdp_rises_with_pre_pregnancy_pressure_and_bmi(hokkaido: pd.DataFrame) -> None:
+    d = hokkaido.drop_duplicates("delivery")
+    assert 104 <= d["sbp_pre"].mean() <= 110 and 8 <= d["sbp_pre"].std() <= 13
+    assert (d["dbp_pre"] < d["sbp_pre"]).all()
+    design = pd.DataFrame(
+        {
+            "sbp_10": (d["sbp_pre"] - 110) / 10,
+            "bmi_25_299": (d["bmi_pre"] >= 25) & (d["bmi_pre"] < 30),
+            "bmi_ge30": d["bmi_pre"] >= 30,
+            "age_ge35": d["maternal_age"] >= 35,
+            "primipara": d["parity"] == 1,
+        }
+    ).astype(float)
+    fit = sm.Logit(d["hdp"].to_numpy(), sm.add_constant(design)).fit(disp=0)
+    for term, truth in cal.HDP_LOG_ODDS_RATIOS.items():
+        est, se = fit.params[term], fit.bse[term]
+        assert abs(est - truth) <= 3 * se, (term, math.exp(est), math.exp(truth), se)
+    assert fit.bse["sbp_10"] <= 0.05 and fit.bse["bmi_ge30"] <= 0.12
+    assert math.exp(fit.params["sbp_10"]) == pytest.approx(2.0, rel=0.15)
+
+
+def test_insurer_holds_mothers_pre_pregnancy_checkups(iwamizawa: Path) -> None:
+    births = pd.concat(
+        [load_table(iwamizawa / h / "births.csv") for h in ("city-hospital", "women-clinic")]
+    ).drop_duplicates("subject", keep=False)
+    checkups = load_table(iwamizawa / "insurer" / "checkups.parquet")
+    pre = checkups[checkups["subject"].isin(set(births["subject"]))]
+    assert pre["female"].eq(1).all() and pre["age"].between(15, 49).all()
+    assert 0.3 <= pre["subject"].nunique() / len(births) <= 0.5  # half, less the first years
+    joined = pre.merge(births, on="subject")
+    before = pd.to_datetime(joined["birth_date"]) - pd.to_datetime(joined["checkup_date"])
+    assert before.between(pd.Timedelta(days=180), pd.Timedelta(days=3 * 365 + 240)).all()
+    assert joined["bmi"].corr(joined["bmi_pre"]) > 0.9
+    per_mother = joined.groupby("subject")[["sbp", "bmi", "hdp"]].mean()
+    assert per_mother.loc[per_mother["hdp"] == 1, "sbp"].mean() > (
+        per_mother.loc[per_mother["hdp"] == 0, "sbp"].mean() + 5
+    )
 
 
 def test_pseudonyms_link_holders_and_hide_raw_ids(iwamizawa: Path) -> None:
