@@ -150,20 +150,21 @@ class InProcessGrid(_grid_base()):  # type: ignore[misc]
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
-        """Push ``messages`` and return their replies, waiting at most ``timeout`` seconds.
+        """Push ``messages`` and return their replies.
 
-        Replies not ready by then are dropped, as Flower's grids drop late replies.
+        Virtual nodes are never lost: each answers, with its reply or an error. Their
+        ClientApps share this process and take turns, so the last reply of a large
+        exchange comes late however fast each node is; ``timeout`` therefore bounds
+        the wait for the *next* reply (a ClientApp that hangs), not the whole exchange.
+        Replies not ready when it runs out are dropped, as Flower's grids drop late ones.
         """
         ids = list(self.push_messages(messages))
-        futures = [self._pending[i] for i in ids]
-        if timeout is None:
-            wait(futures)
-        else:
-            left = futures
-            deadline = _clock() + timeout
-            while left and (remaining := deadline - _clock()) > 0:
-                _, pending = wait(left, timeout=remaining, return_when=FIRST_COMPLETED)
-                left = list(pending)
+        left = [self._pending[i] for i in ids]
+        while left:
+            done, pending = wait(left, timeout=timeout, return_when=FIRST_COMPLETED)
+            if not done:
+                break
+            left = list(pending)
         replies = list(self.pull_messages(ids))
         for i in ids:
             self._pending.pop(i, None)
@@ -185,12 +186,6 @@ class InProcessGrid(_grid_base()):  # type: ignore[misc]
             )
         reply.metadata.__dict__["_message_id"] = str(uuid.uuid4())
         return reply
-
-
-def _clock() -> float:
-    import time
-
-    return time.monotonic()
 
 
 def _new_run() -> Run:

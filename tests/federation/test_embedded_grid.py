@@ -73,3 +73,44 @@ def test_no_nodes_is_refused() -> None:
     server, client, _ = _apps()
     with pytest.raises(ValueError, match="n_nodes"):
         run_embedded(server, client, 0)
+
+
+def _sleeping_apps(seconds_by_partition):
+    import time
+
+    from flwr.app import ConfigRecord, Message, RecordDict
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import ServerApp
+
+    client = ClientApp()
+
+    @client.query()
+    def query(msg: Message, context) -> Message:
+        pid = int(context.node_config["partition-id"])
+        time.sleep(seconds_by_partition(pid))
+        return Message(RecordDict({"r": ConfigRecord({"pid": pid})}), reply_to=msg)
+
+    server = ServerApp()
+    out: dict = {}
+
+    @server.main()
+    def main(grid, context) -> None:
+        msgs = [Message(RecordDict(), node, "query") for node in grid.get_node_ids()]
+        replies = grid.send_and_receive(msgs, timeout=1.5)
+        out["pids"] = sorted(int(r.content.config_records["r"]["pid"]) for r in replies)
+
+    return server, client, out
+
+
+def test_an_exchange_longer_than_the_timeout_still_gets_every_reply() -> None:
+    # Ten nodes taking turns, 0.2 s each: 2 s in all, past the 1.5 s timeout, yet every
+    # node answered in time for the next reply.
+    server, client, out = _sleeping_apps(lambda pid: 0.2)
+    run_embedded(server, client, 10)
+    assert out["pids"] == list(range(10))
+
+
+def test_a_node_that_hangs_past_the_timeout_is_left_out() -> None:
+    server, client, out = _sleeping_apps(lambda pid: 6.0 if pid == 2 else 0.0)
+    run_embedded(server, client, 4, num_cpus=4)
+    assert out["pids"] == [0, 1, 3]
