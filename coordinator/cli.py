@@ -453,12 +453,15 @@ def job_results(
     with _one_line_errors(), _client(url, token_file) as c:
         files = c.download(job_id, out)
         result = c.result(job_id)
-        eps = ", ".join(f"{k} {v:.3f}" for k, v in sorted(result.epsilon_by_node.items()))
+        from federation.result_tables import summary_text
+
+        plots = [f.name for f in files if f.suffix == ".png"]
         _print(
             {"files": [str(f) for f in files], "epsilon_by_node": result.epsilon_by_node},
             fmt,
-            f"wrote {', '.join(f.name for f in files)} to {out}"
-            + (f"; ε spent: {eps}" if eps else ""),
+            summary_text(result.report, result.epsilon_by_node)
+            + f"\nplots: {', '.join(plots) if plots else 'none'}"
+            + f"\nwrote {', '.join(f.name for f in files)} to {out}",
         )
 
 

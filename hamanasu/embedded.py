@@ -179,6 +179,11 @@ def simulate(
         raise UsageError(str(exc)) from None
     result = run_simulation_job(spec, parse_node_args(node), out, show=not quiet)
     status = result.get("status", "succeeded")
+    from federation.result_tables import summary_text
+
+    typer.echo(summary_text(result))
+    plots = [result["plot"]] if result.get("plot") else []
+    typer.echo(f"plots: {', '.join(str(out / p) for p in plots)}" if plots else "plots: none")
     typer.echo(f"{status}: wrote {out / 'result.json'}")
     if status != "succeeded":
         typer.echo(f"reason: {result.get('reason')}", err=True)

@@ -64,6 +64,11 @@ def test_federated_glm_equals_pooled_statsmodels(tmp_path, secure, tol):
     proc, result = _simulate(tmp_path, nodes, secure)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert result["status"] == "succeeded" and result["secure_aggregation"] is secure
+    # The terminal ends with the summary table and names the plot it wrote.
+    table = proc.stdout.splitlines()
+    assert table[0] == "binomial GLM (logit link)" and "P>|z|" in table[2]
+    assert any(line.split()[:1] == ["x1"] for line in table)
+    assert f"plots: {tmp_path / ('secure' if secure else 'plain') / 'forest.png'}" in table
     pooled = pd.concat(pd.read_csv(p) for p in nodes.values())
     fit = sm.GLM(
         pooled["y"], sm.add_constant(pooled[["x1", "x2"]]), family=sm.families.Binomial()

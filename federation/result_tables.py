@@ -1,0 +1,148 @@
+"""A released result as tables: pandas DataFrames and the summary a statistician reads.
+
+Works on the result documents every job kind releases (``result.json``): a GLM's
+``coefficients``, a statistics job's ``cells``, a training run's ``rounds`` with their
+metrics and ε per node. The command line (``hamanasu simulate``, ``hamanasu job
+results``) and the notebook client (``hamanasu.Client``) print the same summary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["cells_frame", "coefficients_frame", "epsilon_frame", "rounds_frame", "summary_text"]
+
+_COEF_COLUMNS = {
+    "estimate": "coef",
+    "std_error": "std err",
+    "z": "z",
+    "p_value": "P>|z|",
+    "ci_low": "[0.025",
+    "ci_high": "0.975]",
+    "odds_ratio": "OR",
+}
+
+
+def coefficients_frame(result: Mapping[str, Any]) -> pd.DataFrame:
+    """Return a GLM's coefficients, one row per term (named as in the formula).
+
+    Columns: ``estimate, std_error, z, p_value, ci_low, ci_high`` (and ``odds_ratio,
+    or_ci_low, or_ci_high`` for a binomial fit); empty when the result has none.
+    """
+    coefs = result.get("coefficients") or {}
+    frame = pd.DataFrame.from_dict(dict(coefs), orient="index")
+    frame.index.name = "term"
+    return frame
+
+
+def cells_frame(result: Mapping[str, Any]) -> pd.DataFrame:
+    """Return a statistics job's cells, one row per cell and variable.
+
+    Columns: one per grouping variable, ``variable``, then each released measure
+    (``count``, ``mean``, ``proportion``...), ``margin`` and ``suppressed``; a cell
+    without variables gives one row with its count.
+    """
+    rows: list[dict[str, Any]] = []
+    for cell in result.get("cells") or []:
+        base = {**dict(cell.get("group") or {})}
+        base["margin"] = bool(cell.get("margin", False))
+        base["suppressed"] = bool(cell.get("suppressed", False))
+        variables = cell.get("variables") or {}
+        if not variables:
+            rows.append({**base, "variable": None, "count": cell.get("count")})
+        for name, stats in variables.items():
+            flat = {k: v for k, v in dict(stats).items() if not isinstance(v, list | dict)}
+            rows.append({**base, "variable": name, "count": cell.get("count"), **flat})
+    return pd.DataFrame(rows)
+
+
+def rounds_frame(result: Mapping[str, Any]) -> pd.DataFrame:
+    """Return a training run's metrics per round (``auc``, ``accuracy``, ``log_loss``...)."""
+    rows = []
+    rounds = result.get("rounds")  # a count in secure-sum reports, a list in training's
+    for r in rounds if isinstance(rounds, list) else []:
+        metrics = {k: v for k, v in dict(r.get("metrics") or {}).items() if _scalar(v)}
+        rows.append({"round": r.get("round"), **metrics})
+    return pd.DataFrame(rows).set_index("round") if rows else pd.DataFrame()
+
+
+def epsilon_frame(
+    result: Mapping[str, Any], by_node: Mapping[str, float] | None = None
+) -> pd.Series:
+    """Return ε spent per node: ``by_node`` if given, else the result's last round's."""
+    eps = dict(by_node or {})
+    if not eps:
+        rounds = result.get("rounds")
+        last = rounds[-1] if isinstance(rounds, list) and rounds else {}
+        eps = dict(last.get("epsilon_by_node") or {})
+        eps = eps or dict(result.get("epsilon_by_node") or {})
+    return pd.Series(eps, name="epsilon", dtype=float).sort_index()
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, int | float | str | bool) or value is None
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}"
+    return "" if value is None else str(value)
+
+
+def _table(frame: pd.DataFrame, index: bool = True) -> str:
+    """Return ``frame`` as a plain text table (right-aligned, four significant digits)."""
+    shown = frame.reset_index() if index else frame
+    cols = [str(c) for c in shown.columns]
+    cells = [[_fmt(v) for v in row] for row in shown.itertuples(index=False)]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)
+
+
+def summary_text(
+    result: Mapping[str, Any], epsilon_by_node: Mapping[str, float] | None = None
+) -> str:
+    """Return the result's summary: the GLM table, the cells, or AUC per round; ε per node.
+
+    The GLM table is laid out as ``statsmodels``' summary (coef, std err, z, P>|z|, the
+    95 % interval, and the odds ratio for a binomial fit), under a header with the
+    family, link, observations, deviance and log-likelihood.
+    """
+    kind = result.get("kind")
+    parts: list[str] = []
+    if result.get("status") not in (None, "succeeded"):
+        parts.append(f"status: {result.get('status')}: {result.get('reason', '')}")
+    coefs = coefficients_frame(result)
+    if not coefs.empty:
+        head = [
+            f"{result.get('family', '')} GLM ({result.get('link', '')} link)"
+            + (f": {result['formula']}" if result.get("formula") else ""),
+            f"observations {result.get('n_obs')}, df residual {result.get('df_resid')}, "
+            f"deviance {_fmt(result.get('deviance'))}, log-likelihood {_fmt(result.get('llf'))}, "
+            f"AIC {_fmt(result.get('aic'))}",
+        ]
+        cols = [c for c in _COEF_COLUMNS if c in coefs.columns]
+        parts += head + [_table(coefs[cols].rename(columns=_COEF_COLUMNS))]
+    cells = cells_frame(result)
+    if not cells.empty:
+        shown = cells[~cells["margin"]] if "margin" in cells else cells
+        keep = [c for c in shown.columns if c not in ("margin",) and shown[c].notna().any()]
+        parts.append(f"cells ({len(shown)} rows, suppressed ones blank)")
+        parts.append(_table(shown[keep], index=False))
+    rounds = rounds_frame(result)
+    if not rounds.empty:
+        keep = [c for c in ("auc", "accuracy", "log_loss") if c in rounds.columns]
+        parts.append("evaluation per round")
+        parts.append(_table(rounds[keep] if keep else rounds))
+    eps = epsilon_frame(result, epsilon_by_node)
+    if not eps.empty:
+        parts.append("ε spent per node")
+        parts.append(_table(eps.to_frame()))
+    elif kind in ("glm", "stats") and not (result.get("dp") or {}):
+        parts.append("ε spent per node: none (no DP noise in this job)")
+    return "\n".join(parts)
