@@ -298,6 +298,10 @@ def node_add(
         Path | None,
         typer.Option(help="The node's SuperNode public key (.pub) to register with the SuperLink."),
     ] = None,
+    service_token_out: Annotated[
+        Path | None,
+        typer.Option(help="Issue the node's service its token and write it to this file (0600)."),
+    ] = None,
 ) -> None:
     """Register a node (operator); its service publishes its caps when it first polls."""
     with _one_line_errors(), _client(url, token_file) as c:
@@ -305,9 +309,29 @@ def node_add(
         if name not in {n.name for n in c.nodes()}:
             c.register_node(name)
         typer.echo(f"registered node {name}")
+        if service_token_out is not None:
+            _write_service_token(c, name, service_token_out)
         if key is not None:
             out = c.register_supernode_key(name, key)
             typer.echo(f"registered its SuperNode key (Flower node id {out.flower_node_id})")
+
+
+def _write_service_token(c: CoordinatorClient, name: str, out: Path) -> None:
+    issued = c.issue_service_token(name)
+    write_token(out, issued.token)
+    typer.echo(f"wrote node {name}'s service token {issued.prefix} to {out}; earlier ones revoked")
+
+
+@app.command("node-service-token")
+def node_service_token(
+    name: Annotated[str, typer.Argument(help="The node's name.")],
+    out: Annotated[Path, typer.Option("--out", help="Write the token to this file (0600).")],
+    url: Url = DEFAULT_URL,
+    token_file: TokenFile = None,
+) -> None:
+    """Issue (or rotate) a node service's own token (operator); earlier ones stop working."""
+    with _one_line_errors(), _client(url, token_file) as c:
+        _write_service_token(c, name, out)
 
 
 @app.command("node-key")

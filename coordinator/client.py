@@ -273,6 +273,14 @@ class CoordinatorClient:
             self._call("POST", "/nodes", json=body.model_dump(mode="json")).json()
         )
 
+    def issue_service_token(self, name: str) -> TokenIssued:
+        """Issue node ``name``'s service a new token; its earlier service tokens stop working.
+
+        Raises:
+            CoordinatorAPIError: refused (not an operator, no such node).
+        """
+        return TokenIssued.model_validate(self._call("POST", f"/nodes/{name}/service-token").json())
+
     def register_supernode_key(self, name: str, public_key: str) -> SupernodeKeyPublic:
         """Register node ``name``'s SuperNode public key (OpenSSH text) with the SuperLink.
 

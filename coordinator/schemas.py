@@ -44,6 +44,9 @@ class Role(StrEnum):
 
     RESEARCHER = "researcher"
     NODE_ADMIN = "node_admin"
+    #: A node's service (its poller): publishes caps, polls, posts its policy's decisions,
+    #: pushes audit snapshots, for its own node only; never acts as a human admin.
+    NODE_SERVICE = "node_service"
     AUDITOR = "auditor"
     OPERATOR = "operator"
 
@@ -75,10 +78,11 @@ class PrincipalBase(_Model):
 
     @model_validator(mode="after")
     def _node_for_admins(self) -> PrincipalBase:
-        if self.role == Role.NODE_ADMIN and self.node is None:
-            raise ValueError("node: a node_admin must be bound to a node")
-        if self.role != Role.NODE_ADMIN and self.node is not None:
-            raise ValueError("node: only a node_admin is bound to a node")
+        bound = self.role in (Role.NODE_ADMIN, Role.NODE_SERVICE)
+        if bound and self.node is None:
+            raise ValueError(f"node: a {self.role} must be bound to a node")
+        if not bound and self.node is not None:
+            raise ValueError("node: only a node_admin or node_service is bound to a node")
         if self.role != "researcher" and self.organisation is not None:
             raise ValueError("organisation: only a researcher belongs to an organisation")
         return self

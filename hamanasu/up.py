@@ -10,8 +10,9 @@ own SuperNode with its own key (``OUT/nodepki/NAME``), as across the city's mach
 
 It generates the Iwamizawa scenario (unless present), initialises the nodes with the
 scenario's policies and consents, bootstraps the coordinator, registers the nodes,
-their admins and one researcher, writes every token to a 0600 file under
-``OUT/tokens/``, and serves until Ctrl-C or SIGTERM.
+their admins, each node service's own token and one researcher, writes every token to a
+0600 file under ``OUT/tokens/`` (``NAME``: the node service's, ``NAME-admin``: its human
+admin's), and serves until Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -112,9 +113,9 @@ def up(
         if flower is not None:
             pub = Pki(out / "nodepki" / name).node(name).public_key.read_text()
             oper.register_supernode_key(name, pub)
-        write_token(
-            tokens / name, oper.create_principal(f"{name}-admin", "node_admin", name).token.token
-        )
+        admin = oper.create_principal(f"{name}-admin", "node_admin", name)
+        write_token(tokens / f"{name}-admin", admin.token.token)  # the node's human admin
+        write_token(tokens / name, oper.issue_service_token(name).token)  # its service
         cfg = NodeServiceConfig(
             name=name,
             coordinator_url=url,

@@ -21,11 +21,13 @@ __all__ = [
     "Auditor",
     "Caller",
     "LifecycleDep",
+    "NodeCaller",
     "Operator",
     "Researcher",
     "StoreDep",
     "Viewer",
     "authenticate_throttled",
+    "own_node",
     "require",
 ]
 
@@ -107,5 +109,17 @@ Operator = Annotated[PrincipalPublic, Depends(require(Role.OPERATOR))]
 Researcher = Annotated[PrincipalPublic, Depends(require(Role.RESEARCHER))]
 Auditor = Annotated[PrincipalPublic, Depends(require(Role.AUDITOR, Role.OPERATOR))]
 Admin = Annotated[PrincipalPublic, Depends(require(Role.NODE_ADMIN))]
+#: A node's service or one of its human admins (the route checks which node, and which).
+NodeCaller = Annotated[PrincipalPublic, Depends(require(Role.NODE_SERVICE, Role.NODE_ADMIN))]
 #: Who may read a job: its owner (checked in the route), auditors and the operator.
 Viewer = Annotated[PrincipalPublic, Depends(require(Role.RESEARCHER, Role.AUDITOR, Role.OPERATOR))]
+
+
+def own_node(caller: PrincipalPublic, name: str) -> None:
+    """Refuse a node-bound caller acting for another node than its own.
+
+    Raises:
+        Forbidden: the caller's token is bound to another node (or none).
+    """
+    if caller.node != name:
+        raise Forbidden(f"this token is bound to node {caller.node!r}, not {name!r}")

@@ -1,7 +1,8 @@
 """Node audit routes: a node's service pushes its ledger, head, consent counts and budget.
 
-Only the node's own admin (the service's token) may push for a node; it may also read its own
-node's budget. Auditors read what was pushed under ``/audit/nodes`` (:mod:`.audit`).
+Only the node's own service (a ``node_service`` token bound to it) or one of its admins may
+push for a node or read its budget. Auditors read what was pushed under ``/audit/nodes``
+(:mod:`.audit`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request
 
 from coordinator.audit_store import AuditStore
-from coordinator.errors import Forbidden
-from coordinator.routes.deps import Admin
-from coordinator.schemas import PrincipalPublic
+from coordinator.routes.deps import NodeCaller, own_node
 from federation.audit_models import (
     AuditReceipt,
     AuditSnapshot,
@@ -42,38 +41,33 @@ def audit_store(request: Request) -> AuditStore:
 AuditDep = Annotated[AuditStore, Depends(audit_store)]
 
 
-def _own_node(caller: PrincipalPublic, name: str) -> None:
-    if caller.node != name:
-        raise Forbidden(f"this token administers node {caller.node!r}, not {name!r}")
-
-
 @router.get("/nodes/{name}/audit/state")
-def audit_state(name: NodePath, caller: Admin, audit: AuditDep) -> AuditSyncState:
+def audit_state(name: NodePath, caller: NodeCaller, audit: AuditDep) -> AuditSyncState:
     """How many of the node's ledger entries the coordinator holds verified and staged."""
-    _own_node(caller, name)
+    own_node(caller, name)
     return audit.sync_state(name)
 
 
 @router.post("/nodes/{name}/audit/entries")
 def audit_entries(
-    name: NodePath, body: LedgerEntryChunk, caller: Admin, audit: AuditDep
+    name: NodePath, body: LedgerEntryChunk, caller: NodeCaller, audit: AuditDep
 ) -> AuditSyncState:
     """Upload ledger entries the coordinator lacks (as stored; verified with the next head)."""
-    _own_node(caller, name)
+    own_node(caller, name)
     return audit.stage(name, body)
 
 
 @router.put("/nodes/{name}/audit/snapshot")
 def audit_snapshot(
-    name: NodePath, body: AuditSnapshot, caller: Admin, audit: AuditDep
+    name: NodePath, body: AuditSnapshot, caller: NodeCaller, audit: AuditDep
 ) -> AuditReceipt:
     """Push the node's signed head (verified now), consent counts and budget."""
-    _own_node(caller, name)
+    own_node(caller, name)
     return audit.receive(name, body)
 
 
 @router.get("/nodes/{name}/budget")
-def node_budget(name: NodePath, caller: Admin, audit: AuditDep) -> NodeBudgetPublic:
+def node_budget(name: NodePath, caller: NodeCaller, audit: AuditDep) -> NodeBudgetPublic:
     """The node's privacy budget per domain and period, as its service last pushed it."""
-    _own_node(caller, name)
+    own_node(caller, name)
     return audit.budget(name)[0]

@@ -1,8 +1,10 @@
 """Node routes: registration, caps, jobs, decisions and release review.
 
-The operator registers nodes; a node's service (its admin's token) publishes
-its caps, pulls the jobs that target it and posts its decisions; its admins review the
-results held for the node's release review (output checking).
+The operator registers nodes and issues each node's service its own token (a
+``node_service`` principal bound to the node; issuing a new one revokes the old). The
+service publishes its caps, pulls the jobs that target it and posts its policy's
+decisions; the node's human admins, with their own tokens, decide as admins and review
+the results held for the node's release review (output checking).
 """
 
 from __future__ import annotations
@@ -12,13 +14,22 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 
 from coordinator.errors import Conflict, Forbidden, InvalidInput, NotFound
-from coordinator.routes.deps import Admin, Caller, LifecycleDep, Operator, StoreDep
+from coordinator.routes.deps import (
+    Admin,
+    Caller,
+    LifecycleDep,
+    NodeCaller,
+    Operator,
+    StoreDep,
+    own_node,
+)
 from coordinator.schemas import (
     NodeCreate,
     NodePublic,
-    PrincipalPublic,
+    Role,
     SupernodeKeyCreate,
     SupernodeKeyPublic,
+    TokenIssued,
 )
 from federation.api_models import (
     ApprovalPublic,
@@ -37,15 +48,16 @@ NodePath = Annotated[str, Path(min_length=1, max_length=64)]
 JobPath = Annotated[str, Path(min_length=1, max_length=64)]
 
 
-def _own_node(caller: PrincipalPublic, name: str) -> None:
-    if caller.node != name:
-        raise Forbidden(f"this token administers node {caller.node!r}, not {name!r}")
-
-
 @router.post("/nodes", status_code=201)
 def register_node(body: NodeCreate, _: Operator, store: StoreDep) -> NodePublic:
     """Register a node (its admin principal is registered separately)."""
     return store.register_node(body)
+
+
+@router.post("/nodes/{name}/service-token", status_code=201)
+def issue_service_token(name: NodePath, _: Operator, store: StoreDep) -> TokenIssued:
+    """Issue the node's service a new token (shown once); its previous tokens stop working."""
+    return store.issue_service_token(name)
 
 
 @router.post("/nodes/{name}/supernode-key", status_code=201)
@@ -88,17 +100,17 @@ def list_nodes(_: Caller, store: StoreDep, request: Request) -> list[NodePublic]
 
 @router.put("/nodes/{name}/registration")
 def publish_node(
-    name: NodePath, body: NodeRegistration, caller: Admin, store: StoreDep
+    name: NodePath, body: NodeRegistration, caller: NodeCaller, store: StoreDep
 ) -> NodePublic:
     """A node's service publishes its caps (per-job ε cap, domains, approval mode, key)."""
-    _own_node(caller, name)
+    own_node(caller, name)
     return store.publish_node(name, body)
 
 
 @router.get("/nodes/{name}/jobs")
 def node_jobs(
     name: NodePath,
-    caller: Admin,
+    caller: NodeCaller,
     store: StoreDep,
     status: Annotated[
         ApprovalStatus | None, Query(description="Only approvals in this status.")
@@ -106,30 +118,49 @@ def node_jobs(
     include_finished: Annotated[bool, Query(description="Also finished jobs.")] = False,
 ) -> list[NodeJobView]:
     """The jobs that target this node, with the node's approval of each."""
-    _own_node(caller, name)
+    own_node(caller, name)
     return store.node_jobs(name, status, include_finished)
 
 
 @router.post("/nodes/{name}/jobs/{job_id}/decision")
 def decide(
-    name: NodePath, job_id: JobPath, body: DecisionCreate, caller: Admin, lifecycle: LifecycleDep
+    name: NodePath,
+    job_id: JobPath,
+    body: DecisionCreate,
+    caller: NodeCaller,
+    lifecycle: LifecycleDep,
 ) -> ApprovalPublic:
-    """Record the node's decision: its policy's outcome or its admin's, with reasons."""
-    _own_node(caller, name)
+    """Record the node's decision: its policy's outcome or its admin's, with reasons.
+
+    The label follows the caller's role, never the body: the node's service posts its
+    policy's outcome (``policy``), a human admin's decision is always ``admin``, so an
+    admin cannot pass a decision off as the policy's. A service asking to decide as an
+    admin is refused (403, field ``source``).
+    """
+    own_node(caller, name)
+    if caller.role == Role.NODE_SERVICE:
+        if body.source != "policy":
+            raise Forbidden(
+                "source: a node service posts its policy's decisions; "
+                "an admin decides with their own token",
+                field="source",
+            )
+    else:
+        body = body.model_copy(update={"source": "admin"})
     return lifecycle.decide(job_id, name, body, by=caller.name)
 
 
 @router.get("/nodes/{name}/releases")
 def node_releases(
     name: NodePath,
-    caller: Admin,
+    caller: NodeCaller,
     store: StoreDep,
     status: Annotated[
         ReleaseStatus | None, Query(description="Only reviews in this status.")
     ] = None,
 ) -> list[ReleaseView]:
     """Results held for this node's release review: a summary each (never the data)."""
-    _own_node(caller, name)
+    own_node(caller, name)
     return store.release_views(name, status)
 
 
@@ -138,5 +169,5 @@ def release_decision(
     name: NodePath, job_id: JobPath, body: ReleaseDecisionCreate, caller: Admin, store: StoreDep
 ) -> ReleaseView:
     """Release or withhold (with a reason) a held result as one of this node's reviewers."""
-    _own_node(caller, name)
+    own_node(caller, name)
     return store.release_decide(job_id, name, body, caller)

@@ -10,7 +10,13 @@ from coordinator.auth import new_token, split_token
 from coordinator.db import aware
 from coordinator.errors import Conflict, NotFound, Unauthorized
 from coordinator.models import Node, Organisation, Principal, Token
-from coordinator.schemas import PrincipalCreate, PrincipalPublic, TokenIssued, TokenPublic
+from coordinator.schemas import (
+    PrincipalCreate,
+    PrincipalPublic,
+    Role,
+    TokenIssued,
+    TokenPublic,
+)
 from coordinator.store.base import StoreBase
 
 __all__ = ["PrincipalStore", "principal_public"]
@@ -97,6 +103,49 @@ class PrincipalStore(StoreBase):
                     created_at=now,
                 )
             )
+        return TokenIssued(
+            prefix=issued.prefix, principal_id=principal_id, created_at=now, token=issued.token
+        )
+
+    def issue_service_token(self, node: str) -> TokenIssued:
+        """Issue the node's service a new token, revoking every earlier one of the service.
+
+        The service is a ``node_service`` principal bound to ``node`` (named
+        ``<node>.service``), made on first issue.
+
+        Returns:
+            The new token (the only time it is shown).
+
+        Raises:
+            NotFound: no such node.
+            Conflict: another kind of principal already holds the service's name.
+        """
+        now = self.clock()
+        issued = new_token(self.hasher)
+        name = f"{node}.service"
+        with self.sessions.begin() as s:
+            if s.get(Node, node) is None:
+                raise NotFound(f"name: no node named {node!r}", field="name")
+            p = s.scalar(select(Principal).where(Principal.name == name))
+            if p is None:
+                p = Principal(
+                    id=uuid.uuid4().hex,
+                    name=name,
+                    role=Role.NODE_SERVICE,
+                    node=node,
+                    created_at=now,
+                )
+                s.add(p)
+                s.flush()
+            elif p.role != Role.NODE_SERVICE or p.node != node:
+                raise Conflict(f"name: a principal named {name!r} exists", field="name")
+            for old in s.scalars(
+                select(Token).where(Token.principal_id == p.id, Token.revoked_at.is_(None))
+            ):
+                old.revoked_at = now
+            s.add(Token(prefix=issued.prefix, principal_id=p.id, hash=issued.hash, created_at=now))
+            principal_id = p.id
+        self.verifier.forget(principal_id=principal_id)
         return TokenIssued(
             prefix=issued.prefix, principal_id=principal_id, created_at=now, token=issued.token
         )

@@ -461,3 +461,24 @@ def test_migrations_0003_and_0004_apply_over_0002_and_revert(backend) -> None:
     migrate(engine, schema=schema)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT name FROM nodes")).scalar() == "n0"
+
+
+def test_a_node_service_token_pushes_for_its_own_node_only(world: World) -> None:
+    """The service's own token (not its admin's) publishes, pushes and syncs; n1 is refused."""
+    issued = world.http.post("/nodes/n0/service-token", headers=world.h("operator"))
+    assert issued.status_code == 201, issued.text
+    world.tokens["n0"] = issued.json()["token"]
+    me = world.http.get("/me", headers=world.h("n0")).json()
+    assert (me["role"], me["node"]) == ("node_service", "n0")
+    world.register_key()
+    _append(world.point.ledger(), 4)
+    assert world.push().status == "verified"
+    assert world.status()["verified_size"] == 4
+    for method, path in (
+        ("GET", "/nodes/n1/audit/state"),
+        ("GET", "/nodes/n1/budget"),
+        ("PUT", "/nodes/n1/registration"),
+    ):
+        body = {"public_key_pem": "x"} if method == "PUT" else None
+        r = world.http.request(method, path, json=body, headers=world.h("n0"))
+        assert r.status_code == 403, (path, r.text)

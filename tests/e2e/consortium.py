@@ -117,7 +117,10 @@ class Consortium:
             pub = Pki(self.root / "nodepki" / name).node(name).public_key.read_text()
             oper.register_supernode_key(name, pub)
             issued = oper.create_principal(f"{name}-admin", "node_admin", name)
-            self.tokens[name] = _secret(self.root / "tokens" / name, issued.token.token)
+            admin_file = self.root / "tokens" / f"{name}-admin"
+            self.tokens[f"{name}-admin"] = _secret(admin_file, issued.token.token)
+            service = oper.issue_service_token(name)  # the node service's own credential
+            self.tokens[name] = _secret(self.root / "tokens" / name, service.token)
             self.write_node_config(name)
         oper.register_organisation("hokkaido-university", "academic", {"iwamizawa-mch-2017": False})
         issued = oper.create_principal("aki@hokudai", "researcher", None, "hokkaido-university")
