@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -149,7 +150,12 @@ def run_cli(engine: str, args: list[str]) -> dict[str, Any]:
         "wall_s": round(wall, 2),
         "cpu_s": round(cpu, 2),
         "exit_code": proc.returncode,
-        "tail": proc.stdout.strip().splitlines()[-1:] + proc.stderr.strip().splitlines()[-1:],
+        # Last lines of output, temporary folders elided.
+        "tail": [
+            re.sub(r"\S*hamanasu-[\w-]+/", "…/", line)
+            for line in proc.stdout.strip().splitlines()[-1:]
+            + proc.stderr.strip().splitlines()[-1:]
+        ],
     }
 
 
