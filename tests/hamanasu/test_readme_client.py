@@ -1,0 +1,87 @@
+"""The README's notebook example, run as written against a real ``hamanasu up`` on loopback."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+HEADING = "### From a notebook: `hamanasu.Client`"
+
+
+def _example() -> str:
+    text = (ROOT / "README.md").read_text()
+    return text.split(HEADING, 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _up_args() -> list[str]:
+    text = (ROOT / "README.md").read_text().split(HEADING, 1)[1].split("```python", 1)[0]
+    command = re.search(r"`(hamanasu up[^`]*)`", text.replace("\n", " ")).group(1)
+    return command.split()[2:]
+
+
+def test_readme_notebook_example_runs_against_a_live_consortium(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    log = open(tmp_path / "up.log", "w")  # noqa: SIM115 - closed below
+    up = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hamanasu",
+            "up",
+            "--out",
+            str(tmp_path / "consortium"),
+            "--port",
+            str(port),
+            *_up_args(),
+            "--poll",
+            "0.5",
+        ],
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while "coordinator on" not in (tmp_path / "up.log").read_text():
+            assert up.poll() is None, (tmp_path / "up.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "hamanasu up did not start"
+            time.sleep(1)
+        code = _example().replace("http://127.0.0.1:8750", f"http://127.0.0.1:{port}")
+        assert "consortium/tokens/researcher" in code
+        (tmp_path / "examples").symlink_to(ROOT / "examples")
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env=env,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out = proc.stdout
+        assert "binomial GLM" in out and ("ε" in out or "epsilon" in out), out
+        # The odds-ratio frame: the two terms asked for, with finite odds ratios above zero.
+        rows = [ln.split() for ln in out.splitlines() if re.match(r"^(smoking|hdp)\s", ln)]
+        assert {r[0] for r in rows} == {"smoking", "hdp"}, out
+        assert all(float(r[2]) > 0 for r in rows), out
+    finally:
+        os.killpg(up.pid, signal.SIGTERM)
+        try:
+            up.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(up.pid, signal.SIGKILL)
+        log.close()
