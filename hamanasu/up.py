@@ -122,6 +122,7 @@ def up(
             state_dir=node.state_dir,
             data_dir=node.data,
             token_file=tokens / name,
+            admin_token_file=tokens / f"{name}-admin",
             poll_interval=poll,
             supernode=None
             if flower is None
@@ -130,7 +131,10 @@ def up(
             ),
         )
         link = CoordinatorLink.connect(url, read_token(tokens / name, f"{name} token"), name)
-        services.append(NodeService(cfg, link))
+        admin_link = CoordinatorLink.connect(
+            url, read_token(tokens / f"{name}-admin", f"{name} admin token"), name
+        )
+        services.append(NodeService(cfg, link, admin_link))
     # the example specs' requester and project (examples/iwamizawa/lbw_*.toml)
     oper.register_organisation("hokkaido-university", "academic", {"iwamizawa-mch-2017": False})
     researcher = oper.create_principal("researcher", "researcher", None, "hokkaido-university")

@@ -38,12 +38,12 @@ __all__ = ["AdminServer", "create_admin_app", "link_token", "serve_admin"]
 
 
 def link_token(service: NodeService) -> str:
-    """Return the node admin's token the service's coordinator link carries (its bearer).
+    """Return the node admin's token: the bearer of the link the admin's actions go through.
 
     Raises:
         ValueError: the link carries no bearer token.
     """
-    header = str(service.link.client.headers.get("Authorization", ""))
+    header = str(service.admin_link.client.headers.get("Authorization", ""))
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         raise ValueError("token: the node service's link carries no bearer token")

@@ -51,7 +51,12 @@ def _service(config: Path) -> NodeService:
     link = CoordinatorLink.connect(
         cfg.coordinator_url, read_token(cfg.token_file), cfg.name, cfg.ca_file
     )
-    return NodeService(cfg, link)
+    admin_link = None
+    if cfg.admin_token_file is not None:
+        admin_link = CoordinatorLink.connect(
+            cfg.coordinator_url, read_token(cfg.admin_token_file), cfg.name, cfg.ca_file
+        )
+    return NodeService(cfg, link, admin_link)
 
 
 @app.command("list")

@@ -85,7 +85,10 @@ class NodeServiceConfig(BaseModel):
         coordinator_url: the coordinator's base URL (https://, or http:// on loopback).
         state_dir: the node's state folder (key, policy, ledger, budget).
         data_dir: the node's data folder (to count consenting subjects; optional).
-        token_file: a 0600 file holding the node admin's API token (else HAMANASU_TOKEN).
+        token_file: a 0600 file holding the node service's API token (else HAMANASU_TOKEN).
+        admin_token_file: a 0600 file holding the node's human admin token, for the admin's
+            actions (approve, reject, release, withhold) through ``hamanasu node approvals``
+            and the node's admin API; without it those go with ``token_file``'s token.
         ca_file: a CA bundle to verify the coordinator's certificate.
         poll_interval: seconds between polls.
         supernode: the Flower SuperNode to run beside the service (``[node.supernode]``).
@@ -99,6 +102,7 @@ class NodeServiceConfig(BaseModel):
     state_dir: Path
     data_dir: Path | None = None
     token_file: Path | None = None
+    admin_token_file: Path | None = None
     ca_file: Path | None = None
     poll_interval: float = Field(default=5.0, gt=0, le=3600)
     supernode: SupernodeConfig | None = None
@@ -120,7 +124,7 @@ def load_node_config(path: Path) -> NodeServiceConfig:
     except tomllib.TOMLDecodeError as exc:
         raise NodeServiceError(f"--config: {path.name} is not valid TOML: {exc}") from None
     table = data.get("node", data)
-    for key in ("state_dir", "data_dir", "token_file", "ca_file"):
+    for key in ("state_dir", "data_dir", "token_file", "admin_token_file", "ca_file"):
         if isinstance(table.get(key), str) and not Path(table[key]).is_absolute():
             table[key] = str(path.parent / table[key])
     supernode = table.get("supernode")
@@ -237,12 +241,20 @@ class NodeService:
 
     Args:
         config: the node's configuration.
-        link: its link to the coordinator.
+        link: its link to the coordinator, with the node service's own token.
+        admin_link: the link the human admin's actions go through (their own token); by
+            default ``link``.
     """
 
-    def __init__(self, config: NodeServiceConfig, link: CoordinatorLink) -> None:
+    def __init__(
+        self,
+        config: NodeServiceConfig,
+        link: CoordinatorLink,
+        admin_link: CoordinatorLink | None = None,
+    ) -> None:
         self.config = config
         self.link = link
+        self.admin_link = admin_link or link
         self.point = EnforcementPoint(config.name, config.state_dir)
         self._recovered = False
         #: When the last poll finished (UTC), and why it failed (None: it succeeded).
@@ -339,10 +351,13 @@ class NodeService:
             )
         return decision
 
-    def _post(self, job: NodeJobView, decision: DecisionCreate) -> bool:
-        """Post a decision; undo the reservation if the coordinator refuses it."""
+    def _post(
+        self, job: NodeJobView, decision: DecisionCreate, link: CoordinatorLink | None = None
+    ) -> bool:
+        """Post a decision (through ``link``, else the service's); undo the reservation if
+        the coordinator refuses it."""
         try:
-            self.link.decide(job.id, decision)
+            (link or self.link).decide(job.id, decision)
         except NodeServiceError:
             if decision.outcome == "approve":
                 self.point.release(job.id, "the coordinator refused the approval")
@@ -442,7 +457,7 @@ class NodeService:
         if out.outcome == "reject":
             text = "; ".join(f"{r.code}: {r.message}" for r in out.reasons)
             raise NodeServiceError(f"job {job_id}: the node cannot take it ({text})")
-        self._post(job, out)
+        self._post(job, out, self.admin_link)
         return out
 
     def reject(self, job_id: str, reason: str) -> DecisionCreate:
@@ -459,13 +474,13 @@ class NodeService:
             source="admin",
             reasons=[DecisionReason(code="admin_rejected", message=bounded_reason(reason))],
         )
-        self.link.decide(job_id, out)
+        self.admin_link.decide(job_id, out)
         return out
 
     # -- release review (output checking) -------------------------------------------------------
     def held(self) -> list[ReleaseView]:
         """Return the results that wait for this node's release review."""
-        return self.link.releases(status="held")
+        return self.admin_link.releases(status="held")
 
     def review_result(self, job_id: str, decision: str, reason: str | None = None) -> ReleaseView:
         """Release or withhold a held result as this admin, and record it in the node's ledger.
@@ -494,7 +509,7 @@ class NodeService:
                 f"job: no result of job {job_id!r} waits for node {self.config.name}'s review"
             )
         kind = "result.released" if decision == "release" else "result.withheld"
-        reviewer = str(self.link.me().get("id", ""))
+        reviewer = str(self.admin_link.me().get("id", ""))
 
         def payload(result_hash: str) -> dict[str, Any]:
             return {
@@ -509,7 +524,7 @@ class NodeService:
             normalise_payload(kind, payload(view.result_hash))
         except LedgerError as exc:
             raise NodeServiceError(f"ledger refuses the entry: {exc}") from None
-        out = self.link.release(job_id, ReleaseDecisionCreate(decision=decision, reason=reason))  # type: ignore[arg-type]
+        out = self.admin_link.release(job_id, ReleaseDecisionCreate(decision=decision, reason=reason))  # type: ignore[arg-type]
         self.point.ledger().append(kind, payload(out.result_hash), self.point.clock())
         log.info(
             "job %s: result %s by reviewer %s (%s)",

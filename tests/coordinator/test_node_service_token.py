@@ -147,3 +147,37 @@ def test_cli_writes_the_service_token_0600_and_rotates_it(
     assert token2 != token1
     assert api.client.get("/nodes/n0/jobs", headers=api.h(token1)).status_code == 401
     assert api.client.get("/nodes/n0/jobs", headers=api.h(token2)).status_code == 200
+
+
+def test_node_admin_actions_go_with_the_admins_own_token(api: Api, tmp_path: Path) -> None:
+    """A node service running on its service token still lets its human admin decide:
+    the admin's actions go through a link carrying the admin's own token."""
+    from fastapi.testclient import TestClient
+
+    from hamanasu.demo import EXAMPLES
+    from nodes.cli import init_node
+    from nodes.service import CoordinatorLink, NodeService, NodeServiceConfig, NodeServiceError
+
+    t = _world(api)
+    job_id = _submit(api, t)
+    init_node(tmp_path / "n0", "n0", EXAMPLES / "policies" / "women-clinic.toml")
+    cfg = NodeServiceConfig(
+        name="n0", coordinator_url="http://testserver", state_dir=tmp_path / "n0"
+    )
+
+    def link(token: str) -> CoordinatorLink:
+        return CoordinatorLink(TestClient(api.client.app, headers=api.h(token)), "n0")
+
+    service_only = NodeService(cfg, link(t["svc0"]))
+    try:
+        service_only.reject(job_id, "not this year")
+    except NodeServiceError as exc:
+        assert "403" in str(exc) or "admin" in str(exc), exc
+    else:
+        raise AssertionError("a service token decided as the human admin")
+    assert _approvals(api, job_id)["n0"]["status"] == "pending"
+
+    both = NodeService(cfg, link(t["svc0"]), admin_link=link(t["admin0"]))
+    both.reject(job_id, "not this year")
+    n0 = _approvals(api, job_id)["n0"]
+    assert (n0["status"], n0["source"]) == ("rejected", "admin")
