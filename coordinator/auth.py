@@ -230,9 +230,9 @@ class BadTokenThrottle:
 
     Guessing a 256-bit token cannot succeed, but every guess still costs a database look-up
     and a hash: a client that sent ``limit`` bad tokens within ``window`` seconds is refused
-    (429, with how long to wait) until the oldest of them is ``window`` seconds old. A
-    token already verified (in the verifier's cache) is never throttled, so a client's
-    valid session keeps working while a guesser behind the same address waits.
+    (429, with how long to wait) on every further bad token until the oldest of them is
+    ``window`` seconds old. A valid token is never refused: it is checked before the
+    throttle answers, so everyone else behind the guesser's address keeps working.
 
     Args:
         limit: bad tokens a client may send within ``window``.

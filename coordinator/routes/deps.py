@@ -79,15 +79,18 @@ async def authenticate_throttled(request: Request, store: Store, token: str) -> 
     """
     throttle: BadTokenThrottle = request.app.state.token_throttle
     client = request.client.host if request.client is not None else "unknown"
+    # The token is checked first (a keyed hash and one look-up: cheap): a valid token is
+    # never refused, so residents of the guesser's address (a NAT, a proxy, the node
+    # services of one host) keep working; only the bad ones are answered 429.
     wait = throttle.retry_after(client)
-    if wait > 0:
-        raise TooManyRequests(
-            f"too many bad tokens from this client; retry after {math.ceil(wait)} s", wait
-        )
     try:
         return await run_in_threadpool(store.authenticate, token)
     except Unauthorized:
         throttle.failed(client)
+        if wait > 0:
+            raise TooManyRequests(
+                f"too many bad tokens from this client; retry after {math.ceil(wait)} s", wait
+            ) from None
         raise
 
 

@@ -108,3 +108,13 @@ def test_guessing_client_waits_others_and_its_verified_token_do_not(coordinator)
         assert guesser.get("/me", headers=good).status_code == 200
         other = bystander.get("/me", headers={"Authorization": f"Bearer {_guess(99)}"})
         assert other.status_code == 401
+        # a valid token never verified before, from the guesser's own address, still works:
+        # the throttle answers bad tokens only (a NAT or one host's node services share it)
+        made = bystander.post(
+            "/principals", json={"name": "late-auditor", "role": "auditor"}, headers=good
+        )
+        assert made.status_code == 201, made.text
+        fresh = {"Authorization": f"Bearer {made.json()['token']['token']}"}
+        assert guesser.get("/me", headers=fresh).status_code == 200
+        again = guesser.get("/me", headers={"Authorization": f"Bearer {_guess(100)}"})
+        assert again.status_code == 429
