@@ -63,7 +63,7 @@ def vouch(
         project = next(iter(projects))
     if project not in projects:
         raise InvalidSpec(
-            f"purpose.project: {organisation.name} may run jobs for {sorted(projects)}; "
+            f"{organisation.name} may run jobs for {sorted(projects)}; "
             f"got {repr(project)[:80]}",
             field="purpose.project",
         )
@@ -76,7 +76,7 @@ def vouch(
     for key, value in vouched.items():
         if key in claims and claims[key] != value:
             raise InvalidSpec(
-                f"purpose.{key}: the coordinator fills it from your registered organisation "
+                "the coordinator fills it from your registered organisation "
                 f"({value!r}); the spec claims {repr(claims[key])[:80]}",
                 field=f"purpose.{key}",
             )
