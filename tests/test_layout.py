@@ -174,6 +174,13 @@ def test_package_has_one_line_docstring_and_sorted_all(init):
         if isinstance(t, ast.Name)
     }
     for node in tree.body:
+        # PEP 562 lazy exports: a module-level _LAZY_EXPORTS dict names what __getattr__ gives
+        if (
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "_LAZY_EXPORTS" for t in node.targets)
+            and isinstance(node.value, ast.Dict)
+        ):
+            bound |= {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
         if isinstance(node, ast.Import | ast.ImportFrom):
             bound |= {(a.asname or a.name).split(".")[0] for a in node.names}
         elif isinstance(node, ast.FunctionDef | ast.ClassDef):

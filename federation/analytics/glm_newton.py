@@ -11,7 +11,10 @@ and information are the ``beta = 0`` ones rescaled, :func:`glm_null_start`), and
 first step is taken from that point rather than from 0: the same kind of start as
 ``statsmodels``' IRLS (``mu`` near the mean), without an extra round, and it keeps a
 Poisson fit with large counts from overshooting (from ``beta = 0`` its first step
-moves the intercept by about the mean count).
+moves the intercept by about the mean count). Where the step from the intercept-only
+fit would itself overshoot (a rare binary term with a strong effect, such as multiple
+births and low birth weight: the step changes the linear predictor by tens of logits),
+the first step is taken from 0 instead (:func:`wild_null_step`).
 
 Stopping. The distance of ``beta`` from the optimum, in standard-error units, is the
 Newton decrement ``sqrt(g' H^-1 g)``. Exact sums stop once it is below the job's
@@ -37,12 +40,14 @@ from federation.analytics.glm_result import GlmResult, glm_result
 
 __all__ = [
     "FLOOR_MULTIPLE",
+    "MAX_NULL_STEP_RMS",
     "NewtonInfo",
     "NewtonLoop",
     "decrement_floor",
     "glm_fit",
     "glm_newton_step",
     "glm_null_start",
+    "wild_null_step",
 ]
 
 #: A decrement below this many quantisation floors is noise: the current ``beta`` is final.
@@ -98,6 +103,33 @@ def decrement_floor(hess: np.ndarray, score_sd: np.ndarray, scale: float = 1.0) 
     """
     inv_diag = np.diag(np.linalg.inv(hess))
     return math.sqrt(max(float(np.sum(np.square(score_sd) * inv_diag)), 0.0) / scale)
+
+
+#: A first step from the intercept-only fit that moves the linear predictor by more than
+#: this (root mean square over the records, in link units) leaves Newton's quadratic
+#: model far behind; the fit then starts from 0 as before. An ordinary fit's first step
+#: moves it by a fraction of a unit; a rare binary term with a strong effect moves a few
+#: records by ten units and overshoots on the step after.
+MAX_NULL_STEP_RMS = 1.0
+
+
+def wild_null_step(zero_sums: np.ndarray, start_sums: np.ndarray, family: str) -> bool:
+    """Return whether the Newton step from the intercept-only fit would overshoot.
+
+    The step's root-mean-square change of the linear predictor over the records,
+    ``sqrt(step' (X'X / n) step)``, follows from the sums at ``beta = 0`` (whose
+    information is ``w0 X'X``); above :data:`MAX_NULL_STEP_RMS` the step is wild.
+    """
+    layout = glm_layout(int(round((math.sqrt(8 * (np.asarray(zero_sums).size - 7) + 9) - 3) / 2)))
+    _, hess0, sc = layout.unpack(np.asarray(zero_sums, dtype=np.float64))
+    grad, hess, _ = layout.unpack(np.asarray(start_sums, dtype=np.float64))
+    w0 = 0.25 if family == "binomial" else 1.0
+    try:
+        step = np.linalg.solve(hess, grad)
+    except np.linalg.LinAlgError:
+        return True
+    mean_square = float(step @ (hess0 / (w0 * max(sc["n"], 1.0))) @ step)
+    return not math.isfinite(mean_square) or mean_square > MAX_NULL_STEP_RMS**2
 
 
 def glm_null_start(summed: np.ndarray, family: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -286,7 +318,7 @@ class NewtonLoop:
         beta, sums = self.beta, np.asarray(summed, dtype=np.float64)
         if self.info is None and self.null_start and not beta.any():
             start = glm_null_start(sums, self.family)
-            if start is not None:
+            if start is not None and not wild_null_step(sums, start[1], self.family):
                 beta, sums = start
         beta_new, info = glm_newton_step(
             sums,

@@ -389,7 +389,7 @@ def test_role_checks_401_403_with_clear_bodies_and_no_change(world: World) -> No
     ):
         r = http.put(path, json=snapshot, headers=world.h(who))
         assert r.status_code == 403 and r.json()["code"] == "forbidden", (who, r.text)
-    assert "administers node 'n1', not 'n0'" in r.json()["detail"]
+    assert "bound to node 'n1', not 'n0'" in r.json()["detail"]
     assert world.status()["snapshot_at"] is None  # nothing changed
     assert http.get("/nodes/n0/audit/state", headers=world.h("n1")).status_code == 403
     for who in ("n0", "researcher"):

@@ -130,3 +130,30 @@ def test_null_start_does_not_apply_to_gaussian_or_a_mean_on_the_boundary():
         glm_null_start(glm_local_statistics(x, np.zeros(50), zero, "binomial"), "binomial") is None
     )
     assert glm_null_start(glm_local_statistics(x, np.zeros(50), zero, "poisson"), "poisson") is None
+
+
+def test_a_strong_rare_binary_term_fits_without_a_false_separation_refusal():
+    """Multiple births: 2 % of records, LBW odds about 100 times higher. From the
+    intercept-only fit the first Newton step overshoots that term and pushes a hundred
+    fitted probabilities to the boundary for one iteration; the fit must go on to the
+    pooled answer, not refuse it as separation."""
+    from federation.analytics.glm import glm_local_statistics
+    from federation.analytics.glm_newton import glm_fit
+
+    rng = np.random.default_rng(7)
+    n = 5400
+    multiple = rng.binomial(1, 0.02, n).astype(float)
+    other = rng.normal(size=(n, 3))
+    eta = -2.9 + 4.75 * multiple + other @ np.array([0.3, -0.2, 0.1])
+    y = rng.binomial(1, 1 / (1 + np.exp(-eta))).astype(float)
+    x = np.column_stack([np.ones(n), multiple, other])
+    pooled = sm.GLM(y, x, family=sm.families.Binomial()).fit()
+    fit = glm_fit(
+        lambda b: glm_local_statistics(x, y, b, "binomial"),
+        x.shape[1],
+        "binomial",
+        ["Intercept", "multiple", "a", "b", "c"],
+    )
+    est = np.array([fit.coefficients[name].estimate for name in fit.coefficients])
+    np.testing.assert_allclose(est, pooled.params, rtol=1e-6, atol=1e-8)
+    assert fit.iterations <= pooled.fit_history["iteration"] + 1

@@ -23,6 +23,8 @@ def test_forged_log_line_stays_on_one_line() -> None:
     log = logging.getLogger("hamanasu.test.escape")
     log.addHandler(handler)
     log.propagate = False
+    level = log.level
+    log.setLevel(logging.INFO)  # whatever another test in this worker set
     try:
         log.warning("job %s (%s): approve", "j1", "lbw\nINFO hamanasu.node.service job j2: approve")
         try:
@@ -31,6 +33,7 @@ def test_forged_log_line_stays_on_one_line() -> None:
             log.exception("run failed: %s", "x\r\nERROR forged")
     finally:
         log.removeHandler(handler)
+        log.setLevel(level)
     lines = out.getvalue().splitlines()
     assert lines[0] == (
         "WARNING hamanasu.test.escape job j1 (lbw\\nINFO hamanasu.node.service job j2: approve): "
