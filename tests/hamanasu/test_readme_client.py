@@ -1,5 +1,6 @@
 """The README's notebook example, run as written against a real ``hamanasu up`` on loopback."""
 
+import json
 import os
 import re
 import signal
@@ -78,6 +79,36 @@ def test_readme_notebook_example_runs_against_a_live_consortium(tmp_path):
         rows = [ln.split() for ln in out.splitlines() if re.match(r"^(smoking|hdp)\s", ln)]
         assert {r[0] for r in rows} == {"smoking", "hdp"}, out
         assert all(float(r[2]) > 0 for r in rows), out
+        # The same result at the terminal: `hamanasu job results` ends with the summary
+        # table and names the plots it wrote.
+        cli = [sys.executable, "-m", "hamanasu", "job"]
+        common = [
+            "--url",
+            f"http://127.0.0.1:{port}",
+            "--token-file",
+            "consortium/tokens/researcher",
+        ]
+        listed = subprocess.run(
+            [*cli, "list", *common, "--format", "json"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        assert listed.returncode == 0, listed.stderr
+        job_id = json.loads(listed.stdout)[0]["id"]
+        shown = subprocess.run(
+            [*cli, "results", job_id, "--out", "res", *common],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert "binomial GLM (logit link)" in shown.stdout and "maternal_age" in shown.stdout
+        assert "plots: " in shown.stdout and (tmp_path / "res" / "result.json").exists()
     finally:
         os.killpg(up.pid, signal.SIGTERM)
         try:
