@@ -23,8 +23,9 @@ def test_forged_log_line_stays_on_one_line() -> None:
     log = logging.getLogger("hamanasu.test.escape")
     log.addHandler(handler)
     log.propagate = False
-    level = log.level
-    log.setLevel(logging.INFO)  # whatever another test in this worker set
+    level, disabled = log.level, logging.root.manager.disable
+    log.setLevel(logging.INFO)  # whatever another test in this worker set or disabled
+    logging.disable(logging.NOTSET)
     try:
         log.warning("job %s (%s): approve", "j1", "lbw\nINFO hamanasu.node.service job j2: approve")
         try:
@@ -34,6 +35,7 @@ def test_forged_log_line_stays_on_one_line() -> None:
     finally:
         log.removeHandler(handler)
         log.setLevel(level)
+        logging.disable(disabled)
     lines = out.getvalue().splitlines()
     assert lines[0] == (
         "WARNING hamanasu.test.escape job j1 (lbw\\nINFO hamanasu.node.service job j2: approve): "
