@@ -19,6 +19,7 @@ from nodes.scenario.generator import generate
 from nodes.sources import read_columns
 from nodes.sql_source import check_mapping, read_engine, read_mapped
 from tests.nodes.holder_db import holder_table, write_holder, write_mapping
+from tests.nodes.sql_capture import read_capturing_sql
 
 URL = os.environ.get("HAMANASU_TEST_POSTGRES_URL")
 pytestmark = pytest.mark.skipif(
@@ -75,18 +76,7 @@ def test_the_postgres_session_is_read_only(hospital):
 
 def test_a_job_asks_postgres_only_for_its_columns(hospital):
     _, mapping_file, *_ = hospital
-    mapping = load_mapping(mapping_file)
-    engine = read_engine(mapping.database_url(), mapping.timeout_s)
-    sent: list[str] = []
-
-    def capture(conn, cursor, statement, params, context, executemany):
-        sent.append(statement)
-
-    sa.event.listen(engine, "before_cursor_execute", capture)
-    try:
-        frame = read_mapped(mapping, "births", ["preterm", "smoking"]).frame
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", capture)
+    frame, sent = read_capturing_sql(mapping_file, "births", ["preterm", "smoking"])
     assert list(frame.columns) == ["subject", "preterm", "smoking"]
     (select,) = [s for s in sent if "deliveries" in s]
     head = select.split("FROM")[0]

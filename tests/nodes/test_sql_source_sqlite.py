@@ -13,6 +13,7 @@ from nodes.scenario.generator import generate
 from nodes.sources import read_columns
 from nodes.sql_source import check_mapping, read_engine, read_mapped
 from tests.nodes.holder_db import holder_table, write_holder, write_mapping
+from tests.nodes.sql_capture import read_capturing_sql
 
 
 @pytest.fixture(scope="module")
@@ -39,18 +40,7 @@ def test_mapped_database_gives_exactly_the_files_frame(hospital):
 
 def test_a_job_reads_only_its_source_columns(hospital):
     _, mapping_file, _ = hospital
-    mapping = load_mapping(mapping_file)
-    engine = read_engine(mapping.database_url(), mapping.timeout_s)
-    sent: list[str] = []
-
-    def capture(conn, cursor, statement, params, context, executemany):
-        sent.append(statement)
-
-    sa.event.listen(engine, "before_cursor_execute", capture)
-    try:
-        frame = read_mapped(mapping, "births", ["lbw", "bmi_pre"]).frame
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", capture)
+    frame, sent = read_capturing_sql(mapping_file, "births", ["lbw", "bmi_pre"])
     assert list(frame.columns) == ["subject", "lbw", "bmi_pre"]
     (select,) = [s for s in sent if s.lstrip().upper().startswith("SELECT")]
     head = select.split("FROM")[0]
