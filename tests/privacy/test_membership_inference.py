@@ -27,10 +27,14 @@ def mia():
     spec.loader.exec_module(module)
     import torch
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     logging.disable(logging.WARNING)
-    warnings.simplefilter("ignore")
-    return module
+    warnings.simplefilter("ignore")  # pytest restores the filters after each test phase
+    yield module
+    # Undo what this module set, so later tests in the same worker see their own logs.
+    logging.disable(logging.NOTSET)
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
