@@ -31,8 +31,9 @@ demo: $(STAMP)
 
 # Tests that start Flower's deployment processes (a SuperLink, SuperNodes, node services)
 # need most of the machine and share module fixtures in order: they run on their own,
-# after the rest has run on two pytest-xdist workers (a module per worker).
-FLOWER_TESTS := tests/deployment tests/e2e/test_deployment_consortium.py
+# after the rest has run on two pytest-xdist workers (a module per worker). The multi-host
+# tests build network namespaces (root; they skip with the reason elsewhere).
+FLOWER_TESTS := tests/deployment tests/e2e/test_deployment_consortium.py tests/multihost
 
 test: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadscope $(addprefix --ignore=,$(FLOWER_TESTS))
