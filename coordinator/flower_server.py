@@ -317,6 +317,7 @@ def _run(grid: Grid, context: Context) -> None:
         "secure_aggregation": secagg is not None,
         "secagg_settings": None if secagg is None else secagg.summary(outcome.retried_rounds),
         "epsilon_spent_by_node": last_eps,
+        "rows_dropped_by_node": TrainPlan.rows_dropped_by_node(recorder.rounds),
         "rounds": [r.as_dict() for r in recorder.rounds],
         "wall_seconds": round(time.time() - reporter.started, 2),
     }

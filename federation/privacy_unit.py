@@ -12,6 +12,10 @@ relation requires.
 
 Rows without a subject pseudonym (a researcher's sample file run by ``hamanasu simulate``)
 count as one resident each.
+
+A node applies the cap before its job's plan sees the rows (:func:`cap_for_job`) and says
+how many rows it dropped (the ``rows_dropped`` metric of its reply); results list that count
+per node (``rows_dropped_by_node``).
 """
 
 from __future__ import annotations
@@ -22,7 +26,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["CappedRows", "cap_rows_per_subject", "privacy_unit_summary"]
+    from federation.spec import JobSpec
+
+__all__ = [
+    "CappedRows",
+    "cap_for_job",
+    "cap_rows_per_subject",
+    "job_row_cap",
+    "privacy_unit_summary",
+]
 
 #: The column holding a row's subject pseudonym.
 SUBJECT_COLUMN = "subject"
@@ -75,3 +87,27 @@ def privacy_unit_summary(cap: int) -> dict[str, Any]:
         resident (subject pseudonym), each contributing at most ``cap`` rows.
     """
     return {"privacy_unit": "resident", "max_rows_per_subject": int(cap)}
+
+
+def job_row_cap(spec: JobSpec) -> int | None:
+    """Return the rows one resident may contribute to ``spec`` at a node, None without DP.
+
+    DP-SGD bounds one row per resident; statistics and GLM take ``max_rows_per_subject``.
+    """
+    if spec.privacy is None:
+        return None
+    return 1 if spec.kind == "train" else int(spec.privacy.max_rows_per_subject)
+
+
+def cap_for_job(frame: pd.DataFrame, spec: JobSpec) -> tuple[pd.DataFrame, int | None]:
+    """Apply the job's per-resident cap to a node's admitted rows.
+
+    Returns:
+        ``(rows kept, rows dropped)``; the count is None for a job without ``[privacy]``
+        (which keeps every row).
+    """
+    cap = job_row_cap(spec)
+    if cap is None:
+        return frame, None
+    capped = cap_rows_per_subject(frame, cap)
+    return capped.frame, capped.dropped

@@ -13,7 +13,14 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["cells_frame", "coefficients_frame", "epsilon_frame", "rounds_frame", "summary_text"]
+__all__ = [
+    "cells_frame",
+    "coefficients_frame",
+    "epsilon_frame",
+    "rounds_frame",
+    "rows_dropped_frame",
+    "summary_text",
+]
 
 _COEF_COLUMNS = {
     "estimate": "coef",
@@ -145,4 +152,14 @@ def summary_text(
         parts.append(_table(eps.to_frame()))
     elif kind in ("glm", "stats") and not (result.get("dp") or {}):
         parts.append("ε spent per node: none (no DP noise in this job)")
+    dropped = rows_dropped_frame(result)
+    if not dropped.empty:
+        parts.append("rows dropped by the per-resident cap, per node")
+        parts.append(_table(dropped.to_frame()))
     return "\n".join(parts)
+
+
+def rows_dropped_frame(result: Mapping[str, Any]) -> pd.Series:
+    """Return the rows each node's per-resident cap dropped (empty for a job without DP)."""
+    dropped = dict(result.get("rows_dropped_by_node") or {})
+    return pd.Series(dropped, name="rows dropped", dtype=int).sort_index()

@@ -59,6 +59,8 @@ class SumRecorder:
     nodes: list[list[str]] = field(default_factory=list)
     done: bool = False
     on_round: Callable[[Any], None] | None = None
+    #: rows each node's per-resident cap dropped (its latest round), when nodes said
+    rows_dropped: dict[str, int] = field(default_factory=dict)
 
 
 def make_sum_strategy(
@@ -92,6 +94,10 @@ def make_sum_strategy(
             summed = mean * len(results)
             recorder.sums.append(summed)
             recorder.nodes.append(sorted(str(res.metrics.get("node", "?")) for _, res in results))
+            for _, res in results:
+                if "rows_dropped" in res.metrics:
+                    node = str(res.metrics.get("node", "?"))
+                    recorder.rows_dropped[node] = int(res.metrics["rows_dropped"])
             following = step(server_round, summed)
             if recorder.on_round is not None:
                 recorder.on_round(server_round)

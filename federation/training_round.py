@@ -75,10 +75,15 @@ class RoundRecord:
     n_train_total: int
     seconds: float = 0.0
     attempts: int = 1
+    rows_dropped_by_node: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        """Return the record as report JSON."""
+        """Return the record as report JSON (``rows_dropped_by_node`` only when nodes said)."""
+        extra = (
+            {"rows_dropped_by_node": self.rows_dropped_by_node} if self.rows_dropped_by_node else {}
+        )
         return {
+            **extra,
             "round": self.round,
             "model_version": self.model_version,
             "metrics": self.metrics,
@@ -141,6 +146,11 @@ def make_fedavg_strategy(
                 str(res.metrics.get("node", "?")): float(res.metrics.get("epsilon", 0.0))
                 for _, res in results
             }
+            dropped = {
+                str(res.metrics.get("node", "?")): int(res.metrics["rows_dropped"])
+                for _, res in results
+                if "rows_dropped" in res.metrics
+            }
             phase = fit_config(server_round).get("phase")
             recorder.add(
                 RoundRecord(
@@ -150,6 +160,7 @@ def make_fedavg_strategy(
                     nodes=names,
                     epsilon_by_node=eps,
                     n_train_total=int(total_n),
+                    rows_dropped_by_node=dropped,
                 )
             )
             if phase == "evaluate":

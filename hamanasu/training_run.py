@@ -69,6 +69,7 @@ class TrainingRun:
                 **privacy_unit_summary(1),
                 "epsilon_spent_by_node": last_eps,
             },
+            "rows_dropped_by_node": TrainPlan.rows_dropped_by_node(self.rounds),
             "data_sizes": self.node_sizes,
             "rounds": [r.as_dict() for r in self.rounds],
             "wall_seconds": round(self.wall_seconds, 2),

@@ -17,6 +17,7 @@ import pandas as pd
 
 from federation.dp_training import DpPlan
 from federation.plans.train import RoundSpend, TrainPlan
+from federation.privacy_unit import cap_for_job
 from federation.secagg import check_range
 from federation.spec import JobSpec
 from nodes.sources import NodeSource, read_columns
@@ -112,6 +113,7 @@ class _TrainingClient:
         round_no, phase = int(config["round"]), str(config["phase"])
         frame = read_columns(self.node.data, job.domain, self.plan.columns)
         frame = self.gate.select(job, self.job_id, round_no, frame)
+        frame, dropped = cap_for_job(frame, job)  # one row per resident under DP-SGD
 
         def commit(spend: RoundSpend) -> None:
             use = RoundUse(
@@ -141,7 +143,10 @@ class _TrainingClient:
                 float(config["secagg.clipping_range"]),
                 float(config["secagg.max_weight"]),
             )
-        return arrays, n_train, {"node": self.node.name, "epsilon": eps_total}
+        metrics: dict[str, Any] = {"node": self.node.name, "epsilon": eps_total}
+        if dropped is not None:
+            metrics["rows_dropped"] = dropped
+        return arrays, n_train, metrics
 
 
 def build_training_client_app(

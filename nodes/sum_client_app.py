@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from federation.privacy_unit import cap_for_job
 from nodes.client_app import OpenGate, RoundGate, RoundUse
 from nodes.sources import NodeSource, read_columns
 
@@ -56,12 +57,16 @@ def build_sum_client_app(
             round_no = int(config["round"])
             frame = read_columns(self.node.data, job.domain, job.columns())
             frame = self.gate.select(job, job_id, round_no, frame)
+            frame, dropped = cap_for_job(frame, job)  # the rows each resident may give
             eps, mech = mechanism(round_no) if mechanism else (0.0, {"type": "none"})
             subjects = frame["subject"].astype(str).tolist() if "subject" in frame.columns else []
             delta = job.privacy.delta if job.privacy and mechanism else 0.0
             self.gate.commit(job, RoundUse(job_id, round_no, "compute", subjects, eps, delta, mech))
             vector = plan.local(frame, np.asarray(parameters[0], dtype=np.float64), config)
-            return [vector], 1, {"node": self.node.name}
+            metrics: dict[str, Any] = {"node": self.node.name}
+            if dropped is not None:
+                metrics["rows_dropped"] = dropped
+            return [vector], 1, metrics
 
     def client_fn(context: Context) -> Any:
         name = context.node_config.get("node-name")

@@ -173,6 +173,8 @@ class SumPlan(ABC):
             # last sum's contributors are said, not assumed to be every node of the job.
             "summed_nodes": recorder.nodes[-1] if recorder.nodes else [],
         }
+        if recorder.rows_dropped:  # the per-resident cap's work at each node
+            out["rows_dropped_by_node"] = dict(sorted(recorder.rows_dropped.items()))
         if status == "succeeded":
             out.update(self.release(len(recorder.nodes[-1]) if recorder.nodes else None))
         return out

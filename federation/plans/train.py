@@ -175,6 +175,14 @@ class TrainPlan:
             last.update(rec.epsilon_by_node)
         return last
 
+    @staticmethod
+    def rows_dropped_by_node(rounds: Sequence[RoundRecord]) -> dict[str, int]:
+        """Return the rows each node's per-resident cap dropped, in the last round it said."""
+        last: dict[str, int] = {}
+        for rec in rounds:
+            last.update(rec.rows_dropped_by_node)
+        return dict(sorted(last.items()))
+
     # -- node half -----------------------------------------------------------------------
     @property
     def columns(self) -> list[str]:

@@ -52,7 +52,8 @@ __all__ = [
 
 #: What a node sends in the clear, by record path (``<record>/<key>``); everything else a
 #: node sends outside SecAgg+'s masked vectors is a finding. ``fitres.metrics``: the node's
-#: name and the ε it has spent (the coordinator needs both for the job report);
+#: name, the ε it has spent and the rows its per-resident cap dropped (the coordinator
+#: needs them for the job report);
 #: ``fitres.num_examples``: its training-set size (FedAvg's weight; SecAgg+ also needs it);
 #: ``fitres.status``: Flower's status code and message. ``secaggplus``: the protocol's own
 #: fields (public keys, encrypted shares, node ids, masked vectors, unmasking shares).
@@ -60,6 +61,7 @@ ALLOWED_CLEAR: frozenset[str] = frozenset(
     {
         "config_records/fitres.metrics/node",
         "config_records/fitres.metrics/epsilon",
+        "config_records/fitres.metrics/rows_dropped",
         "metric_records/fitres.num_examples/num_examples",
         "config_records/fitres.status/code",
         "config_records/fitres.status/message",

@@ -73,6 +73,7 @@ class _Recorder:
     def __init__(self, n_nodes: int, rounds: int) -> None:
         self.sums = [None] * rounds
         self.nodes = [list(range(n_nodes))]
+        self.rows_dropped: dict[str, int] = {}
 
 
 @pytest.fixture(scope="module")
