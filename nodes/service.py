@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from federation import api_client
 from federation.api_models import (
@@ -91,6 +91,9 @@ class NodeServiceConfig(BaseModel):
             and the node's admin API; without it those go with ``token_file``'s token.
         ca_file: a CA bundle to verify the coordinator's certificate.
         poll_interval: seconds between polls.
+        domains: the data-model domains this node holds (each must be a domain of the
+            schema file in force); the node publishes only these and refuses a job on any
+            other. ``None``: whatever its policy lists.
         supernode: the Flower SuperNode to run beside the service (``[node.supernode]``).
         admin: where the node's admin API and console listen (``[node.admin]``).
     """
@@ -105,8 +108,19 @@ class NodeServiceConfig(BaseModel):
     admin_token_file: Path | None = None
     ca_file: Path | None = None
     poll_interval: float = Field(default=5.0, gt=0, le=3600)
+    domains: list[str] | None = None
     supernode: SupernodeConfig | None = None
     admin: AdminListen | None = None
+
+    @field_validator("domains")
+    @classmethod
+    def _known_domains(cls, value: list[str] | None) -> list[str] | None:
+        from federation.cdm import DOMAINS
+
+        unknown = [d for d in value or [] if d not in DOMAINS]
+        if unknown:
+            raise ValueError(f"{unknown} not in the data model (known: {', '.join(DOMAINS)})")
+        return value
 
 
 def load_node_config(path: Path) -> NodeServiceConfig:
@@ -267,7 +281,8 @@ class NodeService:
         policy = self.point.policy()
         domains: dict[str, Any] = {}
         for name, rules in policy.domains.items():
-            domains[name] = "*" if rules.features == "*" else list(rules.features)
+            if self.config.domains is None or name in self.config.domains:
+                domains[name] = "*" if rules.features == "*" else list(rules.features)
         key = self.point.state.public_key_path
         return NodeRegistration(
             max_epsilon_per_job=policy.max_epsilon_per_job,
@@ -299,6 +314,14 @@ class NodeService:
                 outcome="reject",
                 source="policy",
                 reasons=[DecisionReason(code="invalid_spec", message=bounded_reason(str(exc)))],
+            )
+        held = self.config.domains
+        if held is not None and spec.link is None and spec.domain not in held:
+            message = f"this node holds no {spec.domain} (it holds: {', '.join(held)})"
+            return DecisionCreate(
+                outcome="reject",
+                source="policy",
+                reasons=[DecisionReason(code="domain_not_held", message=message)],
             )
         cohort = self._cohort(spec)
         decision = self.point.review(spec, job.id, cohort_size=cohort)

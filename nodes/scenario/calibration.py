@@ -11,6 +11,12 @@ from collections.abc import Mapping
 
 __all__ = [
     "AGE_BANDS",
+    "EVACUATION_SHARED_IN_ADVANCE",
+    "FOOD_ACCESS_DIFFICULT",
+    "LIVING_ALONE_65",
+    "LIVING_ALONE_AGE_FACTOR",
+    "TELEWORK_DAYS_MEAN",
+    "TELEWORK_REGIONAL",
     "BIRTH_ORDER",
     "BMI_BANDS",
     "HDP_LOG_ODDS_RATIOS",
@@ -137,3 +143,37 @@ PURCHASE_MIX: Mapping[str, float] = {
     "supplements": 0.034,
     "other": 0.023,
 }
+
+# -- the city's living services -------------------------------------------------------------
+
+#: Share of people aged 65+ living alone (men, women): 13.3 / 21.1 % in 2015 and
+#: 15.0 / 22.1 % in 2020 (census, as reported in the Cabinet Office's annual reports on the
+#: ageing society); other years interpolate and stay flat outside 2015-2020.
+LIVING_ALONE_65: Mapping[int, tuple[float, float]] = {2015: (0.133, 0.211), 2020: (0.150, 0.221)}
+#: How living alone rises with age around the 65+ average (*assumed*): 65-74, 75-84, 85+.
+LIVING_ALONE_AGE_FACTOR: tuple[float, float, float] = (0.85, 1.10, 1.25)
+
+#: Share of people with difficult access to food shops (a shop 500 m or more away and no
+#: car): 25.6 % of people 65+ and 31.0 % of people 75+ in 2020 (MAFF Policy Research
+#: Institute); 65-74 about 19.4 % (*derived*: 9.04 M - 5.66 M of about 17.4 M).
+FOOD_ACCESS_DIFFICULT: tuple[float, float] = (0.194, 0.310)
+
+#: Share of people on a municipality's register of people needing help to evacuate whose
+#: entry is given to local supporters before a disaster: 40.1 % (April 2025, Cabinet
+#: Office and Fire and Disaster Management Agency survey).
+EVACUATION_SHARED_IN_ADVANCE = 0.401
+
+#: Employed people who telework, regional cities (MLIT telework population survey):
+#: 17.2 % (2021), 17.5 % (2022). Before 2020: the national figure was about 15 %, and
+#: regional cities ran at about two thirds of it in 2022 (17.5 / 26.1), so 10 % (*derived*);
+#: 2020 15 % (*assumed*); after 2022 the national figure fell 26.1 -> 24.8 -> 24.6 %, so
+#: 16.6 % (*derived*).
+TELEWORK_REGIONAL: Mapping[int, float] = {
+    2019: 0.100,
+    2020: 0.150,
+    2021: 0.172,
+    2022: 0.175,
+    2023: 0.166,
+}
+#: Mean telework days a week among teleworkers: 1.8 (MLIT survey 2022).
+TELEWORK_DAYS_MEAN = 1.8

@@ -13,6 +13,7 @@ import pandas as pd
 from nodes.scenario import calibration as cal
 
 __all__ = [
+    "checkup_panel",
     "dairy_panel",
     "health_checkups",
     "infant_checkups",
@@ -41,13 +42,33 @@ def health_checkups(
 ) -> pd.DataFrame:
     """Draw a panel of yearly specific health checkups for people aged 40-74.
 
+    The checkup rows of :func:`checkup_panel`.
+
+    Returns:
+        The checkup rows (``subject`` = person index), sorted by subject and year.
+
+    """
+    return checkup_panel(rng, persons, years, female_share=female_share, uptake=uptake)[0]
+
+
+def checkup_panel(
+    rng: np.random.Generator,
+    persons: np.ndarray,
+    years: list[int],
+    *,
+    female_share: float,
+    uptake: float,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Draw a panel of people and their yearly specific health checkups at 40-74.
+
     Each person has a birth year and lasting levels (BMI, blood pressure, lipids,
     smoking); each year they attend with probability ``uptake`` while aged 40-74.
     Values follow the checkup table of docs/calibration.md (BMI 23.1 +- 3.6, fasting glucose
     ~100 +- 17, LDL ~127 +- 30, smokers ~14 %, SBP higher in men).
 
     Returns:
-        The checkup rows (``subject`` = person index), sorted by subject and year.
+        The checkup rows (``subject`` = person index), sorted by subject and year, and
+        the people (``person``, ``birth_year``, ``female``; attenders or not).
 
     """
     n = len(persons)
@@ -117,7 +138,8 @@ def health_checkups(
             .assign(smoking=smoker[idx].astype(np.int64))
         )
     out = pd.concat(rows, ignore_index=True)
-    return out.sort_values(["subject", "year"], kind="stable").reset_index(drop=True)
+    people = pd.DataFrame({"person": persons, "birth_year": birth_year, "female": female})
+    return out.sort_values(["subject", "year"], kind="stable").reset_index(drop=True), people
 
 
 def _latent_labs(rng: np.random.Generator, female: np.ndarray, n: int) -> dict[str, np.ndarray]:

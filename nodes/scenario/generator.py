@@ -25,6 +25,7 @@ from federation.cdm import get_schema
 from nodes.scenario import domains as dom
 from nodes.scenario.births import LbwModel, simulate_births
 from nodes.scenario.consents import consent_history
+from nodes.scenario.living import LIVING_DOMAINS, checkup_history, living_services
 from nodes.scenario.presets import Preset, get_preset
 from nodes.scenario.pseudonyms import derive_scenario_key, pseudonymize_many
 
@@ -43,7 +44,9 @@ _TWIN_DELIVERY_FACTOR = 1.011  # newborns per delivery
 _INSURED_MOTHERS = 0.5
 
 _HOLDERS = {
-    "city": "Iwamizawa city: specific health checkups (NHI, 40-74) and infant checkups",
+    "city": "Iwamizawa city: specific health checkups (NHI, 40-74), infant checkups and the "
+    "living services (watching-over, on-demand transport, shopping support, evacuation "
+    "register, telework)",
     "insurer": "employer health-insurance society: checkups (members 40-74, and workplace "
     "checkups of insured women before pregnancy)",
     "drugstore": "drugstore chain: loyalty-card purchases",
@@ -167,6 +170,8 @@ def _streams(seed: int) -> dict[str, np.random.Generator]:
         "dairy",
         "consents",
         "disposition",
+        "living",
+        "living_consents",
     )
     children = np.random.SeedSequence(seed).spawn(len(names))
     return {n: np.random.default_rng(c) for n, c in zip(names, children, strict=True)}
@@ -230,6 +235,74 @@ def _write(frame: pd.DataFrame, folder: Path, stem: str) -> str:
     return name
 
 
+def _extra_residents(
+    rng: np.random.Generator, first_id: int, n_old: int, n_young: int, first_year: int
+) -> pd.DataFrame:
+    """Draw residents with no checkup at any holder.
+
+    They are 75-94 (the specific checkups end at 74) or young employees 20-39 in the
+    first year (women 60 % and 45 %, *assumed*).
+
+    Returns:
+        ``person``, ``birth_year``, ``female`` of each.
+    """
+    n = n_old + n_young
+    age = np.concatenate([rng.integers(75, 95, n_old), rng.integers(20, 40, n_young)])
+    share = np.concatenate([np.full(n_old, 0.60), np.full(n_young, 0.45)])
+    return pd.DataFrame(
+        {
+            "person": np.arange(first_id, first_id + n, dtype=np.int64),
+            "birth_year": first_year - age,
+            "female": (rng.random(n) < share).astype(np.int64),
+        }
+    )
+
+
+def _record_dates(raw: pd.DataFrame) -> np.ndarray:
+    """Return each row's date: its ``*_date`` column, else 1 January of its ``year``."""
+    date_col = next((c for c in raw.columns if str(c).endswith("_date")), None)
+    if date_col is not None:
+        return raw[date_col].to_numpy()
+    return pd.to_datetime(raw["year"].astype(str) + "-01-01").to_numpy()
+
+
+def _consents(
+    streams: dict[str, np.random.Generator],
+    names: np.ndarray,
+    disposition: np.ndarray,
+    firsts: dict[str, pd.DataFrame],
+    last_date: pd.Timestamp,
+) -> tuple[pd.DataFrame, int]:
+    """Return a holder's consent rows and its number of subjects.
+
+    Subjects of the living-service domains who appear in no other domain of the holder
+    draw from their own stream, so adding those domains leaves every other consent as
+    it was.
+    """
+
+    def draw(stream: str, first: pd.Series, domains: tuple[str, ...]) -> pd.DataFrame:
+        ids = first.index.to_numpy(dtype=np.int64)
+        return consent_history(
+            streams[stream], names[ids], first.to_numpy(), disposition[ids], domains, last_date
+        )
+
+    def earliest(domains: list[str]) -> pd.Series:
+        return pd.concat([firsts[d] for d in domains]).groupby("id", sort=True)["date"].min()
+
+    core = [d for d in firsts if d not in LIVING_DOMAINS]
+    first = earliest(core)
+    consents = draw("consents", first, tuple(core))
+    living = [d for d in firsts if d in LIVING_DOMAINS]
+    if not living:
+        return consents, len(first)
+    extra = earliest(living)
+    extra = extra[~extra.index.isin(first.index)]
+    more = draw("living_consents", extra, tuple(firsts))
+    both = pd.concat([consents, more], ignore_index=True)
+    both = both.sort_values(["recorded_at", "subject"], kind="stable").reset_index(drop=True)
+    return both, len(first) + len(extra)
+
+
 def generate(
     preset: str,
     out_dir: Path,
@@ -281,14 +354,15 @@ def generate(
         nhi = np.arange(next_id, next_id + n_nhi)
         ins = np.arange(next_id + n_nhi, next_id + n_nhi + n_ins)
         next_id += n_nhi + n_ins
+        city_checkups, nhi_people = dom.checkup_panel(
+            streams["city"], nhi, chosen, female_share=0.55, uptake=0.35
+        )
         tables["city"] = {
-            "checkups": dom.health_checkups(
-                streams["city"], nhi, chosen, female_share=0.55, uptake=0.35
-            ),
+            "checkups": city_checkups,
             "infant_checkups": dom.infant_checkups(streams["infants"], births, last_date),
         }
         irng = streams["insurer"]
-        members = dom.health_checkups(irng, ins, chosen, female_share=0.42, uptake=0.73)
+        members, ins_people = dom.checkup_panel(irng, ins, chosen, female_share=0.42, uptake=0.73)
         mothers = births.drop_duplicates("mother_id")
         insured = mothers[irng.random(len(mothers)) < _INSURED_MOTHERS]
         pre = dom.prepregnancy_checkups(irng, insured, chosen[0])
@@ -320,6 +394,22 @@ def generate(
         surveys = surveys.sort_values(["survey_date", "subject"], kind="stable")
         tables["dairy"] = {"dairy_intake": surveys.reset_index(drop=True)}
 
+        lrng = streams["living"]
+        n_old, n_young = round(2500 * scale), round(3000 * scale)
+        extra = _extra_residents(lrng, next_id, n_old, n_young, chosen[0])
+        next_id += n_old + n_young
+        people = pd.concat([nhi_people, ins_people, extra], ignore_index=True)
+        employed = np.concatenate(
+            [
+                np.zeros(len(nhi_people), bool),
+                np.ones(len(ins_people), bool),
+                np.zeros(n_old, bool),
+                np.ones(n_young, bool),
+            ]
+        )
+        history = checkup_history(pd.concat([city_checkups, members], ignore_index=True))
+        tables["city"].update(living_services(lrng, people, history, chosen, employed))
+
     prefix = spec.id_prefix
     resident_ids = [f"{prefix}-{i:09d}" for i in range(next_id)]
     names = np.asarray(pseudonymize_many(resident_ids, key), dtype=object)
@@ -330,7 +420,7 @@ def generate(
         folder = out_dir / holder
         files: dict[str, str] = {}
         rows: dict[str, int] = {}
-        firsts: list[pd.DataFrame] = []
+        firsts: dict[str, pd.DataFrame] = {}
         for domain, raw in tables[holder].items():
             if domain == "births":
                 table = _births_table(raw, names)
@@ -341,22 +431,12 @@ def generate(
                 table["subject"] = names[ids]
                 if "mother" in table:
                     table["mother"] = names[raw["mother"].to_numpy(dtype=np.int64)]
-                date_col = next(c for c in table.columns if c.endswith("_date"))
-                dates = raw[date_col].to_numpy()
+                dates = _record_dates(raw)
             table = table[list(get_schema(domain).names)]
             files[domain] = _write(table, folder, domain)
             rows[domain] = len(table)
-            firsts.append(pd.DataFrame({"id": ids, "date": dates}))
-        first = pd.concat(firsts).groupby("id", sort=True)["date"].min()
-        pids = first.index.to_numpy(dtype=np.int64)
-        consents = consent_history(
-            streams["consents"],
-            names[pids],
-            first.to_numpy(),
-            disposition[pids],
-            tuple(tables[holder]),
-            last_date,
-        )
+            firsts[domain] = pd.DataFrame({"id": ids, "date": dates})
+        consents, n_subjects = _consents(streams, names, disposition, firsts, last_date)
         folder.mkdir(parents=True, exist_ok=True)
         consents.to_csv(folder / "consents.csv", index=False, lineterminator="\n")
         nodes.append(
@@ -365,7 +445,7 @@ def generate(
                 description=_HOLDERS.get(holder, f"maternity facility {holder}: births"),
                 files=files,
                 rows=rows,
-                subjects=len(pids),
+                subjects=n_subjects,
                 consent_rows=len(consents),
             )
         )

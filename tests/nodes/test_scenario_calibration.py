@@ -297,7 +297,7 @@ def test_same_seed_gives_identical_files(tmp_path: Path) -> None:
     generate("iwamizawa", tmp_path / "c", seed=4, **kwargs)
     generate("iwamizawa", tmp_path / "d", seed=3, consortium_key=b"k" * 32, **kwargs)
     a, b, c = digest(tmp_path / "a"), digest(tmp_path / "b"), digest(tmp_path / "c")
-    assert a == b and len(a) == 14  # 7 data files + 6 consents.csv + scenario.json
+    assert a == b and len(a) == 19  # 12 data files + 6 consents.csv + scenario.json
     assert a["city-hospital/births.csv"] != c["city-hospital/births.csv"]
     other_key = load_table(tmp_path / "d" / "city-hospital" / "births.csv")
     same_seed = load_table(tmp_path / "a" / "city-hospital" / "births.csv")
