@@ -5,7 +5,9 @@ records (never another holder's) into one row per resident: the maternity facili
 births per mother, the dairy partner's pregnancy survey, the drugstore's pregnancy
 purchases, the city's infant checkups by age, the insurer's checkups of women of
 child-bearing age. Mothers with more than one birth (or infant) in the data are left out
-of the views keyed by mother, so a key names one pregnancy.
+of the views keyed by mother, so a key names one pregnancy. The city's watching-over
+records become one row per elderly resident (mean alerts a year), and a holder's
+checkups one row per resident with a blood-pressure group.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import pandas as pd
 
 __all__ = [
     "CHECKUP_AGES",
+    "alerts_per_resident",
     "births_by_mother",
+    "checkup_bp_group",
     "infant_growth",
     "pregnancy_dairy",
     "pregnancy_supplements",
@@ -84,5 +88,36 @@ def prepregnancy_checkup(checkups: pd.DataFrame) -> pd.DataFrame:
             "checkup_sbp_10": means["sbp"].astype(float) / 10.0,
             "checkup_dbp": means["dbp"].astype(float),
             "checkup_bmi": means["bmi"].astype(float),
+        }
+    ).reset_index()
+
+
+def alerts_per_resident(watching: pd.DataFrame) -> pd.DataFrame:
+    """Return one row per enrolled resident: ``alerts_per_year`` and ``urgent_share``.
+
+    ``alerts_per_year`` is the mean over the years enrolled, ``urgent_share`` the share of
+    those years with an alert that needed an emergency visit.
+    """
+    by = watching.groupby("subject")
+    return pd.DataFrame(
+        {
+            "alerts_per_year": by["alerts"].mean().astype(float),
+            "urgent_share": by["urgent"].mean().astype(float),
+        }
+    ).reset_index()
+
+
+def checkup_bp_group(checkups: pd.DataFrame) -> pd.DataFrame:
+    """Return one row per resident checked: mean ``checkup_sbp``, ``checkup_bmi``, ``bp_group``.
+
+    ``bp_group`` is ``high`` when the mean systolic pressure is 140 mmHg or more (the
+    checkup programme's referral cut-off), else ``normal``.
+    """
+    means = checkups.groupby("subject")[["sbp", "bmi"]].mean()
+    return pd.DataFrame(
+        {
+            "checkup_sbp": means["sbp"].astype(float),
+            "checkup_bmi": means["bmi"].astype(float),
+            "bp_group": (means["sbp"] >= 140).map({True: "high", False: "normal"}),
         }
     ).reset_index()
