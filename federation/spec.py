@@ -411,8 +411,11 @@ class JobSpec(_Strict):
             raise ValueError("link: only stats and glm jobs can be linked")
         elif self.glm.formula is not None or self.glm.weights is not None:
             raise ValueError("link: a linked glm takes features, not a formula or weights")
-        elif self.privacy is not None:
-            raise ValueError("link: linked jobs do not take a [privacy] table yet")
+        elif self.kind == "stats" and self.privacy and self.stats.dp_mechanism == "laplace":
+            raise ValueError(
+                "stats.dp_mechanism: linked statistics add Gaussian noise inside the secure "
+                "computation (no laplace)"
+            )
         elif self.kind == "stats" and {"histogram", "quantile"} & set(self.stats.measures):
             raise ValueError("link: linked statistics have no histograms or quantiles")
         if self.kind == "train" and self.privacy is None:
@@ -465,12 +468,15 @@ class JobSpec(_Strict):
 
         ``dp_sgd`` for training, the statistics' mechanism (``discrete_gaussian`` in the
         distributed mode), ``discrete_gaussian`` for a GLM (distributed noise on every
-        iteration's sums); None without a ``[privacy]`` table.
+        iteration's sums) and for a linked job (every party's secret share of noise inside
+        the secure computation); None without a ``[privacy]`` table.
         """
         if self.privacy is None:
             return None
         if self.kind == "train":
             return "dp_sgd"
+        if self.link is not None:  # shares of noise inside the secure computation
+            return "discrete_gaussian"
         if self.kind == "stats":
             distributed = self.stats.dp_mode == "distributed"
             return "discrete_gaussian" if distributed else self.stats.dp_mechanism

@@ -89,6 +89,43 @@ def _gate(spec: Any, job_id: str, holders: list[Any], gates: Mapping[str, Any]) 
         h.min_cohort = int(gate.policy().min_cohort)
 
 
+def _stats_bounds(spec: Any) -> dict[str, tuple[float, float]]:
+    """Return every statistics variable's public bounds (the spec's, else the declared).
+
+    Raises:
+        UsageError: a variable without either (DP needs them).
+    """
+    from federation.cdm import declared_ranges
+
+    out = {}
+    for v in spec.stats.variables:
+        domain, _, bare = v.rpartition(".")
+        got = spec.stats.bounds.get(v) or declared_ranges(domain or spec.domain).get(bare or v)
+        if got is None:
+            raise UsageError(f"stats.bounds: DP needs public bounds for {v!r}")
+        out[v] = (float(got[0]), float(got[1]))
+    return out
+
+
+def _stats_dp(spec: Any, holders: int) -> Any:
+    """Return the statistics release's DP settings of a linked job (None without DP).
+
+    Noise was added inside the computation: ``holders + 1`` shares, each of scale
+    ``σ / sqrt(parties - threshold)`` (:mod:`federation.linkage.mpc_noise`), which
+    :func:`stats_finalize` reads as a distributed release with that many nodes.
+    """
+    from federation.analytics.dp_noise import DpConfig
+    from federation.plans.stats import CALIBRATION_MARGIN
+
+    if spec.privacy is None:
+        return None
+    parties = holders + 1
+    return DpConfig(epsilon=spec.privacy.epsilon * (1 - CALIBRATION_MARGIN),
+                    delta=spec.privacy.delta, mode="distributed",
+                    n_nodes=parties - (parties - 1) // 2,
+                    max_rows_per_subject=spec.privacy.max_rows_per_subject)
+
+
 def run_linked_job(
     spec: Any,
     nodes: list[Any],
@@ -118,11 +155,21 @@ def run_linked_job(
     from nodes.enforcement import JobRefused
 
     holders = _tables(spec, nodes)
+    cohort: dict[str, list[str]] = {}
+    first = 0 if spec.privacy is not None else 1  # with DP, releases are rounds 1, 2, ...
 
     def usage(holder: str, members: list[str]) -> None:
+        cohort[holder] = members
         gate = (gates or {}).get(holder)
         if gate is not None:
-            gate.commit(spec, RoundUse(job_id, 1, "linked", members, 0.0, 0.0, {"type": "none"}))
+            gate.commit(spec, RoundUse(job_id, first, "linked", members, 0.0, 0.0,
+                                       {"type": "none"}))
+
+    def charge(holder: str, k: int, epsilon: float, mechanism: dict[str, Any]) -> None:
+        gate = (gates or {}).get(holder)
+        if gate is not None:
+            gate.commit(spec, RoundUse(job_id, k, "release", cohort[holder], epsilon,
+                                       spec.privacy.delta, mechanism))
 
     name = _qualify(spec, holders)
     key = spec.link.key
@@ -142,22 +189,35 @@ def run_linked_job(
                 ranges[name[f]] = (float(got[0]), float(got[1]))
             result = linked_glm(holders, key=key, outcome=name[spec.label],
                                 terms=[name[f] for f in spec.features], family=spec.glm.family,
-                                ranges=ranges, on_cohort=usage)
+                                ranges=ranges, on_cohort=usage, privacy=spec.privacy,
+                                y_bound=spec.glm.y_bound, on_charge=charge,
+                                max_iterations=spec.glm.max_iterations)
             result.update(status="succeeded", linked=True)
             from hamanasu.plots import plot_forest
 
             plot_forest(result, out / "forest.png")
             result["plot"] = "forest.png"
             return result
+        bounds = _stats_bounds(spec) if spec.privacy is not None else {}
         vec, linked_n, who = linked_stats(
             holders, key=key, group_by=[name[g] for g in spec.stats.group_by],
             levels={name[g]: spec.stats.levels.get(g, []) for g in spec.stats.group_by},
             variables=[name[v] for v in spec.stats.variables], on_cohort=usage,
+            privacy=spec.privacy, bounds={name[v]: b for v, b in bounds.items()},
+            on_charge=charge,
         )
         floor = max([spec.stats.min_cell_count]
                     + [int(g.policy().min_cell_count) for g in (gates or {}).values()])
-        released = stats_finalize(vec, stats_layout(spec), spec, floor).to_json_dict()
-        released.update(status="succeeded", linked=True, linked_n=linked_n, holders=who)
-        return released
+        bounded = spec.model_copy(update={"stats": spec.stats.model_copy(
+            update={"bounds": {**spec.stats.bounds, **bounds}})})
+        released = stats_finalize(vec, stats_layout(bounded), bounded, floor,
+                                  _stats_dp(spec, len(who)), n_contributing=len(who) + 1)
+        out = released.to_json_dict()
+        if out["dp"] is not None:
+            out["dp"].pop("nodes_contributing", None)
+            out["dp"].update(mode="secret_shared", noise_shares=len(who) + 1,
+                             collusion_threshold=len(who) // 2, nodes=len(who))
+        out.update(status="succeeded", linked=True, linked_n=linked_n, holders=who)
+        return out
     except (LinkageError, JobRefused) as exc:
         return {"status": "failed", "kind": spec.kind, "linked": True, "reason": str(exc)}

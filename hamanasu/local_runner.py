@@ -114,10 +114,14 @@ class EmbeddedRunner:
             plot_name = report.get("plot")
             plot = (Path(tmp) / plot_name).read_bytes() if plot_name else None
         ok = report.get("status") == "succeeded"
+        dp = report.get("dp") or {}
+        eps = {n: float(dp["epsilon_charged_per_node"]) for n in report.get("holders", {})
+               } if job.privacy is not None and dp else {}
         return RunResult(
             "succeeded" if ok else "failed",
             bounded_reason(report.get("reason") or f"linked {job.kind} released"),
             report=report,
+            epsilon_by_node=eps,
             plot_png=plot,
         )
 

@@ -40,7 +40,11 @@ class Term:
 
 @dataclass(frozen=True)
 class LinkedGlmJob:
-    """A linked GLM: family, terms (intercept first when present), outcome party, cohort size."""
+    """A linked GLM: family, terms (intercept first when present), outcome party, cohort size.
+
+    ``dp`` is the public :class:`federation.linkage.mpc_noise.LinkedDp` (as JSON) when the
+    job has a ``[privacy]`` table.
+    """
 
     family: str
     terms: tuple[Term, ...]
@@ -49,6 +53,7 @@ class LinkedGlmJob:
     max_iterations: int = 25
     tolerance: float = 1e-9
     frac_bits: int = 32
+    dp: dict[str, Any] | None = None
     kind: str = "glm"
 
     def party_terms(self, party: int) -> list[int]:
@@ -71,13 +76,15 @@ class LinkedStatsJob:
 
     ``group`` lists the grouping variables as ``(name, party, number of levels)`` (cells
     row-major, first variable slowest, as :func:`federation.analytics.stats.stats_layout`);
-    ``variables`` the value variables as ``(name, party)``.
+    ``variables`` the value variables as ``(name, party)``; ``dp`` as for
+    :class:`LinkedGlmJob`.
     """
 
     group: tuple[tuple[str, int, int], ...]
     variables: tuple[tuple[str, int], ...]
     n: int
     frac_bits: int = 32
+    dp: dict[str, Any] | None = None
     kind: str = "stats"
 
     @property

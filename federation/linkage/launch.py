@@ -6,10 +6,16 @@ inputs go to each party in an ``.npz`` file (mode 0600, in a 0700 directory remo
 afterwards). A party that exits with an error, or is killed, fails the whole computation
 with that party's reason; the others are stopped. Nothing is released unless every party
 finished and all report the same result.
+
+With ``on_release`` every holder's party is gated: before each opening it asks, on its
+standard output, for release ``k``; ``on_release(holder, k)`` charges that holder's
+budget (or raises, which stops every party before the opening) and the party is told
+``go`` on its standard input.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -82,12 +88,38 @@ def _traffic(run: PartyRun) -> dict[str, float]:
     return {}
 
 
+def _pump_releases(runs: Sequence[PartyRun], seen: dict[str, int],
+                   on_release: Callable[[str, int], None]) -> None:
+    """Answer every complete release request the gated parties printed since last time."""
+    for r in runs:
+        if r.process.stdin is None:
+            continue
+        text = r.stdout.read_bytes()
+        end = text.rfind(b"\n") + 1
+        for line in text[seen.get(r.name, 0) : end].splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and "release" in rec:
+                on_release(r.name, int(rec["release"]))
+                try:
+                    r.process.stdin.write(b"go\n")
+                    r.process.stdin.flush()
+                except OSError:  # the party is gone; the poll loop reports why
+                    pass
+        seen[r.name] = max(seen.get(r.name, 0), end)
+
+
 def _stop(runs: Sequence[PartyRun]) -> None:
     for r in runs:
         if r.process.poll() is None:
             r.process.kill()
     for r in runs:
         r.process.wait()
+        if r.process.stdin is not None:
+            with contextlib.suppress(OSError):
+                r.process.stdin.close()
 
 
 def run_local_parties(
@@ -97,12 +129,13 @@ def run_local_parties(
     *,
     timeout: float = 3600.0,
     on_start: Callable[[list[PartyRun]], None] | None = None,
+    on_release: Callable[[str, int], None] | None = None,
 ) -> dict[str, Any]:
     """Run every party of ``job`` locally and return the (agreed) result.
 
     ``inputs[i]`` are party ``i``'s private arrays (``x``/``y`` for a GLM, ``codes``/
     ``values`` for statistics; None for the helper party); ``names`` name the parties in
-    reasons.
+    reasons; ``on_release(name, k)`` gates every holder's ``k``-th opening (module doc).
 
     Returns:
         The parties' common result mapping, plus ``mpc_traffic``: per party, the bytes
@@ -136,21 +169,26 @@ def run_local_parties(
                 with os.fdopen(_private_file(data), "wb") as fh:
                     np.savez(fh, **inputs[i])  # type: ignore[arg-type]
             cfg = work / f"party{i}.json"
+            gated = on_release is not None and inputs[i] is not None
             with os.fdopen(_private_file(cfg), "w") as fh:
                 json.dump({"pid": i, "addresses": addresses, "job": job.to_json_dict(),
-                           "data": None if data is None else str(data),
+                           "data": None if data is None else str(data), "gate": gated,
                            "result": str(work / f"result{i}.json")}, fh)
             out, err = work / f"party{i}.out", work / f"party{i}.err"
             with open(out, "wb") as o, open(err, "wb") as e:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "federation.linkage.mpc_party", str(cfg)],
-                    stdout=o, stderr=e, stdin=subprocess.DEVNULL, env=env,
+                    stdout=o, stderr=e, env=env,
+                    stdin=subprocess.PIPE if gated else subprocess.DEVNULL,
                 )
             runs.append(PartyRun(name, proc, out, err))
         if on_start is not None:
             on_start(runs)
         deadline = time.monotonic() + timeout
+        seen: dict[str, int] = {}
         while any(r.process.poll() is None for r in runs):
+            if on_release is not None:
+                _pump_releases(runs, seen, on_release)
             failed = [r for r in runs if r.process.poll() not in (None, 0)]
             if failed:
                 reason = _reason(failed[0])

@@ -9,12 +9,20 @@ the anchor), and run the parties with :func:`federation.linkage.launch.run_local
 (the holders plus a helper party that holds no data). Only the released result comes
 back: the same shape as the horizontal kinds, plus ``linked_n`` and ``holders`` (which
 holder contributed which columns).
+
+With ``privacy`` (a job's ``[privacy]`` table: ε, δ, rows per resident) the noise is added
+inside the computation (:mod:`federation.linkage.mpc_noise`), calibrated as the
+horizontal kinds are (ε less :data:`federation.plans.stats.CALIBRATION_MARGIN`, PLD), and
+``on_charge(holder, k, epsilon, mechanism)`` is called for every holder before release
+``k`` opens: the embedded runner charges that holder's budget there, as the horizontal
+ClientApp does before each round.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -23,6 +31,7 @@ import pandas as pd
 from federation.linkage.errors import LinkageRefusal
 from federation.linkage.jobs import LinkedGlmJob, LinkedStatsJob, Term
 from federation.linkage.launch import PartyRun, run_local_parties
+from federation.linkage.mpc_noise import LinkedDp
 from federation.linkage.psi import PsiHolder, Relay, align_cohort
 
 __all__ = ["HELPER", "HolderTable", "linked_glm", "linked_stats", "locate_columns"]
@@ -69,6 +78,20 @@ def locate_columns(holders: Sequence[HolderTable], columns: Sequence[str],
 
 
 Cohort = Callable[[str, list[str]], None]
+Charge = Callable[[str, int, float, dict[str, Any]], None]
+
+
+def _linked_dp(privacy: Any, holders: int, rounds: int, y_bound: float = 1.0,
+               bounds: tuple[tuple[float, float], ...] = ()) -> LinkedDp:
+    """Return the DP settings without σ (σ depends on what is opened: the caller's)."""
+    from federation.plans.stats import CALIBRATION_MARGIN
+
+    parties = holders + 1
+    return LinkedDp(epsilon=float(privacy.epsilon) * (1 - CALIBRATION_MARGIN),
+                    delta=float(privacy.delta), sigma=0.0, parties=parties,
+                    threshold=(parties - 1) // 2,
+                    max_rows_per_subject=int(privacy.max_rows_per_subject), rounds=rounds,
+                    y_bound=float(y_bound), bounds=bounds)
 
 
 def _align(holders: Sequence[HolderTable], key: str, used: dict[int, list[str]],
@@ -109,6 +132,10 @@ def linked_glm(
     timeout: float = 3600.0,
     on_start: Callable[[list[PartyRun]], None] | None = None,
     on_cohort: Cohort | None = None,
+    privacy: Any | None = None,
+    y_bound: float = 1.0,
+    max_iterations: int = 25,
+    on_charge: Charge | None = None,
 ) -> dict[str, Any]:
     """Fit a GLM (intercept plus ``terms``) whose columns lie at different holders.
 
@@ -116,23 +143,32 @@ def linked_glm(
     [-1, 1] inside the computation (the fit is exact whatever the scaling).
     ``on_cohort(holder, members)`` is called per holder once the cohort is known and
     before any column is shared (the holder's usage entry; raising stops the job).
+    ``privacy``, ``y_bound`` (outcome clipped to ``|y| <= y_bound``) and ``on_charge``: the
+    module doc; ``max_iterations`` also fixes the rounds DP noise is calibrated for.
 
     Returns:
-        The horizontal GLM result mapping plus ``linked_n`` and ``holders``.
+        The horizontal GLM result mapping plus ``linked_n`` and ``holders`` (with DP also
+        ``dp``, and ``linked_n`` is the noisy count).
 
     Raises:
         LinkageRefusal: columns not held, a cohort under some holder's minimum, fewer
             than three parties.
-        LinkageError: a party failed; ValueError: a term without a declared range.
+        LinkageError: a party failed; ValueError: a term without a declared range, or
+            DP with the poisson family.
 
     """
+    from federation.linkage.mpc_glm import dp_noise_model
+
     where = locate_columns(holders, [outcome, *terms], key)
     missing = [t for t in terms if t not in ranges]
     if missing:
         raise ValueError(f"terms without a declared range: {missing}")
+    if privacy is not None and family == "poisson":
+        raise ValueError("a DP GLM is binomial or gaussian (poisson weights are unbounded)")
     used: dict[int, list[str]] = {}
     for col in [outcome, *terms]:
         used.setdefault(where[col][0], []).append(where[col][1])
+    dp = None if privacy is None else _linked_dp(privacy, len(used), max_iterations + 1, y_bound)
     order, aligned = _align(holders, key, used, where[outcome][0], relay, complete=True,
                             on_cohort=on_cohort)
     party = {h: p for p, h in enumerate(order)}
@@ -141,7 +177,17 @@ def linked_glm(
         lo, hi = (float(v) for v in ranges[t])
         model_terms.append(Term(t, party[where[t][0]], (lo + hi) / 2, max((hi - lo) / 2, 1e-12)))
     n = len(aligned[order[0]])
-    job = LinkedGlmJob(family, tuple(model_terms), 0, n)
+    job = LinkedGlmJob(family, tuple(model_terms), 0, n, max_iterations=max_iterations)
+    release = None
+    if dp is not None:
+        noise = dp_noise_model(job, dp)
+        dp = replace(dp, sigma=noise.sigma)
+        job = replace(job, dp=dp.to_json_dict())
+
+        def release(holder: str, k: int) -> None:
+            if on_charge is not None:
+                rise = noise.epsilon_after(k) - noise.epsilon_after(k - 1)
+                on_charge(holder, k, rise, noise.round_mechanism())
     inputs: list[dict[str, np.ndarray] | None] = []
     for p, h in enumerate(order):
         cols = [where[t.name][1] for t in model_terms if t.party == p and t.name != "Intercept"]
@@ -152,8 +198,10 @@ def linked_glm(
         inputs.append(data)
     result = run_local_parties(job, [*inputs, None],
                                [holders[h].name for h in order] + [HELPER],
-                               timeout=timeout, on_start=on_start)
+                               timeout=timeout, on_start=on_start, on_release=release)
     result["holders"] = {holders[h].name: used[h] for h in order}
+    if dp is not None:  # the traffic follows the exact cohort size
+        result.pop("mpc_traffic", None)
     return result
 
 
@@ -167,23 +215,45 @@ def linked_stats(
     relay: Relay | None = None,
     timeout: float = 3600.0,
     on_cohort: Cohort | None = None,
+    privacy: Any | None = None,
+    bounds: Mapping[str, tuple[float, float]] | None = None,
+    on_charge: Charge | None = None,
 ) -> tuple[np.ndarray, int, dict[str, list[str]]]:
     """Compute the horizontal statistics vector of the holders' inner join.
+
+    With ``privacy`` every variable needs public ``bounds`` (values are clipped to them)
+    and the vector carries noise of scale
+    :func:`federation.analytics.stats.stats_noise_scale` per unit of each entry's bound;
+    ``on_charge`` as the module doc says (one release).
 
     Returns:
         ``(vector, linked_n, holders)``: the vector in the layout of
         :func:`federation.analytics.stats.stats_layout` (no histogram blocks), ready for
-        :func:`federation.analytics.stats.stats_finalize`; the cohort size; which holder
-        contributed which columns.
+        :func:`federation.analytics.stats.stats_finalize`; the cohort size (with DP the
+        noisy one: rows plus unmatched); which holder contributed which columns.
 
     Raises:
-        LinkageRefusal / LinkageError: as :func:`linked_glm`.
+        LinkageRefusal / LinkageError: as :func:`linked_glm`; ValueError: DP and a
+            variable without bounds.
 
     """
+    from federation.analytics.dp_noise import calibrate_gaussian
+
     where = locate_columns(holders, [*group_by, *variables], key)
     used: dict[int, list[str]] = {}
     for col in [*group_by, *variables]:
         used.setdefault(where[col][0], []).append(where[col][1])
+    dp = None
+    if privacy is not None:
+        unbounded = [v for v in variables if v not in (bounds or {})]
+        if unbounded:
+            raise ValueError(f"stats.bounds: DP needs public bounds for {unbounded}")
+        dp = _linked_dp(privacy, len(used), 1,
+                        bounds=tuple((float(bounds[v][0]), float(bounds[v][1]))
+                                     for v in variables))  # type: ignore[index]
+        blocks = 2 + 3 * len(variables)  # rows, (n, sum, sumsq) per variable, unmatched
+        # the horizontal statistics' calibration (stats_noise_scale) for these blocks
+        dp = replace(dp, sigma=calibrate_gaussian(math.sqrt(blocks), dp.epsilon, dp.delta))
     anchor = where[group_by[0]][0] if group_by else where[variables[0]][0]
     order, aligned = _align(holders, key, used, anchor, relay, complete=False,
                             on_cohort=on_cohort)
@@ -191,7 +261,14 @@ def linked_stats(
     n = len(aligned[order[0]])
     group = tuple((g, party[where[g][0]], len(levels[g])) for g in group_by)
     values = tuple((v, party[where[v][0]]) for v in variables)
-    job = LinkedStatsJob(group, values, n)
+    job = LinkedStatsJob(group, values, n, dp=None if dp is None else dp.to_json_dict())
+    release = None
+    if dp is not None and on_charge is not None:
+        charged = dp.epsilon, {"type": "gaussian", "sigma": dp.sigma,
+                               "sensitivity": math.sqrt(2 + 3 * len(variables))}
+
+        def release(holder: str, k: int) -> None:
+            on_charge(holder, k, *charged)  # type: ignore[misc]
     inputs: list[dict[str, np.ndarray] | None] = []
     for p, h in enumerate(order):
         data: dict[str, np.ndarray] = {}
@@ -208,5 +285,9 @@ def linked_stats(
             data["values"] = aligned[h][[where[v][1] for v in mine_v]].to_numpy(np.float64)
         inputs.append(data)
     out = run_local_parties(job, [*inputs, None], [holders[h].name for h in order] + [HELPER],
-                            timeout=timeout)
-    return np.asarray(out["vector"]), n, {holders[h].name: used[h] for h in order}
+                            timeout=timeout, on_release=release)
+    vec = np.asarray(out["vector"])
+    if dp is not None:  # the released count is the noisy one
+        n_cells = int(np.prod([g[2] for g in group])) if group else 1
+        n = max(0, round(float(vec[:n_cells].sum() + vec[-1])))
+    return vec, n, {holders[h].name: used[h] for h in order}

@@ -21,6 +21,12 @@ logarithm per row and is not computed); these are the horizontal GLM's release
 (:mod:`federation.analytics.glm_newton`), whose Newton loop, stopping rule and result table are
 reused as they are. Fixed point carries 32 fractional bits; the fit agrees with a pooled
 fit to about 1e-9 in the coefficients.
+
+With DP (``job.dp``, :mod:`federation.linkage.mpc_noise`) every round opens the score, the
+information, the gaussian deviance, ``sum y``, ``sum y²`` and ``n``, each plus the parties'
+secret noise shares (per-row bounds in the scaled space: every term within [-1, 1], the
+outcome clipped to ``|y| <= y_bound``); nothing is opened exactly, not even the outcome's
+sums, and the Newton loop's stopping rule knows the noise.
 """
 
 from __future__ import annotations
@@ -32,12 +38,19 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from federation.analytics.glm import glm_layout
+from federation.analytics.glm import glm_layout, glm_public_scale
 from federation.analytics.glm_newton import glm_fit
 from federation.analytics.glm_result import glm_result
 from federation.linkage.jobs import LinkedGlmJob, reciprocal_steps, term_transform
+from federation.linkage.mpc_noise import LinkedDp, secure_noise
 
-__all__ = ["LocalColumns", "fixed_point_sd", "linked_glm_fit", "max_linear_predictor"]
+__all__ = [
+    "LocalColumns",
+    "dp_entries",
+    "fixed_point_sd",
+    "linked_glm_fit",
+    "max_linear_predictor",
+]
 
 #: Largest bound on |eta| the fixed-point range carries (exp(B/2) within 2**31).
 MAX_ETA_BOUND = 40.0
@@ -74,6 +87,35 @@ def fixed_point_sd(job: LinkedGlmJob, beta: np.ndarray) -> np.ndarray:
 def max_linear_predictor(beta: np.ndarray) -> float:
     """Return the public bound ``sum_j |beta_j|`` on ``|eta|`` (scaled terms in [-1, 1])."""
     return float(np.sum(np.abs(beta)))
+
+
+def dp_entries(family: str, n_params: int) -> int:
+    """Return how many entries a DP round opens (score, information, deviance, y sums, n)."""
+    extra = 1 if family == "gaussian" else 0
+    return n_params + glm_layout(n_params).n_packed + extra + 3
+
+
+def _per_row(job: LinkedGlmJob, dp: LinkedDp, beta: np.ndarray) -> np.ndarray:
+    """Return, in layout order, what one row adds at most to each entry (scaled terms)."""
+    return glm_public_scale(job.family, np.ones(len(job.terms)), 1, beta, 1.0, dp.y_bound)
+
+
+def _opened_per_row(job: LinkedGlmJob, dp: LinkedDp, beta: np.ndarray,
+                    with_info: bool) -> np.ndarray:
+    """Return the per-row bounds of a DP round's opened vector, in its order.
+
+    Every scaled term is bounded by 1, so all score entries share one bound and all
+    information entries another: the holder order of the opened blocks does not matter.
+    """
+    full, layout = _per_row(job, dp, beta), glm_layout(len(job.terms))
+    p = len(job.terms)
+    parts = [full[:p]]
+    if with_info:
+        parts.append(full[p : p + layout.n_packed])
+    if job.family == "gaussian":
+        parts.append(full[[layout.scalar_index("deviance")]])
+    parts.append(full[[layout.scalar_index(k) for k in ("sum_y", "sum_y2", "n")]])
+    return np.concatenate(parts)
 
 
 class _Secure:
@@ -212,12 +254,17 @@ def linked_glm_fit(
     job: LinkedGlmJob,
     local: LocalColumns,
     progress: Callable[[str], None] | None = None,
+    before_open: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Run the linked GLM as this party; every party returns the same result JSON.
 
+    ``before_open(k)`` runs before round ``k``'s opening (a holder's budget charge for
+    that release; raising stops the computation before anything of round ``k`` opens).
+
     Returns:
         The horizontal GLM's result mapping (:class:`federation.analytics.glm.GlmResult`)
-        on the original scale of the terms, with ``linked_n``; the binomial deviance,
+        on the original scale of the terms, with ``linked_n`` (noisy with DP) and, with
+        DP, ``dp`` (mechanism, ε, rounds charged); the binomial deviance,
         log-likelihood and AIC are None (not computed).
 
     Raises:
@@ -226,11 +273,16 @@ def linked_glm_fit(
 
     """
     note = progress or (lambda _msg: None)
+    dp = LinkedDp.from_json(job.dp)
+    if dp is not None and local.y is not None:  # the sensitivity holds for |y| <= y_bound
+        local = LocalColumns(local.z, np.clip(local.y, -dp.y_bound, dp.y_bound))
     s = _Secure(mpc, job, local)
-    mine = _outcome_sums(job, local.y if mpc.pid == job.label_party else None)
-    sums = mpc.run(mpc.output(s.share(job.label_party, mine if mpc.pid == job.label_party
-                                      else None, (4,))))
-    sum_y, sum_y2, sum_ylogy, sum_lgamma = (float(v) for v in sums)
+    sum_y = sum_y2 = sum_ylogy = sum_lgamma = 0.0
+    if dp is None:  # with DP the outcome's sums are opened only noisy, every round
+        mine = _outcome_sums(job, local.y if mpc.pid == job.label_party else None)
+        sums = mpc.run(mpc.output(s.share(job.label_party, mine if mpc.pid == job.label_party
+                                          else None, (4,))))
+        sum_y, sum_y2, sum_ylogy, sum_lgamma = (float(v) for v in sums)
     p = len(job.terms)
     layout = glm_layout(p)
     rows, cols = np.triu_indices(p)
@@ -239,21 +291,30 @@ def linked_glm_fit(
     m = term_transform(job.terms)
     rounds = [0]
     gaussian_h: np.ndarray | None = None
+    noisy_n = [float(job.n)]
 
     def aggregate(beta: np.ndarray) -> np.ndarray:
-        nonlocal gaussian_h
+        nonlocal gaussian_h, sum_y, sum_y2
         if job.family != "gaussian" and max_linear_predictor(beta) > MAX_ETA_BOUND:
             raise ValueError("the linear predictor's bound left the fixed-point range")
         w, r, extra = _ROUNDS[job.family](s, beta)
+        with_info = job.family != "gaussian" or gaussian_h is None
         parts = [s.score(r)]
-        if job.family != "gaussian" or gaussian_h is None:
+        if with_info:
             parts += list(s.information(w).values())
         parts += [mpc.np_fromlist(extra)] if extra else []
-        opened = np.asarray(mpc.run(mpc.output(mpc.np_concatenate(parts))), dtype=np.float64)
+        if dp is not None:
+            parts.append(mpc.np_fromlist([mpc.np_sum(s.y), s.y @ s.y, s.f(float(job.n))]))
+        vec = mpc.np_concatenate(parts)
+        if dp is not None:
+            vec = vec + secure_noise(mpc, s.f, _opened_per_row(job, dp, beta, with_info), dp)
+        if before_open is not None:
+            before_open(rounds[0] + 1)
+        opened = np.asarray(mpc.run(mpc.output(vec)), dtype=np.float64)
         grad = np.zeros(p)
         grad[order] = opened[:p]
         pos = p
-        if job.family != "gaussian" or gaussian_h is None:
+        if with_info:
             packed = np.zeros(layout.n_packed)
             for pairs, _block in s.blocks:
                 for pair in pairs:
@@ -267,6 +328,9 @@ def linked_glm_fit(
         else:
             hess = gaussian_h
         tail = opened[pos:]
+        if dp is not None:
+            sum_y, sum_y2, noisy_n[0] = (float(v) for v in tail[-3:])
+            tail = tail[:-3]
         if job.family == "gaussian":
             dev, loglik = float(tail[0]), 0.0
         elif job.family == "poisson":
@@ -278,7 +342,7 @@ def linked_glm_fit(
         rounds[0] += 1
         note(f"round {rounds[0]}")
         return layout.pack(grad, hess, {
-            "deviance": dev, "loglik": loglik, "n": float(job.n), "sum_y": sum_y,
+            "deviance": dev, "loglik": loglik, "n": noisy_n[0], "sum_y": sum_y,
             "sum_y2": sum_y2, "sum_ylogy": sum_ylogy, "n_boundary": 0.0,
         })
 
@@ -290,8 +354,15 @@ def linked_glm_fit(
         last["summed"] = aggregate(beta)
         return last["summed"]
 
+    def noise_sd(beta: np.ndarray) -> np.ndarray:
+        sd = fixed_point_sd(job, beta)
+        if dp is None:
+            return sd
+        dp_sd = dp.total_scale * dp.max_rows_per_subject * _per_row(job, dp, beta)
+        return np.sqrt(sd**2 + dp_sd**2)
+
     fitted = glm_fit(remember, p, job.family, names, max_iterations=job.max_iterations,
-                     tolerance=job.tolerance, noise_sd=lambda b: fixed_point_sd(job, b))
+                     tolerance=job.tolerance, noise_sd=noise_sd)
     # Back to the original scale: beta_x = M' beta_z, g_x = M^-1 g_z, H_x = M^-1 H M^-T.
     grad_z, hess_z, scalars = layout.unpack(last["summed"])
     m_inv = np.linalg.inv(m)
@@ -300,5 +371,29 @@ def linked_glm_fit(
                         converged=fitted.converged).to_json_dict()
     if job.family == "binomial":
         result.update(deviance=None, llf=None, aic=None)
-    result["linked_n"] = job.n
+    result["linked_n"] = job.n if dp is None else max(0, round(noisy_n[0]))
+    if dp is not None:
+        result["dp"] = dp_summary(job, dp, rounds[0])
     return result
+
+
+def dp_noise_model(job: LinkedGlmJob, dp: LinkedDp) -> Any:
+    """Return the :class:`federation.analytics.glm_noise.GlmNoise` of a DP linked GLM.
+
+    Its σ is the calibration (the same PLD calibration as the horizontal GLM, over the
+    entries a round opens); its per-round ε is what every holder is charged.
+    """
+    from federation.analytics.glm_noise import GlmNoise
+
+    return GlmNoise(epsilon=dp.epsilon, delta=dp.delta, rounds=dp.rounds,
+                    n_nodes=dp.parties - dp.threshold,
+                    entries=dp_entries(job.family, len(job.terms)),
+                    max_rows_per_subject=dp.max_rows_per_subject)
+
+
+def dp_summary(job: LinkedGlmJob, dp: LinkedDp, rounds_run: int) -> dict[str, Any]:
+    """Return the result's ``dp`` entry: ε charged per holder, ε against the researcher."""
+    out = dp_noise_model(job, dp).summary(rounds_run, dp.parties)
+    out.pop("nodes_contributing", None)
+    out.update(dp.summary(len(job.holders)), noise_scale=dp.sigma)
+    return out

@@ -7,6 +7,11 @@ for the helper party) and where to write the result. The party prints one JSON l
 completed round on standard output, then one with the bytes it sent and its peak
 memory, and exits 0 after writing the result; on any error it
 writes one line naming the error on standard error and exits 3.
+
+A *gated* party (``"gate": true``, a holder whose budget is charged per release) prints
+``{"party": i, "release": k}`` before round ``k``'s opening and waits for a line ``go``
+on standard input: whoever started it charges the holder's budget for that release
+first, and anything else stops the party before the opening.
 """
 
 from __future__ import annotations
@@ -57,6 +62,14 @@ def _run(config: dict[str, Any]) -> dict[str, Any]:
     def progress(msg: str) -> None:
         print(json.dumps({"party": pid, "progress": msg}), flush=True)
 
+    def before_open(k: int) -> None:
+        if not config.get("gate"):
+            return
+        print(json.dumps({"party": pid, "release": k}), flush=True)
+        answer = sys.stdin.readline().strip()
+        if answer != "go":
+            raise RuntimeError(f"release {k} was not allowed here")
+
     mpc.run(mpc.start())
     try:
         if isinstance(job, LinkedGlmJob):
@@ -69,12 +82,12 @@ def _run(config: dict[str, Any]) -> dict[str, Any]:
                 z = scaled_terms(data["x"], [t.center for t in terms],
                                  [t.scale for t in terms], [t.name for t in terms])
             y = data.get("y") if pid == job.label_party else None
-            out = linked_glm_fit(mpc, job, LocalColumns(z, y), progress)
+            out = linked_glm_fit(mpc, job, LocalColumns(z, y), progress, before_open)
         else:
             from federation.linkage.mpc_stats import StatsColumns, linked_stats_vector
 
             vec = linked_stats_vector(
-                mpc, job, StatsColumns(data.get("codes"), data.get("values"))
+                mpc, job, StatsColumns(data.get("codes"), data.get("values")), before_open
             )
             out = {"vector": vec.tolist()}
     finally:

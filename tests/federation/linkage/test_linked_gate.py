@@ -10,8 +10,7 @@ import pandas as pd
 
 from federation.spec import parse_job_spec
 from hamanasu.local_runner import EmbeddedRunner, LocalNode
-from nodes.cli import import_consents, init_node
-from nodes.enforcement import EnforcementPoint
+from tests.federation.linkage.linked_nodes import make_node, usage_entries
 
 POLICY = """
 min_cohort = 20
@@ -36,21 +35,9 @@ WITHDRAWN = SUBJECTS[3]
 
 
 def _node(tmp: Path, name: str, frame: pd.DataFrame, allowed: bool) -> LocalNode:
-    policy = tmp / f"{name}-policy.toml"
-    policy.write_text(POLICY.replace("{allowed}", "true" if allowed else "false"))
-    state = tmp / f"{name}-state"
-    init_node(state, name, policy)
-    lines = ["subject,recorded_at,status,decision,purposes,commercial,domains,period_start,period_end"]
-    for s in frame["subject"]:
-        refused = name == "dairy" and s == WITHDRAWN
-        decision = "deny" if refused else "permit"
-        lines.append(f"{s},2025-01-01T00:00:00+00:00,active,{decision},HMB,no,,,")
-    consents = tmp / f"{name}-consents.csv"
-    consents.write_text("\n".join(lines) + "\n")
-    import_consents(EnforcementPoint(name, state), consents)
-    data = tmp / f"{name}.csv"
-    frame.to_csv(data, index=False)
-    return LocalNode(name, data, state)
+    policy = POLICY.replace("{allowed}", "true" if allowed else "false")
+    refused = frozenset({WITHDRAWN}) if name == "dairy" else frozenset()
+    return make_node(tmp, name, frame, policy, refused)
 
 
 def _run(tmp: Path, dairy_allows: bool) -> tuple[dict, dict[str, LocalNode]]:
@@ -72,8 +59,7 @@ def _run(tmp: Path, dairy_allows: bool) -> tuple[dict, dict[str, LocalNode]]:
 
 
 def _usage(node: LocalNode) -> list[dict]:
-    point = EnforcementPoint(node.name, node.state_dir)
-    return [e.payload for e in point.ledger().entries(kind="job.usage")]
+    return usage_entries(node)
 
 
 def test_a_holder_whose_policy_forbids_linkage_refuses_the_job_with_its_reason(tmp_path):

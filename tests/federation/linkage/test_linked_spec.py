@@ -42,7 +42,8 @@ def test_a_link_table_makes_a_linked_job_and_allows_qualified_columns() -> None:
     [
         ('kind = "glm"\nfeatures = ["births.parity"]\nlabel = "lbw"\n', "link"),
         ('kind = "train"\nfeatures = ["a"]\nlabel = "b"\n[privacy]\nepsilon = 1.0\n[link]\n', "link"),
-        (LINKED_STATS + "[privacy]\nepsilon = 1.0\n", "link"),
+        (LINKED_STATS.replace("min_cell_count = 5", 'min_cell_count = 5\ndp_mechanism = "laplace"')
+         + "[privacy]\nepsilon = 1.0\n", "stats.dp_mechanism"),
         (LINKED_STATS.replace('"variance"]', '"quantile"]'), "link"),
         (LINKED_STATS.replace('key = "mother"', 'key = "name"'), "link.key"),
     ],
@@ -51,6 +52,12 @@ def test_linked_specs_are_refused_naming_the_field(text: str, field: str) -> Non
     with pytest.raises(JobSpecError) as info:
         _parse(text)
     assert info.value.field == field
+
+
+def test_a_linked_job_with_privacy_runs_its_noise_inside_the_computation() -> None:
+    spec = _parse(LINKED_STATS + "[privacy]\nepsilon = 1.0\n")
+    assert spec.dp_mechanism() == "discrete_gaussian"
+    assert spec.to_policy_request("j").dp_mechanism == "discrete_gaussian"
 
 
 def test_simulate_runs_linked_statistics_over_holder_files(tmp_path: Path) -> None:
