@@ -37,6 +37,7 @@ from coordinator.errors import (
 )
 from coordinator.lifecycle import Lifecycle
 from coordinator.routes import api_router
+from coordinator.routes.health import router as health_router
 from coordinator.runner import Runner
 from coordinator.schemas import PrincipalCreate, Role, TokenIssued
 from coordinator.settings import CoordinatorSettings
@@ -184,12 +185,7 @@ def create_app(
             status_code=503,
         )
 
-    @app.get("/health", tags=["health"])
-    def health() -> dict[str, str]:
-        """Liveness and database reachability (no authentication)."""
-        store.ping()
-        return {"status": "ok"}
-
+    app.include_router(health_router)
     app.include_router(api_router)
     from coordinator.console import mount_console
 

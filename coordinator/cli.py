@@ -216,6 +216,41 @@ def serve_cmd(
             flower.stop()
 
 
+@app.command("health")
+def health_cmd(
+    url: Url = DEFAULT_URL,
+    live: Annotated[
+        bool, typer.Option("--live", help="Liveness only (/healthz), not readiness (/readyz).")
+    ] = False,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(envvar="HAMANASU_CA_FILE", help="The CA of the API's TLS certificate."),
+    ] = None,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for the answer.")] = 5.0,
+) -> None:
+    """Check a running coordinator (no token): exit 0 ready, 1 not ready or unreachable.
+
+    For container HEALTHCHECKs and monitoring; the failing check is printed on one line.
+    """
+    import httpx
+
+    path = "/healthz" if live else "/readyz"
+    try:
+        resp = httpx.get(
+            url.rstrip("/") + path, timeout=timeout, verify=str(ca_file) if ca_file else True
+        )
+        body = resp.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        typer.echo(f"unhealthy: {url}{path}: {type(exc).__name__}", err=True)
+        raise typer.Exit(code=1) from None
+    checks = body.get("checks", {}) if isinstance(body, dict) else {}
+    failing = "; ".join(f"{k}: {v}" for k, v in checks.items() if v != "ok")
+    if resp.status_code != 200:
+        typer.echo(f"unhealthy: {failing or f'HTTP {resp.status_code}'}", err=True)
+        raise typer.Exit(code=1)
+    typer.echo("ok" + ("".join(f" {k}=ok" for k in checks) if checks else ""))
+
+
 @principal_app.command("add")
 def principal_add(
     name: Annotated[str, typer.Argument(help="Unique name, e.g. aki@hokudai.")],

@@ -38,6 +38,7 @@ from federation.launchers import start_superlink
 from federation.pid_files import stop_orphans, write_pid_file
 from federation.pki import Pki, load_node_public_key
 from federation.processes import ManagedProcess
+from federation.secret_files import SecretFileError, check_private_file
 
 __all__ = ["FlowerEngine"]
 
@@ -83,12 +84,16 @@ class FlowerEngine:
         Raises:
             SettingsError: no PKI, or the SuperLink did not start (the reason, no secrets).
         """
-        if not self.pki.exists():
+        if not self.pki.can_serve():
             raise SettingsError(
                 f"pki_dir: {self.pki.root} holds no CA / SuperLink certificate "
                 "(run `hamanasu pki init --dir ...`)",
                 field="pki_dir",
             )
+        try:
+            check_private_file(self.pki.server_key, "pki_dir")
+        except SecretFileError as exc:
+            raise SettingsError(str(exc), field="pki_dir") from None
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         pid_file = self.folder / "superlink.pid"
         stop_orphans(pid_file, "superlink")
@@ -179,6 +184,23 @@ class FlowerEngine:
         """
         with FlowerControl(self.control_address, self.pki.ca_cert) as ctl:
             return {n.name: bool(n.online) for n in ctl.nodes() if n.status != "unregistered"}
+
+    def problem(self) -> str | None:
+        """Return why the SuperLink is not ready, or None when it runs and answers.
+
+        It is ready when its process runs and its Control API lists the nodes (a short
+        call on loopback).
+        """
+        if self.superlink is None:
+            return "not started"
+        if not self.superlink.alive():
+            return f"exited (code {self.superlink.popen.returncode})"
+        try:
+            with FlowerControl(self.control_address, self.pki.ca_cert, timeout=5.0) as ctl:
+                ctl.nodes()
+        except FlowerControlError:
+            return "does not answer its Control API"
+        return None
 
     def stop(self) -> None:
         """Stop the SuperLink and its ServerApp processes."""

@@ -12,6 +12,7 @@ import importlib.util
 import ipaddress
 import logging
 import os
+import tomllib
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +26,12 @@ from pydantic_settings import (
 )
 
 from coordinator.errors import SettingsError
+from federation.secret_files import (
+    SecretFileError,
+    check_private_file,
+    read_secret_file,
+    refuse_secret_values,
+)
 
 
 def _has_psycopg() -> bool:
@@ -32,7 +39,10 @@ def _has_psycopg() -> bool:
     return importlib.util.find_spec("psycopg") is not None
 
 
-__all__ = ["CoordinatorSettings", "load_settings"]
+__all__ = ["SECRET_SETTINGS", "CoordinatorSettings", "load_settings"]
+
+#: Secrets the coordinator takes only from a file (``<name>_file``), never as a value.
+SECRET_SETTINGS = ("database_password",)
 
 log = logging.getLogger("hamanasu.coordinator")
 
@@ -45,13 +55,17 @@ class CoordinatorSettings(BaseSettings):
     Attributes:
         data_dir: the service's folder (SQLite database, result files); created 0700.
         database_url: SQLAlchemy URL; default ``sqlite:///<data_dir>/coordinator.sqlite``.
-            PostgreSQL: ``postgresql+psycopg://user@host/db`` (the password through
-            ``database_password`` rather than the URL).
-        database_password: the database password, if any (never logged).
+            PostgreSQL: ``postgresql+psycopg://user@host/db`` (the password in
+            ``database_password_file``, never in the URL).
+        database_password_file: a file only its owner can read (0600) holding the database
+            password. The password itself is refused from the environment and the TOML
+            file (:func:`load_settings`).
+        database_password: the database password given in code (embedding, tests); never
+            logged.
         host: the address uvicorn binds.
         port: the port uvicorn binds.
         ssl_certfile: TLS certificate (PEM); required to bind a non-loopback address.
-        ssl_keyfile: TLS private key (PEM).
+        ssl_keyfile: TLS private key (PEM); refused when group or others can read it.
         allow_insecure_http: serve plain HTTP on a non-loopback address anyway (refused
             unless set; logged as a warning on every start).
         max_concurrent_runs: federated runs executed at the same time.
@@ -84,6 +98,7 @@ class CoordinatorSettings(BaseSettings):
 
     data_dir: Path = Path("coordinator-data")
     database_url: str | None = None
+    database_password_file: Path | None = None
     database_password: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8750, ge=1, le=65535)
@@ -145,13 +160,21 @@ class CoordinatorSettings(BaseSettings):
         """Return the database URL (with the password filled in, if one is set)."""
         if self.database_url is None:
             return f"sqlite:///{(self.data_dir / 'coordinator.sqlite').resolve()}"
-        if self.database_password is None:
+        password = self.database_password
+        if password is None and self.database_password_file is not None:
+            try:
+                password = SecretStr(
+                    read_secret_file(self.database_password_file, "database_password_file")
+                )
+            except SecretFileError as exc:
+                raise SettingsError(str(exc), field=exc.field) from None
+        if password is None:
             return self.database_url
         from sqlalchemy.engine import make_url
 
         return (
             make_url(self.database_url)
-            .set(password=self.database_password.get_secret_value())
+            .set(password=password.get_secret_value())
             .render_as_string(hide_password=False)
         )
 
@@ -182,6 +205,13 @@ class CoordinatorSettings(BaseSettings):
                 "ssl_certfile/ssl_keyfile: give both or neither", field="ssl_certfile"
             )
         tls = self.ssl_certfile is not None
+        for name in ("ssl_keyfile", "database_password_file"):
+            path = getattr(self, name)
+            if path is not None:
+                try:
+                    check_private_file(path, name)
+                except SecretFileError as exc:
+                    raise SettingsError(str(exc), field=name) from None
         if not tls and not self.is_loopback():
             if not self.allow_insecure_http:
                 raise SettingsError(
@@ -199,7 +229,8 @@ class CoordinatorSettings(BaseSettings):
 
             if make_url(self.database_url).password:
                 raise SettingsError(
-                    "database_url: holds a password; pass it as HAMANASU_DATABASE_PASSWORD",
+                    "database_url: holds a password; put it in a 0600 file named by "
+                    "database_password_file (HAMANASU_DATABASE_PASSWORD_FILE)",
                     field="database_url",
                 )
 
@@ -207,12 +238,29 @@ class CoordinatorSettings(BaseSettings):
 def load_settings(config_file: Path | None = None, **overrides: Any) -> CoordinatorSettings:
     """Build the settings from ``overrides``, the environment and ``config_file`` (TOML).
 
+    A secret (:data:`SECRET_SETTINGS`) given as a value in the environment or the TOML
+    file is refused: it belongs in a 0600 file named by its ``_file`` setting.
+
     Returns:
         The checked settings.
 
     Raises:
-        SettingsError: a value is invalid (named) or the combination is insecure.
+        SettingsError: a value is invalid (named), a secret came as a value, a key or
+            password file is readable by others, or the combination is insecure.
     """
+    path = config_file or (
+        Path(os.environ["HAMANASU_CONFIG"]) if os.environ.get("HAMANASU_CONFIG") else None
+    )
+    table: dict[str, Any] = {}
+    if path is not None and path.is_file():
+        try:
+            table = tomllib.loads(path.read_text(encoding="utf-8")).get("coordinator", {})
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(f"config: cannot read {path}: {exc}", field="config") from None
+    try:
+        refuse_secret_values(SECRET_SETTINGS, table=table, env_prefix="HAMANASU_")
+    except SecretFileError as exc:
+        raise SettingsError(str(exc), field=exc.field) from None
     token = _TOML.set(config_file)
     try:
         settings = CoordinatorSettings(**{k: v for k, v in overrides.items() if v is not None})

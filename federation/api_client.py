@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from federation.errors import FederationError
+from federation.secret_files import SecretFileError, read_secret_file
 
 __all__ = ["ApiRefusal", "TokenError", "read_refusal", "read_token", "write_token"]
 
@@ -41,11 +42,10 @@ def read_token(token_file: Path | None, option: str) -> str:
         TokenError: the file is missing or readable by others, or no token is set.
     """
     if token_file is not None:
-        if not token_file.is_file():
-            raise TokenError(f"{option}: {token_file} does not exist")
-        if token_file.stat().st_mode & 0o077:
-            raise TokenError(f"{option}: {token_file} is readable by others; chmod 600 it")
-        return token_file.read_text(encoding="utf-8").strip()
+        try:
+            return read_secret_file(token_file, option)
+        except SecretFileError as exc:
+            raise TokenError(str(exc)) from None
     token = os.environ.get(TOKEN_ENV, "").strip()
     if not token:
         raise TokenError(f"token: set {TOKEN_ENV} or {option}")

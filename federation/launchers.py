@@ -138,7 +138,7 @@ def start_superlink(
         RuntimeError: it exited during start-up (the log tail says why).
         TimeoutError: it did not open its ports in time.
     """
-    if not pki.exists():
+    if not pki.can_serve():
         raise FileNotFoundError(
             f"{pki.root}: no CA / SuperLink certificate (run `hamanasu pki init`)"
         )

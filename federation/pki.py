@@ -117,6 +117,13 @@ class Pki:
             p.exists() for p in (self.ca_cert, self.ca_key, self.server_cert, self.server_key)
         )
 
+    def can_serve(self) -> bool:
+        """Return True when the SuperLink can start: CA certificate, its certificate and key.
+
+        The CA's private key is not needed to serve, so an operator may keep it offline.
+        """
+        return all(p.exists() for p in (self.ca_cert, self.server_cert, self.server_key))
+
 
 def _name(common_name: str) -> x509.Name:
     return x509.Name(

@@ -28,11 +28,18 @@ from nodes.service import (
 )
 from nodes.supernode import SupernodeSupervisor
 
-__all__ = ["app", "serve"]
+__all__ = ["app", "health", "serve"]
 
 app = typer.Typer(no_args_is_help=True, help="Jobs waiting for this node's decision.")
 
-ConfigOpt = Annotated[Path, typer.Option("--config", help="The node service's node.toml.")]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        envvar="HAMANASU_NODE_CONFIG",
+        help="The node service's node.toml (default: HAMANASU_NODE_* variables alone).",
+    ),
+]
 
 
 @contextmanager
@@ -46,8 +53,13 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(code=2) from None
 
 
-def _service(config: Path) -> NodeService:
+def _service(config: Path | None, *, service_token_file: bool = False) -> NodeService:
     cfg = load_node_config(config)
+    if service_token_file and cfg.token_file is None:
+        raise NodeServiceError(
+            "token_file: the node service reads its token from a 0600 file; set token_file "
+            "(or HAMANASU_NODE_TOKEN_FILE), it does not take HAMANASU_TOKEN"
+        )
     link = CoordinatorLink.connect(
         cfg.coordinator_url, read_token(cfg.token_file), cfg.name, cfg.ca_file
     )
@@ -60,7 +72,7 @@ def _service(config: Path) -> NodeService:
 
 
 @app.command("list")
-def list_cmd(config: ConfigOpt, fmt: FormatOption = OutputFormat.table) -> None:
+def list_cmd(config: ConfigOpt = None, fmt: FormatOption = OutputFormat.table) -> None:
     """List the jobs waiting for this node (policy not yet run, or waiting for the admin)."""
     with _errors():
         jobs = _service(config).waiting()
@@ -101,7 +113,7 @@ def reject_cmd(
 
 
 @app.command("held")
-def held_cmd(config: ConfigOpt, fmt: FormatOption = OutputFormat.table) -> None:
+def held_cmd(config: ConfigOpt = None, fmt: FormatOption = OutputFormat.table) -> None:
     """List the results held for this node's release review (summaries, never the data)."""
     with _errors():
         views = _service(config).held()
@@ -144,16 +156,17 @@ def withhold_cmd(
     typer.echo(f"withheld {job_id}")
 
 
-def serve(config: ConfigOpt) -> None:
+def serve(config: ConfigOpt = None) -> None:
     """Run the node service: publish caps, pull jobs, decide by policy; stop on SIGTERM.
 
     With ``[node.supernode]`` it also runs the node's Flower SuperNode (restarted if it
     dies); with ``[node.admin]`` it serves the node's admin API and console on loopback.
+    Its heartbeat, for ``hamanasu node health``, is the status file in its state folder.
     """
     log_to_stderr(logging.INFO)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll is noise
     with _errors():
-        service = _service(config)
+        service = _service(config, service_token_file=True)
         cfg = service.config
         supervisor = None
         if cfg.supernode is not None:
@@ -161,6 +174,7 @@ def serve(config: ConfigOpt) -> None:
                 raise NodeServiceError("data_dir: a node that runs a SuperNode needs its data")
             supervisor = SupernodeSupervisor(cfg.name, cfg.supernode, cfg.data_dir, cfg.state_dir)
             supervisor.check_files()
+            service.supernode_status = supervisor.status
     stop = threading.Event()
     install_stop_signals(stop)
     admin = None
@@ -187,3 +201,38 @@ def serve(config: ConfigOpt) -> None:
         if admin is not None:
             admin.join(timeout=10)
     typer.echo("stopped")
+
+
+def health(
+    config: ConfigOpt = None,
+    ready: Annotated[
+        bool,
+        typer.Option(
+            "--ready",
+            help="Also need the last poll of the coordinator to have succeeded and the "
+            "SuperNode (if any) to run.",
+        ),
+    ] = False,
+    max_age: Annotated[
+        float | None,
+        typer.Option(help="Seconds a heartbeat stays fresh (default: poll interval + 150)."),
+    ] = None,
+) -> None:
+    """Check the running node service by its heartbeat: exit 0 healthy, 1 not.
+
+    For a container HEALTHCHECK or monitoring; reads the status file in the state folder
+    (the service listens nowhere) and prints one line saying what holds or what fails.
+    """
+    from nodes.health import check_status, default_max_age
+
+    with _errors():
+        cfg = load_node_config(config)
+    result = check_status(
+        cfg.status_file,
+        max_age=max_age if max_age is not None else default_max_age(cfg.poll_interval),
+        ready=ready,
+    )
+    if not result.ok:
+        typer.echo(f"unhealthy: node {cfg.name}: {result.line}", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"node {cfg.name}: {result.line}")

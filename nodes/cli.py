@@ -287,10 +287,12 @@ def ledger_disclose(
 
 
 from nodes.approvals_cli import app as approvals_app  # noqa: E402
+from nodes.approvals_cli import health as health_cmd  # noqa: E402
 from nodes.approvals_cli import serve as serve_cmd  # noqa: E402
 
 app.add_typer(approvals_app, name="approvals")
 app.command("serve")(serve_cmd)
+app.command("health")(health_cmd)
 from nodes.data_cli import app as pseudonymise_app  # noqa: E402
 from nodes.data_cli import map_app  # noqa: E402
 

@@ -22,14 +22,12 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import tomllib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from federation import api_client
 from federation.api_models import (
@@ -45,7 +43,7 @@ from federation.audit_models import AuditReceipt
 from federation.errors import JobSpecError, bounded_reason
 from federation.spec import parse_job_spec
 from nodes.enforcement import EnforcementPoint, JobRefused
-from nodes.supernode import SupernodeConfig
+from nodes.settings import NodeServiceConfig, NodeServiceError, load_node_config
 
 __all__ = [
     "CoordinatorLink",
@@ -57,99 +55,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("hamanasu.node.service")
-
-
-class NodeServiceError(ValueError):
-    """The node service cannot do what was asked; the message names the field or job."""
-
-
-class AdminListen(BaseModel):
-    """The ``[node.admin]`` table: where the node's own admin API and console listen.
-
-    Attributes:
-        host: a loopback address (the admin API is for the node's own staff).
-        port: the TCP port.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    host: str = Field(default="127.0.0.1", pattern=r"^(127\.[0-9.]+|::1|localhost)$")
-    port: int = Field(default=8760, ge=1, le=65535)
-
-
-class NodeServiceConfig(BaseModel):
-    """The ``[node]`` table of ``node.toml``.
-
-    Attributes:
-        name: the node's name as registered at the coordinator.
-        coordinator_url: the coordinator's base URL (https://, or http:// on loopback).
-        state_dir: the node's state folder (key, policy, ledger, budget).
-        data_dir: the node's data folder (to count consenting subjects; optional).
-        token_file: a 0600 file holding the node service's API token (else HAMANASU_TOKEN).
-        admin_token_file: a 0600 file holding the node's human admin token, for the admin's
-            actions (approve, reject, release, withhold) through ``hamanasu node approvals``
-            and the node's admin API; without it those go with ``token_file``'s token.
-        ca_file: a CA bundle to verify the coordinator's certificate.
-        poll_interval: seconds between polls.
-        domains: the data-model domains this node holds (each must be a domain of the
-            schema file in force); the node publishes only these and refuses a job on any
-            other. ``None``: whatever its policy lists.
-        supernode: the Flower SuperNode to run beside the service (``[node.supernode]``).
-        admin: where the node's admin API and console listen (``[node.admin]``).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
-    coordinator_url: str = Field(pattern=r"^https?://")
-    state_dir: Path
-    data_dir: Path | None = None
-    token_file: Path | None = None
-    admin_token_file: Path | None = None
-    ca_file: Path | None = None
-    poll_interval: float = Field(default=5.0, gt=0, le=3600)
-    domains: list[str] | None = None
-    supernode: SupernodeConfig | None = None
-    admin: AdminListen | None = None
-
-    @field_validator("domains")
-    @classmethod
-    def _known_domains(cls, value: list[str] | None) -> list[str] | None:
-        from federation.cdm import DOMAINS
-
-        unknown = [d for d in value or [] if d not in DOMAINS]
-        if unknown:
-            raise ValueError(f"{unknown} not in the data model (known: {', '.join(DOMAINS)})")
-        return value
-
-
-def load_node_config(path: Path) -> NodeServiceConfig:
-    """Read ``node.toml`` (a ``[node]`` table, or the keys at top level).
-
-    Relative paths are taken from the file's folder.
-
-    Raises:
-        NodeServiceError: the file is missing or invalid (naming the field).
-    """
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise NodeServiceError(f"--config: cannot read {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise NodeServiceError(f"--config: {path.name} is not valid TOML: {exc}") from None
-    table = data.get("node", data)
-    for key in ("state_dir", "data_dir", "token_file", "admin_token_file", "ca_file"):
-        if isinstance(table.get(key), str) and not Path(table[key]).is_absolute():
-            table[key] = str(path.parent / table[key])
-    supernode = table.get("supernode")
-    pki_dir = supernode.get("pki_dir") if isinstance(supernode, dict) else None
-    if isinstance(pki_dir, str) and not Path(pki_dir).is_absolute():
-        supernode["pki_dir"] = str(path.parent / pki_dir)
-    try:
-        return NodeServiceConfig.model_validate(table)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise NodeServiceError(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
 
 
 def read_token(token_file: Path | None) -> str:
@@ -274,6 +179,8 @@ class NodeService:
         #: When the last poll finished (UTC), and why it failed (None: it succeeded).
         self.last_poll_at: datetime | None = None
         self.last_poll_error: str | None = None
+        #: The SuperNode's status, if the node runs one (``SupernodeSupervisor.status``).
+        self.supernode_status: Callable[[], dict[str, Any]] | None = None
 
     # -- what the node publishes -------------------------------------------------------------
     def registration(self) -> NodeRegistration:
@@ -377,8 +284,10 @@ class NodeService:
     def _post(
         self, job: NodeJobView, decision: DecisionCreate, link: CoordinatorLink | None = None
     ) -> bool:
-        """Post a decision (through ``link``, else the service's); undo the reservation if
-        the coordinator refuses it."""
+        """Post a decision (through ``link``, else the service's); return True.
+
+        Undoes the reservation if the coordinator refuses it.
+        """
         try:
             (link or self.link).decide(job.id, decision)
         except NodeServiceError:
@@ -430,11 +339,14 @@ class NodeService:
     def serve(self, stop: threading.Event, tick: Callable[[], object] | None = None) -> None:
         """Poll until ``stop`` is set; a failed poll is logged and retried next interval.
 
-        ``tick`` runs after every poll (e.g. restarting a SuperNode that died).
+        ``tick`` runs before every poll (e.g. restarting a SuperNode that died). The
+        service's heartbeat (:mod:`nodes.health`) is written before and after every poll,
+        and once more, ``stopped``, when it ends.
         """
         while not stop.is_set():
             if tick is not None:
                 tick()
+            self._heartbeat("polling")
             try:
                 self.poll_once()
                 self.last_poll_error = None
@@ -442,7 +354,24 @@ class NodeService:
                 self.last_poll_error = bounded_reason(str(exc), 500)
                 log.warning("poll failed: %s", exc)
             self.last_poll_at = datetime.now(UTC)
+            self._heartbeat("idle")
             stop.wait(self.config.poll_interval)
+        self._heartbeat("stopped")
+
+    def _heartbeat(self, state: str) -> None:
+        """Write the service's status file for ``hamanasu node health`` (failures logged)."""
+        from nodes.health import write_status
+
+        try:
+            write_status(
+                self.config.status_file,
+                state=state,
+                last_poll_at=self.last_poll_at,
+                last_poll_error=self.last_poll_error,
+                supernode=self.supernode_status() if self.supernode_status else None,
+            )
+        except OSError as exc:
+            log.warning("cannot write the status file: %s", exc.strerror)
 
     # -- the admin's actions -----------------------------------------------------------------
     def waiting(self) -> list[NodeJobView]:
@@ -547,7 +476,8 @@ class NodeService:
             normalise_payload(kind, payload(view.result_hash))
         except LedgerError as exc:
             raise NodeServiceError(f"ledger refuses the entry: {exc}") from None
-        out = self.admin_link.release(job_id, ReleaseDecisionCreate(decision=decision, reason=reason))  # type: ignore[arg-type]
+        choice = ReleaseDecisionCreate(decision=decision, reason=reason)  # type: ignore[arg-type]
+        out = self.admin_link.release(job_id, choice)
         self.point.ledger().append(kind, payload(out.result_hash), self.point.clock())
         log.info(
             "job %s: result %s by reviewer %s (%s)",
