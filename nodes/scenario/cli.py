@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -24,20 +25,60 @@ def generate_cmd(
     sqlite: Annotated[
         bool, typer.Option("--sqlite", help="Also one SQLite database and mapping per holder.")
     ] = False,
+    postgres: Annotated[
+        str | None,
+        typer.Option(
+            "--postgres",
+            metavar="URL",
+            help="Also one schema per holder in this PostgreSQL database, and a mapping each.",
+        ),
+    ] = None,
+    schema_prefix: Annotated[
+        str, typer.Option(help="Prefix of the PostgreSQL schema names (default none).")
+    ] = "",
 ) -> None:
-    """Write every holder's data files and consents (and databases with ``--sqlite``)."""
-    from nodes.scenario.databases import write_sqlite
+    """Write every holder's data files and consents, and optionally a database per holder.
+
+    With ``--sqlite`` or ``--postgres``: one SQLite file, or one PostgreSQL schema, per
+    holder, and the mapping file a node reads it through.
+    """
+    import sqlalchemy as sa
+
+    from nodes.scenario.databases import postgres_schema, show_url, write_postgres, write_sqlite
     from nodes.scenario.generator import generate
 
+    def fail(message: str) -> typer.Exit:
+        typer.echo(f"error: {message.splitlines()[0]}", err=True)
+        return typer.Exit(code=2)
+
+    if sqlite and postgres:
+        raise fail("--sqlite and --postgres: choose one")
+    if schema_prefix and not re.fullmatch(r"[a-z_][a-z0-9_]{0,30}", schema_prefix):
+        raise fail("--schema-prefix: lower-case letters, digits and _, starting with a letter")
+    if postgres:
+        try:
+            backend = sa.engine.make_url(postgres).get_backend_name()
+        except sa.exc.ArgumentError:
+            backend = None
+        if backend != "postgresql":
+            raise fail(f"--postgres: {postgres!r} is not a postgresql:// URL")
     try:
         manifest = generate(preset, out, seed, years=years, scale=scale)
     except ValueError as exc:
-        typer.echo(f"error: {str(exc).splitlines()[0]}", err=True)
-        raise typer.Exit(code=2) from None
+        raise fail(str(exc)) from None
     for node in manifest.nodes:
         rows = ", ".join(f"{d} {n}" for d, n in node.rows.items())
-        where = out / node.name
-        if sqlite:
-            mapping = write_sqlite(where, node.files)
-            where = mapping
+        where = str(out / node.name)
+        try:
+            if sqlite:
+                where = str(write_sqlite(out / node.name, node.files))
+            elif postgres:
+                schema = postgres_schema(node.name, schema_prefix)
+                mapping = write_postgres(out / node.name, node.files, postgres, schema)
+                where = f"{mapping} (schema {schema} of {show_url(postgres)})"
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+        except sa.exc.SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip()
+            raise fail(f"--postgres: {show_url(str(postgres))}: {reason}") from None
         typer.echo(f"{node.name}: {rows} -> {where}")

@@ -41,3 +41,16 @@ def test_generate_writes_files_and_sqlite_databases_that_read_the_same(tmp_path)
 def test_generate_refuses_an_unknown_preset_in_one_line(tmp_path):
     proc = _generate("--out", str(tmp_path), "--preset", "sapporo")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "sapporo" in proc.stderr
+
+
+def test_generate_refuses_a_bad_database_choice_in_one_line_before_writing(tmp_path):
+    for args, fragment in (
+        (("--postgres", "sqlite:///x.db"), "is not a postgresql:// URL"),
+        (("--postgres", "not a url"), "is not a postgresql:// URL"),
+        (("--sqlite", "--postgres", "postgresql://u@h/db"), "choose one"),
+        (("--postgres", "postgresql://u@h/db", "--schema-prefix", "Bad-"), "--schema-prefix"),
+    ):
+        proc = _generate("--out", str(tmp_path / "x"), "--year", "2019", *args)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert fragment in proc.stderr
+        assert not (tmp_path / "x").exists()
