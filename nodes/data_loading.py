@@ -14,8 +14,7 @@ the domain has the column, else within :data:`UNDECLARED_LIMIT`.
 from __future__ import annotations
 
 import dataclasses
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from federation.cdm import Column, DomainSchema, get_schema
+from nodes.column_checks import convert_column, missing_mask
 
 __all__ = [
     "MAX_LISTED",
@@ -34,9 +34,6 @@ __all__ = [
     "read_header",
     "validate_frame",
 ]
-
-_TRUE = {"1", "true", "yes"}
-_FALSE = {"0", "false", "no"}
 
 #: Largest magnitude a numeric column without a declared range may hold: models train in
 #: float32 (largest value about 3.4e38), and a secure sum squares values and adds them over
@@ -152,7 +149,9 @@ def _read(path: Path, *, header_only: bool = False) -> tuple[pd.DataFrame, bool]
                 import pyarrow.parquet as pq
 
                 return pd.DataFrame(columns=pq.read_schema(path).names), False
-            return pd.read_parquet(path), False
+            # split blocks: numeric columns stay as read, not copied into one 2-D block
+            split = {"split_blocks": True, "self_destruct": True}
+            return pd.read_parquet(path, to_pandas_kwargs=split), False
     except FileNotFoundError:
         raise DataValidationError(path.name, "file not found") from None
     except Exception as exc:  # noqa: BLE001 - any parser failure means an unreadable file
@@ -215,8 +214,8 @@ def validate_frame(
         A new frame with exactly the schema's columns in schema order (absent optional
         columns filled with missing values): ``int`` and ``bool`` columns as ``int64``
         (nullable ``Int64`` when optional), ``float`` as ``float64``, ``category`` as
-        ``pandas.Categorical`` with the schema's categories, ``str`` as ``object`` and
-        ``date`` as ``datetime64``.
+        ``pandas.Categorical`` with the schema's categories, ``str`` as pandas' ``str``
+        dtype (missing as NaN) and ``date`` as ``datetime64``.
 
     Raises:
         DataValidationError: a required column is missing, a column is not in the schema,
@@ -252,12 +251,12 @@ def validate_frame(
         if col.name not in columns:
             out[col.name] = _empty(col, len(df))
             continue
-        values, found, bad = _convert(col, df[col.name].reset_index(drop=True))
+        values, found, bad = convert_column(col, df[col.name])
         problems += [(pos + 1, order, at.cell(pos, col.name, r, n)) for pos, r, n in found]
         bad_rows[col.name] = bad
         out[col.name] = values
 
-    result = pd.DataFrame(out)
+    result = pd.DataFrame(out, copy=False)  # no consolidating copy
     for check in schema.checks:
         if not all(c in columns for c in check.needs):
             continue
@@ -302,45 +301,63 @@ def _duplicates(
     """Return the rows that repeat another row, or another row's key (one problem each kind).
 
     Whole rows are compared as read; keys as converted (``keyed``, default the rows read),
-    so that spacing around a pseudonym does not hide a repeat.
+    so that spacing around a pseudonym does not hide a repeat. Two equal rows share their
+    key (or both lack a valid one), so rows are compared whole only among those.
     """
     out: list[tuple[int, int, Problem]] = []
     raw = df.reset_index(drop=True)
     keyed = raw if keyed is None else keyed
-    if not schema.rows_may_repeat and len(raw.columns):
-        found = _repeats(raw, list(raw.columns), np.zeros(len(raw), dtype=bool))
-        if found is not None:
-            pos, earlier, count = found
-            out.append(
-                (pos + 1, -1, at.cell(pos, None, f"the row repeats row {earlier + 1}", count))
-            )
+    candidates = np.ones(len(raw), dtype=bool)  # rows that may repeat another whole row
     for key in schema.unique:
         if not all(c in raw.columns for c in key):
             continue
-        skip = np.logical_or.reduce([_missing_mask(raw[c]) | bad_rows.get(c, False) for c in key])
-        found = _repeats(keyed, list(key), skip)
+        skip = np.logical_or.reduce([_unusable(schema, raw, c, bad_rows) for c in key])
+        ids = _row_ids(keyed, list(key))
+        candidates &= skip | pd.Series(ids).duplicated(keep=False).to_numpy(dtype=bool)
+        found = _repeats(ids, skip)
         if found is not None:
             pos, earlier, count = found
             what = " and ".join(key)
             reason = f"repeats the {what} of row {earlier + 1} (one row per {what})"
             order = schema.names.index(key[-1])
             out.append((pos + 1, order, at.cell(pos, key[-1], reason, count)))
+    if not schema.rows_may_repeat and len(raw.columns) and candidates.any():
+        rows = np.flatnonzero(candidates)
+        ids = _row_ids(raw.iloc[rows], list(raw.columns))
+        found = _repeats(ids, np.zeros(len(rows), dtype=bool))
+        if found is not None:
+            pos, earlier, count = int(rows[found[0]]), int(rows[found[1]]), found[2]
+            out.append(
+                (pos + 1, -1, at.cell(pos, None, f"the row repeats row {earlier + 1}", count))
+            )
     return out
 
 
-def _repeats(
-    frame: pd.DataFrame, columns: list[str], skip: np.ndarray
-) -> tuple[int, int, int] | None:
-    """Return (first repeating position, the earlier position it repeats, how many repeat).
+def _unusable(
+    schema: DomainSchema, raw: pd.DataFrame, column: str, bad_rows: dict[str, np.ndarray]
+) -> np.ndarray:
+    """Return which rows lack a valid value in ``column`` (missing or reported bad)."""
+    bad = bad_rows.get(column)
+    if bad is not None and column in schema.names and schema.column(column).required:
+        return bad  # a missing value in a required column is already reported bad
+    return missing_mask(raw[column]) | (False if bad is None else bad)
 
-    Rows are compared by a 64-bit hash of their values (pandas' vectorised row hash).
-    """
-    hashes = pd.util.hash_pandas_object(frame[columns], index=False).to_numpy()
-    dup = pd.Series(hashes).duplicated(keep="first").to_numpy(dtype=bool) & ~skip
+
+def _row_ids(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """Return one integer per row, equal exactly for rows with equal values (NaN = NaN)."""
+    if len(columns) == 1:
+        return pd.factorize(frame[columns[0]], use_na_sentinel=False)[0]
+    grouped = frame[columns].groupby(columns, sort=False, dropna=False, observed=True)
+    return grouped.ngroup().to_numpy()
+
+
+def _repeats(ids: np.ndarray, skip: np.ndarray) -> tuple[int, int, int] | None:
+    """Return (first repeating position, the earlier position it repeats, how many repeat)."""
+    dup = pd.Series(ids).duplicated(keep="first").to_numpy(dtype=bool) & ~skip
     if not dup.any():
         return None
     pos = int(np.flatnonzero(dup)[0])
-    earlier = int(np.flatnonzero((hashes == hashes[pos]) & ~skip)[0])
+    earlier = int(np.flatnonzero((ids == ids[pos]) & ~skip)[0])
     return pos, earlier, int(dup.sum())
 
 
@@ -359,160 +376,7 @@ def _empty(col: Column, n: int) -> pd.Series | pd.Categorical:
         return pd.Categorical([None] * n, categories=list(col.categories))
     if col.kind == "date":
         return pd.Series(pd.NaT, index=range(n), dtype="datetime64[ns]")
-    return pd.Series([None] * n, dtype=object)
-
-
-def _missing_mask(raw: pd.Series) -> np.ndarray:
-    mask = raw.isna().to_numpy(dtype=bool).copy()
-    if raw.dtype == object or pd.api.types.is_string_dtype(raw.dtype):
-        text = raw.astype(object).where(~mask, "")
-        mask |= np.array([isinstance(v, str) and v.strip() == "" for v in text], dtype=bool)
-    return mask
-
-
-def _convert(
-    col: Column, raw: pd.Series
-) -> tuple[pd.Series | pd.Categorical, list[tuple[int, str, int]], np.ndarray]:
-    """Convert one column.
-
-    Returns:
-        The values, each problem as (first 0-based position, reason, rows affected), and
-        the mask of rows with any problem.
-    """
-    missing = _missing_mask(raw)
-    problems: list[tuple[int, str, int]] = []
-    bad = np.zeros(len(raw), dtype=bool)
-
-    def note(mask: np.ndarray, reason_of: Callable[[int], str] | str) -> None:
-        nonlocal bad
-        mask = mask & ~bad  # a row is blamed once per column, for its first problem
-        hits = np.flatnonzero(mask)
-        if hits.size:
-            pos = int(hits[0])
-            reason = reason_of(pos) if callable(reason_of) else reason_of
-            problems.append((pos, reason, int(hits.size)))
-            bad = bad | mask
-
-    if col.required:
-        note(missing, "missing value in a required column")
-
-    def raw_text(pos: int) -> str:
-        return repr(raw.iloc[pos]) if isinstance(raw.iloc[pos], str) else str(raw.iloc[pos])
-
-    values: pd.Series | pd.Categorical
-    if col.kind in ("int", "float"):
-        if pd.api.types.is_bool_dtype(raw.dtype) or pd.api.types.is_numeric_dtype(raw.dtype):
-            numeric = raw.astype(float)
-        else:
-            text = raw.astype(object).where(~missing, None)
-            numeric = pd.to_numeric(
-                text.map(lambda v: v.strip() if isinstance(v, str) else v), errors="coerce"
-            ).astype(float)
-        arr = numeric.to_numpy(dtype=float)
-        unparsed = np.isnan(arr) & ~missing
-        note(unparsed, lambda p: f"value {raw_text(p)} is not a number")
-        note(np.isinf(arr), lambda p: f"value {raw_text(p)} is not finite")
-        if col.kind == "int":
-            finite = np.isfinite(arr)
-            frac = finite & (arr != np.round(arr))
-            note(frac, lambda p: f"value {raw_text(p)} is not an integer")
-        _note_range(col, arr, note, lambda p: raw_text(p).strip("'"))
-        if col.kind == "int":
-            if col.required:
-                values = pd.Series(np.where(np.isfinite(arr), arr, 0).astype(np.int64))
-            else:
-                values = pd.Series(
-                    pd.array([None if not np.isfinite(v) else int(v) for v in arr], dtype="Int64")
-                )
-        else:
-            values = pd.Series(arr)
-    elif col.kind == "bool":
-        codes = np.full(len(raw), -1, dtype=np.int64)
-        for pos, v in enumerate(raw.to_numpy(dtype=object)):
-            if missing[pos]:
-                continue
-            if isinstance(v, bool | np.bool_):
-                codes[pos] = int(v)
-            elif isinstance(v, int | np.integer | float | np.floating):
-                if v in (0, 1):
-                    codes[pos] = int(v)
-            else:
-                s = str(v).strip().lower()
-                codes[pos] = 1 if s in _TRUE else 0 if s in _FALSE else -1
-        note((codes < 0) & ~missing, lambda p: f"value {raw_text(p)} is not 0 or 1")
-        if col.required:
-            values = pd.Series(np.where(codes < 0, 0, codes).astype(np.int64))
-        else:
-            values = pd.Series(pd.array([None if c < 0 else int(c) for c in codes], dtype="Int64"))
-    elif col.kind == "category":
-        text = raw.astype(object).map(lambda v: v.strip() if isinstance(v, str) else v)
-        allowed = set(col.categories)
-        pairs = list(zip(text, missing, strict=True))
-        unknown = np.array([not m and str(v) not in allowed for v, m in pairs], dtype=bool)
-        note(unknown, lambda p: f"value {raw_text(p)} is not {col.describe_range()}")
-        values = pd.Categorical(
-            [None if m or str(v) not in allowed else str(v) for v, m in pairs],
-            categories=list(col.categories),
-        )
-    elif col.kind == "date":
-        if pd.api.types.is_datetime64_any_dtype(raw.dtype):
-            parsed = pd.to_datetime(raw)
-        else:
-            text = raw.astype(object).map(lambda v: v.strip() if isinstance(v, str) else v)
-            text = text.where(~missing, None)
-            parsed = pd.to_datetime(text.map(_as_iso), format="%Y-%m-%d", errors="coerce")
-        undated = parsed.isna().to_numpy(dtype=bool) & ~missing
-        note(undated, lambda p: f"value {raw_text(p)} is not an ISO date (YYYY-MM-DD)")
-        ok = ~parsed.isna().to_numpy(dtype=bool)
-        if col.low is not None:
-            note(
-                ok & (parsed < pd.Timestamp(str(col.low))).to_numpy(dtype=bool),
-                lambda p: f"date {parsed.iloc[p].date()} is before {col.low}",
-            )
-        if col.high is not None:
-            note(
-                ok & (parsed > pd.Timestamp(str(col.high))).to_numpy(dtype=bool),
-                lambda p: f"date {parsed.iloc[p].date()} is after {col.high}",
-            )
-        values = pd.Series(parsed.to_numpy(dtype="datetime64[ns]"))
-    else:  # str
-        text = raw.astype(object).map(lambda v: v.strip() if isinstance(v, str) else v)
-        if col.pattern is not None:
-            rx = re.compile(col.pattern)
-            nomatch = np.array(
-                [not m and not rx.fullmatch(str(v)) for v, m in zip(text, missing, strict=True)],
-                dtype=bool,
-            )
-            what = "a 32-hex-digit pseudonym" if col.role == "key" else f"matching {col.pattern}"
-            note(nomatch, lambda p: f"value {raw_text(p)} is not {what}")
-        values = pd.Series(
-            [None if m else str(v) for v, m in zip(text, missing, strict=True)], dtype=object
-        )
-
-    return values, sorted(problems), bad
-
-
-def _as_iso(value: object) -> object:
-    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-        return value
-    if value is None:
-        return None
-    if hasattr(value, "isoformat") and not isinstance(value, str):
-        return str(value.isoformat())[:10]
-    return "not-a-date"
-
-
-def _note_range(
-    col: Column,
-    arr: np.ndarray,
-    note: Callable[[np.ndarray, Callable[[int], str]], None],
-    text: Callable[[int], str],
-) -> None:
-    finite = np.isfinite(arr)
-    low = -np.inf if col.low is None else float(col.low)
-    high = np.inf if col.high is None else float(col.high)
-    outside = finite & ((arr < low) | (arr > high))
-    note(outside, lambda p: f"value {text(p)} is outside {col.describe_range()}")
+    return pd.Series([None] * n, dtype="str")
 
 
 def load_any(
@@ -556,7 +420,7 @@ def load_any(
     bad_rows: dict[str, np.ndarray] = {}
     for order, name in enumerate(required_columns):
         col = _declared(schema, name)
-        values, found, bad = _convert(col, frame[name])
+        values, found, bad = convert_column(col, frame[name])
         problems += [(pos + 1, order, at.cell(pos, name, r, n)) for pos, r, n in found]
         bad_rows[name] = bad
         frame[name] = np.asarray(values, dtype=float)
