@@ -21,7 +21,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from federation.cdm import DomainSchema, get_schema
@@ -81,6 +84,87 @@ def _source(mapping: NodeMapping, dmap: DomainMap, names: Sequence[str]) -> sa.S
     if dmap.where:
         stmt = stmt.where(sa.text(dmap.where))
     return stmt.limit(mapping.row_limit + 1)
+
+
+#: PostgreSQL column types read through ``COPY``, by type OID, as Arrow reads their text.
+_COPY_TYPES: dict[int, pa.DataType] = {
+    16: pa.bool_(),  # boolean
+    20: pa.int64(),  # bigint
+    21: pa.int64(),  # smallint
+    23: pa.int64(),  # integer
+    700: pa.float64(),  # real
+    701: pa.float64(),  # double precision
+    1700: pa.float64(),  # numeric
+    19: pa.string(),  # name
+    25: pa.string(),  # text
+    1042: pa.string(),  # character(n)
+    1043: pa.string(),  # character varying
+    1082: pa.date32(),  # date
+}
+
+#: Renders a statement for ``COPY``: literal values, no parameter escaping of ``%``.
+_COPY_DIALECT = postgresql.dialect(paramstyle="named")
+
+
+def _fetch(conn: Connection, stmt: sa.Select, names: list[str]) -> pd.DataFrame:
+    """Return the rows ``stmt`` selects as a frame with columns ``names``.
+
+    PostgreSQL through psycopg streams them with ``COPY (SELECT ...) TO STDOUT`` in the
+    same read-only session, parsed column-wise by Arrow; other databases, or columns of
+    other types, are fetched row by row.
+
+    Raises:
+        sqlalchemy.exc.SQLAlchemyError: the database refused the statement or it timed out.
+    """
+    copied = _copy_postgres(conn, stmt, names) if names else None
+    if copied is not None:
+        return copied
+    return pd.DataFrame(conn.execute(stmt).all(), columns=names)
+
+
+def _copy_postgres(conn: Connection, stmt: sa.Select, names: list[str]) -> pd.DataFrame | None:
+    """Return the rows through ``COPY``, or ``None`` when this connection cannot."""
+    if conn.dialect.name != "postgresql":
+        return None
+    try:
+        import psycopg
+    except ImportError:  # another driver: rows are fetched one by one
+        return None
+    driver = conn.connection.driver_connection
+    if not isinstance(driver, psycopg.Connection):
+        return None
+    probe = conn.execute(stmt.limit(0))  # the column types, no rows
+    types = [_COPY_TYPES.get(c.type_code) for c in probe.cursor.description]
+    probe.close()
+    if any(t is None for t in types):
+        return None
+    sql = stmt.compile(dialect=_COPY_DIALECT, compile_kwargs={"literal_binds": True})
+    copy_sql = f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)"
+    data = bytearray()
+    try:
+        with driver.cursor() as cur, cur.copy(copy_sql) as copy:
+            for block in copy:
+                data += block
+    except psycopg.Error as exc:
+        raise sa.exc.DBAPIError.instance(copy_sql, None, exc, psycopg.Error) from None
+    schema = pa.schema(list(zip(names, types, strict=True)))
+    if not data:
+        return schema.empty_table().to_pandas()
+    table = pa_csv.read_csv(
+        pa.py_buffer(data),
+        read_options=pa_csv.ReadOptions(column_names=names),
+        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+        convert_options=pa_csv.ConvertOptions(
+            column_types=schema,
+            null_values=[""],  # COPY writes NULL unquoted, an empty text as ""
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+            true_values=["t"],
+            false_values=["f"],
+        ),
+    )
+    del data
+    return table.to_pandas(split_blocks=True, self_destruct=True)
 
 
 def _needed(schema: DomainSchema, dmap: DomainMap, columns: Sequence[str]) -> list[str]:
@@ -195,7 +279,7 @@ def read_mapped(
     sources = list(dict.fromkeys(s for n in names if (s := dmap.columns[n].source)))
     label = f"{mapping.path.name} {domain}"
     with _connect(mapping) as conn:
-        raw = pd.DataFrame(conn.execute(_source(mapping, dmap, sources)).all(), columns=sources)
+        raw = _fetch(conn, _source(mapping, dmap, sources), sources)
     if len(raw) > mapping.row_limit:
         raise DataValidationError(label, f"more than row_limit = {mapping.row_limit} rows")
     found: list[Problem] = []
@@ -207,8 +291,9 @@ def read_mapped(
         result.dropped_incomplete = int((keep & ~complete).sum())
         keep &= complete
     positions = np.flatnonzero(keep)
+    rows = built if keep.all() else built[keep].reset_index(drop=True)
     try:
-        frame = validate_frame(_subset(schema, names), built[keep].reset_index(drop=True), label)
+        frame = validate_frame(_subset(schema, names), rows, label)
     except DataValidationError as exc:  # rows renumbered as read
         found += [_renumber(p, positions) for p in exc.problems]
         frame = None

@@ -78,9 +78,13 @@ def test_a_job_asks_postgres_only_for_its_columns(hospital):
     _, mapping_file, *_ = hospital
     frame, sent = read_capturing_sql(mapping_file, "births", ["preterm", "smoking"])
     assert list(frame.columns) == ["subject", "preterm", "smoking"]
-    (select,) = [s for s in sent if "deliveries" in s]
-    head = select.split("FROM")[0]
-    assert {"mother_pid", "ga_days", "smoke_cd"} == {c for c in holder_table_columns() if c in head}
+    reads = [s for s in sent if "deliveries" in s]
+    assert any(s.startswith("COPY (SELECT") for s in reads)  # the rows, in bulk
+    for select in reads:
+        head = select.split("FROM")[0]
+        assert {"mother_pid", "ga_days", "smoke_cd"} == {
+            c for c in holder_table_columns() if c in head
+        }
 
 
 def holder_table_columns() -> list[str]:
@@ -125,3 +129,61 @@ def test_postgres_mapping_errors_and_bad_rows_listed_at_once(hospital, tmp_path)
     finally:
         with admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{bad_schema}" CASCADE'))
+
+
+def test_bulk_read_keeps_types_nulls_and_filters(hospital, tmp_path):
+    """Rows read in bulk (COPY) carry NULL, empty text, booleans, dates and numerics."""
+    _, _, _, schema, admin = hospital
+    with admin.begin() as conn:
+        conn.execute(
+            sa.text(
+                f'CREATE TABLE "{schema}".kinds (pid text, bw numeric, smoke boolean, '
+                "born date, site varchar(20), keep text)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                f'INSERT INTO "{schema}".kinds VALUES '
+                f"('{'a' * 32}', 3.25, true, '2019-05-01', 'city-hospital', '50% yes'), "
+                f"('{'b' * 32}', 2.4, false, '2019-05-02', '', '50% yes'), "
+                f"('{'c' * 32}', NULL, NULL, NULL, NULL, '50% yes'), "
+                f"('{'d' * 32}', 9, true, '2019-05-03', 'x', 'no')"
+            )
+        )
+    path = tmp_path / "kinds.toml"
+    path.write_text(
+        f'url_env = "{ENV}"\nschema = "{schema}"\n\n[domains.births]\ntable = "kinds"\n'
+        'where = "keep LIKE \'50%\'"\n[domains.births.columns]\nsubject = "pid"\n'
+        'birth_weight_g = { from = "bw", convert = "kg->g", round = 0 }\n'
+        'smoking = "smoke"\nbirth_date = "born"\nfacility = "site"\n'
+    )
+    mapping = load_mapping(path)
+    with pytest.raises(DataValidationError) as caught:
+        read_mapped(mapping, "births", ["birth_weight_g", "smoking", "birth_date", "facility"])
+    missing = "missing value in a required column"
+    assert [(p.row, p.column, p.reason, p.more) for p in caught.value.problems] == [
+        (2, "facility", missing, 1),  # the empty text, and the NULL of row 3
+        (3, "birth_weight_g", missing, 0),
+        (3, "smoking", missing, 0),
+        (3, "birth_date", missing, 0),
+    ]
+    read = read_mapped(mapping, "births", ["birth_weight_g", "smoking"], raise_problems=False)
+    assert read.rows_read == 3 and len(read.problems) == 2
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"""DELETE FROM "{schema}".kinds WHERE bw IS NULL OR site = ''"""))
+    frame = read_mapped(mapping, "births", ["birth_weight_g", "smoking", "birth_date"]).frame
+    assert frame["subject"].tolist() == ["a" * 32]
+    assert frame["birth_weight_g"].tolist() == [3250] and frame["smoking"].tolist() == [1]
+    assert frame["birth_date"].tolist() == [pd.Timestamp("2019-05-01")]
+
+
+def test_a_bulk_read_past_the_timeout_is_a_database_error(hospital, tmp_path):
+    _, _, _, schema, _ = hospital
+    path = tmp_path / "slow.toml"
+    path.write_text(
+        f'url_env = "{ENV}"\nschema = "{schema}"\ntimeout_s = 0.2\n\n[domains.births]\n'
+        f"query = 'SELECT mother_pid, pg_sleep(0.05) AS nap FROM \"{schema}\".deliveries'\n"
+        '[domains.births.columns]\nsubject = "mother_pid"\n'
+    )
+    with pytest.raises(sa.exc.OperationalError, match="statement timeout"):
+        read_mapped(load_mapping(path), "births", [])
