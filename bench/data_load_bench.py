@@ -7,8 +7,10 @@ PostgreSQL through a mapping file with ``nodes.sql_source.read_mapped`` (read-on
 session, every data-model column, mapped and validated). Each measurement runs in its
 own process so its peak memory (max RSS) is the node's. Needs
 ``$HAMANASU_TEST_POSTGRES_URL`` for the PostgreSQL part (skipped, and said so, without).
-Goals: <= 5 s from Parquet, <= 15 s from PostgreSQL. Writes
-``bench/results/data_load.json`` with the load average.
+Goals: <= 5 s from Parquet, <= 15 s from PostgreSQL. ``--baseline DIR`` also measures
+another checkout's code (e.g. an older commit in a git worktree) on the same table in the
+same session, for a before/after ratio. Writes ``bench/results/data_load.json`` with the
+load average.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+CODE = Path(os.environ.get("HAMANASU_BENCH_CODE", ROOT))  # whose code a measurement runs
+if str(CODE) not in sys.path:
+    sys.path.insert(0, str(CODE))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -75,15 +78,23 @@ def _measure(kind: str, target: str) -> dict[str, float]:
     }
 
 
-def _child(kind: str, target: Path) -> dict[str, float]:
+def _child(kind: str, target: Path, code: Path = ROOT) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": str(code), "HAMANASU_BENCH_CODE": str(code)}
     out = subprocess.run(
         [sys.executable, __file__, "--measure", kind, str(target)],
         capture_output=True,
         text=True,
         check=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=env,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _commit(code: Path) -> str:
+    out = subprocess.run(
+        ["git", "-C", str(code), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    return out.stdout.strip() or "unknown"
 
 
 def _to_postgres(url: str, frame: pd.DataFrame, schema: str) -> None:
@@ -121,6 +132,7 @@ def main() -> None:
     """Build the table, measure each source in its own process, print and save figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--baseline", type=Path, help="another checkout to measure as well")
     parser.add_argument("--measure", nargs=2, metavar=("KIND", "TARGET"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -129,11 +141,14 @@ def main() -> None:
     from nodes.scenario.databases import identity_mapping
 
     results: dict[str, object] = {}
+    before: dict[str, object] = {}
+    codes = [(results, ROOT)] + ([(before, args.baseline.resolve())] if args.baseline else [])
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         frame = _births(args.rows, folder)
         frame.to_parquet(folder / "births.parquet", index=False)
-        results["parquet"] = _child("parquet", folder / "births.parquet")
+        for into, code in codes:
+            into["parquet"] = _child("parquet", folder / "births.parquet", code)
         url = os.environ.get("HAMANASU_TEST_POSTGRES_URL")
         if url:
             schema = f"bench_{secrets.token_hex(4)}"
@@ -146,22 +161,17 @@ def main() -> None:
                         "\n\n", f'\nschema = "{schema}"\nrow_limit = {args.rows * 2}\n\n', 1
                     )
                 )
-                results["postgres"] = _child("postgres", mapping)
+                for into, code in codes:
+                    into["postgres"] = _child("postgres", mapping, code)
             finally:
                 _drop(url, schema)
         else:
-            results["postgres"] = "skipped: HAMANASU_TEST_POSTGRES_URL is not set"
-    for kind, goal in GOALS.items():
-        got = results[kind]
-        if isinstance(got, dict):
-            got["goal_s"] = goal
-            got["ratio_to_goal"] = round(got["seconds"] / goal, 2)
-            print(
-                f"{kind:9s} {got['rows']:>9,} rows {got['seconds']:7.2f} s "
-                f"{got['rows_per_s']:>10,} rows/s peak {got['peak_rss_mb']:.0f} MB (goal {goal} s)"
-            )
-        else:
-            print(f"{kind:9s} {got}")
+            for into, _ in codes:
+                into["postgres"] = "skipped: HAMANASU_TEST_POSTGRES_URL is not set"
+    _report(results, before)
+    if before:
+        before["commit"] = _commit(args.baseline)
+        results["baseline"] = before
     record = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "rows": args.rows,
@@ -173,6 +183,28 @@ def main() -> None:
     out = ROOT / "bench" / "results" / "data_load.json"
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"load average {os.getloadavg()}; wrote {out}")
+
+
+def _report(results: dict[str, object], before: dict[str, object]) -> None:
+    """Print each source's figures against the goal (and the baseline's, when measured)."""
+    for kind, goal in GOALS.items():
+        got = results[kind]
+        if not isinstance(got, dict):
+            print(f"{kind:9s} {got}")
+            continue
+        got["goal_s"] = goal
+        got["ratio_to_goal"] = round(got["seconds"] / goal, 2)
+        print(
+            f"{kind:9s} {got['rows']:>9,} rows {got['seconds']:7.2f} s "
+            f"{got['rows_per_s']:>10,} rows/s peak {got['peak_rss_mb']:.0f} MB (goal {goal} s)"
+        )
+        old = before.get(kind)
+        if isinstance(old, dict):
+            got["speedup_vs_baseline"] = round(old["seconds"] / got["seconds"], 1)
+            print(
+                f"{'':9s} baseline {old['seconds']:7.2f} s {old['rows_per_s']:>10,} rows/s "
+                f"peak {old['peak_rss_mb']:.0f} MB: {got['speedup_vs_baseline']}x faster now"
+            )
 
 
 if __name__ == "__main__":
