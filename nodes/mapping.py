@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -119,24 +119,30 @@ class ColumnMap(BaseModel):
         missing = values.isna().to_numpy(dtype=bool)
         if self.codes is not None:
             table = {str(k): v for k, v in self.codes.items()}
-            text = values.map(lambda v: _code_text(v))
-            mapped = text.map(table)
+            codes, distinct = _distinct(values)
+            known = [table.get(_code_text(v), np.nan) for v in distinct] + [np.nan]
+            mapped = pd.Series(np.array(known, dtype=object)[codes]).infer_objects()
             unknown = mapped.isna().to_numpy(dtype=bool) & ~missing
             if unknown.any():
                 first = int(np.flatnonzero(unknown)[0])
                 listed = ", ".join(sorted(table))
-                reason = f"code {text.iloc[first]!r} has no mapping (mapped: {listed})"
+                code = _code_text(values.iloc[first])
+                reason = f"code {code!r} has no mapping (mapped: {listed})"
                 problems.append((first, reason, int(unknown.sum())))
             return mapped
         if self.date_format is not None:
-            text = values.map(lambda v: None if v is None or v != v else _code_text(v))
-            parsed = pd.to_datetime(text, format=self.date_format, errors="coerce")
+            codes, distinct = _distinct(values)
+            text = pd.Series([_code_text(v) for v in distinct], dtype=object)
+            days = pd.to_datetime(text, format=self.date_format, errors="coerce").dt.normalize()
+            known_days = np.append(days.to_numpy("datetime64[ns]"), np.datetime64("NaT", "ns"))
+            parsed = pd.Series(known_days[codes])  # the day: data-model dates have no time
             bad = parsed.isna().to_numpy(dtype=bool) & ~missing
             if bad.any():
                 first = int(np.flatnonzero(bad)[0])
-                reason = f"{text.iloc[first]!r} is not a date in the format {self.date_format}"
+                code = _code_text(values.iloc[first])
+                reason = f"{code!r} is not a date in the format {self.date_format}"
                 problems.append((first, reason, int(bad.sum())))
-            return parsed.dt.strftime("%Y-%m-%d").where(parsed.notna(), None)
+            return parsed
         factor = (CONVERSIONS[self.convert] if self.convert else 1.0) * (self.scale or 1.0)
         if factor == 1.0 and self.round is None:
             return values
@@ -149,6 +155,19 @@ class ColumnMap(BaseModel):
         if self.round == "floor":
             return np.floor(out + 1e-9)
         return out.round(self.round) if self.round is not None else out
+
+
+def _distinct(values: pd.Series) -> tuple[np.ndarray, list[Any]]:
+    """Return each row's index into a list of the distinct values (-1: missing), and the list.
+
+    Python objects are not merged (``True``, ``1`` and ``1.0`` are one hash key but may
+    read differently): each row is its own value there.
+    """
+    if values.dtype == object:
+        missing = values.isna().to_numpy(dtype=bool)
+        return np.where(missing, -1, np.arange(len(values))), list(values)
+    codes, distinct = pd.factorize(values)
+    return codes, list(distinct)
 
 
 def _code_text(value: object) -> str:
