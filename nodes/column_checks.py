@@ -20,9 +20,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from federation.cdm import Column
+from federation.cdm import PSEUDONYM_PATTERN, Column
 
-__all__ = ["Found", "convert_column", "missing_mask"]
+__all__ = ["Found", "convert_column", "missing_mask", "value_ids"]
 
 #: Each problem of a column: (first 0-based position, reason, rows affected).
 Found = list[tuple[int, str, int]]
@@ -31,6 +31,8 @@ _TRUE = {"1", "true", "yes"}
 _FALSE = {"0", "false", "no"}
 _BOOL_TEXT = pa.array(["0", "false", "no", "1", "true", "yes"])
 _ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+_HEX_BYTES = np.zeros(256, dtype=bool)
+_HEX_BYTES[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = True
 _ARROW_FAILS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError)
 
 
@@ -106,12 +108,58 @@ def _text_and_missing(raw: pd.Series, arr: pa.Array | None) -> tuple[pa.Array | 
     return None, mask
 
 
+def _fixed_width(text: pa.Array) -> np.ndarray | None:
+    """Return the bytes of text values as an (n, width) array, or ``None``.
+
+    ``None`` unless every value is present and all have the same (non-zero) length.
+    """
+    if text.null_count or not len(text) or not _is_text(text):
+        return None
+    large = pa.types.is_large_string(text.type)
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int64 if large else np.int32)
+    offsets = offsets[text.offset : text.offset + len(text) + 1]
+    width = int(offsets[1] - offsets[0])
+    if width <= 0 or int(offsets[-1] - offsets[0]) != width * len(text):
+        return None
+    if not (np.diff(offsets) == width).all():
+        return None
+    data = np.frombuffer(text.buffers()[2], dtype=np.uint8)
+    return data[int(offsets[0]) : int(offsets[-1])].reshape(len(text), width)
+
+
+def value_ids(values: pd.Series) -> np.ndarray:
+    """Return one integer per value, equal exactly where the values are equal (NaN = NaN).
+
+    Text values of one length (pseudonyms) are hashed 8 bytes at a time, and only rows
+    sharing a hash are compared in full; other values are factorised by pandas.
+    """
+    arr = _arrow(values)
+    rows = None if arr is None else _fixed_width(arr)
+    if rows is None or rows.shape[1] % 8:
+        return pd.factorize(values, use_na_sentinel=False)[0]
+    words = rows.view(np.uint64)
+    hashed = np.zeros(len(words), dtype=np.uint64)
+    for j in range(words.shape[1]):
+        hashed = (hashed ^ words[:, j]) * np.uint64(0x9E3779B97F4A7C15)
+        hashed ^= hashed >> np.uint64(29)
+    ids = pd.factorize(hashed)[0]
+    shared = np.flatnonzero(pd.Series(ids, copy=False).duplicated(keep=False).to_numpy(dtype=bool))
+    if shared.size:  # equal values, or different values whose hashes collide
+        exact = pd.factorize(arr.take(pa.array(shared)).to_pandas())[0]
+        ids[shared] = exact + ids.max() + 1
+    return ids
+
+
 def _full_match(text: pa.Array, pattern: str, missing: np.ndarray) -> np.ndarray:
     """Return which values match ``pattern`` in full (Python ``re`` semantics).
 
     Arrow's RE2 checks plain ASCII lines; other values, and patterns RE2 cannot
     compile, go through Python's ``re``.
     """
+    if pattern == PSEUDONYM_PATTERN:
+        rows = _fixed_width(text)
+        if rows is not None and rows.shape[1] == 32:  # every value 32 bytes: all hex?
+            return np.take(_HEX_BYTES, rows).all(axis=1)
     rx = re.compile(pattern)
     try:
         fast = _bools(pc.match_substring_regex(text, f"^(?:{pattern})$"))
@@ -201,7 +249,7 @@ def _numbers(v: _Values) -> pd.Series:
         outside = _outside(v.col, ints)
         v.note(outside, lambda p: f"value {v.raw_text(p)} is outside {v.col.describe_range()}")
         if v.col.kind == "float":
-            return pd.Series(ints.astype(float))
+            return pd.Series(ints.astype(float), copy=False)
         return _integers(ints, np.zeros(len(ints), dtype=bool), v.col.required)
     if _is_number(v.arr):
         values = _floats(v.arr)
@@ -226,8 +274,13 @@ def _numbers(v: _Values) -> pd.Series:
         lambda p: f"value {v.raw_text(p).strip(chr(39))} is outside {v.col.describe_range()}",
     )
     if v.col.kind == "float":
-        return pd.Series(values)
+        return pd.Series(_own(values), copy=False)
     return _integers(np.where(finite, values, 0).astype(np.int64), ~finite, v.col.required)
+
+
+def _own(values: np.ndarray) -> np.ndarray:
+    """Return ``values``, copied when they are Arrow's read-only memory (callers may write)."""
+    return values if values.flags.writeable else values.copy()
 
 
 def _whole_numbers(arr: pa.Array | None) -> bool:
@@ -244,13 +297,15 @@ def _outside(col: Column, values: np.ndarray) -> np.ndarray:
 def _integers(values: np.ndarray, absent: np.ndarray, required: bool) -> pd.Series:
     """Return int64 values (``Int64``, ``absent`` as NA, when the column is optional)."""
     if required:
-        return pd.Series(values)
+        return pd.Series(_own(values), copy=False)
     return pd.Series(pd.arrays.IntegerArray(values, absent.copy()))
 
 
 def _booleans(v: _Values) -> pd.Series:
     if _whole_numbers(v.arr):
-        ints = v.arr.to_numpy()
+        ints = v.arr.to_numpy().astype(np.int64, copy=False)
+        if not len(ints) or (ints.min() >= 0 and ints.max() <= 1):  # all 0 or 1, none missing
+            return _integers(ints, np.zeros(len(ints), dtype=bool), v.col.required)
         codes = np.where((ints == 0) | (ints == 1), ints, -1)
     elif _is_number(v.arr):
         values = _floats(v.arr)
@@ -321,11 +376,11 @@ def _dates(v: _Values) -> pd.Series:
     if v.col.high is not None:
         late = ~unparsed & (parsed > pd.Timestamp(str(v.col.high))).to_numpy(dtype=bool)
         v.note(late, lambda p: f"date {parsed.iloc[p].date()} is after {v.col.high}")
-    return pd.Series(parsed.to_numpy(dtype="datetime64[ns]"))
+    return parsed if parsed.dtype == "datetime64[ns]" else parsed.astype("datetime64[ns]")
 
 
 def _timestamps(arr: pa.Array) -> pd.Series:
-    return pd.Series(arr.to_numpy(zero_copy_only=False).astype("datetime64[ns]"))
+    return pd.Series(arr.to_numpy(zero_copy_only=False).astype("datetime64[ns]"), copy=False)
 
 
 def _as_iso(value: object) -> object:

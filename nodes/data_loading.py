@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from federation.cdm import Column, DomainSchema, get_schema
-from nodes.column_checks import convert_column, missing_mask
+from nodes.column_checks import convert_column, missing_mask, value_ids
 
 __all__ = [
     "MAX_LISTED",
@@ -346,7 +346,7 @@ def _unusable(
 def _row_ids(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """Return one integer per row, equal exactly for rows with equal values (NaN = NaN)."""
     if len(columns) == 1:
-        return pd.factorize(frame[columns[0]], use_na_sentinel=False)[0]
+        return value_ids(frame[columns[0]])
     grouped = frame[columns].groupby(columns, sort=False, dropna=False, observed=True)
     return grouped.ngroup().to_numpy()
 

@@ -236,7 +236,8 @@ def _build(
             out[name] = pd.Series([cmap.value] * len(frame), dtype=object)
     for name in [n for n in names if dmap.columns[n].derive]:
         out[name] = _derive(dmap.columns[name], out, dmap)
-    return pd.DataFrame(out, index=range(len(frame)))[list(names)], unmapped
+    built = pd.DataFrame(out, index=range(len(frame)), copy=False)  # no consolidating copy
+    return built[list(names)], unmapped
 
 
 def _derive(cmap: ColumnMap, out: dict[str, pd.Series], dmap: DomainMap) -> pd.Series:

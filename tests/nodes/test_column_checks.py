@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nodes.data_loading import DataValidationError, validate_frame
+from nodes.column_checks import value_ids
+from nodes.data_loading import DataValidationError, load_table, validate_frame
 
 PSEUDONYM = "0123456789abcdef" * 2
 
@@ -155,3 +156,27 @@ def test_text_column_of_mixed_values_is_checked_as_text() -> None:
     frame.loc[2, "facility"] = "clinic"
     out = validate_frame("births", frame, "births.parquet")
     assert out["facility"].tolist() == ["city-hospital", "7", "clinic"]
+
+
+def test_value_ids_are_equal_exactly_for_equal_values() -> None:
+    keys = [f"{i:032x}" for i in range(1000)]
+    ids = value_ids(pd.Series([*keys, keys[1], "f" * 32], dtype="str"))
+    assert ids[1000] == ids[1] and len(set(ids.tolist())) == 1001
+    assert value_ids(pd.Series(keys[:3], dtype="str")).tolist() == [0, 1, 2]
+    for values in (
+        pd.Series(["ab", None, "ab", None], dtype="str"),
+        pd.Series([1.0, np.nan, 1.0, np.nan]),
+        pd.Series(["x" * 32, 5, "x" * 32, 5], dtype=object),
+        pd.Series(["y" * 8, "z" * 8, "y" * 8, "z" * 8], dtype="str"),
+    ):
+        ids = value_ids(values)
+        assert ids[0] == ids[2] and ids[1] == ids[3] and ids[0] != ids[1]
+
+
+def test_loaded_columns_can_be_changed_in_place(tmp_path) -> None:
+    path = tmp_path / "births.parquet"
+    _births().to_parquet(path, index=False)
+    out = load_table(path)
+    for name in ("maternal_age", "bmi_pre", "smoking", "birth_date"):
+        out.loc[0, name] = out.loc[1, name]  # not Arrow's read-only memory
+        assert out.loc[0, name] == out.loc[1, name]
