@@ -1,7 +1,8 @@
 """DP mechanisms as the budget ledger records them, and their composition.
 
-Each charge names the mechanism that ran (DP-SGD steps, a Gaussian or Laplace release, or
-an already-accounted ``pure`` (ε, δ) pair).
+Each charge names the mechanism that ran (DP-SGD steps, a Gaussian or Laplace release, an
+already-accounted ``pure`` (ε, δ) pair, or several of the first three ``composed`` in one
+round, such as DP-SGD steps and the release of an evaluation).
 
 Two accountants, both Google's ``dp_accounting``:
 
@@ -40,6 +41,7 @@ from policies.errors import MechanismError
 __all__ = [
     "PLD_VALUE_INTERVAL",
     "RDP_ORDERS",
+    "ComposedMechanism",
     "Composition",
     "GaussianMechanism",
     "LaplaceMechanism",
@@ -132,12 +134,40 @@ class PureMechanism(_Strict):
     delta: float = Field(default=0.0, ge=0, lt=1, allow_inf_nan=False)
 
 
+_Part = Annotated[
+    SubsampledGaussianMechanism | GaussianMechanism | LaplaceMechanism,
+    Field(discriminator="type"),
+]
+
+
+class ComposedMechanism(_Strict):
+    """Several mechanisms run in one round (DP-SGD steps and an evaluation release, say).
+
+    Attributes:
+        parts: the mechanisms, each accounted as if charged alone (none a pure pair).
+
+    """
+
+    type: Literal["composed"] = "composed"
+    parts: list[_Part] = Field(min_length=1, max_length=16)
+
+
 Mechanism = Annotated[
-    SubsampledGaussianMechanism | GaussianMechanism | LaplaceMechanism | PureMechanism,
+    SubsampledGaussianMechanism
+    | GaussianMechanism
+    | LaplaceMechanism
+    | PureMechanism
+    | ComposedMechanism,
     Field(discriminator="type"),
 ]
 _MECHANISM: TypeAdapter[Any] = TypeAdapter(Mechanism)
-_MechanismModel = SubsampledGaussianMechanism | GaussianMechanism | LaplaceMechanism | PureMechanism
+_MechanismModel = (
+    SubsampledGaussianMechanism
+    | GaussianMechanism
+    | LaplaceMechanism
+    | PureMechanism
+    | ComposedMechanism
+)
 
 
 def parse_mechanism(data: Mapping[str, Any] | BaseModel) -> _MechanismModel:
@@ -202,6 +232,8 @@ def to_dp_event(mech: _MechanismModel) -> dp_accounting.DpEvent | None:
     if isinstance(mech, LaplaceMechanism):
         lap = dp_accounting.LaplaceDpEvent(mech.scale / mech.sensitivity)
         return dp_accounting.SelfComposedDpEvent(lap, mech.count)
+    if isinstance(mech, ComposedMechanism):
+        return dp_accounting.ComposedDpEvent([to_dp_event(p) for p in mech.parts])
     return None
 
 
@@ -372,8 +404,10 @@ def compose_epsilon(mechanisms: Iterable[Mapping[str, Any] | BaseModel], delta: 
         raise ValueError(f"delta must be in [0, 1], got {delta}")
     counts: dict[str, int] = {}
     for mech in mechanisms:
-        unit, times = _unit(parse_mechanism(mech))
-        counts[unit] = counts.get(unit, 0) + times
+        parsed = parse_mechanism(mech)
+        for part in parsed.parts if isinstance(parsed, ComposedMechanism) else [parsed]:
+            unit, times = _unit(part)
+            counts[unit] = counts.get(unit, 0) + times
     if delta == 0.0 and any('"pure"' not in unit for unit in counts):
         return math.inf
     return _groups_epsilon(tuple(sorted(counts.items())), float(delta))
@@ -426,22 +460,25 @@ def _search(
 
 
 @functools.lru_cache(maxsize=256)
-def _calibrated(template: str, epsilon: float, delta: float, guess: float) -> float:
+def _calibrated(
+    template: str, epsilon: float, delta: float, guess: float, alongside: str = "[]"
+) -> float:
+    fixed = [parse_mechanism(m) for m in json.loads(alongside)]
+    fixed_events = [e for e in (to_dp_event(m) for m in fixed) if e is not None]
+
     def mechanism(x: float) -> _MechanismModel:
         return parse_mechanism(json.loads(template.replace('"__x__"', repr(float(x)))))
 
     def event_of(log_x: float) -> dp_accounting.DpEvent:
         event = to_dp_event(mechanism(math.exp(log_x)))
         assert event is not None
-        return event
+        return dp_accounting.ComposedDpEvent([event, *fixed_events]) if fixed_events else event
 
     # Over log(parameter): ε is close to a power law in it, so Brent's method needs few steps.
-    coarse = _search(
-        event_of, epsilon, delta, _SEARCH_INTERVAL, math.log(guess), math.log(2), 5e-3
-    )
+    coarse = _search(event_of, epsilon, delta, _SEARCH_INTERVAL, math.log(guess), math.log(2), 5e-3)
     fine = _search(event_of, epsilon, delta, PLD_VALUE_INTERVAL, coarse, math.log(1.012), 3e-4)
     found = math.exp(fine)
-    while compose_epsilon([mechanism(found)], delta) > epsilon:
+    while compose_epsilon([mechanism(found), *fixed], delta) > epsilon:
         found *= 1.0002
     return found
 
@@ -452,6 +489,7 @@ def calibrate_sigma(
     delta: float,
     *,
     guess: float = 1.0,
+    alongside: Iterable[Mapping[str, Any]] = (),
 ) -> float:
     """Return the smallest noise parameter whose PLD ε at ``delta`` is at most ``epsilon``.
 
@@ -469,9 +507,13 @@ def calibrate_sigma(
         epsilon: the target ε (> 0).
         delta: the δ the target is stated at (> 0 for Gaussian mechanisms).
         guess: where the search starts.
+        alongside: mechanisms (fixed, without placeholder) the job runs besides this one,
+            e.g. a training job's evaluation releases beside its DP-SGD steps: the
+            composition of all of them meets ``epsilon``.
 
     Returns:
-        The parameter: its reported ε is at most ``epsilon``, and within about 0.1 % of it.
+        The parameter: its reported ε (composed with ``alongside``) is at most
+        ``epsilon``, and within about 0.1 % of it.
 
     Raises:
         ValueError: ``epsilon`` is not positive, or no parameter meets it.
@@ -482,4 +524,5 @@ def calibrate_sigma(
     template = json.dumps(dict(mechanism), sort_keys=True)
     if template.count('"__x__"') != 1:
         raise ValueError('mechanism: exactly one value must be the placeholder "__x__"')
-    return _calibrated(template, float(epsilon), float(delta), float(guess))
+    fixed = json.dumps([parse_mechanism(m).model_dump() for m in alongside], sort_keys=True)
+    return _calibrated(template, float(epsilon), float(delta), float(guess), fixed)
