@@ -299,9 +299,11 @@ def _run(grid: Grid, context: Context) -> None:
             fit_config={"job_id": job_id},
             recorder=recorder,
             outcome=outcome,
+            evaluation=plan.evaluation,
         )
         inner(job_grid, context)  # type: ignore[arg-type]
         parameters = recorder.final_parameters
+        base["evaluation"] = plan.evaluation_summary(recorder.rounds)
         if (unfinished := plan.unfinished_reason(outcome.status)) is not None:
             outcome.status, outcome.reason = "failed", unfinished
     except Exception as exc:  # noqa: BLE001 - the report carries the reason

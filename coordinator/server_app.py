@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from flwr.app import Context
     from flwr.server import Grid, ServerApp
 
+    from federation.evaluation_dp import EvaluationRelease
+
 __all__ = ["RunOutcome", "build_sum_server_app", "build_training_server_app"]
 
 log = logging.getLogger("hamanasu.coordinator")
@@ -53,8 +55,12 @@ def build_training_server_app(
     recorder: TrainingRecorder,
     outcome: RunOutcome,
     expected_nodes: int = 0,
+    evaluation: EvaluationRelease | None = None,
 ) -> ServerApp:
     """Build the ServerApp for a training job of ``rounds`` rounds over ``n_nodes`` nodes.
+
+    ``evaluation`` (the plan's) says which rounds release an evaluation and how to read
+    it; without it, every round's exact evaluation is recorded.
 
     ``secagg`` None turns secure aggregation off (plain FedAvg). The app records rounds in
     ``recorder`` and how the run ended in ``outcome`` (it never raises into Flower).
@@ -71,7 +77,7 @@ def build_training_server_app(
         extra = secagg.as_config() if secagg else {}
         return {**fit_config, **extra, "round": server_round, "phase": phase}
 
-    strategy = make_fedavg_strategy(initial, n_nodes, recorder, config_for, min_nodes)
+    strategy = make_fedavg_strategy(initial, n_nodes, recorder, config_for, min_nodes, evaluation)
     app = ServerApp()
     outcome.secure_aggregation = secagg is not None
 

@@ -2,17 +2,19 @@
 
 Every node runs the same routine (Opacus): Poisson-sampled batches, per-sample clipping
 at the job's ``max_grad_norm``, Gaussian noise whose multiplier is calibrated so that the
-job's whole training (all rounds) stays within the job's (ε, δ). Calibration and the ε
+job's whole training (all rounds) together with its evaluation releases
+(:mod:`federation.evaluation_dp`) stays within the job's (ε, δ). Calibration and the ε
 spent after any number of rounds use the privacy-loss-distribution accountant of
 :mod:`policies.accounting` (dp_accounting's PLD, the same one the budget ledger charges)
-by default, or an Opacus accountant (``rdp``, ``prv``: looser) when a job asks for one;
-nothing is hand-accounted.
+by default, composing DP-SGD and the releases; with an Opacus accountant (``rdp``,
+``prv``: looser) DP-SGD takes half of δ and the rest of ε, the releases the other half
+(basic composition). Nothing is hand-accounted.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,6 +47,8 @@ class DpPlan:
         target_epsilon, delta: the job's target.
         accountant: ``pld`` (dp_accounting PLD, the default) or an Opacus accountant name
             (``rdp``, ``prv``).
+        evaluation: one evaluation release as the ledger records it (a Gaussian), or None.
+        evaluation_per_round: every round releases an evaluation, not only the final one.
     """
 
     noise_multiplier: float
@@ -54,6 +58,15 @@ class DpPlan:
     target_epsilon: float
     delta: float
     accountant: str
+    evaluation: dict[str, Any] | None = None
+    evaluation_per_round: bool = False
+
+    def releases(self, rounds_done: int, final: bool) -> list[dict[str, Any]]:
+        """Return the evaluation releases made after ``rounds_done`` rounds (and the final)."""
+        if self.evaluation is None:
+            return []
+        count = (rounds_done if self.evaluation_per_round else 0) + int(final)
+        return [{**self.evaluation, "count": count}] if count else []
 
 
 def plan_dp(
@@ -64,11 +77,18 @@ def plan_dp(
     epsilon: float,
     delta: float,
     accountant: str = "pld",
+    evaluation: dict[str, Any] | None = None,
+    evaluation_per_round: bool = False,
 ) -> DpPlan:
     """Calibrate DP-SGD noise for a node's whole job with the plan's accountant.
 
+    ``evaluation`` (one release, a Gaussian mechanism) is released after the last round,
+    and with ``evaluation_per_round`` in every round too: DP-SGD gets what those releases
+    leave of (ε, δ).
+
     Returns:
-        The :class:`DpPlan` whose total spend after ``rounds`` rounds is at most ``epsilon``.
+        The :class:`DpPlan` whose total spend after ``rounds`` rounds and every
+        evaluation release is at most ``epsilon``.
 
     Raises:
         FederationError: fewer records than one batch, or δ not below 1/n.
@@ -81,21 +101,36 @@ def plan_dp(
         )
     sample_rate = min(1.0, batch_size / n_records)
     steps_per_round = max(1, round(local_epochs / sample_rate))
+    draft = DpPlan(
+        1.0,
+        sample_rate,
+        steps_per_round,
+        rounds,
+        epsilon,
+        delta,
+        accountant,
+        evaluation,
+        evaluation_per_round,
+    )
+    releases = draft.releases(rounds, final=True)
     if accountant == "pld":
         job = _mechanism(1.0, sample_rate, steps_per_round * rounds)
-        sigma = calibrate_sigma({**job, "noise_multiplier": "__x__"}, epsilon, delta)
+        sigma = calibrate_sigma(
+            {**job, "noise_multiplier": "__x__"}, epsilon, delta, alongside=releases
+        )
     else:
         from opacus.accountants.utils import get_noise_multiplier
 
+        sgd_delta = delta / 2 if releases else delta
         sigma = get_noise_multiplier(
-            target_epsilon=epsilon,
-            target_delta=delta,
+            target_epsilon=epsilon - compose_epsilon(releases, sgd_delta),
+            target_delta=sgd_delta,
             sample_rate=sample_rate,
             steps=steps_per_round * rounds,
             accountant=accountant,
             epsilon_tolerance=0.005,
         )
-    return DpPlan(sigma, sample_rate, steps_per_round, rounds, epsilon, delta, accountant)
+    return replace(draft, noise_multiplier=sigma)
 
 
 def _mechanism(sigma: float, sample_rate: float, steps: int) -> dict[str, Any]:
@@ -108,33 +143,42 @@ def _mechanism(sigma: float, sample_rate: float, steps: int) -> dict[str, Any]:
 
 
 def round_mechanism(plan: DpPlan) -> dict[str, Any]:
-    """Return one round of the plan as the budget ledger records it (DP-SGD steps).
+    """Return one training round of the plan as the budget ledger records it.
 
     Returns:
-        The mechanism description (:mod:`policies.accounting`).
+        The mechanism description (:mod:`policies.accounting`): DP-SGD steps, composed
+        with an evaluation release when every round releases one.
     """
-    return _mechanism(plan.noise_multiplier, plan.sample_rate, plan.steps_per_round)
+    sgd = _mechanism(plan.noise_multiplier, plan.sample_rate, plan.steps_per_round)
+    if plan.evaluation is None or not plan.evaluation_per_round:
+        return sgd
+    return {"type": "composed", "parts": [sgd, plan.evaluation]}
 
 
-def epsilon_spent(plan: DpPlan, rounds_done: int) -> float:
-    """Return the ε spent after ``rounds_done`` rounds, from the plan's accountant.
+def epsilon_spent(plan: DpPlan, rounds_done: int, final: bool = False) -> float:
+    """Return the ε spent after ``rounds_done`` rounds (and the final evaluation, if ``final``).
+
+    The plan's accountant composes DP-SGD and the evaluation releases made so far.
 
     Raises:
         ValueError: ``rounds_done`` is negative.
     """
     if rounds_done < 0:
         raise ValueError("rounds_done must be >= 0")
-    if rounds_done == 0:
-        return 0.0
+    releases = plan.releases(rounds_done, final)
+    steps = plan.steps_per_round * rounds_done
+    sgd = [_mechanism(plan.noise_multiplier, plan.sample_rate, steps)] if steps else []
     if plan.accountant == "pld":
-        steps = plan.steps_per_round * rounds_done
-        job = _mechanism(plan.noise_multiplier, plan.sample_rate, steps)
-        return compose_epsilon([job], plan.delta)
+        return compose_epsilon([*sgd, *releases], plan.delta) if sgd or releases else 0.0
     from opacus.accountants import create_accountant
 
+    delta = plan.delta / 2 if plan.evaluation is not None else plan.delta
+    spent = compose_epsilon(releases, delta) if releases else 0.0
+    if not steps:
+        return spent
     acc = create_accountant(plan.accountant)
-    acc.history = [(plan.noise_multiplier, plan.sample_rate, plan.steps_per_round * rounds_done)]
-    return float(acc.get_epsilon(delta=plan.delta))
+    acc.history = [(plan.noise_multiplier, plan.sample_rate, steps)]
+    return float(acc.get_epsilon(delta=delta)) + spent
 
 
 @dataclass(frozen=True)

@@ -67,12 +67,13 @@ def cells_frame(result: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def rounds_frame(result: Mapping[str, Any]) -> pd.DataFrame:
-    """Return a training run's metrics per round (``auc``, ``accuracy``, ``log_loss``...)."""
+    """Return a training run's metrics per round that released them (``auc``, ``accuracy``...)."""
     rows = []
     rounds = result.get("rounds")  # a count in secure-sum reports, a list in training's
     for r in rounds if isinstance(rounds, list) else []:
         metrics = {k: v for k, v in dict(r.get("metrics") or {}).items() if _scalar(v)}
-        rows.append({"round": r.get("round"), **metrics})
+        if metrics:  # a round that released no evaluation has none
+            rows.append({"round": r.get("round"), **metrics})
     return pd.DataFrame(rows).set_index("round") if rows else pd.DataFrame()
 
 
@@ -144,7 +145,11 @@ def summary_text(
     rounds = rounds_frame(result)
     if not rounds.empty:
         keep = [c for c in ("auc", "accuracy", "log_loss") if c in rounds.columns]
-        parts.append("evaluation per round")
+        dp = dict(result.get("evaluation") or {}).get("dp") or {}
+        parts.append(
+            "evaluation per round"
+            + (f" (DP noise: σ {_fmt(dp.get('noise_scale'))} per bin)" if dp else "")
+        )
         parts.append(_table(rounds[keep] if keep else rounds))
     eps = epsilon_frame(result, epsilon_by_node)
     if not eps.empty:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from consent.duo import ALL_CODES
 from federation.errors import JobSpecError
+from federation.evaluation_dp import EvaluationSpec
 
 if TYPE_CHECKING:
     from policies.request import DpMechanism
@@ -327,6 +328,7 @@ class JobSpec(_Strict):
     privacy: PrivacySpec | None = None
     secure_aggregation: SecureAggregationSpec = Field(default_factory=SecureAggregationSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)  # train jobs
     stats: StatsSpec = Field(default_factory=StatsSpec)
     glm: GlmSpec = Field(default_factory=GlmSpec)
     link: LinkSpec | None = None
@@ -458,6 +460,7 @@ class JobSpec(_Strict):
             epsilon=self.privacy.epsilon if self.privacy else None,
             delta=self.privacy.delta if self.privacy else None,
             dp_mechanism=self.dp_mechanism(),
+            exact_releases=self.exact_releases(),
             secure_aggregation=self.secure_aggregation.enabled,
             rounds=self.rounds if self.kind == "train" else 1,
             linked=self.link is not None,
@@ -481,6 +484,13 @@ class JobSpec(_Strict):
             distributed = self.stats.dp_mode == "distributed"
             return "discrete_gaussian" if distributed else self.stats.dp_mechanism
         return "discrete_gaussian"
+
+    def exact_releases(self) -> tuple[str, ...]:
+        """Return what the job releases without DP noise (a train job's exact evaluation)."""
+        from federation.evaluation_dp import EvaluationRelease
+
+        exact = self.kind == "train" and EvaluationRelease.for_job(self, 1).noise is None
+        return ("evaluation",) if exact else ()
 
     def columns(self) -> list[str]:
         """Return every data column the job reads (features, label, stats variables, groups)."""

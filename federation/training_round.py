@@ -5,7 +5,8 @@ evaluation vector (:mod:`federation.evaluation`) divided by its example count an
 :data:`EVAL_SCALE`. Weighted FedAvg (weights = example counts, which SecAgg+ applies
 inside the masked sum) then yields the averaged model and ``Σ eval / Σ n``; multiplied
 back by ``Σ n`` this is the sum of the nodes' evaluation vectors. The coordinator thus
-sees only aggregates, under SecAgg+ or not.
+sees only aggregates, under SecAgg+ or not; what the sum releases, in which rounds and
+under which noise, is the job's :class:`federation.evaluation_dp.EvaluationRelease`.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from federation.evaluation import EVAL_LENGTH, EvaluationMetrics, metrics_from_sums
+from federation.evaluation import EVAL_LENGTH, metrics_from_sums
 from federation.secure_sum import present, require_nodes
 
 if TYPE_CHECKING:
     from flwr.common import FitRes, Parameters
     from flwr.server.client_proxy import ClientProxy
+
+    from federation.evaluation_dp import EvaluationRelease
 
 __all__ = [
     "EVAL_SCALE",
@@ -40,25 +43,27 @@ def pack_update(params: list[np.ndarray], evaluation: np.ndarray, n_train: int) 
     """Return the arrays a node sends: its parameters, then its scaled evaluation vector.
 
     Raises:
-        ValueError: ``n_train`` < 1 or the evaluation vector has the wrong length.
+        ValueError: ``n_train`` < 1 or the evaluation is not a non-empty vector.
     """
     if n_train < 1:
         raise ValueError("n_train must be at least 1")
-    if evaluation.shape != (EVAL_LENGTH,):
-        raise ValueError(f"evaluation vector must have {EVAL_LENGTH} entries")
+    if evaluation.ndim != 1 or not evaluation.size:
+        raise ValueError("the evaluation must be a non-empty vector")
     return [*params, evaluation / (n_train * EVAL_SCALE)]
 
 
-def unpack_update(arrays: list[np.ndarray], total_n: float) -> tuple[list[np.ndarray], np.ndarray]:
+def unpack_update(
+    arrays: list[np.ndarray], total_n: float, length: int = EVAL_LENGTH
+) -> tuple[list[np.ndarray], np.ndarray]:
     """Split an aggregated update into model parameters and the summed evaluation vector.
 
     Returns:
         ``(parameters, summed_evaluation)``.
 
     Raises:
-        ValueError: the last array is not an evaluation vector.
+        ValueError: the last array is not an evaluation vector of ``length`` entries.
     """
-    if not arrays or arrays[-1].shape != (EVAL_LENGTH,):
+    if not arrays or arrays[-1].shape != (length,):
         raise ValueError("the update does not end with an evaluation vector")
     return list(arrays[:-1]), arrays[-1] * total_n * EVAL_SCALE
 
@@ -116,11 +121,14 @@ def make_fedavg_strategy(
     recorder: TrainingRecorder,
     fit_config: Callable[[int], dict[str, Any]],
     min_nodes: int,
+    evaluation: EvaluationRelease | None = None,
 ) -> Any:
     """Build the FedAvg strategy for a training job.
 
     ``fit_config(server_round)`` gives each round's config; the strategy splits every
-    aggregate into model and evaluation and records the round.
+    aggregate into model and evaluation and records the round, with the metrics
+    ``evaluation`` releases for it (none in a round that releases none; without
+    ``evaluation``, the exact metrics of every round).
 
     Returns:
         A :class:`flwr.server.strategy.FedAvg` subclass instance.
@@ -139,8 +147,13 @@ def make_fedavg_strategy(
             aggregated, _ = super().aggregate_fit(server_round, results, failures)
             arrays = parameters_to_ndarrays(present(server_round, aggregated))
             total_n = float(sum(res.num_examples for _, res in results))
-            params, summed_eval = unpack_update(arrays, total_n)
-            metrics: EvaluationMetrics = metrics_from_sums(summed_eval)
+            length = EVAL_LENGTH if evaluation is None else evaluation.length
+            params, summed_eval = unpack_update(arrays, total_n, length)
+            metrics = (
+                metrics_from_sums(summed_eval).as_dict()
+                if evaluation is None
+                else evaluation.metrics(server_round, summed_eval) or {}
+            )
             names = sorted(str(res.metrics.get("node", "?")) for _, res in results)
             eps = {
                 str(res.metrics.get("node", "?")): float(res.metrics.get("epsilon", 0.0))
@@ -156,7 +169,7 @@ def make_fedavg_strategy(
                 RoundRecord(
                     round=server_round,
                     model_version=server_round - 1,
-                    metrics=metrics.as_dict(),
+                    metrics=metrics,
                     nodes=names,
                     epsilon_by_node=eps,
                     n_train_total=int(total_n),

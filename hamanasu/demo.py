@@ -39,6 +39,8 @@ def _training_table(report: dict[str, Any]) -> Table:
         table.add_column(col, justify="right")
     for r in report["rounds"]:
         m = r["metrics"]
+        if not m:  # a round that released no evaluation
+            continue
         table.add_row(
             str(r["model_version"]),
             f"{m['auc']:.3f}",
@@ -264,6 +266,14 @@ def run_demo(out: Path, seed: int = 2017, rounds: int = 5, epsilon: float = 3.0)
         console.print(f"[red]training failed:[/] {training['reason']}")
     else:
         console.print(_training_table(training))
+        dp = (training.get("evaluation") or {}).get("dp")
+        if dp:
+            console.print(
+                f"evaluation of the final model: histograms on "
+                f"{training['evaluation']['bins']} bins, distributed DP noise "
+                f"(σ {dp['noise_scale']:.2f} per bin, ε {dp['epsilon_charged_per_node']:.3f} "
+                "of each node's total)"
+            )
         plot_training(training, out / "training.png")
         training["plot"] = "training.png"
         eps = training["privacy"]["epsilon_spent_by_node"]

@@ -25,25 +25,27 @@ def plot_training(report: dict[str, Any], path: Path) -> Path:
     rounds = report.get("rounds") or []
     if not rounds:
         raise ValueError("the report has no rounds to plot")
-    versions = [r["model_version"] for r in rounds]
+    released = [r for r in rounds if r.get("metrics")]  # rounds that released an evaluation
+    versions = [r["model_version"] for r in released]
+    dp = (report.get("evaluation") or {}).get("dp")
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     ax = axes[0]
-    ax.plot(versions, [r["metrics"]["auc"] for r in rounds], marker="o", label="AUC")
-    ax.plot(versions, [r["metrics"]["accuracy"] for r in rounds], marker="s", label="accuracy")
+    ax.plot(versions, [r["metrics"]["auc"] for r in released], marker="o", label="AUC")
+    ax.plot(versions, [r["metrics"]["accuracy"] for r in released], marker="s", label="accuracy")
     ax.set_xlabel("model after round")
     ax.set_ylim(0, 1)
-    ax.set_title("Federated evaluation (held-out, all nodes)")
+    ax.set_title(
+        "Federated evaluation (held-out, all nodes)"
+        + (f"\nDP noise ε={dp['epsilon']:.2g}, σ={dp['noise_scale']:.2g} per bin" if dp else "")
+    )
     ax.legend()
     ax = axes[1]
-    ax.plot(versions, [r["metrics"]["log_loss"] for r in rounds], marker="o", color="tab:red")
+    ax.plot(versions, [r["metrics"]["log_loss"] for r in released], marker="o", color="tab:red")
     ax.set_xlabel("model after round")
-    ax.set_title("Log-loss")
+    ax.set_title("Log-loss" + (" (at bin centres)" if dp else ""))
     ax = axes[2]
     eps_by_node: dict[str, list[tuple[int, float]]] = {}
-    planned = int(report.get("rounds_planned") or len(rounds))
-    for r in rounds:
-        if r["round"] > planned:  # the final evaluation round spends nothing
-            continue
+    for r in rounds:  # the final round spends too: its evaluation release is charged
         for node, eps in r["epsilon_by_node"].items():
             eps_by_node.setdefault(node, [(0, 0.0)]).append((r["round"], eps))
     for node, pts in sorted(eps_by_node.items()):

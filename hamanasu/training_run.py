@@ -40,6 +40,7 @@ class TrainingRun:
     secagg: SecAggSettings | None
     wall_seconds: float
     node_sizes: dict[str, int] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
 
     def report(self) -> dict[str, Any]:
         """Return the JSON report of the run (per-round metrics, ε per node, settings)."""
@@ -70,6 +71,7 @@ class TrainingRun:
                 "epsilon_spent_by_node": last_eps,
             },
             "rows_dropped_by_node": TrainPlan.rows_dropped_by_node(self.rounds),
+            "evaluation": self.evaluation,
             "data_sizes": self.node_sizes,
             "rounds": [r.as_dict() for r in self.rounds],
             "wall_seconds": round(self.wall_seconds, 2),
@@ -122,6 +124,7 @@ def run_training_job(
         fit_config={"job_id": job_id},
         recorder=recorder,
         outcome=outcome,
+        evaluation=plan.evaluation,
     )
     client_app = build_training_client_app(plan, job_id, nodes, gates)
     started = time.perf_counter()
@@ -137,4 +140,5 @@ def run_training_job(
         parameters=recorder.final_parameters,
         secagg=secagg,
         wall_seconds=time.perf_counter() - started,
+        evaluation=plan.evaluation_summary(recorder.rounds),
     )

@@ -165,6 +165,18 @@ def _privacy_rules(job: JobRequest, policy: NodePolicy, state: PolicyState) -> l
                 field="epsilon",
             )
         )
+    if job.exact_releases and policy.require_dp:
+        # A noisy model beside an exact release protects nothing in that release.
+        reasons.append(
+            Reason(
+                code="dp_required",
+                message=(
+                    "the policy requires differential privacy; the job releases "
+                    f"{', '.join(job.exact_releases)} without DP noise"
+                ),
+                field="epsilon",
+            )
+        )
     delta = job.delta if job.delta is not None else 0.0
     if job.epsilon > policy.max_epsilon_per_job:
         reasons.append(

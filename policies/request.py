@@ -40,6 +40,9 @@ class JobRequest(BaseModel):
         dp_mechanism: the DP mechanism that actually runs for this job (``dp_sgd``,
             ``gaussian``, ``laplace``, ``discrete_gaussian``), named by the federation
             from the job's kind and settings; ``None`` when none runs, whatever ε says.
+        exact_releases: what the job releases to the researcher without DP noise
+            (``evaluation``: a training job's held-out evaluation), named by the
+            federation from the code path that runs; a policy requiring DP refuses any.
         secure_aggregation: whether updates travel through SecAgg+.
         rounds: federated rounds.
         linked: whether the job joins this node's columns with other holders' (``[link]``).
@@ -62,6 +65,7 @@ class JobRequest(BaseModel):
     epsilon: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     delta: float | None = Field(default=None, ge=0, lt=1, allow_inf_nan=False)
     dp_mechanism: DpMechanism | None = None
+    exact_releases: tuple[_Name, ...] = Field(default=(), max_length=8)
     secure_aggregation: bool = True
     rounds: int = Field(default=1, ge=1, le=100_000)
     linked: bool = False

@@ -48,6 +48,10 @@ class GlmNoise:
         n_nodes: nodes adding shares.
         entries: length of the statistics vector.
         max_rows_per_subject: rows one resident may contribute.
+        l2_sensitivity: what one resident moves the normalised vector by in L2, when fewer
+            entries than all can move (0: every entry, ``sqrt(entries)``). A training
+            job's evaluation histograms use the same mechanism with 1: a resident's one
+            held-out row is one count in one bin (:mod:`federation.evaluation_dp`).
     """
 
     epsilon: float
@@ -56,11 +60,12 @@ class GlmNoise:
     n_nodes: int
     entries: int
     max_rows_per_subject: int = 1
+    l2_sensitivity: float = 0.0
 
     @property
     def sensitivity(self) -> float:
         """Return the L2 sensitivity of the normalised vector (one resident: sqrt(entries))."""
-        return math.sqrt(self.entries)
+        return self.l2_sensitivity or math.sqrt(self.entries)
 
     @property
     def sigma(self) -> float:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from federation.dp_training import DpPlan
+    from federation.evaluation_dp import EvaluationRelease
     from federation.training_round import RoundRecord
 
 __all__ = [
@@ -118,6 +119,8 @@ class TrainPlan:
         spec: the job.
         inputs: the public inputs (``max_records`` bounds a node's training set).
         rounds: training rounds (one evaluation round follows).
+        evaluation: what the job releases of its models' held-out evaluation, and under
+            which noise (:mod:`federation.evaluation_dp`).
     """
 
     def __init__(self, spec: JobSpec, inputs: PlanInputs) -> None:
@@ -161,6 +164,19 @@ class TrainPlan:
         return get_parameters(
             build_model(spec.model, len(spec.features), spec.training.hidden_units)
         )
+
+    @cached_property
+    def evaluation(self) -> EvaluationRelease:
+        """Return the job's evaluation releases (which rounds, and their noise under DP)."""
+        from federation.evaluation_dp import EvaluationRelease
+
+        return EvaluationRelease.for_job(self.spec, self.inputs.n_nodes)
+
+    def evaluation_summary(self, rounds: Sequence[RoundRecord]) -> dict[str, Any]:
+        """Return what the result states about the evaluations released in ``rounds``."""
+        released = [r for r in rounds if r.metrics]
+        fewest = min((len(r.nodes) for r in released), default=None)
+        return self.evaluation.summary(len(released), fewest)
 
     @staticmethod
     def unfinished_reason(status: str) -> str | None:
@@ -211,6 +227,8 @@ class TrainPlan:
             privacy.epsilon,
             privacy.delta,
             privacy.accountant,
+            self.evaluation.mechanism(),
+            self.spec.evaluation.per_round,
         )
 
     def dp_plan_from(self, sigma: float, sample_rate: float, steps: int) -> DpPlan | None:
@@ -228,6 +246,8 @@ class TrainPlan:
             privacy.epsilon,
             privacy.delta,
             privacy.accountant,
+            self.evaluation.mechanism(),
+            self.spec.evaluation.per_round,
         )
 
     def local_step(
@@ -247,7 +267,9 @@ class TrainPlan:
         kept by the node); ``commit`` charges the round's spend and writes its usage
         entry, and must raise to stop the round: no row is read, for training or for the
         held-out evaluation, before it returns, and the usage it receives names every
-        admitted subject (an evaluation-only round commits too, with no spend).
+        admitted subject (the final evaluation-only round commits too, spending what its
+        noisy release costs under DP). A round that releases no evaluation sends zeros in
+        its place (:class:`federation.evaluation_dp.EvaluationRelease`).
 
         Returns:
             ``(update arrays, training records, cumulative ε)``; an evaluation round
@@ -260,7 +282,6 @@ class TrainPlan:
             set_parameters,
             train_local,
         )
-        from federation.evaluation import local_evaluation
         from federation.models import build_model
         from federation.privacy_unit import cap_rows_per_subject
         from federation.training_round import pack_update
@@ -273,23 +294,32 @@ class TrainPlan:
         n_train = int((~test).sum())
         plan = fixed_dp(n_train)
         training = phase == "train"
+        release = self.evaluation
+        done = round_no if training else round_no - 1  # training rounds done after this one
         eps_before = epsilon_spent(plan, round_no - 1) if plan else 0.0
-        eps_after = epsilon_spent(plan, round_no) if plan and training else eps_before
-        mechanism = round_mechanism(plan) if plan and training else {"type": "none"}
+        eps_after = epsilon_spent(plan, done, final=not training) if plan else 0.0
+        mechanism: dict[str, Any] | None = None
+        if plan is not None:  # DP-SGD (with a release if per round), or the final release
+            mechanism = round_mechanism(plan) if training else release.mechanism()
         # Every admitted row is read below (training and held-out evaluation alike, and in
         # the final evaluation-only round): the usage entry covers them all, before any read.
         subjects = frame["subject"].astype(str).tolist() if "subject" in frame.columns else []
-        delta = job.privacy.delta if job.privacy and training else 0.0
-        commit(RoundSpend(subjects, eps_after - eps_before, delta, mechanism))
+        delta = job.privacy.delta if job.privacy and mechanism else 0.0
+        spend = RoundSpend(subjects, eps_after - eps_before, delta, mechanism or {"type": "none"})
+        commit(spend)
         x = prepare_features(frame, job.features, public_scaling(job))
         y = frame[label].to_numpy(dtype=np.float64)
         x_train, y_train, x_test, y_test = x[~test], y[~test], x[test], y[test]
         model = build_model(job.model, len(job.features), job.training.hidden_units)
         set_parameters(model, parameters)
-        evaluation = local_evaluation(predict_proba(model, x_test), y_test)
+        evaluation = (
+            release.node_vector(predict_proba(model, x_test), y_test)
+            if release.released(round_no)
+            else release.silent()
+        )
         if not training:
             params = [np.asarray(p, dtype=np.float64) for p in parameters]
-            return pack_update(params, evaluation, n_train), n_train, eps_before
+            return pack_update(params, evaluation, n_train), n_train, eps_after
         result = train_local(
             model,
             x_train,

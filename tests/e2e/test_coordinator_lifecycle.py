@@ -116,10 +116,11 @@ def test_run_job_lifecycle_over_http(tmp_path: Path, scenario: Path) -> None:
         out = res.download(job.id, tmp_path / "results")
         assert (tmp_path / "results" / "plot.png").read_bytes()[:4] == b"\x89PNG" and len(out) == 3
 
-        # Each node charged each round once, and its reservation is released.
+        # Each node charged each round once (the final evaluation's noisy release too), and
+        # its reservation is released.
         for name, node in local.items():
             budget = EnforcementPoint(name, node.state_dir).budget()
-            assert [c.round for c in budget.charges(job.id)] == [1, 2]
+            assert [c.round for c in budget.charges(job.id)] == [1, 2, 3]
             assert budget.reservation(job.id).status == "released"
 
         aud = CoordinatorClient("", auditor, client=TestClient(app))

@@ -116,8 +116,9 @@ def test_disclose_then_audit_a_real_job_with_a_withdrawal(tmp_path: Path) -> Non
         charged = [
             e for e in point.ledger().entries("budget.charged") if e.payload["job_id"] == JOB
         ]
-        assert {e.payload["round"] for e in charged} == {1, 2}  # evaluation reads, charges nothing
-        assert all(e.payload["epsilon"] == 0.0 for e in usage if e.payload["round"] == 3)
+        # the final evaluation reads and releases noisy histograms: charged like a round
+        assert {e.payload["round"] for e in charged} == {1, 2, 3}
+        assert any(e.payload["epsilon"] > 0.0 for e in usage if e.payload["round"] == 3)
 
     hospital_rounds = json.loads((tmp_path / "city-hospital.disclosure.json").read_text())["rounds"]
     assert withdrawn in hospital_rounds["1"]
