@@ -21,6 +21,7 @@ def plot_training(report: dict[str, Any], path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     rounds = report.get("rounds") or []
     if not rounds:
@@ -43,6 +44,10 @@ def plot_training(report: dict[str, Any], path: Path) -> Path:
     ax.plot(versions, [r["metrics"]["log_loss"] for r in released], marker="o", color="tab:red")
     ax.set_xlabel("model after round")
     ax.set_title("Log-loss" + (" (at bin centres)" if dp else ""))
+    planned = int(report.get("rounds_planned") or len(rounds))
+    for ax in axes[:2]:  # one point when only the final model's evaluation is released
+        ax.set_xlim(-0.3, planned + 0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax = axes[2]
     eps_by_node: dict[str, list[tuple[int, float]]] = {}
     for r in rounds:  # the final round spends too: its evaluation release is charged
@@ -53,7 +58,8 @@ def plot_training(report: dict[str, Any], path: Path) -> Path:
     privacy = report.get("privacy") or {}
     if privacy.get("epsilon_target"):
         ax.axhline(privacy["epsilon_target"], color="grey", linestyle="--", label="target ε")
-    ax.set_xlabel("rounds done")
+    ax.set_xlabel(f"rounds done ({planned + 1}: the final evaluation's release)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title("Privacy spent (ε) per node")
     ax.legend(fontsize=8)
     fig.suptitle(
