@@ -80,15 +80,42 @@ class Consortium:
         return CoordinatorClient(self.url, token, ca_file=self.pki.ca_cert, timeout=60)
 
     # -- set-up ------------------------------------------------------------------------------
-    def setup(self) -> Consortium:
-        """PKI, node data and state, coordinator database, principals, keys, node configs."""
+    # -- where things run (a multi-host consortium overrides these) --------------------------
+    def command(self, host: str, argv: list[str]) -> list[str]:
+        """``argv`` as run on ``host`` (``coordinator`` or a node's name): here, as is."""
+        return argv
+
+    @property
+    def node_url(self) -> str:
+        """The coordinator's URL as the node services dial it."""
+        return self.url
+
+    @property
+    def superlink_address(self) -> str:
+        """The SuperLink's ``host:port`` as the SuperNodes dial it."""
+        return f"127.0.0.1:{self.superlink_port}"
+
+    def node_env(self, name: str) -> dict[str, str]:
+        """The environment node ``name``'s service starts with."""
+        return self.env()
+
+    def serve_options(self) -> list[str]:
+        """Extra ``coordinator serve`` options (the bind address on a real network)."""
+        return []
+
+    def make_pki(self) -> None:
+        """The federation's CA and certificate, and each node's own key in its own folder."""
         init_pki(self.pki.root)
-        self.nodes = fleet.make_nodes(self.root, self.names)
         for name in self.names:
             own = Pki(self.root / "nodepki" / name)  # the node's own PKI folder
             own.root.mkdir(parents=True)
             (own.root / "ca.pem").write_bytes(self.pki.ca_cert.read_bytes())
             create_node_key(own, name)
+
+    def setup(self) -> Consortium:
+        """PKI, node data and state, coordinator database, principals, keys, node configs."""
+        self.make_pki()
+        self.nodes = fleet.make_nodes(self.root, self.names)
         out = subprocess.run(
             [
                 sys.executable,
@@ -136,14 +163,14 @@ class Consortium:
         path.write_text(
             "[node]\n"
             f'name = "{name}"\n'
-            f'coordinator_url = "{self.url}"\n'
+            f'coordinator_url = "{self.node_url}"\n'
             f'state_dir = "{state}"\n'
             f'data_dir = "{data}"\n'
             f'token_file = "{self.tokens[name]}"\n'
             f'ca_file = "{self.pki.ca_cert}"\n'
             "poll_interval = 0.5\n\n"
             "[node.supernode]\n"
-            f'superlink = "127.0.0.1:{self.superlink_port}"\n'
+            f'superlink = "{self.superlink_address}"\n'
             f'pki_dir = "{self.root / "nodepki" / name}"\n'
             "restart_after = 1.0\n\n"
             "[node.admin]\n"
@@ -152,28 +179,35 @@ class Consortium:
         return path
 
     # -- processes ---------------------------------------------------------------------------
-    def start_coordinator(self, timeout: float = 90.0) -> None:
-        """Start ``coordinator serve --engine deployment`` and wait for /health over HTTPS."""
+    def start_coordinator(self, timeout: float = 90.0, *, verify: bool = True) -> None:
+        """Start ``coordinator serve --engine deployment`` and wait for /health over HTTPS.
+
+        ``verify=False`` waits without checking the certificate (a test serving a bad one).
+        """
         (self.root / "logs").mkdir(exist_ok=True)
         log = (self.root / "logs" / "coordinator.log").open("ab")
         self.coordinator = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "hamanasu",
+            self.command(
                 "coordinator",
-                "serve",
-                "--data-dir",
-                str(self.root / "coordinator"),
-                "--port",
-                str(self.port),
-                "--engine",
-                "deployment",
-                "--pki-dir",
-                str(self.pki.root),
-                "--superlink-port",
-                str(self.superlink_port),
-            ],
+                [
+                    sys.executable,
+                    "-m",
+                    "hamanasu",
+                    "coordinator",
+                    "serve",
+                    "--data-dir",
+                    str(self.root / "coordinator"),
+                    "--port",
+                    str(self.port),
+                    "--engine",
+                    "deployment",
+                    "--pki-dir",
+                    str(self.pki.root),
+                    "--superlink-port",
+                    str(self.superlink_port),
+                    *self.serve_options(),
+                ],
+            ),
             env=self.env(),
             cwd=ROOT,
             stdout=log,
@@ -184,7 +218,8 @@ class Consortium:
         while time.monotonic() < end:
             assert self.coordinator.poll() is None, self.log_tail("coordinator")
             with contextlib.suppress(httpx.HTTPError):
-                r = httpx.get(f"{self.url}/health", verify=str(self.pki.ca_cert), timeout=2)
+                ca = str(self.pki.ca_cert) if verify else False
+                r = httpx.get(f"{self.url}/health", verify=ca, timeout=2)
                 if r.status_code == 200:
                     return
             time.sleep(0.2)
@@ -201,16 +236,19 @@ class Consortium:
         (self.root / "logs").mkdir(exist_ok=True)
         log = (self.root / "logs" / f"service-{name}.log").open("ab")
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "hamanasu",
-                "node",
-                "serve",
-                "--config",
-                str(self.root / "config" / f"{name}.toml"),
-            ],
-            env=self.env(),
+            self.command(
+                name,
+                [
+                    sys.executable,
+                    "-m",
+                    "hamanasu",
+                    "node",
+                    "serve",
+                    "--config",
+                    str(self.root / "config" / f"{name}.toml"),
+                ],
+            ),
+            env=self.node_env(name),
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
