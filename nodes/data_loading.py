@@ -181,8 +181,9 @@ def load_table(path: Path, domain: str | None = None) -> pd.DataFrame:
         The validated frame, columns in schema order (see ``validate_frame``).
 
     Raises:
-        DataValidationError: the file is missing, unreadable, of an unknown domain, or
-            breaks the schema; the message names file, row and column.
+        DataValidationError: the file is missing, unreadable, of an unknown domain, holds
+            no data rows (a header alone), or breaks the schema; the message names file,
+            row and column.
 
     """
     path = Path(path)
@@ -192,7 +193,10 @@ def load_table(path: Path, domain: str | None = None) -> pd.DataFrame:
     except KeyError as exc:
         raise DataValidationError(path.name, str(exc.args[0])) from None
     frame, is_csv = _read(path)
-    return validate_frame(name, frame, path.name, first_line=2 if is_csv else None)
+    valid = validate_frame(name, frame, path.name, first_line=2 if is_csv else None)
+    if valid.empty:
+        raise DataValidationError(path.name, "the file holds no data rows")
+    return valid
 
 
 def validate_frame(

@@ -162,3 +162,23 @@ def test_simulate_bad_node_file_one_line_exit_2(tmp_path, nodes, kind, message):
     assert len(lines) == 1 and lines[0].startswith("error: --node bad: "), proc.stderr[-2000:]
     assert message in lines[0]
     assert not (out / "result.json").exists()
+
+
+@pytest.mark.parametrize("job", ["lbw_model", "lbw_glm", "lbw_rate_by_year"])
+def test_a_header_only_table_in_a_node_folder_is_one_line_exit_2(tmp_path, job):
+    """A node folder's table with its columns and no rows is refused at load, naming the
+    file (before, a training or GLM job ran and failed at the node with exit 1 and several
+    lines, and a statistics job succeeded on nothing)."""
+    from federation.cdm import get_schema
+
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "births.csv").write_text(",".join(get_schema("births").names) + "\n")
+    examples = Path(__file__).resolve().parents[2] / "examples" / "iwamizawa"
+    out = tmp_path / "out"
+    args = ["simulate", str(examples / f"{job}.toml"), "--out", str(out), "--quiet"]
+    proc = _run([*args, "--node", f"bad={folder}", "--node", f"also={folder}"])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines == ["error: --node bad: births.csv: the file holds no data rows"], proc.stderr
+    assert not (out / "result.json").exists()
