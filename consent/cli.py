@@ -194,7 +194,10 @@ def head(
     ] = None,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
-    """Save a signed tree head, for a later `verify --since`."""
+    """Save a signed tree head, for a later `verify --since`.
+
+    Without --key the ledger is only read (opened read-only; a read-only file will do).
+    """
     _existing(ledger, "ledger")
     try:
         if key is not None:
@@ -202,7 +205,7 @@ def head(
             with _readable(ledger), Ledger(ledger, private_key) as store:
                 sth = store.sign_head()
         else:
-            with _readable(ledger), Ledger(ledger) as store:
+            with _readable(ledger), Ledger(ledger, read_only=True) as store:
                 latest = store.latest_head()
             if latest is None:
                 _fail(f"{ledger} holds no signed head; pass --key to sign one")
@@ -245,11 +248,14 @@ def proof(
     key: Annotated[Path, typer.Option("--key", help="The node's public key (PEM).")],
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
-    """Print an inclusion proof of one entry under the latest signed head, checked."""
+    """Print an inclusion proof of one entry under the latest signed head, checked.
+
+    The ledger is only read (opened read-only; a read-only file will do).
+    """
     _existing(ledger, "ledger")
     try:
         public_key = load_public_key(_existing(key, "key"))
-        with _readable(ledger), Ledger(ledger) as store:
+        with _readable(ledger), Ledger(ledger, read_only=True) as store:
             sth = store.latest_head()
             if sth is None:
                 _fail(f"{ledger} holds no signed head")

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict
 
 from consent.canonical import canonical_json
 from consent.entries import normalise_payload
-from consent.errors import ConsentError, LedgerError
+from consent.errors import ConsentError, LedgerError, LedgerUnreadableError
 from consent.merkle import (
     EMPTY_ROOT,
     PerfectNode,
@@ -50,15 +50,19 @@ from consent.signing import SignedTreeHead, sign_tree_head
 from consent.sqlite_store import SqliteStore, append_only
 
 __all__ = [
+    "LEDGER_FORMAT",
     "ZERO_HASH",
     "Ledger",
     "LedgerEntry",
     "canonical_entry",
+    "check_format",
     "format_time",
     "subject_commitment",
 ]
 
 ZERO_HASH = b"\x00" * 32
+#: What a ledger's ``meta`` table holds: one row, ``('format', LEDGER_FORMAT)``.
+LEDGER_FORMAT = "hamanasu-ledger-1"
 MIN_SALT_BYTES = 16
 
 _SCHEMA = """
@@ -76,6 +80,29 @@ CREATE TABLE IF NOT EXISTS heads(
 _SCHEMA += append_only("entries", "ledger entries")
 _SCHEMA += append_only("nodes", "ledger nodes", deletes=False)
 _SCHEMA += append_only("heads", "signed heads")
+
+
+def check_format(db: sqlite3.Connection) -> None:
+    """Check a ledger file's ``meta`` table holds its format marker and nothing else.
+
+    A ledger whose marker is gone or altered (or that holds markers this version does
+    not know) cannot be read as this format: nothing in it can be trusted to mean what
+    this code takes it to mean.
+
+    Raises:
+        LedgerUnreadableError: the ``meta`` table is gone, or does not hold exactly
+            ``('format', LEDGER_FORMAT)``.
+    """
+    try:
+        rows = db.execute("SELECT key, value FROM meta ORDER BY key").fetchall()
+    except sqlite3.Error as exc:
+        raise LedgerUnreadableError(f"not a readable ledger: {exc}") from None
+    if [tuple(r) for r in rows] != [("format", LEDGER_FORMAT)]:
+        found = ", ".join(f"{k!r}={v!r}" for k, v in rows[:3]) or "nothing"
+        raise LedgerUnreadableError(
+            f"not a {LEDGER_FORMAT} ledger: its meta table holds {found} "
+            f"instead of format={LEDGER_FORMAT!r}"
+        )
 
 
 def format_time(at: datetime) -> str:
@@ -149,10 +176,15 @@ class Ledger(SqliteStore):
         signing_key: the node's Ed25519 key; when given, every append is followed by a
             signed tree head stored in the ledger.
         clock: returns "now" (tests pass a fixed clock).
+        read_only: open an existing ledger read-only, to read heads, entries and proofs
+            (nothing is written, the file's bytes and time stay as they were; appending
+            and signing fail).
 
     Raises:
         LedgerError: the file is not a ledger, or it holds fewer entries than a head it
             signed (it was truncated; appending would hide that).
+        LedgerUnreadableError: (read-only) the file cannot be read as a ledger: not
+            SQLite, a table gone, its format marker gone or altered.
 
     """
 
@@ -161,13 +193,18 @@ class Ledger(SqliteStore):
         path: Path,
         signing_key: Ed25519PrivateKey | None = None,
         clock: Callable[[], datetime] = _utc_now,
+        *,
+        read_only: bool = False,
     ) -> None:
         self._key = signing_key
         self._clock = clock
+        if read_only:
+            self._open_read_only(path)
+            return
         try:
             super().__init__(path)
             self._db.executescript(_SCHEMA)
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('format', 'hamanasu-ledger-1')")
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (LEDGER_FORMAT,))
         except sqlite3.DatabaseError as exc:
             raise LedgerError(f"{self.path} is not a usable ledger: {exc}") from None
         self._size = -1
@@ -180,6 +217,17 @@ class Ledger(SqliteStore):
                 f"{self.path} holds {self._size} entries but signed a head of size {head}; "
                 "it was truncated"
             )
+
+    def _open_read_only(self, path: Path) -> None:
+        try:
+            super().__init__(path, read_only=True)
+            check_format(self._db)
+            for table in ("entries", "nodes", "heads"):
+                self._db.execute(f"SELECT * FROM {table} LIMIT 1").fetchall()  # noqa: S608
+            self._size = -1
+            self._sync()
+        except sqlite3.Error as exc:
+            raise LedgerUnreadableError(f"not a readable ledger: {exc}") from None
 
     # ---- tree state ---------------------------------------------------------------
     def _sync(self) -> None:

@@ -54,6 +54,9 @@ class SqliteStore:
         busy_timeout: seconds to wait for another process's write lock before giving up.
         foreign_keys: whether SQLite enforces the schema's foreign keys.
         named_rows: whether rows come back as :class:`sqlite3.Row` (read by column name).
+        read_only: open the existing file read-only (SQLite's ``mode=ro``): nothing is
+            written to it, not even its journal mode, so its bytes and modification time
+            stay as they were and a file without write permission can be read.
 
     Raises:
         sqlite3.DatabaseError: the file cannot be opened as a SQLite database (callers
@@ -67,14 +70,22 @@ class SqliteStore:
         busy_timeout: float = 5.0,
         foreign_keys: bool = False,
         named_rows: bool = False,
+        read_only: bool = False,
     ) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
+        target = f"{self.path.resolve().as_uri()}?mode=ro" if read_only else self.path
         self._db = sqlite3.connect(
-            self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            target,
+            timeout=busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+            uri=read_only,
         )
         if named_rows:
             self._db.row_factory = sqlite3.Row
+        if read_only:
+            return
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         if foreign_keys:

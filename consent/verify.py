@@ -28,7 +28,7 @@ from consent.errors import (
     ProofError,
     SignatureError,
 )
-from consent.ledger import ZERO_HASH
+from consent.ledger import ZERO_HASH, check_format
 from consent.merkle import (
     consistency_proof,
     hash_leaf,
@@ -145,6 +145,11 @@ def _open(path: Path) -> sqlite3.Connection:
         db.execute("SELECT 1 FROM entries LIMIT 1").fetchall()
     except sqlite3.Error as exc:
         raise LedgerUnreadableError(f"not a readable ledger: {exc}") from None
+    try:
+        check_format(db)
+    except LedgerUnreadableError:
+        db.close()
+        raise
     return db
 
 
@@ -290,6 +295,12 @@ def verify_ledger(
         heads: list[tuple[int, SignedTreeHead]] = []
         stored_sizes: list[object] = []
         for hid, size, sth in db.execute("SELECT id, tree_size, sth FROM heads ORDER BY id"):
+            if hid != len(heads) + 1:  # ids run 1, 2, ...: heads are never deleted
+                raise LedgerVerificationError(
+                    None,
+                    f"signed head #{len(heads) + 1} is missing (the next stored head is "
+                    f"#{hid}): signed heads were deleted",
+                )
             try:
                 head = SignedTreeHead.model_validate_json(sth)
             except (ValidationError, TypeError, ValueError, RecursionError):

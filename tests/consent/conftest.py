@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from consent.ledger import Ledger
 
 VECTORS = Path(__file__).parent / "vectors"
+ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2025, 4, 1, 9, 0, tzinfo=UTC)
 
 
@@ -73,3 +76,14 @@ def tamper(path: Path) -> Callable[[str, tuple[object, ...]], None]:
         db.close()
 
     return run
+
+
+def audit_cli(*args: object) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m hamanasu audit ARGS`` in a subprocess; return its result."""
+    return subprocess.run(
+        [sys.executable, "-m", "hamanasu", "audit", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )

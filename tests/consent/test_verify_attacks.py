@@ -13,7 +13,6 @@ import json
 import shutil
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,20 +23,10 @@ from consent.ledger import Ledger
 from consent.signing import generate_key
 
 from .conftest import Clock, tamper, usage_payload
+from .conftest import audit_cli as _audit
 
-ROOT = Path(__file__).resolve().parents[2]
 N = 11  # three levels of complete subtrees, plus a ragged right edge
 DEEP = 100_000  # far deeper than any JSON parser recurses
-
-
-def _audit(*args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hamanasu", "audit", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
 
 
 def _one_line(result: subprocess.CompletedProcess[str], code: int, *fragments: str) -> None:
@@ -131,6 +120,85 @@ FAILS = {
         "non-integer position",
     ),
 }
+
+
+#: Every table of the ledger format, and what each kind of change to it must give: the
+#: exit code (1: read and does not hold; 2: cannot be read) and a fragment of the line.
+TABLES = ("entries", "heads", "meta", "nodes")
+TABLE_ATTACKS: dict[tuple[str, str], tuple[Callable[[Path], None], int, str]] = {
+    ("entries", "drop"): (_sql("DROP TABLE entries"), 2, "no such table: entries"),
+    ("entries", "delete"): (_sql("DELETE FROM entries WHERE idx = 5"), 1, "entry 5 is missing"),
+    ("entries", "delete last"): (
+        _sql("DELETE FROM entries WHERE idx = ?", (N - 1,)),
+        1,
+        "entries were deleted (truncated)",
+    ),
+    ("entries", "alter"): (
+        _sql("UPDATE entries SET kind = 'consent.recorded' WHERE idx = 2"),
+        1,
+        "moved, reordered or relabelled",
+    ),
+    ("heads", "drop"): (_sql("DROP TABLE heads"), 2, "no such table: heads"),
+    ("heads", "delete"): (
+        _sql("DELETE FROM heads WHERE id = 4"),
+        1,
+        "signed head #4 is missing (the next stored head is #5)",
+    ),
+    ("heads", "delete last"): (
+        _sql("DELETE FROM heads WHERE id = ?", (N,)),
+        1,
+        "not covered by any signed tree head",
+    ),
+    ("heads", "alter"): (
+        _sql("UPDATE heads SET sth = replace(sth, '\"tree_size\":6', '\"tree_size\":5')"),
+        1,
+        "signed head #6",
+    ),
+    ("meta", "drop"): (_sql("DROP TABLE meta"), 2, "no such table: meta"),
+    ("meta", "delete"): (_sql("DELETE FROM meta"), 2, "its meta table holds nothing"),
+    ("meta", "alter"): (
+        _sql("UPDATE meta SET value = 'hamanasu-ledger-9'"),
+        2,
+        "not a hamanasu-ledger-1 ledger",
+    ),
+    ("meta", "add"): (
+        _sql("INSERT INTO meta VALUES ('trusted', 'yes')"),
+        2,
+        "not a hamanasu-ledger-1 ledger",
+    ),
+    ("nodes", "drop"): (_sql("DROP TABLE nodes"), 2, "no such table: nodes"),
+    ("nodes", "delete"): (
+        _sql("DELETE FROM nodes WHERE level = 1 AND pos = 0"),
+        1,
+        "(level 1, position 0) is missing",
+    ),
+    ("nodes", "alter"): (
+        _sql("UPDATE nodes SET hash = ? WHERE level = 1 AND pos = 3", (b"\x01" * 32,)),
+        1,
+        "does not match the entries it covers",
+    ),
+}
+
+
+def test_the_table_attacks_cover_every_table_of_the_format(signed: dict[str, Path]) -> None:
+    db = sqlite3.connect(signed["ledger"])
+    stored = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    db.close()
+    assert stored == set(TABLES)
+    for table in TABLES:
+        assert {op for t, op in TABLE_ATTACKS if t == table} >= {"drop", "delete", "alter"}
+
+
+@pytest.mark.parametrize("table, change", sorted(TABLE_ATTACKS))
+def test_every_change_to_every_table_is_caught_with_its_own_exit_code(
+    signed: dict[str, Path], table: str, change: str
+) -> None:
+    mutate, code, fragment = TABLE_ATTACKS[table, change]
+    mutate(signed["ledger"])
+    result = _audit("verify", signed["ledger"], "--key", signed["pub"])
+    _one_line(result, code, fragment)
+    if code == 2:
+        assert "cannot read ledger" in result.stderr and result.stdout == "", result.stdout
 
 
 @pytest.mark.parametrize("case", sorted(CANNOT_READ))
