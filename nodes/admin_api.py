@@ -76,8 +76,8 @@ def create_admin_app(
         service: the running node service.
         supernode_status: returns the SuperNode's status for ``GET /status``
             (``SupernodeSupervisor.status``), if the node runs one.
-        token: the node admin's token (default: the bearer of the service's coordinator link,
-            i.e. ``read_token(config.token_file)``).
+        token: the node admin's token (default: the bearer of the link the admin's actions
+            go through: ``admin_token_file``'s token, else ``token_file``'s).
         console: also mount the web console.
 
     Returns:

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 
 from federation.cli_options import FormatOption, OutputFormat
@@ -168,6 +169,10 @@ def serve(config: ConfigOpt = None) -> None:
     with _errors():
         service = _service(config, service_token_file=True)
         cfg = service.config
+        try:
+            service.check_credential()  # a human's token in token_file stops it here
+        except httpx.HTTPError as exc:
+            typer.echo(f"node {cfg.name}: coordinator not reachable yet ({exc})", err=True)
         supervisor = None
         if cfg.supernode is not None:
             if cfg.data_dir is None:

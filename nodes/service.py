@@ -182,6 +182,32 @@ class NodeService:
         #: The SuperNode's status, if the node runs one (``SupernodeSupervisor.status``).
         self.supernode_status: Callable[[], dict[str, Any]] | None = None
 
+    def check_credential(self) -> None:
+        """Check the service's token is this node's service token, not a human's.
+
+        A ``node.toml`` from before node services had their own tokens names the node
+        admin's token in ``token_file``; the coordinator refuses it on every route the
+        service pushes to or polls, so the service stops at once, saying what to do.
+
+        Raises:
+            NodeServiceError: the token is a human's or another node's (one line naming
+                ``token_file`` and how to get a service token), or the coordinator
+                refused it.
+            httpx.HTTPError: the coordinator cannot be reached.
+        """
+        me = self.link.me()
+        role, node, name = me.get("role"), me.get("node"), self.config.name
+        if role == "node_service" and node == name:
+            return
+        where = self.config.token_file or "HAMANASU_TOKEN"
+        whose = f"node {node}'s service" if role == "node_service" else f"a {role}"
+        raise NodeServiceError(
+            f"token_file: {where} holds {whose} token, and the node service now needs its "
+            f"own: ask the operator for node {name}'s service token (hamanasu coordinator "
+            f"node-service-token {name} --out FILE), name that file in token_file, and keep "
+            "your admin token in admin_token_file"
+        )
+
     # -- what the node publishes -------------------------------------------------------------
     def registration(self) -> NodeRegistration:
         """Return the node's caps, from its policy (no data)."""

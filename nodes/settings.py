@@ -85,8 +85,10 @@ class NodeServiceConfig(BaseSettings):
         coordinator_url: the coordinator's base URL (https://, or http:// on loopback).
         state_dir: the node's state folder (key, policy, ledger, budget).
         data_dir: the node's data folder (to count consenting subjects; optional).
-        token_file: a 0600 file holding the node service's API token (``hamanasu node
-            serve`` needs it; the admin commands fall back to ``HAMANASU_TOKEN``).
+        token_file: a 0600 file holding the node service's own token, the node_service
+            token the operator issues for this node (``hamanasu node serve`` needs it and
+            stops at start, saying so, on a person's token; the admin commands fall back
+            to ``HAMANASU_TOKEN``).
         admin_token_file: a 0600 file holding the node's human admin token, for the admin's
             actions (approve, reject, release, withhold) through ``hamanasu node approvals``
             and the node's admin API; without it those go with ``token_file``'s token.

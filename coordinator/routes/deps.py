@@ -22,10 +22,12 @@ __all__ = [
     "Caller",
     "LifecycleDep",
     "NodeCaller",
+    "NodeService",
     "Operator",
     "Researcher",
     "StoreDep",
     "Viewer",
+    "SERVICE_ONLY",
     "authenticate_throttled",
     "own_node",
     "require",
@@ -114,6 +116,29 @@ Auditor = Annotated[PrincipalPublic, Depends(require(Role.AUDITOR, Role.OPERATOR
 Admin = Annotated[PrincipalPublic, Depends(require(Role.NODE_ADMIN))]
 #: A node's service or one of its human admins (the route checks which node, and which).
 NodeCaller = Annotated[PrincipalPublic, Depends(require(Role.NODE_SERVICE, Role.NODE_ADMIN))]
+
+#: Why a route a node's service pushes to or polls refuses any other token.
+SERVICE_ONLY = (
+    "this route is for the node's service and needs the node's service credential "
+    "(a node_service token the operator issues with `hamanasu coordinator "
+    "node-service-token NODE`); a human's token (role {role}) is refused here"
+)
+
+
+async def _service(caller: Caller) -> PrincipalPublic:
+    """Admit only a node's service token: its pushes and polls are never a human's.
+
+    Raises:
+        Forbidden: any other role, a node's human admins included (403 saying the route
+            needs the node's service credential).
+    """
+    if caller.role != Role.NODE_SERVICE:
+        raise Forbidden(SERVICE_ONLY.format(role=caller.role))
+    return caller
+
+
+#: A node's service, and nobody else (the route checks which node).
+NodeService = Annotated[PrincipalPublic, Depends(_service)]
 #: Who may read a job: its owner (checked in the route), auditors and the operator.
 Viewer = Annotated[PrincipalPublic, Depends(require(Role.RESEARCHER, Role.AUDITOR, Role.OPERATOR))]
 

@@ -1,8 +1,9 @@
 """Node audit routes: a node's service pushes its ledger, head, consent counts and budget.
 
-Only the node's own service (a ``node_service`` token bound to it) or one of its admins may
-push for a node or read its budget. Auditors read what was pushed under ``/audit/nodes``
-(:mod:`.audit`).
+Only the node's own service (a ``node_service`` token bound to it) may push for a node or
+see what the coordinator holds of its ledger: a human admin's token is refused there (403);
+the node's service and its admins may read its budget. Auditors read what was pushed under
+``/audit/nodes`` (:mod:`.audit`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request
 
 from coordinator.audit_store import AuditStore
-from coordinator.routes.deps import NodeCaller, own_node
+from coordinator.routes.deps import NodeCaller, NodeService, own_node
 from federation.audit_models import (
     AuditReceipt,
     AuditSnapshot,
@@ -42,7 +43,7 @@ AuditDep = Annotated[AuditStore, Depends(audit_store)]
 
 
 @router.get("/nodes/{name}/audit/state")
-def audit_state(name: NodePath, caller: NodeCaller, audit: AuditDep) -> AuditSyncState:
+def audit_state(name: NodePath, caller: NodeService, audit: AuditDep) -> AuditSyncState:
     """How many of the node's ledger entries the coordinator holds verified and staged."""
     own_node(caller, name)
     return audit.sync_state(name)
@@ -50,7 +51,7 @@ def audit_state(name: NodePath, caller: NodeCaller, audit: AuditDep) -> AuditSyn
 
 @router.post("/nodes/{name}/audit/entries")
 def audit_entries(
-    name: NodePath, body: LedgerEntryChunk, caller: NodeCaller, audit: AuditDep
+    name: NodePath, body: LedgerEntryChunk, caller: NodeService, audit: AuditDep
 ) -> AuditSyncState:
     """Upload ledger entries the coordinator lacks (as stored; verified with the next head)."""
     own_node(caller, name)
@@ -59,7 +60,7 @@ def audit_entries(
 
 @router.put("/nodes/{name}/audit/snapshot")
 def audit_snapshot(
-    name: NodePath, body: AuditSnapshot, caller: NodeCaller, audit: AuditDep
+    name: NodePath, body: AuditSnapshot, caller: NodeService, audit: AuditDep
 ) -> AuditReceipt:
     """Push the node's signed head (verified now), consent counts and budget."""
     own_node(caller, name)

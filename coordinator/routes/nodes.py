@@ -19,6 +19,7 @@ from coordinator.routes.deps import (
     Caller,
     LifecycleDep,
     NodeCaller,
+    NodeService,
     Operator,
     StoreDep,
     own_node,
@@ -100,7 +101,7 @@ def list_nodes(_: Caller, store: StoreDep, request: Request) -> list[NodePublic]
 
 @router.put("/nodes/{name}/registration")
 def publish_node(
-    name: NodePath, body: NodeRegistration, caller: NodeCaller, store: StoreDep
+    name: NodePath, body: NodeRegistration, caller: NodeService, store: StoreDep
 ) -> NodePublic:
     """A node's service publishes its caps (per-job ε cap, domains, approval mode, key)."""
     own_node(caller, name)
@@ -110,7 +111,7 @@ def publish_node(
 @router.get("/nodes/{name}/jobs")
 def node_jobs(
     name: NodePath,
-    caller: NodeCaller,
+    caller: NodeService,
     store: StoreDep,
     status: Annotated[
         ApprovalStatus | None, Query(description="Only approvals in this status.")
@@ -135,7 +136,8 @@ def decide(
     The label follows the caller's role, never the body: the node's service posts its
     policy's outcome (``policy``), a human admin's decision is always ``admin``, so an
     admin cannot pass a decision off as the policy's. A service asking to decide as an
-    admin is refused (403, field ``source``).
+    admin, or an admin asking to post as the policy (``source = "policy"`` spelled
+    out), is refused (403, field ``source``).
     """
     own_node(caller, name)
     if caller.role == Role.NODE_SERVICE:
@@ -145,6 +147,12 @@ def decide(
                 "an admin decides with their own token",
                 field="source",
             )
+    elif "source" in body.model_fields_set and body.source == "policy":
+        raise Forbidden(
+            "source: a policy's decision is posted by the node's service with the node's "
+            "service credential; a human admin decides as admin (source = admin)",
+            field="source",
+        )
     else:
         body = body.model_copy(update={"source": "admin"})
     return lifecycle.decide(job_id, name, body, by=caller.name)

@@ -188,7 +188,8 @@ def build_world(
                 public_key_pem=point.state.public_key_path.read_text(encoding="utf-8"),
             ),
         )
-        receipt = push_audit(app, tokens["node_admin"], point)
+        tokens["node_service"] = store.issue_service_token("city-hospital").token
+        receipt = push_audit(app, tokens["node_service"], point)  # as the node's service
         assert receipt.status == "verified", receipt
         app.state.console_test_point = point
     return app, tokens

@@ -104,9 +104,16 @@ class Api:
         return str(r.json()["token"]["token"])
 
     def node(self, name: str, **caps: Any) -> str:
+        """Register a node and its human admin; return the admin's token."""
         r = self.client.post("/nodes", json={"name": name, **caps}, headers=self.h(self.operator))
         assert r.status_code == 201, r.text
         return self.principal(f"{name}-admin", "node_admin", name)
+
+    def service(self, name: str) -> str:
+        """Issue node ``name``'s service its token (the only one its polls and pushes take)."""
+        r = self.client.post(f"/nodes/{name}/service-token", headers=self.h(self.operator))
+        assert r.status_code == 201, r.text
+        return str(r.json()["token"])
 
 
 @pytest.fixture

@@ -193,6 +193,7 @@ def scripted(tmp_path: Path):
             "a1": api.node("n1"),
             "r": api.principal("aki", "researcher"),
         }
+        tokens["s0"] = api.service("n0")
         yield api, runner, tokens, app
 
 
@@ -284,7 +285,7 @@ def test_node_jobs_lists_only_its_jobs_and_decision_reasons(scripted) -> None:
     api, _, t, _ = scripted
     spec = {**SPEC, "nodes": ["n0", "n1"]}
     job = api.client.post("/jobs", json={"spec": spec}, headers=api.h(t["r"])).json()
-    view = api.client.get("/nodes/n0/jobs", headers=api.h(t["a0"])).json()
+    view = api.client.get("/nodes/n0/jobs", headers=api.h(t["s0"])).json()
     assert [v["id"] for v in view] == [job["id"]] and view[0]["spec"]["features"] == SPEC[
         "features"
     ]

@@ -4,7 +4,8 @@ A head is accepted only when its Ed25519 signature checks against the node's reg
 it extends the head verified before (RFC 9162 consistency) and the root recomputed over the
 mirrored entries equals its root. A failure is recorded with the time and reason and shown; a
 node that rewrites, truncates or replaces history it signed is flagged. Role checks: only the
-node's own admin pushes; auditors (and the operator) read; a denied call changes nothing.
+node's own service pushes (its human admins are refused); auditors (and the operator) read;
+a denied call changes nothing.
 Runs on SQLite and, with HAMANASU_TEST_POSTGRES_URL, PostgreSQL.
 """
 
@@ -86,13 +87,16 @@ def _world(settings: Any, engine: Any, schema: str | None, tmp_path: Path) -> It
         for n in ("n0", "n1"):
             assert http.post("/nodes", json={"name": n}, headers=oh).status_code == 201
         for who, role, node in (
-            ("n0", "node_admin", "n0"),
-            ("n1", "node_admin", "n1"),
+            ("n0-admin", "node_admin", "n0"),
+            ("n1-admin", "node_admin", "n1"),
             ("auditor", "auditor", None),
             ("researcher", "researcher", None),
         ):
             r = http.post("/principals", json={"name": who, "role": role, "node": node}, headers=oh)
             tokens[who] = r.json()["token"]["token"]
+        for n in ("n0", "n1"):  # each node's service pushes with its own token
+            r = http.post(f"/nodes/{n}/service-token", headers=oh)
+            tokens[n] = r.json()["token"]
         yield World(app, http, tokens, tmp_path / "n0")
 
 
@@ -385,6 +389,7 @@ def test_role_checks_401_403_with_clear_bodies_and_no_change(world: World) -> No
         ("researcher", "/nodes/n0/audit/snapshot"),
         ("auditor", "/nodes/n0/audit/snapshot"),
         ("operator", "/nodes/n0/audit/snapshot"),
+        ("n0-admin", "/nodes/n0/audit/snapshot"),
         ("n1", "/nodes/n0/audit/snapshot"),
     ):
         r = http.put(path, json=snapshot, headers=world.h(who))
@@ -407,13 +412,14 @@ def test_role_checks_401_403_with_clear_bodies_and_no_change(world: World) -> No
                 path,
             )
     assert http.get("/audit/nodes").status_code == 401
-    for who in ("auditor", "n1", "researcher"):
+    for who in ("auditor", "n1", "n1-admin", "researcher"):
         assert http.get("/nodes/n0/budget", headers=world.h(who)).status_code == 403, who
-    assert http.get("/nodes/n0/budget", headers=world.h("n0")).json() == {
-        "node": "n0",
-        "received_at": None,
-        "rows": [],
-    }
+    for who in ("n0", "n0-admin"):  # the node's service and its human admins read its budget
+        assert http.get("/nodes/n0/budget", headers=world.h(who)).json() == {
+            "node": "n0",
+            "received_at": None,
+            "rows": [],
+        }
     assert http.get("/audit/nodes", headers=world.h("operator")).status_code == 200
     assert http.get("/audit/nodes/nope/ledger", headers=world.h("auditor")).status_code == 404
 
@@ -465,9 +471,6 @@ def test_migrations_0003_and_0004_apply_over_0002_and_revert(backend) -> None:
 
 def test_a_node_service_token_pushes_for_its_own_node_only(world: World) -> None:
     """The service's own token (not its admin's) publishes, pushes and syncs; n1 is refused."""
-    issued = world.http.post("/nodes/n0/service-token", headers=world.h("operator"))
-    assert issued.status_code == 201, issued.text
-    world.tokens["n0"] = issued.json()["token"]
     me = world.http.get("/me", headers=world.h("n0")).json()
     assert (me["role"], me["node"]) == ("node_service", "n0")
     world.register_key()

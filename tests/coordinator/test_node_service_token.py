@@ -96,8 +96,53 @@ def test_human_admin_cannot_pass_a_decision_off_as_the_policy(api: Api) -> None:
         json={"outcome": "approve", "source": "policy"},
         headers=api.h(t["admin0"]),
     )
+    assert r.status_code == 403 and r.json()["field"] == "source", r.text
+    assert "node's service credential" in r.json()["detail"]
+    assert _approvals(api, job_id)["n0"]["status"] == "pending"
+    r = api.client.post(  # deciding as themselves, the admin is labelled admin
+        f"/nodes/n0/jobs/{job_id}/decision", json={"outcome": "approve"}, headers=api.h(t["admin0"])
+    )
     assert r.status_code == 200, r.text
     assert _approvals(api, job_id)["n0"]["source"] == "admin"
+
+
+#: Every route a node's service pushes to or polls: (method, path, body).
+SERVICE_ROUTES = (
+    ("PUT", "/nodes/n0/registration", {"max_epsilon_per_job": 3.0}),
+    ("GET", "/nodes/n0/jobs", None),
+    ("GET", "/nodes/n0/audit/state", None),
+    ("POST", "/nodes/n0/audit/entries", {"start": 0, "entries": []}),  # (empty: 422)
+    ("PUT", "/nodes/n0/audit/snapshot", {"head": None}),
+)
+
+
+def test_a_humans_token_is_refused_on_every_route_a_node_service_uses(api: Api) -> None:
+    """The node's own admin (and the operator) get 403 JSON saying the route needs the
+    node's service credential; nothing they sent is stored; the service token is served."""
+    t = _world(api)
+    job_id = _submit(api, t)
+    for token in (t["admin0"], api.operator):
+        for method, path, body in SERVICE_ROUTES:
+            r = api.client.request(method, path, json=body, headers=api.h(token))
+            assert r.status_code == 403, (path, r.text)
+            answer = r.json()
+            assert answer["code"] == "forbidden", answer
+            assert "needs the node's service credential" in answer["detail"], answer
+            assert "node-service-token" in answer["detail"], answer
+    nodes = {n["name"]: n for n in api.client.get("/nodes", headers=api.h(api.operator)).json()}
+    assert nodes["n0"]["max_epsilon_per_job"] == 3.0 and nodes["n0"]["last_seen_at"] is None
+    for method, path, body in SERVICE_ROUTES:  # the service passes (an empty upload: 422)
+        r = api.client.request(method, path, json=body, headers=api.h(t["svc0"]))
+        assert r.status_code in (200, 422), (path, r.text)
+    # the human routes stay the admin's: its budget, its held results, its decisions
+    for path in ("/nodes/n0/budget", "/nodes/n0/releases"):
+        assert api.client.get(path, headers=api.h(t["admin0"])).status_code == 200, path
+    r = api.client.post(
+        f"/nodes/n0/jobs/{job_id}/decision",
+        json={"outcome": "reject", "reasons": [{"code": "admin_rejected", "message": "no"}]},
+        headers=api.h(t["admin0"]),
+    )
+    assert r.status_code == 200 and r.json()["source"] == "admin", r.text
 
 
 def test_rotated_out_service_token_gets_401(api: Api) -> None:
@@ -181,3 +226,46 @@ def test_node_admin_actions_go_with_the_admins_own_token(api: Api, tmp_path: Pat
     both.reject(job_id, "not this year")
     n0 = _approvals(api, job_id)["n0"]
     assert (n0["status"], n0["source"]) == ("rejected", "admin")
+
+
+def test_node_serve_with_a_humans_token_stops_at_start_in_one_line(
+    api: Api, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """An old node.toml naming the admin's token in token_file: `hamanasu node serve` stops
+    before its first poll, with one line telling the admin to ask for a service token."""
+    from fastapi.testclient import TestClient
+
+    import nodes.approvals_cli as approvals_cli
+    from hamanasu.demo import EXAMPLES
+    from nodes.cli import app as node_cli
+    from nodes.cli import init_node
+    from nodes.service import CoordinatorLink
+
+    t = _world(api)
+    init_node(tmp_path / "state", "n0", EXAMPLES / "policies" / "women-clinic.toml")
+
+    def connect(url: str, token: str, node: str, ca_file: Any = None) -> CoordinatorLink:
+        return CoordinatorLink(TestClient(api.client.app, headers=api.h(token)), node)
+
+    monkeypatch.setattr(approvals_cli.CoordinatorLink, "connect", staticmethod(connect))
+    monkeypatch.setattr(approvals_cli, "install_stop_signals", lambda stop: stop.set())
+    config = tmp_path / "node.toml"
+    config.write_text(
+        '[node]\nname = "n0"\ncoordinator_url = "http://testserver"\n'
+        'state_dir = "state"\ntoken_file = "token"\n'
+    )
+    runner = CliRunner()
+    for token, ok in ((t["admin0"], False), (t["svc0"], True)):
+        write_token(tmp_path / "token", token)
+        result = runner.invoke(node_cli, ["serve", "--config", str(config)])
+        if ok:  # the service token starts (and, stopped at once, stops)
+            assert result.exit_code == 0, result.output
+            continue
+        assert result.exit_code == 2, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: token_file: "), result.stderr
+        assert "holds a node_admin token" in lines[0]
+        assert "hamanasu coordinator node-service-token n0" in lines[0]
+        assert token not in result.output
+    nodes = {n["name"]: n for n in api.client.get("/nodes", headers=api.h(api.operator)).json()}
+    assert nodes["n0"]["last_seen_at"] is None  # the refused start published nothing

@@ -73,10 +73,11 @@ def world(tmp_path: Path):
             "aud": api.principal("audit", "auditor"),
         }
         t["a0b"] = api.principal("n0-second-admin", "node_admin", "n0")
+        t["s0"] = api.service("n0")  # n0's service publishes its caps
 
         def run(review: str) -> str:
             r = client.put(
-                "/nodes/n0/registration", json={"release_review": review}, headers=api.h(t["a0"])
+                "/nodes/n0/registration", json={"release_review": review}, headers=api.h(t["s0"])
             )
             assert r.status_code == 200 and r.json()["release_review"] == review, r.text
             job = client.post("/jobs", json={"spec": SPEC}, headers=api.h(t["r"])).json()

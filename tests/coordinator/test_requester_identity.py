@@ -47,14 +47,14 @@ def world(tmp_path: Path):
     app = create_app(fast_settings(tmp_path / "c"))
     with TestClient(app) as client:
         api = Api(client, bootstrap_operator(app.state.store).token)
-        admin = api.node("n0")
+        api.node("n0")
         api.organisation("hokkaido-university", "academic", ("iwamizawa-mch-2017",))
         api.organisation("sapporo-medical", "academic", ("cohort-a", "cohort-b"))
         api.organisation("dairy-company", "commercial", ("dairy-rnd-2026",))
         tokens = {
             "sapporo": api.principal("sato", "researcher", organisation="sapporo-medical"),
             "dairy": api.principal("dan", "researcher", organisation="dairy-company"),
-            "admin": admin,
+            "service": api.service("n0"),  # the node's service polls its jobs
         }
         yield api, tokens
 
@@ -89,8 +89,8 @@ def test_submit_claiming_another_identity_422_names_the_field_stores_nothing(
     assert _jobs(api) == 0
 
 
-def _node_views(api: Api, admin: str) -> dict[str, NodeJobView]:
-    views = api.client.get("/nodes/n0/jobs", headers=api.h(admin)).json()
+def _node_views(api: Api, service: str) -> dict[str, NodeJobView]:
+    views = api.client.get("/nodes/n0/jobs", headers=api.h(service)).json()
     return {v["owner"]: NodeJobView.model_validate(v) for v in views}
 
 
@@ -106,7 +106,7 @@ def test_node_sees_and_its_policy_evaluates_the_vouched_identity(world) -> None:
     assert _submit(api, hokudai, {}).status_code == 201
     r = _submit(api, t["sapporo"], {"project": "cohort-b", "requester": "sapporo-medical"})
     assert r.status_code == 201, r.text
-    views = _node_views(api, t["admin"])
+    views = _node_views(api, t["service"])
     purpose = views["sato"].spec["purpose"]
     assert purpose["requester"] == "sapporo-medical"
     assert purpose["requester_type"] == "academic" and purpose["commercial"] is False
@@ -123,7 +123,7 @@ def test_commercial_organisation_is_vouched_commercial(world) -> None:
     r = _submit(api, t["dairy"], {"commercial": False})
     assert r.status_code == 422 and r.json()["field"] == "purpose.commercial"
     assert _submit(api, t["dairy"], {}).status_code == 201
-    purpose = _node_views(api, t["admin"])["dan"].spec["purpose"]
+    purpose = _node_views(api, t["service"])["dan"].spec["purpose"]
     assert purpose["requester"] == "dairy-company"
     assert purpose["requester_type"] == "commercial" and purpose["commercial"] is True
     assert purpose["project"] == "dairy-rnd-2026"

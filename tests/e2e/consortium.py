@@ -167,6 +167,7 @@ class Consortium:
             f'state_dir = "{state}"\n'
             f'data_dir = "{data}"\n'
             f'token_file = "{self.tokens[name]}"\n'
+            f'admin_token_file = "{self.tokens[f"{name}-admin"]}"\n'
             f'ca_file = "{self.pki.ca_cert}"\n'
             "poll_interval = 0.5\n\n"
             "[node.supernode]\n"

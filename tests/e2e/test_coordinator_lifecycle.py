@@ -84,10 +84,15 @@ def test_run_job_lifecycle_over_http(tmp_path: Path, scenario: Path) -> None:
                 state_dir=node.state_dir,
                 data_dir=node.data,
             )
-            link = CoordinatorLink(
-                TestClient(app, headers={"Authorization": f"Bearer {admins[name]}"}), name
-            )
-            services[name] = NodeService(cfg, link)
+
+            def link(token: str, node: str = name) -> CoordinatorLink:
+                return CoordinatorLink(
+                    TestClient(app, headers={"Authorization": f"Bearer {token}"}), node
+                )
+
+            # the service polls and pushes with its own token; its admin acts with theirs
+            service_token = oper.issue_service_token(name).token
+            services[name] = NodeService(cfg, link(service_token), admin_link=link(admins[name]))
             services[name].poll_once()  # publishes caps (ε cap 3.0)
 
         res = CoordinatorClient("", researcher, client=TestClient(app))

@@ -113,17 +113,17 @@ def test_restart_coordinator_killed_mid_job_loses_nothing(tmp_path: Path) -> Non
     proc = _start(data, port, env)
     try:
         op = CoordinatorClient(url, (tmp_path / "op").read_text().strip())
-        admins = {}
+        service_tokens = {}
         for n in NODES:
             op.register_node(n)
-            admins[n] = op.create_principal(f"{n}-admin", "node_admin", n).token.token
+            service_tokens[n] = op.issue_service_token(n).token  # each node service's own
         op.register_organisation("hokkaido-university", "academic", {"iwamizawa-mch-2017": False})
         aki = op.create_principal("aki", "researcher", None, "hokkaido-university")
         res = CoordinatorClient(url, aki.token.token)
         services = {
             n: NodeService(
                 NodeServiceConfig(name=n, coordinator_url=url, state_dir=states[n]),
-                CoordinatorLink.connect(url, admins[n], n),
+                CoordinatorLink.connect(url, service_tokens[n], n),
             )
             for n in NODES
         }

@@ -136,10 +136,16 @@ def build_world(
         state_dir=state,
         data_dir=scenario / NODE if scenario is not None else None,
     )
-    link_client = TestClient(
-        coordinator, headers={"Authorization": f"Bearer {tokens['node_admin']}"}
-    )
-    service = NodeService(cfg, CoordinatorLink(link_client, NODE))
+    r = http.post(f"/nodes/{NODE}/service-token", headers=oh)
+    assert r.status_code == 201, r.text
+    tokens["node_service"] = r.json()["token"]
+
+    def link(who: str) -> CoordinatorLink:
+        bearer = {"Authorization": f"Bearer {tokens[who]}"}
+        return CoordinatorLink(TestClient(coordinator, headers=bearer), NODE)
+
+    # the service polls and pushes with its own token; its admin decides with theirs
+    service = NodeService(cfg, link("node_service"), admin_link=link("node_admin"))
     admin_app = create_admin_app(service, lambda: {"running": True, "superlink": "127.0.0.1:1"})
     world = World(coordinator, http, tokens, service, admin_app, TestClient(admin_app), point)
     return world, http

@@ -151,12 +151,13 @@ def test_status_reports_the_last_poll_and_the_supernode(admin_world) -> None:
 
 def test_coordinator_down_is_503_and_local_views_still_work(admin_world) -> None:
     w = admin_world
-    client = httpx.Client(
-        base_url=f"http://127.0.0.1:{_free_port()}",
-        headers={"Authorization": f"Bearer {w.tokens['node_admin']}"},
-        timeout=5,
-    )
-    service = NodeService(w.service.config, CoordinatorLink(client, NODE))
+    down = f"http://127.0.0.1:{_free_port()}"
+
+    def link(who: str) -> CoordinatorLink:
+        bearer = {"Authorization": f"Bearer {w.tokens[who]}"}
+        return CoordinatorLink(httpx.Client(base_url=down, headers=bearer, timeout=5), NODE)
+
+    service = NodeService(w.service.config, link("node_service"), link("node_admin"))
     api = TestClient(create_admin_app(service))
     for method, path in (
         ("GET", "/jobs/waiting"),

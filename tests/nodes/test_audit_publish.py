@@ -212,13 +212,11 @@ def coordinator(tmp_path: Path, point: EnforcementPoint):
     with TestClient(app) as http:
         oh = {"Authorization": f"Bearer {op}"}
         assert http.post("/nodes", json={"name": "n0"}, headers=oh).status_code == 201
-        r = http.post(
-            "/principals", json={"name": "n0-admin", "role": "node_admin", "node": "n0"}, headers=oh
-        )
-        admin = r.json()["token"]["token"]
+        r = http.post("/nodes/n0/service-token", headers=oh)  # the node service pushes
+        service = r.json()["token"]
         r = http.post("/principals", json={"name": "aud", "role": "auditor"}, headers=oh)
         auditor = {"Authorization": f"Bearer {r.json()['token']['token']}"}
-        yield app, http, admin, auditor
+        yield app, http, service, auditor
 
 
 class _Counting(TestClient):
@@ -235,15 +233,15 @@ def _check(response: Any) -> Any:
 
 
 def test_a_backlog_goes_in_bounded_chunks_over_polls(point: EnforcementPoint, coordinator) -> None:
-    app, http, admin, auditor = coordinator
+    app, http, service, auditor = coordinator
     pem = point.state.public_key_path.read_text()
     http.put(
         "/nodes/n0/registration",
         json={"public_key_pem": pem},
-        headers={"Authorization": f"Bearer {admin}"},
+        headers={"Authorization": f"Bearer {service}"},
     )
     point.ledger().append_many([("job.note", {"i": i}) for i in range(1200)])
-    client = _Counting(app, headers={"Authorization": f"Bearer {admin}"})
+    client = _Counting(app, headers={"Authorization": f"Bearer {service}"})
     first = push_audit_snapshot(client, "n0", point, _check, max_entries=700)
     assert first.status == "incomplete" and first.staged_size == 700 and first.verified_size == 0
     assert _Counting.posts == 2  # 500 + 200
@@ -257,12 +255,12 @@ def test_a_backlog_goes_in_bounded_chunks_over_polls(point: EnforcementPoint, co
 
 
 def test_poll_once_pushes_the_snapshot(point: EnforcementPoint, coordinator, tmp_path) -> None:
-    app, http, admin, auditor = coordinator
+    app, http, service, auditor = coordinator
     point.registry().import_consents(_consents(30, 0, 0), "t", point.ledger())
     cfg = NodeServiceConfig(
         name="n0", coordinator_url="http://testserver", state_dir=point.state.root
     )
-    link = CoordinatorLink(TestClient(app, headers={"Authorization": f"Bearer {admin}"}), "n0")
+    link = CoordinatorLink(TestClient(app, headers={"Authorization": f"Bearer {service}"}), "n0")
     NodeService(cfg, link).poll_once()
     node = http.get("/audit/nodes", headers=auditor).json()[0]
     assert node["verified_size"] == point.ledger().size == 30
@@ -271,5 +269,5 @@ def test_poll_once_pushes_the_snapshot(point: EnforcementPoint, coordinator, tmp
     assert {c["purpose"]: c["count"] for c in consent["counts"] if c["domain"] == "births"}[
         "GRU"
     ] == 30
-    budget = http.get("/nodes/n0/budget", headers={"Authorization": f"Bearer {admin}"}).json()
+    budget = http.get("/nodes/n0/budget", headers={"Authorization": f"Bearer {service}"}).json()
     assert {r["domain"] for r in budget["rows"]} == {"births", "checkups"}

@@ -78,13 +78,17 @@ def setup(tmp_path: Path, university: dict):
             body = {"name": who, "role": role, "node": node, "organisation": org}
             r = http.post("/principals", json=body, headers=h)
             tokens[who] = (r.json()["principal"]["id"], r.json()["token"]["token"])
+        svc = http.post("/nodes/n0/service-token", headers=h).json()["token"]
         cfg = NodeServiceConfig(name="n0", coordinator_url="http://testserver", state_dir=state)
 
-        def service(who: str) -> NodeService:
-            link = CoordinatorLink(
-                TestClient(app, headers={"Authorization": f"Bearer {tokens[who][1]}"}), "n0"
+        def link(token: str) -> CoordinatorLink:
+            return CoordinatorLink(
+                TestClient(app, headers={"Authorization": f"Bearer {token}"}), "n0"
             )
-            return NodeService(cfg, link)
+
+        def service(who: str) -> NodeService:
+            """n0's service (its own token) with ``who`` as the admin reviewing results."""
+            return NodeService(cfg, link(svc), admin_link=link(tokens[who][1]))
 
         def run_job() -> str:
             rh = {"Authorization": f"Bearer {tokens['aki'][1]}"}

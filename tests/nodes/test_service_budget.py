@@ -37,10 +37,11 @@ def world(tmp_path: Path, university: dict):
             body = {"name": who, "role": role, "node": node, "organisation": org}
             r = http.post("/principals", json=body, headers=oh)
             tokens[who] = r.json()["token"]["token"]
+        tokens["n0"] = http.post("/nodes/n0/service-token", headers=oh).json()["token"]
         cfg = NodeServiceConfig(name="n0", coordinator_url="http://testserver", state_dir=state)
 
         def service() -> NodeService:
-            h = {"Authorization": f"Bearer {tokens['n0-admin']}"}
+            h = {"Authorization": f"Bearer {tokens['n0']}"}  # the node service's own token
             return NodeService(cfg, CoordinatorLink(TestClient(app, headers=h), "n0"))
 
         def submit(epsilon: float) -> str:

@@ -87,7 +87,7 @@ def test_node_service_http_bodies_carry_no_data(tmp_path, data):
         services = {}
         for name in MATERNITY:
             oper.register_node(name)
-            token = oper.create_principal(f"{name}-admin", "node_admin", name).token.token
+            token = oper.issue_service_token(name).token  # the node service's own token
             state = tmp_path / "nodes" / name
             shutil.rmtree(state, ignore_errors=True)
             init_node(state, name, EXAMPLES / "policies" / f"{name}.toml")
