@@ -13,12 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from consent.signing import SignedTreeHead
 from federation.api_models import DecisionReason
+from policies.budget_records import Reservation
 
 __all__ = [
     "ApproveBody",
     "DecisionPublic",
     "ErrorBody",
     "Health",
+    "JobReservation",
     "LedgerHead",
     "LedgerVerification",
     "PolicyPublic",
@@ -227,3 +229,44 @@ class LedgerVerification(_Model):
     entries_by_kind: dict[str, int] = Field(default_factory=dict)
     bad_index: int | None = None
     reason: str | None = None
+
+
+class JobReservation(_Model):
+    """One job's budget reservation at this node, and when and why it was released.
+
+    Attributes:
+        job_id: the job.
+        domain: the domain whose budget it holds.
+        period: the budget period.
+        status: ``active`` or ``released``.
+        reserved_epsilon: ε reserved (the job's target).
+        used_epsilon: the job's composed ε over the rounds charged here.
+        rounds_charged: rounds charged here.
+        released_at: when it was released (None while active).
+        release_reason: why; for a failed job, which rounds stay charged and why.
+    """
+
+    job_id: str
+    domain: str
+    period: str
+    status: str
+    reserved_epsilon: float
+    used_epsilon: float
+    rounds_charged: int
+    released_at: datetime | None = None
+    release_reason: str | None = None
+
+    @classmethod
+    def of(cls, r: Reservation) -> JobReservation:
+        """Return the public view of a budget ledger reservation."""
+        return cls(
+            job_id=r.job_id,
+            domain=r.domain,
+            period=r.period,
+            status=r.status,
+            reserved_epsilon=r.epsilon,
+            used_epsilon=r.used_epsilon,
+            rounds_charged=r.charges,
+            released_at=r.released_at,
+            release_reason=r.release_reason,
+        )

@@ -250,6 +250,42 @@ def budget_show(folder: NodeDir, fmt: FormatOption = OutputFormat.table) -> None
     typer.echo("jobs: active + closed; ε left = budget − closed − reserved")
 
 
+@budget_app.command("jobs")
+def budget_jobs(
+    folder: NodeDir,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="How many jobs at most.")] = 50,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Show each job's reservation, newest first: ε reserved and used, rounds charged.
+
+    A released one says when and why (a failed job: which rounds stay charged, and why).
+    """
+    from nodes.admin_models import JobReservation
+    from nodes.enforcement import EnforcementPoint
+
+    with _one_line_errors():
+        state = _state(folder)
+        held = EnforcementPoint(_node_name(state), state.root).budget().reservations(limit)
+    rows = [JobReservation.of(r).model_dump(mode="json") for r in held]
+    if fmt is OutputFormat.json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("job", "domain", "status", "ε reserved", "ε used", "rounds", "why released")
+    for row in rows:
+        table.add_row(
+            row["job_id"],
+            f"{row['domain']} {row['period']}",
+            row["status"],
+            f"{row['reserved_epsilon']:.3g}",
+            f"{row['used_epsilon']:.3g}",
+            str(row["rounds_charged"]),
+            row["release_reason"] or "",
+        )
+    Console(width=160).print(table)
+    if not rows:
+        typer.echo("no job has reserved budget at this node")
+
+
 @ledger_app.command("head")
 def ledger_head(
     folder: NodeDir,

@@ -49,6 +49,9 @@ class Reservation:
         charges: number of rounds charged.
         remaining_epsilon: the domain's remaining ε right after the reservation.
         remaining_delta: the domain's remaining δ right after the reservation.
+        released_at: when it was released (None while active).
+        release_reason: why it was released; for a failed job, which of its rounds stay
+            charged and why.
 
     """
 
@@ -63,6 +66,8 @@ class Reservation:
     charges: int = 0
     remaining_epsilon: float = math.nan
     remaining_delta: float = math.nan
+    released_at: datetime | None = None
+    release_reason: str | None = None
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,10 @@ CREATE TABLE IF NOT EXISTS closed (
 """
 
 #: The columns of a :class:`~policies.budget_records.Reservation`.
-RES_COLS = "job_id, domain, period, epsilon, delta, reserved_at, status, used_epsilon, charges"
+RES_COLS = (
+    "job_id, domain, period, epsilon, delta, reserved_at, status, used_epsilon, charges, "
+    "released_at, release_reason"
+)
 #: The columns of a :class:`~policies.budget_records.Charge` read back.
 CHARGE_COLS = "round, mechanism, reported_epsilon, job_epsilon_spent, charged_at"
 #: The columns of a job's accounting (:class:`~policies.budget_math.ActiveJob`).
@@ -132,6 +135,8 @@ def reservation_of(row: sqlite3.Row, remaining: tuple[float, float] | None = Non
         charges=row["charges"],
         remaining_epsilon=rem[0],
         remaining_delta=rem[1],
+        released_at=datetime.fromisoformat(row["released_at"]) if row["released_at"] else None,
+        release_reason=row["release_reason"],
     )
 
 

@@ -130,6 +130,25 @@ class BudgetViews(SqliteStore):
             ).fetchone()
         return None if row is None else reservation_of(row)
 
+    def reservations(self, limit: int = 50) -> list[Reservation]:
+        """Return the latest reservations, newest first.
+
+        Active ones, and released ones with when and why they were released (for a failed
+        job: which rounds stay charged).
+
+        Args:
+            limit: how many at most.
+
+        Returns:
+            The :class:`Reservation` records (empty when none).
+        """
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {RES_COLS} FROM reservations ORDER BY reserved_at DESC, job_id LIMIT ?",
+                (max(int(limit), 0),),
+            ).fetchall()
+        return [reservation_of(r) for r in rows]
+
     def charges(self, job_id: str) -> list[Charge]:
         """Return a job's charges in round order.
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
 from consent.signing import SignedTreeHead
-from nodes.admin_models import LedgerHead, LedgerVerification, PolicyPublic
+from nodes.admin_models import JobReservation, LedgerHead, LedgerVerification, PolicyPublic
 from nodes.admin_routes.deps import AUTH, ERRORS, Admin
 from policies import BudgetStatus
 
@@ -27,6 +27,18 @@ def budget(
 ) -> list[BudgetStatus]:
     """The privacy budget per domain for one period: allowed, spent, reserved, left."""
     return admin.budget(at)
+
+
+@router.get("/budget/jobs", response_model=list[JobReservation], tags=["node"])
+def budget_jobs(
+    admin: Admin,
+    limit: Annotated[int, Query(ge=1, le=1000, description="How many jobs at most.")] = 50,
+) -> list[JobReservation]:
+    """Each job's reservation, newest first, with when and why it was released.
+
+    For a failed job the reason says which of its rounds stay charged here, and why.
+    """
+    return [JobReservation.of(r) for r in admin.service.point.budget().reservations(limit)]
 
 
 @router.get("/policy", response_model=PolicyPublic, tags=["node"])

@@ -1,4 +1,4 @@
-"""The node's privacy budget per domain and period: a table, and a PNG chart (matplotlib)."""
+"""The node's privacy budget: per domain and period (a table and a PNG chart), and per job."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from nodes.admin_actions import AdminError
+from nodes.admin_models import JobReservation
 from nodes.console.pages import SignedIn, console_state, render
 
 if TYPE_CHECKING:
@@ -78,7 +79,8 @@ def budget(request: Request, session: SignedIn) -> HTMLResponse:
         return render(
             request, "budget.html", exc.status, session, rows=[], at=value, error=exc.message
         )
-    return render(request, "budget.html", 200, session, rows=rows, at=value, error=None)
+    jobs = [JobReservation.of(r) for r in admin.service.point.budget().reservations()]
+    return render(request, "budget.html", 200, session, rows=rows, at=value, error=None, jobs=jobs)
 
 
 @router.get("/budget.png")
