@@ -2,8 +2,8 @@
 
 1. PSI: two holders of 100,000 pseudonyms (32 hex characters) each, 30 % overlap;
    :func:`federation.linkage.psi.align_cohort` runs its three rounds (size-only,
-   forward revealing, backward). Goal: <= 30 s wall on 2 cores. Reports protocol bytes
-   per holder and each round's share of the time.
+   forward revealing, backward), each holder in a process of its own. Goal: <= 30 s
+   wall on 2 cores. Reports protocol bytes per holder and the CPU of all processes.
 2. Exact linked logistic GLM: 10,000 linked residents (plus residents only some holders
    have), 8 terms over three holders (hospital: outcome, intercept, BMI, age, parity;
    dairy company: dairy intake, calcium; drugstore: supplement purchases, folic acid),
@@ -17,7 +17,10 @@
 
 The machine's load average is recorded with the figures (it is shared).
 
-Run: .venv/bin/python bench/linkage_bench.py [--n 10000] [--psi 100000]
+Also: CPU of the server's setup and the client's look-up for each filter openmined-psi
+offers (GCS, Bloom filter, raw), with whether each gave the exact intersection.
+
+Run: .venv/bin/python bench/linkage_bench.py [--n 10000] [--psi 100000] [--only psi|glm]
 (writes bench/results/linkage.json)
 """
 
@@ -27,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import secrets
 import time
 from pathlib import Path
@@ -37,7 +41,7 @@ import pandas as pd
 import statsmodels.api as sm
 
 from federation.linkage.linked_run import HolderTable, linked_glm
-from federation.linkage.psi import PsiHolder, align_cohort
+from federation.linkage.psi import FPR, PsiHolder, align_cohort
 
 OUT = Path(__file__).resolve().parent / "results" / "linkage.json"
 TERMS = ["bmi", "age", "parity", "dairy_g", "calcium_mg", "supplement", "folic_acid"]
@@ -50,13 +54,41 @@ def bench_psi(n: int) -> dict[str, Any]:
     common = [secrets.token_hex(16) for _ in range(int(0.3 * n))]
     a = common + [secrets.token_hex(16) for _ in range(n - len(common))]
     b = common + [secrets.token_hex(16) for _ in range(n - len(common))]
-    t0 = time.perf_counter()
+    load = os.getloadavg()
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu0, t0 = time.process_time(), time.perf_counter()
     res = align_cohort([PsiHolder("hospital", a), PsiHolder("city", b)])
     wall = time.perf_counter() - t0
+    children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (time.process_time() - cpu0 + children1.ru_utime - children0.ru_utime
+           + children1.ru_stime - children0.ru_stime)
     assert res.size == len(common) and res.cohort["city"] == sorted(common)
     return {"ids_per_side": n, "overlap": len(common), "wall_s": round(wall, 2),
-            "goal_s": 30.0, "meets_goal": wall <= 30.0, "bytes_sent": res.bytes_sent,
-            "rounds": 3}
+            "cpu_s_all_processes": round(cpu, 2), "goal_s": 30.0, "meets_goal": wall <= 30.0,
+            "load_average_at_start": load, "bytes_sent": res.bytes_sent,
+            "holder_processes": 2, "rounds": "size-only, forward, backward (two at once)"}
+
+
+def bench_structures(n: int) -> dict[str, Any]:
+    """CPU of the server's setup and the client's look-up per filter (one core, same keys)."""
+    import private_set_intersection.python as psi
+
+    common = [secrets.token_hex(16) for _ in range(int(0.3 * n))]
+    a = common + [secrets.token_hex(16) for _ in range(n - len(common))]
+    b = common + [secrets.token_hex(16) for _ in range(n - len(common))]
+    client, server = psi.client.CreateWithNewKey(True), psi.server.CreateWithNewKey(True)
+    resp = server.ProcessRequest(client.CreateRequest(a))
+    out: dict[str, Any] = {}
+    for ds in (psi.DataStructure.GCS, psi.DataStructure.BLOOM_FILTER, psi.DataStructure.RAW):
+        t0 = time.process_time()
+        setup = server.CreateSetupMessage(FPR, len(a), b, ds)
+        t1 = time.process_time()
+        found = client.GetIntersection(setup, resp)
+        t2 = time.process_time()
+        out[ds.name] = {"setup_cpu_s": round(t1 - t0, 2), "lookup_cpu_s": round(t2 - t1, 2),
+                        "setup_bytes": len(setup.SerializeToString()),
+                        "exact": sorted(a[i] for i in found) == sorted(common)}
+    return out
 
 
 def cohort(n: int, seed: int = 0) -> tuple[list[HolderTable], pd.DataFrame]:
@@ -131,13 +163,20 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--psi", type=int, default=100_000)
+    ap.add_argument("--only", choices=["psi", "glm"], help="run one part; keep the other's "
+                    "figures from the last results file")
     args = ap.parse_args()
-    out: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                       "load_average_before": os.getloadavg()}}
-    out["psi"] = bench_psi(args.psi)
-    print("psi", json.dumps(out["psi"]), flush=True)
-    out["glm"] = bench_glm(args.n)
-    print("glm", json.dumps(out["glm"]), flush=True)
+    out: dict[str, Any] = json.loads(OUT.read_text()) if args.only and OUT.exists() else {}
+    out["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
+                      "load_average_before": os.getloadavg()}
+    if args.only != "glm":
+        out["psi"] = bench_psi(args.psi)
+        print("psi", json.dumps(out["psi"]), flush=True)
+        out["psi_structures"] = bench_structures(args.psi)
+        print("psi_structures", json.dumps(out["psi_structures"]), flush=True)
+    if args.only != "psi":
+        out["glm"] = bench_glm(args.n)
+        print("glm", json.dumps(out["glm"]), flush=True)
     out["machine"]["load_average_after"] = os.getloadavg()
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(out, indent=2) + "\n")

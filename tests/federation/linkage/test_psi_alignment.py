@@ -35,6 +35,32 @@ def test_cohort_is_the_intersection_of_all_holders() -> None:
     assert sum(res.bytes_sent.values()) == len(blob)
 
 
+@pytest.mark.parametrize("n_holders", [2, 3])
+def test_holders_in_processes_of_their_own_align_the_same_cohort(n_holders: int) -> None:
+    a = _ids("s", range(0, 300))
+    b = _ids("s", range(100, 400)) + _ids("only-b-", range(20))
+    c = _ids("s", range(150, 260))
+    holders = [PsiHolder("a", a), PsiHolder("b", b), PsiHolder("c", c)][:n_holders]
+    seen: list[bytes] = []
+
+    def relay(sender: str, receiver: str, payload: bytes) -> bytes:
+        seen.append(payload)
+        return payload
+
+    res = align_cohort(holders, relay, parallel=True)
+    want = sorted(set(a) & set(b) & (set(c) if n_holders == 3 else set(a)))
+    assert res.cohort == {h.name: want for h in holders}
+    assert res.pair_sizes == ({"b": 200, "c": 110} if n_holders == 3 else {"b": 200})
+    blob = b"".join(seen)
+    assert not any(x.encode() in blob for x in a + b + c)
+
+
+def test_a_small_overlap_stops_the_holders_processes_before_anyone_learns_a_member() -> None:
+    with pytest.raises(LinkageRefusal, match="fewer than b's minimum 50"):
+        align_cohort([PsiHolder("a", _ids("s", range(100))),
+                      PsiHolder("b", _ids("s", range(90, 200)), min_cohort=50)], parallel=True)
+
+
 def test_a_resident_missing_at_one_holder_is_not_linked() -> None:
     a = _ids("s", range(30))
     b = [x for x in a if x != "s00007"]  # withdrawn at the second holder
