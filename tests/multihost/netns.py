@@ -16,6 +16,7 @@ veth to one host (the coordinator's), as an operator's or researcher's own netwo
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import shutil
@@ -88,14 +89,15 @@ class Link:
 class Network:
     """The namespaces of ``hosts`` (name -> (hostname, address)) and the WAN between them.
 
-    ``mgmt_host`` gets a veth to the root namespace: a /30 of 192.0.2.0/24 (TEST-NET-1)
-    picked by ``mgmt_net``, ``mgmt_addr`` on the host's side.
+    ``mgmt_host`` gets a veth to the root namespace: a /30 of 198.18.0.0/15 (the range
+    kept for network tests; a machine's own network may well be TEST-NET-1) picked by
+    ``mgmt_net``, ``mgmt_addr`` on the host's side.
     """
 
     root: Path
     hosts: dict[str, tuple[str, str]]
     mgmt_host: str | None = None
-    mgmt_net: int = field(default_factory=lambda: (os.getpid() % 63) * 4)
+    mgmt_net: int = field(default_factory=lambda: (os.getpid() % 32768) * 4)
     userspace: bool | None = None  # None: netem when the kernel has it
     tag: str = field(default_factory=lambda: f"hmn{os.getpid() % 100000}")
     links: dict[str, Link] = field(default_factory=dict)
@@ -114,7 +116,10 @@ class Network:
     @property
     def mgmt_addr(self) -> str:
         """The management address of ``mgmt_host`` (reachable from the root namespace)."""
-        return f"192.0.2.{self.mgmt_net + 2}"
+        return self._mgmt(2)
+
+    def _mgmt(self, host: int) -> str:
+        return str(ipaddress.IPv4Address("198.18.0.0") + self.mgmt_net + host)
 
     @property
     def control(self) -> Path:
@@ -150,7 +155,7 @@ class Network:
             ns = self.ns(self.mgmt_host)
             here = f"{self.tag}m"
             _ip("link", "add", here, "type", "veth", "peer", "name", "mgmt0", "netns", ns)
-            _ip("addr", "add", f"192.0.2.{self.mgmt_net + 1}/30", "dev", here)
+            _ip("addr", "add", f"{self._mgmt(1)}/30", "dev", here)
             _ip("link", "set", here, "up")
             _ip("-n", ns, "addr", "add", f"{self.mgmt_addr}/30", "dev", "mgmt0")
             _ip("-n", ns, "link", "set", "mgmt0", "up")
