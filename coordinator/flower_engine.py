@@ -55,8 +55,9 @@ class FlowerEngine:
 
     def __init__(self, settings: CoordinatorSettings, app: FlowerApp) -> None:
         self.settings, self.app = settings, app
-        self.pki = Pki(settings.pki_dir or settings.data_dir / "pki")
-        self.folder = settings.data_dir / "flower"
+        # absolute: the SuperLink runs in a folder of its own
+        self.pki = Pki((settings.pki_dir or settings.data_dir / "pki").resolve())
+        self.folder = (settings.data_dir / "flower").resolve()
         self.superlink: ManagedProcess | None = None
 
     @property
@@ -123,7 +124,7 @@ class FlowerEngine:
         return DeploymentRunner(
             self.control_address,
             self.pki.ca_cert,
-            self.settings.data_dir / "runs",
+            (self.settings.data_dir / "runs").resolve(),
             app=self.app,
             max_records=self.settings.secagg_max_records,
             declared_ranges=declared_ranges,

@@ -80,11 +80,13 @@ def command() -> click.Command:
 
 def _mount() -> None:
     """Mount every package's command group on the top-level app."""
+    from hamanasu.consortium import register as register_consortium
     from hamanasu.embedded import register as register_embedded
     from hamanasu.up import register as register_up
 
     register_embedded(app)
     register_up(app)
+    register_consortium(app)
     groups = (
         ("consent.cli", "audit", "Verify consent ledgers and job usage."),
         ("nodes.cli", "node", "Run and administer a data holder's node."),

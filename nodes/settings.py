@@ -160,13 +160,14 @@ def _read_table(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise NodeServiceError(f"--config: {path.name} is not valid TOML: {exc}") from None
     table = data.get("node", data)
+    folder = path.parent.resolve()
     for key in ("state_dir", "data_dir", "token_file", "admin_token_file", "ca_file"):
         if isinstance(table.get(key), str) and not Path(table[key]).is_absolute():
-            table[key] = str(path.parent / table[key])
+            table[key] = str(folder / table[key])
     supernode = table.get("supernode")
     pki_dir = supernode.get("pki_dir") if isinstance(supernode, dict) else None
     if isinstance(pki_dir, str) and not Path(pki_dir).is_absolute():
-        supernode["pki_dir"] = str(path.parent / pki_dir)
+        supernode["pki_dir"] = str(folder / pki_dir)
     return dict(table)
 
 

@@ -69,8 +69,10 @@ class SupernodeSupervisor:
     """
 
     def __init__(self, name: str, config: SupernodeConfig, data_dir: Path, state_dir: Path) -> None:
-        self.name, self.config = name, config
-        self.data_dir, self.state_dir = data_dir, state_dir
+        # absolute: the SuperNode and its executor run in folders of their own
+        self.name = name
+        self.config = config.model_copy(update={"pki_dir": config.pki_dir.resolve()})
+        self.data_dir, self.state_dir = data_dir.resolve(), state_dir.resolve()
         self.process: ManagedProcess | None = None
         self.starts = 0
         self._exited_at: float | None = None
