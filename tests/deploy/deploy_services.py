@@ -7,6 +7,7 @@ way a systemd unit or a container runs it) and found healthy through its health 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pwd
 import shutil
@@ -29,7 +30,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run(*args: str, env: Mapping[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run(*args: str, env: Mapping[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """Run ``hamanasu ARGS`` and return the finished process (text output)."""
     return subprocess.run(  # noqa: S603 - our own command
         [*HAMANASU, *args],
@@ -53,19 +54,31 @@ def other_user() -> str | None:
     return None
 
 
+def _setpriv(user: str, search_cap: bool) -> list[str]:
+    entry = pwd.getpwnam(user)
+    argv = ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups"]
+    if search_cap:
+        argv += ["--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
+    return [*argv, "--no-new-privs"]
+
+
+@functools.cache
+def needs_search_cap(user: str) -> bool:
+    """Whether ``user`` needs CAP_DAC_READ_SEARCH to run this Python and its children.
+
+    On machines whose interpreter lives in root's home (pyenv under /root, mode 0700) an
+    unprivileged user cannot exec it; the services then run as that user with this one
+    capability, which lets them read and search files but never write another user's.
+    """
+    probe = [*_setpriv(user, False), "env", sys.executable, "-c", "pass"]
+    return subprocess.run(probe, capture_output=True, timeout=60).returncode != 0  # noqa: S603
+
+
 def as_user(argv: Sequence[str], user: str | None) -> list[str]:
     """``argv`` run as ``user`` (setpriv: no new privileges, no supplementary groups)."""
     if user is None:
         return list(argv)
-    entry = pwd.getpwnam(user)
-    return [
-        "setpriv",
-        f"--reuid={entry.pw_uid}",
-        f"--regid={entry.pw_gid}",
-        "--clear-groups",
-        "--no-new-privs",
-        *argv,
-    ]
+    return [*_setpriv(user, needs_search_cap(user)), *argv]
 
 
 def start(argv: Sequence[str], env: Mapping[str, str], log: Path, user: str | None = None) -> subprocess.Popen[bytes]:
@@ -92,7 +105,7 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
         proc.wait(timeout=10)
 
 
-def wait_until(check, what: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
+def wait_until(check, what: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 600) -> None:
     """Poll ``check()`` until it is true; fail with the service's log if it dies or times out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -32,7 +32,7 @@ def test_readyz_follows_the_superlink(tmp_path: Path) -> None:
     log = tmp_path / "coordinator.log"
     proc = start(argv, os.environ, log)
     try:
-        wait_until(lambda: http_ok(f"{url}/readyz"), "coordinator", proc, log, timeout=180)
+        wait_until(lambda: http_ok(f"{url}/readyz"), "coordinator", proc, log)
         assert httpx.get(f"{url}/readyz").json()["checks"] == {"database": "ok", "superlink": "ok"}
         pgid = int((tmp_path / "c" / "flower" / "superlink.pid").read_text().split()[0])
         os.killpg(pgid, signal.SIGKILL)
