@@ -218,8 +218,9 @@ class NodeMapping(BaseModel):
     Attributes:
         url: the SQLAlchemy URL of the holder's database (relative SQLite paths are
             taken from the mapping file's folder).
-        url_env: the environment variable holding the URL instead (keeps passwords out
-            of the file).
+        url_env: the environment variable holding the URL instead.
+        password_file: a file only its owner can read (0600) holding the database
+            password (relative to the mapping file's folder); the URL then holds none.
         db_schema: the database schema holding the tables (``schema`` in the file).
         row_limit: most rows one read may return; more is an error, not a truncation.
         timeout_s: longest a statement may run.
@@ -234,6 +235,7 @@ class NodeMapping(BaseModel):
 
     url: str | None = None
     url_env: str | None = None
+    password_file: Path | None = None
     db_schema: str | None = Field(default=None, alias="schema")
     row_limit: int = Field(default=5_000_000, gt=0)
     timeout_s: float = Field(default=60.0, gt=0, le=3600)
@@ -250,19 +252,40 @@ class NodeMapping(BaseModel):
     def database_url(self) -> str:
         """Return the database URL (from the file or its environment variable).
 
+        With ``password_file``, the password read from it is put into the URL.
+
         Raises:
-            ValueError: the environment variable is not set.
+            ValueError: the environment variable is not set; the password file is missing,
+                readable by others or empty, or the URL holds a password as well.
         """
         if self.url_env is not None:
             url = os.environ.get(self.url_env, "").strip()
             if not url:
                 raise ValueError(f"{self.path.name}: url_env {self.url_env} is not set")
-            return url
-        url = str(self.url)
+            return self._with_password(url)
+        url = self._with_password(str(self.url))
         prefix = "sqlite:///"
         if url.startswith(prefix) and not url.startswith(prefix + "/"):
             return prefix + str((self.path.parent / url[len(prefix) :]).resolve())
         return url
+
+    def _with_password(self, url: str) -> str:
+        """Return ``url`` with the password of ``password_file`` in it (if one is set)."""
+        if self.password_file is None:
+            return url
+        from sqlalchemy.engine import make_url
+
+        from federation.secret_files import read_secret_file
+
+        parsed = make_url(url)
+        if parsed.password is not None:
+            raise ValueError(
+                f"{self.path.name}: password_file: the URL holds a password too; remove it"
+            )
+        path = self.password_file
+        password = read_secret_file(path if path.is_absolute() else self.path.parent / path,
+                                    "password_file")
+        return parsed.set(password=password).render_as_string(hide_password=False)
 
     def domain(self, name: str) -> DomainMap:
         """Return how ``name`` is read.
