@@ -1,8 +1,12 @@
 """``hamanasu up``: a local consortium on loopback.
 
-The coordinator and a node service for each of the scenario's maternity nodes, reading
-the holders' files or, with ``--sqlite``, each holder's SQLite database through its
-mapping file (docs/databases.md). With
+The coordinator and a node service for each of the scenario's six holders (the city, its
+two maternity facilities, the insurer, the drugstore, the dairy company). By default the
+city node reads its own database through a mapping file (docs/databases.md): schemas in
+the PostgreSQL database ``--postgres`` names (or ``$HAMANASU_UP_POSTGRES_URL``), else a
+SQLite file, as the output says; the other nodes read their files. ``--databases all``
+puts every node on its database (``--sqlite`` is the same with SQLite), ``--databases
+none`` none. With
 ``--engine embedded`` (default) jobs run on Flower's simulation engine inside the
 coordinator's process; with ``--engine deployment`` the coordinator starts a SuperLink
 (TLS, SuperNode authentication; PKI under ``OUT/pki``) and every node service runs its
@@ -43,10 +47,27 @@ def up(
     superlink_port: Annotated[int, typer.Option(help="The SuperLink's port.")] = 9092,
     sqlite: Annotated[
         bool,
-        typer.Option("--sqlite", help="Nodes read SQLite databases through mapping files."),
+        typer.Option("--sqlite", help="Every node reads a SQLite database (--databases all)."),
     ] = False,
+    databases: Annotated[
+        str,
+        typer.Option(help="Which nodes read a database through a mapping: city, all or none."),
+    ] = "city",
+    postgres: Annotated[
+        str | None,
+        typer.Option(
+            "--postgres",
+            metavar="URL",
+            envvar="HAMANASU_UP_POSTGRES_URL",
+            help="PostgreSQL database for the nodes' databases (one schema each); "
+            "without it, SQLite files.",
+        ),
+    ] = None,
+    schema_prefix: Annotated[
+        str, typer.Option(help="Prefix of the PostgreSQL schema names.")
+    ] = "up_",
 ) -> None:
-    """Start a local consortium: coordinator + the scenario's maternity nodes, on loopback."""
+    """Start a local consortium: coordinator + a node for each of the six holders, on loopback."""
     import uvicorn
 
     from coordinator.api import bootstrap_operator, create_app
@@ -54,12 +75,11 @@ def up(
     from coordinator.settings import load_settings
     from federation.api_client import read_token, write_token
     from federation.pki import Pki
-    from hamanasu.demo import EXAMPLES, MATERNITY
+    from hamanasu.demo import EXAMPLES
     from hamanasu.local_runner import EmbeddedRunner, LocalNode
     from nodes.cli import import_consents, init_node
     from nodes.enforcement import EnforcementPoint
     from nodes.scenario import ScenarioManifest, generate
-    from nodes.scenario.databases import write_sqlite
     from nodes.service import CoordinatorLink, NodeService, NodeServiceConfig, install_stop_signals
     from nodes.supernode import SupernodeConfig, SupernodeSupervisor
 
@@ -71,22 +91,27 @@ def up(
             f"error: {out} holds a consortium already; remove it or pick another --out", err=True
         )
         raise typer.Exit(code=2)
+    if sqlite:
+        databases = "all"
+    if databases not in ("city", "all", "none"):
+        typer.echo(f"error: --databases: {databases!r} is not city, all or none", err=True)
+        raise typer.Exit(code=2)
     if not (out / "data" / "scenario.json").exists():
         generate("iwamizawa", out / "data", years=years or [2019])
+    manifest = ScenarioManifest.model_validate_json((out / "data" / "scenario.json").read_text())
+    store = _DataStore(out / "data", None if sqlite else postgres, schema_prefix)
     local = {}
-    for name in MATERNITY:
+    for holder in manifest.nodes:
+        name = holder.name
         state = out / "nodes" / name
         shutil.rmtree(state, ignore_errors=True)
         init_node(state, name, EXAMPLES / "policies" / f"{name}.toml")
         import_consents(EnforcementPoint(name, state), out / "data" / name / "consents.csv")
-        data = out / "data" / name
-        if sqlite:
-            files = (
-                ScenarioManifest.model_validate_json((out / "data" / "scenario.json").read_text())
-                .node(name)
-                .files
-            )
-            data = write_sqlite(data, files)
+        if databases == "all" or (databases == "city" and name == "city"):
+            data, where = store.database(name, holder.files)
+        else:
+            data, where = out / "data" / name, f"files in {out / 'data' / name}"
+        typer.echo(f"{name}: {where}")
         local[name] = LocalNode(name, data, state)
     settings = load_settings(
         data_dir=out / "coordinator",
@@ -171,6 +196,50 @@ def up(
     if flower is not None:
         flower.stop()
     typer.echo("stopped")
+
+
+class _DataStore:
+    """Puts a holder's scenario files into its database.
+
+    PostgreSQL when a URL is given and the server answers, else SQLite (saying why).
+    """
+
+    def __init__(self, data: Path, postgres: str | None, prefix: str) -> None:
+        self.data, self.postgres, self.prefix = data, postgres, prefix
+
+    def database(self, name: str, files: dict[str, str]) -> tuple[Path, str]:
+        """Write holder ``name``'s database.
+
+        Returns:
+            Its mapping file, and a line saying what the database is, for the output.
+        """
+        import os
+
+        import sqlalchemy as sa
+
+        from nodes.scenario.databases import (
+            POSTGRES_URL_ENV,
+            postgres_schema,
+            show_url,
+            write_postgres,
+            write_sqlite,
+        )
+
+        why = "no --postgres URL"
+        if self.postgres:
+            schema = postgres_schema(name, self.prefix)
+            try:
+                mapping = write_postgres(self.data / name, files, self.postgres, schema)
+            except (ValueError, sa.exc.SQLAlchemyError) as exc:
+                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+                why = f"PostgreSQL {show_url(self.postgres)} refused: {reason}"
+            else:
+                os.environ.setdefault(POSTGRES_URL_ENV, self.postgres)  # if the mapping needs it
+                shown = show_url(self.postgres)
+                return mapping, f"PostgreSQL schema {schema} of {shown}, through {mapping}"
+        mapping = write_sqlite(self.data / name, files)
+        db = self.data / name / f"{name}.db"
+        return mapping, f"SQLite database {db}, through {mapping} ({why})"
 
 
 def _start_flower(settings: Any, out: Path, names: list[str]) -> Any:

@@ -3,12 +3,11 @@
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from tests.hamanasu.up_process import running_up
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADING = "### From a notebook: `hamanasu.Client`"
@@ -19,12 +18,6 @@ def _example() -> str:
     return text.split(HEADING, 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _up_args() -> list[str]:
     text = (ROOT / "README.md").read_text().split(HEADING, 1)[1].split("```python", 1)[0]
     command = re.search(r"`(hamanasu up[^`]*)`", text.replace("\n", " ")).group(1)
@@ -32,35 +25,9 @@ def _up_args() -> list[str]:
 
 
 def test_readme_notebook_example_runs_against_a_live_consortium(tmp_path):
-    port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    log = open(tmp_path / "up.log", "w")  # noqa: SIM115 - closed below
-    up = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hamanasu",
-            "up",
-            "--out",
-            str(tmp_path / "consortium"),
-            "--port",
-            str(port),
-            *_up_args(),
-            "--poll",
-            "0.5",
-        ],
-        cwd=tmp_path,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 600
-        while "coordinator on" not in (tmp_path / "up.log").read_text():
-            assert up.poll() is None, (tmp_path / "up.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, "hamanasu up did not start"
-            time.sleep(1)
+    args = [*_up_args(), "--poll", "0.5"]
+    with running_up(tmp_path, tmp_path / "consortium", args, env) as (port, _):
         code = _example().replace("http://127.0.0.1:8750", f"http://127.0.0.1:{port}")
         assert "consortium/tokens/researcher" in code
         (tmp_path / "examples").symlink_to(ROOT / "examples")
@@ -109,10 +76,3 @@ def test_readme_notebook_example_runs_against_a_live_consortium(tmp_path):
         assert shown.returncode == 0, shown.stderr
         assert "binomial GLM (logit link)" in shown.stdout and "maternal_age" in shown.stdout
         assert "plots: " in shown.stdout and (tmp_path / "res" / "result.json").exists()
-    finally:
-        os.killpg(up.pid, signal.SIGTERM)
-        try:
-            up.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(up.pid, signal.SIGKILL)
-        log.close()
