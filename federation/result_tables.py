@@ -16,6 +16,7 @@ import pandas as pd
 __all__ = [
     "cells_frame",
     "coefficients_frame",
+    "complete_case_frame",
     "epsilon_frame",
     "rounds_frame",
     "rows_dropped_frame",
@@ -157,6 +158,10 @@ def summary_text(
         parts.append(_table(eps.to_frame()))
     elif kind in ("glm", "stats") and not (result.get("dp") or {}):
         parts.append("ε spent per node: none (no DP noise in this job)")
+    complete = complete_case_frame(result)
+    if not complete.empty:
+        parts.append("complete cases per node: rows read, dropped as incomplete, missing")
+        parts.append(_table(complete))
     dropped = rows_dropped_frame(result)
     if not dropped.empty:
         parts.append("rows dropped by the per-resident cap, per node")
@@ -168,3 +173,22 @@ def rows_dropped_frame(result: Mapping[str, Any]) -> pd.Series:
     """Return the rows each node's per-resident cap dropped (empty for a job without DP)."""
     dropped = dict(result.get("rows_dropped_by_node") or {})
     return pd.Series(dropped, name="rows dropped", dtype=int).sort_index()
+
+
+def complete_case_frame(result: Mapping[str, Any]) -> pd.DataFrame:
+    """Return each node's complete-case counts: rows read, rows dropped, missing per column.
+
+    Empty for a job that kept every row. A small count reads ``< 10``.
+    """
+    by_node = dict(result.get("complete_case_by_node") or {})
+    rows = {
+        node: {
+            "rows read": c.get("rows_read"),
+            "dropped": c.get("rows_dropped"),
+            **{f"missing {col}": n for col, n in (c.get("missing") or {}).items()},
+        }
+        for node, c in by_node.items()
+    }
+    frame = pd.DataFrame.from_dict(rows, orient="index").sort_index()
+    frame.index.name = "node"
+    return frame

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from federation.complete_case import counts_from_metrics
 from federation.errors import bounded_reason
 
 if TYPE_CHECKING:
@@ -61,6 +62,8 @@ class SumRecorder:
     on_round: Callable[[Any], None] | None = None
     #: rows each node's per-resident cap dropped (its latest round), when nodes said
     rows_dropped: dict[str, int] = field(default_factory=dict)
+    #: each node's complete-case counts (its latest round), when it kept complete cases
+    complete_case: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def make_sum_strategy(
@@ -98,6 +101,9 @@ def make_sum_strategy(
                 if "rows_dropped" in res.metrics:
                     node = str(res.metrics.get("node", "?"))
                     recorder.rows_dropped[node] = int(res.metrics["rows_dropped"])
+                complete = counts_from_metrics(res.metrics)
+                if complete is not None:
+                    recorder.complete_case[str(res.metrics.get("node", "?"))] = complete
             following = step(server_round, summed)
             if recorder.on_round is not None:
                 recorder.on_round(server_round)

@@ -310,6 +310,9 @@ class JobSpec(_Strict):
         rounds: federated rounds (``train``).
         nodes: the nodes to run on; empty means every node that approves.
         min_nodes: fewer approving or surviving nodes than this fails the job.
+        complete_case: each node keeps only the rows holding every column the job needs
+            and reports how many rows it read and dropped, per column
+            (``complete_case_by_node`` in the result).
     """
 
     kind: Literal["train", "stats", "glm"]
@@ -332,6 +335,7 @@ class JobSpec(_Strict):
     stats: StatsSpec = Field(default_factory=StatsSpec)
     glm: GlmSpec = Field(default_factory=GlmSpec)
     link: LinkSpec | None = None
+    complete_case: bool = False
 
     @field_validator("features")
     @classmethod
@@ -396,6 +400,11 @@ class JobSpec(_Strict):
 
     @model_validator(mode="after")
     def _kind_rules(self) -> JobSpec:
+        if self.complete_case and (self.kind == "train" or self.link is not None):
+            raise ValueError(
+                "complete_case: only stats and glm jobs keep complete cases (not training or "
+                "linked jobs yet)"
+            )
         if self.kind in ("train", "glm"):
             if not self.features:
                 raise ValueError("features: a train or glm job needs at least one feature")

@@ -52,17 +52,21 @@ def _preflight(spec: Any, nodes: list[Any]) -> dict[str, int]:
         UsageError: unknown feature or label, a non-binary label, or invalid data.
     """
     from nodes.data_loading import DataValidationError, read_header
+    from nodes.mapping import is_mapping_file, load_mapping
     from nodes.sources import find_table, read_columns
 
     sizes: dict[str, int] = {}
     for node in nodes:
         try:
             path = find_table(node.data, spec.domain)
-            header = read_header(path)
-        except FileNotFoundError as exc:
+            if is_mapping_file(path):  # the holder's database, read through its mapping
+                header = list(load_mapping(path).domain(spec.domain).columns)
+            else:
+                header = read_header(path)
+        except (FileNotFoundError, DataValidationError, ValueError) as exc:
             raise UsageError(f"--node {node.name}: {exc}") from None
-        except DataValidationError as exc:
-            raise UsageError(f"--node {node.name}: {exc}") from None
+        except KeyError as exc:
+            raise UsageError(f"--node {node.name}: {str(exc).strip(chr(34) + chr(39))}") from None
         for field, names in (
             ("features", spec.features),
             ("label", [spec.label] if spec.label else []),

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from federation.complete_case import CompleteCaseCounts, complete_cases
 from nodes.data_loading import DataValidationError
 from nodes.mapping import is_mapping_file, load_mapping
 
-__all__ = ["NodeSource", "find_table", "read_columns"]
+__all__ = ["NodeSource", "find_table", "read_columns", "read_job_columns"]
 
 
 @dataclass(frozen=True)
@@ -93,3 +94,38 @@ def read_columns(data: Path, domain: str, columns: list[str]) -> pd.DataFrame:
         c for c in columns if c != "subject"
     ]
     return frame[keep].copy()
+
+
+def read_job_columns(
+    data: Path, domain: str, columns: list[str], *, complete_case: bool = False
+) -> tuple[pd.DataFrame, CompleteCaseCounts | None]:
+    """Load what a job reads at a node, keeping complete cases when asked.
+
+    Complete cases are kept when ``complete_case`` (the job asks) or, for a mapping file,
+    when the mapping says ``complete_case = true``.
+
+    Returns:
+        The frame (as :func:`read_columns`), and the counts of a complete-case read
+        (``None`` when rows were not filtered).
+
+    Raises:
+        FileNotFoundError: no table.
+        nodes.data_loading.DataValidationError: invalid data, or no valid row.
+        KeyError: a column is missing.
+        sqlalchemy.exc.SQLAlchemyError: the database refused the read.
+    """
+    if is_mapping_file(data):
+        from nodes.sql_source import read_mapped
+
+        mapping = load_mapping(data)
+        read = read_mapped(mapping, domain, columns, complete_case=complete_case)
+        if read.frame is None:
+            raise DataValidationError(data.name, f"no valid {domain} rows")
+        if not (complete_case or mapping.complete_case):
+            return read.frame, None
+        counts = CompleteCaseCounts(read.rows_read, read.dropped_incomplete, read.missing)
+        return read.frame, counts
+    frame = read_columns(data, domain, columns)
+    if not complete_case:
+        return frame, None
+    return complete_cases(frame, columns)

@@ -192,6 +192,7 @@ class MappedRead:
         frame: the validated data-model columns (``None`` when problems were found).
         rows_read: rows the database returned.
         dropped_incomplete: rows left out because a needed value was missing (complete case).
+        missing: per column asked for, the rows missing it (complete case only).
         problems: every problem, by row.
 
     """
@@ -199,6 +200,7 @@ class MappedRead:
     frame: pd.DataFrame | None
     rows_read: int
     dropped_incomplete: int = 0
+    missing: dict[str, int] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
 
 
@@ -256,9 +258,17 @@ def _derive(cmap: ColumnMap, out: dict[str, pd.Series], dmap: DomainMap) -> pd.S
 
 
 def read_mapped(
-    mapping: NodeMapping, domain: str, columns: Sequence[str], *, raise_problems: bool = True
+    mapping: NodeMapping,
+    domain: str,
+    columns: Sequence[str],
+    *,
+    raise_problems: bool = True,
+    complete_case: bool = False,
 ) -> MappedRead:
     """Read data-model ``columns`` of ``domain`` (and its ``subject``) from the database.
+
+    Rows missing a value asked for are dropped and counted when the mapping or
+    ``complete_case`` asks for complete cases.
 
     Returns:
         The validated frame (columns: ``subject`` first if mapped, then ``columns``) with
@@ -287,9 +297,12 @@ def read_mapped(
     built, keep = _build(raw, dmap, names, found)
     keep = ~keep  # rows with an unmappable value are reported once, not validated again
     result = MappedRead(None, len(raw))
-    if mapping.complete_case:
-        complete = built[wanted].notna().all(axis=1).to_numpy(dtype=bool)
+    if mapping.complete_case or complete_case:
+        absent = built[wanted].isna()
+        complete = ~absent.any(axis=1).to_numpy(dtype=bool)
         result.dropped_incomplete = int((keep & ~complete).sum())
+        asked = [c for c in wanted if c in columns]
+        result.missing = {c: int((absent[c].to_numpy(dtype=bool) & keep).sum()) for c in asked}
         keep &= complete
     positions = np.flatnonzero(keep)
     rows = built if keep.all() else built[keep].reset_index(drop=True)

@@ -14,7 +14,7 @@ import numpy as np
 
 from federation.privacy_unit import cap_for_job
 from nodes.client_app import OpenGate, RoundGate, RoundUse
-from nodes.sources import NodeSource, read_columns
+from nodes.sources import NodeSource, read_job_columns
 
 if TYPE_CHECKING:
     from flwr.app import Context
@@ -55,7 +55,9 @@ def build_sum_client_app(
 
         def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> Any:
             round_no = int(config["round"])
-            frame = read_columns(self.node.data, job.domain, job.columns())
+            frame, complete = read_job_columns(
+                self.node.data, job.domain, job.columns(), complete_case=job.complete_case
+            )
             frame = self.gate.select(job, job_id, round_no, frame)
             frame, dropped = cap_for_job(frame, job)  # the rows each resident may give
             eps, mech = mechanism(round_no) if mechanism else (0.0, {"type": "none"})
@@ -66,6 +68,8 @@ def build_sum_client_app(
             metrics: dict[str, Any] = {"node": self.node.name}
             if dropped is not None:
                 metrics["rows_dropped"] = dropped
+            if complete is not None:  # counts only, never data (small ones as -1)
+                metrics.update(complete.metrics())
             return [vector], 1, metrics
 
     def client_fn(context: Context) -> Any:

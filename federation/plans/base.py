@@ -175,6 +175,8 @@ class SumPlan(ABC):
         }
         if recorder.rows_dropped:  # the per-resident cap's work at each node
             out["rows_dropped_by_node"] = dict(sorted(recorder.rows_dropped.items()))
+        if recorder.complete_case:  # rows read and dropped as incomplete, per node
+            out["complete_case_by_node"] = dict(sorted(recorder.complete_case.items()))
         if status == "succeeded":
             out.update(self.release(len(recorder.nodes[-1]) if recorder.nodes else None))
         return out

@@ -39,6 +39,8 @@ def test_parse_job_spec_defaults_secure_aggregation_on():
         ({"purpose": {"requester_type": "commercial"}}, "purpose"),
         ({"unknown_key": 1}, "unknown_key"),
         ({"privacy": None}, "privacy"),
+        ({"complete_case": True}, "complete_case"),  # BASE is a training job
+        ({"complete_case": "yes"}, "complete_case"),
     ],
 )
 def test_parse_job_spec_bad_field_named(changes, field):

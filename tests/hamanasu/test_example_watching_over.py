@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +11,7 @@ import pytest
 
 from nodes.scenario import linked_views as views
 from nodes.scenario.generator import generate
+from tests.hamanasu.up_process import simulate
 
 EXAMPLE = (
     Path(__file__).resolve().parents[2] / "examples" / "iwamizawa" / "watching_over_by_bp.toml"
@@ -34,24 +33,10 @@ def test_watching_over_alerts_by_insurer_checkup_bp_through_simulate(tmp_path: P
     bp[["subject", "bp_group"]].to_csv(tmp_path / "insurer-bp.csv", index=False)
 
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "hamanasu",
-            "simulate",
-            str(EXAMPLE),
-            "--quiet",
-            "--out",
-            str(out),
-            "--node",
-            f"city={tmp_path / 'city-alerts.csv'}",
-            "--node",
-            f"insurer={tmp_path / 'insurer-bp.csv'}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    proc = simulate(
+        EXAMPLE,
+        {"city": tmp_path / "city-alerts.csv", "insurer": tmp_path / "insurer-bp.csv"},
+        out,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "alerts_per_year" in proc.stdout  # the summary table

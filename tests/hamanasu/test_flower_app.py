@@ -64,5 +64,8 @@ def test_start_run_refuses_a_key_the_app_does_not_declare(tmp_path: Path) -> Non
 
     app = FlowerApp.load(FLOWER_APP_DIR)
     pki = init_pki(tmp_path / "pki")
-    with FlowerControl("127.0.0.1:9", pki.ca_cert) as ctl, pytest.raises(KeyError, match="no-such-key"):
+    with (
+        FlowerControl("127.0.0.1:9", pki.ca_cert) as ctl,
+        pytest.raises(KeyError, match="no-such-key"),
+    ):
         ctl.start_run(app, {"job-id": "j1", "no-such-key": 1})

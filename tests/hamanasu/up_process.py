@@ -56,3 +56,11 @@ def running_up(
                 up.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(up.pid, signal.SIGKILL)
+
+
+def simulate(job: Path, nodes: dict[str, Path], out: Path) -> subprocess.CompletedProcess:
+    """Run ``hamanasu simulate JOB --quiet --out OUT --node NAME=PATH ...`` and return it."""
+    args = [sys.executable, "-m", "hamanasu", "simulate", str(job), "--quiet", "--out", str(out)]
+    for name, path in nodes.items():
+        args += ["--node", f"{name}={path}"]
+    return subprocess.run(args, capture_output=True, text=True, timeout=600)

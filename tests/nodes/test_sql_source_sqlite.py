@@ -7,10 +7,11 @@ import pytest
 import sqlalchemy as sa
 
 from federation.cdm import get_schema
+from federation.complete_case import CompleteCaseCounts
 from nodes.data_loading import DataValidationError
 from nodes.mapping import load_mapping
 from nodes.scenario.generator import generate
-from nodes.sources import read_columns
+from nodes.sources import read_columns, read_job_columns
 from nodes.sql_source import check_mapping, read_engine, read_mapped
 from tests.nodes.holder_db import holder_table, write_holder, write_mapping
 from tests.nodes.sql_capture import read_capturing_sql
@@ -115,5 +116,12 @@ def test_complete_case_drops_and_counts_incomplete_rows(hospital, tmp_path):
         write_mapping(tmp_path / "b.toml", url="sqlite:///holed.db", complete_case=True)
     )
     read = read_mapped(loose, "births", ["bmi_pre"])
-    assert read.dropped_incomplete == 3
+    assert read.dropped_incomplete == 3 and read.missing == {"bmi_pre": 3}
     assert len(read.frame) == read.rows_read - 3 == (table["cancelled"] == 0).sum() - 3
+    # what a job's read at the node gives: the mapping's choice, or the job's own
+    frame, counts = read_job_columns(tmp_path / "b.toml", "births", ["bmi_pre"])
+    assert counts == CompleteCaseCounts(read.rows_read, 3, {"bmi_pre": 3})
+    assert len(frame) == read.rows_read - 3
+    frame, counts = read_job_columns(tmp_path / "a.toml", "births", ["bmi_pre"], complete_case=True)
+    assert counts == CompleteCaseCounts(read.rows_read, 3, {"bmi_pre": 3})
+    assert read_job_columns(tmp_path / "a.toml", "births", ["parity"])[1] is None
