@@ -25,18 +25,9 @@ if TYPE_CHECKING:
 from federation.log_escape import has_controls
 
 __all__ = [
-    "DUO_PURPOSE_CODES",
-    "GlmSpec",
-    "JobSpec",
-    "LinkSpec",
-    "PrivacySpec",
-    "PurposeSpec",
-    "SecureAggregationSpec",
-    "StatsSpec",
-    "TrainingSpec",
-    "load_job_spec",
-    "parse_job_spec",
-    "read_spec_text",
+    "DUO_PURPOSE_CODES", "GlmSpec", "JobSpec", "LinkSpec", "PrivacySpec", "PurposeSpec",
+    "SecureAggregationSpec", "StatsSpec", "TrainingSpec", "load_job_spec", "parse_job_spec",
+    "read_spec_text"
 ]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -310,9 +301,7 @@ class JobSpec(_Strict):
         rounds: federated rounds (``train``).
         nodes: the nodes to run on; empty means every node that approves.
         min_nodes: fewer approving or surviving nodes than this fails the job.
-        complete_case: each node keeps only the rows holding every column the job needs
-            and reports how many rows it read and dropped, per column
-            (``complete_case_by_node`` in the result).
+        complete_case: nodes keep only complete rows and report the counts (stats, glm).
     """
 
     kind: Literal["train", "stats", "glm"]
@@ -401,10 +390,7 @@ class JobSpec(_Strict):
     @model_validator(mode="after")
     def _kind_rules(self) -> JobSpec:
         if self.complete_case and (self.kind == "train" or self.link is not None):
-            raise ValueError(
-                "complete_case: only stats and glm jobs keep complete cases (not training or "
-                "linked jobs yet)"
-            )
+            raise ValueError("complete_case: only stats and glm jobs without [link] take it")
         if self.kind in ("train", "glm"):
             if not self.features:
                 raise ValueError("features: a train or glm job needs at least one feature")
