@@ -210,7 +210,9 @@ def test_node_admin_api_runs_beside_the_service(consortium: Consortium) -> None:
     base = f"http://127.0.0.1:{c.admin_ports['n2']}"
     assert httpx.get(f"{base}/health", timeout=10).status_code == 200
     assert httpx.get(f"{base}/status", timeout=10).status_code == 401
-    token = c.tokens["n2"].read_text().strip()
+    token = c.tokens["n2-admin"].read_text().strip()  # the admin's own token, not the service's
+    service = {"Authorization": f"Bearer {c.tokens['n2'].read_text().strip()}"}
+    assert httpx.get(f"{base}/status", headers=service, timeout=10).status_code == 401
     status = httpx.get(f"{base}/status", headers={"Authorization": f"Bearer {token}"}, timeout=10)
     assert status.status_code == 200
     body = status.json()

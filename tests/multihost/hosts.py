@@ -167,7 +167,7 @@ class HostsConsortium(Consortium):
 
     def node_status(self, name: str) -> dict[str, Any]:
         """Node ``name``'s admin ``/status``, read on its own host (its admin API is local)."""
-        token = self.tokens[name].read_text().strip()
+        token = self.tokens[f"{name}-admin"].read_text().strip()  # the admin API is the admin's
         script = (
             "import sys, urllib.request as u; r = u.Request(sys.argv[1], "
             "headers={'Authorization': 'Bearer ' + sys.stdin.read().strip()}); "
