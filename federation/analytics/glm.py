@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy import special
 
 from federation.errors import FederationError
 
@@ -179,6 +178,8 @@ def glm_local_statistics(
         ValueError: shapes disagree or the family is unknown.
 
     """
+    from scipy import special  # here, not at import: an MPC party imports this module
+
     check_family(family)
     X = np.asarray(X, dtype=np.float64)  # noqa: N806
     y = np.asarray(y, dtype=np.float64).ravel()

@@ -36,7 +36,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from scipy import special
 
 from federation.analytics.glm import glm_layout, glm_public_scale
 from federation.analytics.glm_newton import glm_fit
@@ -244,8 +243,12 @@ _ROUNDS = {"binomial": _binomial_round, "poisson": _poisson_round, "gaussian": _
 def _outcome_sums(job: LinkedGlmJob, y: np.ndarray | None) -> np.ndarray:
     if y is None:
         return np.zeros(4)
-    ylogy = float(np.sum(special.xlogy(y, y))) if job.family == "poisson" else 0.0
-    lgam = float(np.sum(special.gammaln(y + 1))) if job.family == "poisson" else 0.0
+    ylogy = lgam = 0.0
+    if job.family == "poisson":
+        from scipy import special  # only here: a party's start-up stays without scipy
+
+        ylogy = float(np.sum(special.xlogy(y, y)))
+        lgam = float(np.sum(special.gammaln(y + 1)))
     return np.array([y.sum(), (y * y).sum(), ylogy, lgam])
 
 
