@@ -1,8 +1,7 @@
-"""Federated statistics and exact federated regression: node-side sums, server-side maths.
+"""Federated statistics and exact federated regression: node-side sums, server-side maths."""
 
-Names are loaded from their modules on first use, so a process that needs one part (an
-MPC party needs the Newton loop, not pandas or scipy.stats) does not import the rest.
-"""
+# Names are loaded from their modules on first use (PEP 562), so a process that needs one
+# part (an MPC party needs the Newton loop, not pandas or scipy.stats) imports no more.
 
 from __future__ import annotations
 
@@ -48,7 +47,7 @@ if TYPE_CHECKING:
     )
 
 #: Where each public name lives (module under ``federation.analytics``).
-_HOME = {
+_LAZY_EXPORTS = {
     "DesignError": "design",
     "DesignSpec": "design",
     "INTERCEPT": "design",
@@ -127,7 +126,7 @@ def __getattr__(name: str) -> Any:
     Raises:
         AttributeError: ``name`` is not one of this package's names.
     """
-    home = _HOME.get(name)
+    home = _LAZY_EXPORTS.get(name)
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
