@@ -7,12 +7,19 @@
 non-private logistic regression (scikit-learn) at ε = 1, 3, 8 on the ``hokkaido`` preset.
 
 Run: ``.venv/bin/python bench/training_bench.py [--quick]``; writes bench/results/training.json.
+
+``--secagg-repeats N`` measures only the SecAgg+ overhead, for a loaded machine: N pairs of
+federated runs without and with SecAgg+, alternating so that both see the same load, each
+run's steady round the median of its rounds after the first; reports every run, the
+medians, the ratio of medians and each pair's ratio, with the load average around each
+run. Writes bench/results/secagg_overhead.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -131,9 +138,49 @@ def pooled_auc(spec, nodes) -> float:
     return float(roc_auc_score(yt, clf.predict_proba(xt)[:, 1]))
 
 
+def secagg_overhead(five: list[NodeSource], rounds: int, repeats: int) -> dict:
+    """Alternate ``repeats`` federated runs without and with SecAgg+; return the figures."""
+    plain, secure = _spec(rounds, 3.0, False, 5), _spec(rounds, 3.0, True, 5)
+    max_records = max(len(_node_data(plain, n)[1]) for n in five)
+    bare = bare_loop(plain, five, rounds)
+    runs: list[dict] = []
+    for rep in range(repeats):
+        for mode, spec in (("plain", plain), ("secagg", secure)):
+            load = os.getloadavg()
+            started = time.perf_counter()
+            seconds, _ = federated(spec, five, max_records)
+            runs.append({
+                "repeat": rep, "mode": mode, "round_s": seconds,
+                "steady_round_s": statistics.median(seconds[1:]),
+                "wall_s": round(time.perf_counter() - started, 2),
+                "load_average_before": load, "load_average_after": os.getloadavg(),
+            })
+            print(json.dumps(runs[-1]), flush=True)
+    by_mode = {m: [r["steady_round_s"] for r in runs if r["mode"] == m]
+               for m in ("plain", "secagg")}
+    medians = {m: statistics.median(v) for m, v in by_mode.items()}
+    bare_steady = statistics.median(bare[1:])
+    return {
+        "goal": "DP + SecAgg+ round <= 1.5x the same round without SecAgg+; <= 2x a bare DP loop",
+        "nodes": len(five),
+        "rounds_per_run": rounds,
+        "repeats": repeats,
+        "median_steady_round_s": medians,
+        "secagg_over_plain": medians["secagg"] / medians["plain"],
+        "secagg_over_plain_by_pair": [s / p for p, s in zip(by_mode["plain"], by_mode["secagg"],
+                                                             strict=True)],
+        "bare_loop_steady_round_s": bare_steady,
+        "secagg_over_bare": medians["secagg"] / bare_steady,
+        "cpus": os.cpu_count(),
+        "runs": runs,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rounds and one ε")
+    parser.add_argument("--secagg-repeats", type=int, default=0, metavar="N",
+                        help="only the SecAgg+ overhead, N alternating pairs of runs")
     args = parser.parse_args()
     rounds = 4 if args.quick else 8
     tmp = Path(tempfile.mkdtemp(prefix="hamanasu-bench-"))
@@ -141,6 +188,12 @@ def main() -> None:
     manifest = generate("hokkaido", tmp / "hk", seed=11, years=[2015, 2016, 2017, 2018, 2019])
     facilities = sorted(manifest.nodes, key=lambda n: -sum(n.rows.values()))
     five = [NodeSource(n.name, tmp / "hk" / n.name) for n in facilities[:5]]
+    if args.secagg_repeats:
+        report = secagg_overhead(five, rounds, args.secagg_repeats)
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "secagg_overhead.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in report.items() if k != "runs"}, indent=2))
+        return
     spec_plain, spec_secure = _spec(rounds, 3.0, False, 5), _spec(rounds, 3.0, True, 5)
     max_records = max(len(_node_data(spec_plain, n)[1]) for n in five)
     a = bare_loop(spec_plain, five, rounds)
