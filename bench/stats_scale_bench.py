@@ -133,6 +133,56 @@ def use_linear_dispatch() -> None:
     vce_api.add_messages_to_queue = add_messages_to_queue
 
 
+def crypto_per_node(k: int, t: int, repeats: int = 5) -> dict[str, float]:
+    """Return CPU ms per node of SecAgg+'s crypto, timed with Flower's own functions.
+
+    Per node and round: the client splits its mask seed and its first private key (as
+    Flower serialises it, PEM) into ``k`` shares with threshold ``t``, agrees a key with
+    each of its ``k - 1`` neighbours twice (share keys, masked vectors); the server
+    rebuilds each surviving node's seed from ``t`` shares. All of it is pure Python
+    (pycryptodome's GF(2^128) Shamir) or holds the GIL, so in one process it adds up on
+    one core whatever the worker threads.
+    """
+    import os as _os
+
+    from flwr.common.secure_aggregation.crypto.shamir import combine_shares, create_shares
+    from flwr.common.secure_aggregation.crypto.symmetric_encryption import generate_shared_key
+    from flwr.supercore.primitives.asymmetric import (
+        bytes_to_private_key,
+        bytes_to_public_key,
+        generate_key_pairs,
+        private_key_to_bytes,
+        public_key_to_bytes,
+    )
+
+    sk, _pk = generate_key_pairs()
+    sk_bytes = private_key_to_bytes(sk)
+    _sk2, pk2 = generate_key_pairs()
+    pk2_bytes = public_key_to_bytes(pk2)
+    seed = _os.urandom(32)
+
+    def timed(fn: Any) -> float:
+        start = time.process_time()
+        for _ in range(repeats):
+            fn()
+        return (time.process_time() - start) / repeats * 1000.0
+
+    shares = create_shares(seed, t, k)
+    split = timed(lambda: (create_shares(seed, t, k), create_shares(sk_bytes, t, k)))
+    combine = timed(lambda: combine_shares(shares[:t]))
+    agree = timed(lambda: generate_shared_key(bytes_to_private_key(sk_bytes),
+                                              bytes_to_public_key(pk2_bytes)))
+    per_node = split + combine + 2 * (k - 1) * agree
+    return {
+        "k": k,
+        "t": t,
+        "client_share_split_ms": round(split, 2),
+        "server_seed_combine_ms": round(combine, 2),
+        "key_agreements_ms": round(2 * (k - 1) * agree, 2),
+        "per_node_ms": round(per_node, 2),
+    }
+
+
 def run_one(n_nodes: int, mode: str, linear_dispatch: bool = False) -> dict[str, Any]:
     """Run one configuration (two rounds) in this process and return its figures."""
     import coordinator.server_app as server_app_module
@@ -255,9 +305,17 @@ def main() -> None:
         action="store_true",
         help="patch the simulation engine's O(nodes x messages) dispatcher",
     )
+    parser.add_argument(
+        "--cost-model",
+        action="store_true",
+        help="only time SecAgg+'s per-node crypto at this k and t, and smaller ones",
+    )
     parser.add_argument("--one", nargs=2, metavar=("N", "MODE"), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
+    if args.cost_model:
+        write_cost_model(args.nodes, args.out)
+        return
     if args.one:
         run = run_one(int(args.one[0]), args.one[1], args.linear_dispatch)
         print("RESULT " + json.dumps(run), flush=True)
@@ -286,6 +344,29 @@ def main() -> None:
     print(json.dumps(write_report(runs, args.out), indent=2))
 
 
+def write_cost_model(nodes: list[int], out: Path) -> None:
+    """Time the per-node crypto at each ``n``'s k and t (and k = 11, 7) into the report."""
+    from federation.secagg import SecAggSettings
+
+    rows = []
+    for n in nodes:
+        settings = SecAggSettings.for_job(n, 1, clipping_range=CLIP)
+        for k in sorted({settings.shares, 11, 7}, reverse=True):
+            t = settings.threshold if k == settings.shares else max(2, round(0.6 * k))
+            row = {"nodes": n, "load_average": os.getloadavg(), **crypto_per_node(k, t)}
+            row["one_core_round_floor_s"] = round(row["per_node_ms"] * n / 1000.0, 1)
+            row["is_this_jobs_setting"] = k == settings.shares
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    report = json.loads(out.read_text()) if out.exists() else {}
+    report["cost_model"] = {
+        "what": "CPU ms per node and round of SecAgg+'s crypto (Flower's own functions), "
+        "and n times it: the floor of a round in one process, where it holds the GIL",
+        "rows": rows,
+    }
+    out.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def _config(run: dict[str, Any]) -> tuple[str, int, bool, float, int]:
     """Return what a run was measured under: engine, nodes, dispatch, poll, workers."""
     return (
@@ -303,7 +384,8 @@ def _key(run: dict[str, Any]) -> tuple[Any, ...]:
 
 def write_report(runs: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
     """Merge ``runs`` into the report at ``out`` (replacing the same configurations)."""
-    old = json.loads(out.read_text()).get("runs", []) if out.exists() else []
+    before = json.loads(out.read_text()) if out.exists() else {}
+    old = before.get("runs", [])
     fresh = {_key(r) for r in runs}
     merged = sorted([r for r in old if _key(r) not in fresh] + runs, key=_key)
     summary = []
@@ -340,6 +422,8 @@ def write_report(runs: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
         "summary": summary,
         "runs": merged,
     }
+    if "cost_model" in before:
+        report["cost_model"] = before["cost_model"]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     return summary
