@@ -38,9 +38,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALLOWED_CLEAR",
+    "ALLOWED_CLEAR_PREFIXES",
     "Finding",
     "NodeSecrets",
     "OutboundItem",
+    "allowed_clear_key",
     "body_items",
     "inspect_outbound",
     "load_recorded",
@@ -54,6 +56,9 @@ __all__ = [
 #: node sends outside SecAgg+'s masked vectors is a finding. ``fitres.metrics``: the node's
 #: name, the ε it has spent and the rows its per-resident cap dropped (the coordinator
 #: needs them for the job report);
+#: ``complete_case.*``: the rows a complete-case read kept and dropped, per column the
+#: rows missing a value (:mod:`federation.complete_case`; a count from 1 to 9 goes out
+#: as -1, anything else is a ``small_count`` finding);
 #: ``fitres.num_examples``: its training-set size (FedAvg's weight; SecAgg+ also needs it);
 #: ``fitres.status``: Flower's status code and message. ``secaggplus``: the protocol's own
 #: fields (public keys, encrypted shares, node ids, masked vectors, unmasking shares).
@@ -62,6 +67,8 @@ ALLOWED_CLEAR: frozenset[str] = frozenset(
         "config_records/fitres.metrics/node",
         "config_records/fitres.metrics/epsilon",
         "config_records/fitres.metrics/rows_dropped",
+        "config_records/fitres.metrics/complete_case.rows_read",
+        "config_records/fitres.metrics/complete_case.rows_dropped",
         "metric_records/fitres.num_examples/num_examples",
         "config_records/fitres.status/code",
         "config_records/fitres.status/message",
@@ -74,6 +81,18 @@ ALLOWED_CLEAR: frozenset[str] = frozenset(
         "config_records/secaggplus_configs/shares",
     }
 )
+
+#: Keys allowed in the clear with any suffix: a complete-case count per column the job needs.
+ALLOWED_CLEAR_PREFIXES: tuple[str, ...] = ("config_records/fitres.metrics/complete_case.missing.",)
+
+#: Counts that leave a node only as -1 when small (:data:`federation.complete_case.SMALL_COUNT`).
+SMALL_COUNT_PREFIX = "config_records/fitres.metrics/complete_case."
+
+
+def allowed_clear_key(key: str, allowed_clear: frozenset[str] = ALLOWED_CLEAR) -> bool:
+    """Return True if a node may send ``key`` (a record path) in the clear."""
+    return key in allowed_clear or key.startswith(ALLOWED_CLEAR_PREFIXES)
+
 
 #: Record paths whose values are SecAgg+'s masked vectors (decoded ndarray bytes).
 MASKED_PATHS: frozenset[str] = frozenset({"config_records/secaggplus_configs/masked_params"})
@@ -399,6 +418,15 @@ def _texts(value: Any) -> list[str | bytes]:
     return []
 
 
+def _is_small_count(value: Any) -> bool:
+    from federation.complete_case import SMALL_COUNT
+
+    try:
+        return 0 < int(value) < SMALL_COUNT
+    except (TypeError, ValueError):
+        return True  # not a count at all
+
+
 def inspect_outbound(
     items: Iterable[OutboundItem],
     secrets: Sequence[NodeSecrets],
@@ -412,7 +440,9 @@ def inspect_outbound(
     Kinds: ``pseudonym``, ``record_values``, ``clear_update``, ``unmasked_array`` (an array
     outside SecAgg+'s masked vectors when secure aggregation is expected), ``not_masked`` (a
     "masked" vector whose entries all lie in the lower half of the modulus), and
-    ``unlisted_clear_value`` (a config/metric key not in ``allowed_clear``).
+    ``unlisted_clear_value`` (a config/metric key not in ``allowed_clear`` nor under
+    :data:`ALLOWED_CLEAR_PREFIXES`), ``small_count`` (a complete-case count from 1 to 9,
+    which must leave the node as -1).
     """
     items = list(items)
     findings: list[Finding] = []
@@ -445,13 +475,17 @@ def inspect_outbound(
 
     for it in items:
         key = it.key
-        if key.startswith(("config_records/", "metric_records/")) and key not in allowed_clear:
+        if key.startswith(("config_records/", "metric_records/")) and not allowed_clear_key(
+            key, allowed_clear
+        ):
             add(
                 "unlisted_clear_value",
                 "?",
                 it,
                 f"{key} is not on the list of what a node sends in the clear",
             )
+        elif key.startswith(SMALL_COUNT_PREFIX) and _is_small_count(it.value):
+            add("small_count", "?", it, f"{key} = {it.value}: a count under 10 sent as is")
         if key == "error/reason" or key.startswith("json"):
             pass  # checked below like any text or array
         for text in _texts(it.value):
