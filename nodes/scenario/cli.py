@@ -82,3 +82,56 @@ def generate_cmd(
             reason = str(getattr(exc, "orig", None) or exc).strip()
             raise fail(f"--postgres: {show_url(str(postgres))}: {reason}") from None
         typer.echo(f"{node.name}: {rows} -> {where}")
+
+
+@app.command("views")
+def views_cmd(
+    data: Annotated[Path, typer.Option("--data", help="A generated scenario's folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the holders' views.")],
+    preset: Annotated[str, typer.Option(help="The scenario (iwamizawa).")] = "iwamizawa",
+) -> None:
+    """Write each holder's one-row-per-resident views, the files linked jobs read.
+
+    Every holder shapes only its own tables (:mod:`nodes.scenario.linked_views`); each
+    view goes to ``OUT/<holder>/<view>.csv``, one line of output per file.
+    """
+    import pandas as pd
+
+    from nodes.scenario import ScenarioManifest
+    from nodes.scenario.linked_views import HOLDER_VIEWS
+
+    def fail(message: str) -> typer.Exit:
+        typer.echo(f"error: {message.splitlines()[0]}", err=True)
+        return typer.Exit(code=2)
+
+    if preset != "iwamizawa":
+        raise fail(f"--preset: {preset!r}: views exist for iwamizawa only")
+    try:
+        manifest = ScenarioManifest.model_validate_json((data / "scenario.json").read_text())
+    except OSError:
+        raise fail(
+            f"--data: {data} holds no scenario (run `hamanasu scenario generate --out {data}`)"
+        ) from None
+    except ValueError:
+        raise fail(f"--data: {data / 'scenario.json'} is not a scenario manifest") from None
+    if manifest.preset != preset:
+        raise fail(f"--data: {data} holds the {manifest.preset} scenario, not {preset}")
+    for node in manifest.nodes:
+        for view, table, make in HOLDER_VIEWS.get(node.name, []):
+            source = data / node.name / node.files.get(table, f"{table}.csv")
+            try:
+                frame = (
+                    pd.read_parquet(source) if source.suffix == ".parquet" else pd.read_csv(source)
+                )
+                rows = make(frame)
+            except OSError as exc:
+                raise fail(f"--data: {source}: {exc.strerror or exc}") from None
+            except (KeyError, ValueError) as exc:
+                raise fail(f"--data: {source}: not the scenario's {table} table ({exc})") from None
+            target = out / node.name / f"{view}.csv"
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                rows.to_csv(target, index=False)
+            except OSError as exc:
+                raise fail(f"--out: {target}: {exc.strerror or exc}") from None
+            typer.echo(f"{node.name}: {view} ({len(rows)} rows) -> {target}")

@@ -12,10 +12,13 @@ checkups one row per resident with a blood-pressure group.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 
 __all__ = [
     "CHECKUP_AGES",
+    "HOLDER_VIEWS",
     "alerts_per_resident",
     "births_by_mother",
     "checkup_bp_group",
@@ -121,3 +124,21 @@ def checkup_bp_group(checkups: pd.DataFrame) -> pd.DataFrame:
             "bp_group": (means["sbp"] >= 140).map({True: "high", False: "normal"}),
         }
     ).reset_index()
+
+
+#: Per holder, the views it can make: ``(view name, the table it reads, the function)``.
+#: ``hamanasu scenario views`` writes each as ``OUT/<holder>/<view name>.csv``.
+HOLDER_VIEWS: dict[str, list[tuple[str, str, Callable[[pd.DataFrame], pd.DataFrame]]]] = {
+    "city": [
+        ("alerts_per_resident", "watching_over", alerts_per_resident),
+        ("infant_growth", "infant_checkups", infant_growth),
+    ],
+    "city-hospital": [("births_by_mother", "births", births_by_mother)],
+    "women-clinic": [("births_by_mother", "births", births_by_mother)],
+    "dairy": [("pregnancy_dairy", "dairy_intake", pregnancy_dairy)],
+    "drugstore": [("pregnancy_supplements", "purchases", pregnancy_supplements)],
+    "insurer": [
+        ("checkup_bp_group", "checkups", checkup_bp_group),
+        ("prepregnancy_checkup", "checkups", prepregnancy_checkup),
+    ],
+}

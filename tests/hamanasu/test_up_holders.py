@@ -7,14 +7,12 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from tests.hamanasu.up_process import running_up
+from tests.hamanasu.up_process import run_hamanasu, running_up
 
 ROOT = Path(__file__).resolve().parents[2]
 PG = os.environ.get("HAMANASU_TEST_POSTGRES_URL")
@@ -38,17 +36,6 @@ project = "iwamizawa-mch-2017"
 requester = "hokkaido-university"
 requester_type = "academic"
 """
-
-
-def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "hamanasu", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
 
 
 @pytest.mark.slow
@@ -89,7 +76,7 @@ def _check_holders_and_run_a_job(
 
     (tmp_path / "job.toml").write_text(JOB)
     common = ["--url", f"http://127.0.0.1:{port}", "--token-file", "c/tokens/researcher"]
-    submitted = _run(["job", "submit", "job.toml", *common], tmp_path, env)
+    submitted = run_hamanasu(["job", "submit", "job.toml", *common], tmp_path, env)
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.strip()
     for node in ("city", "insurer"):  # their policies leave the decision to their admins
@@ -99,13 +86,13 @@ def _check_holders_and_run_a_job(
             f'state_dir = "c/nodes/{node}"\ntoken_file = "c/tokens/{node}"\n'
             f'admin_token_file = "c/tokens/{node}-admin"\n'
         )
-        approved = _run(
+        approved = run_hamanasu(
             ["node", "approvals", "approve", job_id, "--config", str(config)], tmp_path, env
         )
         assert approved.returncode == 0, (approved.stdout, approved.stderr)
-    waited = _run(["job", "wait", job_id, "--timeout", "500", *common], tmp_path, env)
+    waited = run_hamanasu(["job", "wait", job_id, "--timeout", "500", *common], tmp_path, env)
     assert waited.returncode == 0, (waited.stdout, waited.stderr, log_path.read_text()[-3000:])
-    shown = _run(["job", "results", job_id, "--out", "res", *common], tmp_path, env)
+    shown = run_hamanasu(["job", "results", job_id, "--out", "res", *common], tmp_path, env)
     assert shown.returncode == 0, shown.stderr
     report = json.loads((tmp_path / "res" / "result.json").read_text())["report"]
     assert report["summed_nodes"] == ["city", "insurer"]

@@ -58,6 +58,21 @@ def running_up(
                 os.killpg(up.pid, signal.SIGKILL)
 
 
+def run_hamanasu(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``python -m hamanasu ARGS`` in ``cwd`` (the worktree's packages first); return it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)} if env is None else env
+    return subprocess.run(
+        [sys.executable, "-m", "hamanasu", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+
+
 def simulate(job: Path, nodes: dict[str, Path], out: Path) -> subprocess.CompletedProcess:
     """Run ``hamanasu simulate JOB --quiet --out OUT --node NAME=PATH ...`` and return it."""
     args = [sys.executable, "-m", "hamanasu", "simulate", str(job), "--quiet", "--out", str(out)]
