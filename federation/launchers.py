@@ -35,7 +35,7 @@ from pathlib import Path
 
 from federation.flower_patches import FAST_POLL_S
 from federation.pki import Pki, node_key
-from federation.processes import ManagedProcess, free_port, spawn, wait_for_port
+from federation.processes import ManagedProcess, free_port, spawn, wait_for_port, watch_parent
 
 __all__ = [
     "BASE_PRELOAD",
@@ -318,6 +318,7 @@ _LAUNCHERS = {"supernode": _run_supernode, "superlink": _run_superlink}
 def _main(argv: list[str]) -> None:
     if not argv or argv[0] not in _LAUNCHERS:
         raise SystemExit(f"usage: python -m {_LAUNCHER_MODULE} {'|'.join(_LAUNCHERS)} ARGS")
+    watch_parent()  # a starter killed with SIGKILL takes this process and its group along
     _LAUNCHERS[argv[0]](argv[1:])
 
 

@@ -3,7 +3,10 @@
 Processes start in their own session, so stopping (SIGTERM, then SIGKILL) or killing a
 process takes its children with it (a SuperNode's ClientApp processes, a SuperLink's
 ServerApp processes). What survives its parent (a coordinator killed with SIGKILL) is
-found again through :mod:`federation.pid_files`.
+found again through :mod:`federation.pid_files`. A process started through
+``python -m federation.launchers`` also watches the process that started it
+(:func:`watch_parent`): when that one is gone (killed with SIGKILL), it stops its own
+group, so nothing lingers until the next start.
 """
 
 from __future__ import annotations
@@ -13,12 +16,24 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ManagedProcess", "free_port", "spawn", "wait_for_port"]
+__all__ = [
+    "PARENT_PID_ENV",
+    "ManagedProcess",
+    "free_port",
+    "spawn",
+    "stop_all",
+    "wait_for_port",
+    "watch_parent",
+]
+
+#: Set by :func:`spawn` to its own pid; read (and removed) by :func:`watch_parent`.
+PARENT_PID_ENV = "HAMANASU_PARENT_PID"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -64,7 +79,7 @@ def spawn(
     with log_path.open("ab") as log:
         return subprocess.Popen(  # noqa: S603 - our own fixed command line
             list(cmd),
-            env=env,
+            env={**env, PARENT_PID_ENV: str(os.getpid())},
             cwd=cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -95,29 +110,21 @@ class ManagedProcess:
         """Return True while the process runs."""
         return self.popen.poll() is None
 
-    def _signal_all(self, sig: int) -> None:
-        for proc in [self.popen, *self.extra]:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, sig)
+    @property
+    def popens(self) -> list[subprocess.Popen[bytes]]:
+        """The process and its companions (a SuperNode's executor)."""
+        return [self.popen, *self.extra]
 
     def kill(self) -> None:
         """Kill the process and its children at once (SIGKILL): a node that dies."""
-        self._signal_all(signal.SIGKILL)
-        for proc in [self.popen, *self.extra]:
+        _signal_groups(self.popens, signal.SIGKILL)
+        for proc in self.popens:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop cleanly (SIGTERM), then SIGKILL whatever is left after ``timeout``."""
-        self._signal_all(signal.SIGTERM)
-        end = time.monotonic() + timeout
-        for proc in [self.popen, *self.extra]:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.1, end - time.monotonic()))
-        self._signal_all(signal.SIGKILL)
-        for proc in [self.popen, *self.extra]:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=2)
+        stop_all([self], timeout)
 
     def log_tail(self, chars: int = 2000) -> str:
         """Return the end of the process's log."""
@@ -125,3 +132,54 @@ class ManagedProcess:
             return self.log_path.read_text(errors="replace")[-chars:]
         except OSError:
             return ""
+
+
+def _signal_groups(procs: Iterable[subprocess.Popen[bytes]], sig: int) -> None:
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+
+
+def stop_all(processes: Iterable[ManagedProcess], timeout: float = 5.0) -> None:
+    """Stop several processes at once: SIGTERM to every group, SIGKILL after ``timeout``.
+
+    All are signalled before any is waited for, so stopping N processes takes one
+    ``timeout`` at most, not N.
+    """
+    procs = [p for m in processes for p in m.popens]
+    _signal_groups(procs, signal.SIGTERM)
+    end = time.monotonic() + timeout
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.1, end - time.monotonic()))
+    _signal_groups(procs, signal.SIGKILL)
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=2)
+
+
+def watch_parent(interval: float = 0.5, grace: float = 5.0) -> None:
+    """Stop this process's group once the process that started it is gone.
+
+    Reads the starter's pid from :data:`PARENT_PID_ENV` (set by :func:`spawn`; removed
+    here, so this process's own children do not watch it). When that process has
+    exited, SIGTERM goes to this group (this process and what it started, e.g. a
+    SuperLink's ServerApp processes), then SIGKILL after ``grace`` seconds. Without the
+    variable nothing is watched. Returns at once (a daemon thread watches).
+    """
+    value = os.environ.pop(PARENT_PID_ENV, "")
+    if not value.isdigit():
+        return
+    parent = int(value)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        group = os.getpgid(0)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGTERM)
+        time.sleep(grace)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()

@@ -121,80 +121,81 @@ def up(
         pki_dir=out / "pki",
         superlink_port=superlink_port,
     )
-    flower = _start_flower(settings, out, list(local)) if engine == "deployment" else None
-    app = create_app(settings, None if flower else EmbeddedRunner(local), engine=flower)
-    tokens = out / "tokens"
-    write_token(tokens / "operator", bootstrap_operator(app.state.store).token)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    while not server.started:
-        time.sleep(0.05)
-    oper = CoordinatorClient(url, read_token(tokens / "operator", "operator token"))
-    services = []
-    for name, node in local.items():
-        oper.register_node(name)
-        if flower is not None:
-            pub = Pki(out / "nodepki" / name).node(name).public_key.read_text()
-            oper.register_supernode_key(name, pub)
-        admin = oper.create_principal(f"{name}-admin", "node_admin", name)
-        write_token(tokens / f"{name}-admin", admin.token.token)  # the node's human admin
-        write_token(tokens / name, oper.issue_service_token(name).token)  # its service
-        cfg = NodeServiceConfig(
-            name=name,
-            coordinator_url=url,
-            state_dir=node.state_dir,
-            data_dir=node.data,
-            token_file=tokens / name,
-            admin_token_file=tokens / f"{name}-admin",
-            poll_interval=poll,
-            supernode=None
-            if flower is None
-            else SupernodeConfig(
-                superlink=flower.address, pki_dir=out / "nodepki" / name, restart_after=2.0
-            ),
-        )
-        link = CoordinatorLink.connect(url, read_token(tokens / name, f"{name} token"), name)
-        admin_link = CoordinatorLink.connect(
-            url, read_token(tokens / f"{name}-admin", f"{name} admin token"), name
-        )
-        services.append(NodeService(cfg, link, admin_link))
-    # the example specs' requester and project (examples/iwamizawa/lbw_*.toml)
-    oper.register_organisation("hokkaido-university", "academic", {"iwamizawa-mch-2017": False})
-    researcher = oper.create_principal("researcher", "researcher", None, "hokkaido-university")
-    write_token(tokens / "researcher", researcher.token.token)
+    # SIGTERM / Ctrl-C from here on stop everything started below, however far it got
     stop = threading.Event()
     install_stop_signals(stop)
-    supervisors = []
-    for s in services:
-        if s.config.supernode is not None and s.config.data_dir is not None:
-            sup = SupernodeSupervisor(
-                s.config.name, s.config.supernode, s.config.data_dir, s.config.state_dir
+    supervisors: list[Any] = []
+    workers: list[threading.Thread] = []
+    server: Any = None
+    flower = _start_flower(settings, out, list(local)) if engine == "deployment" else None
+    try:
+        app = create_app(settings, None if flower else EmbeddedRunner(local), engine=flower)
+        tokens = out / "tokens"
+        write_token(tokens / "operator", bootstrap_operator(app.state.store).token)
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        workers.append(thread)
+        url = f"http://127.0.0.1:{port}"
+        while not server.started and thread.is_alive() and not stop.is_set():
+            time.sleep(0.05)
+        oper = CoordinatorClient(url, read_token(tokens / "operator", "operator token"))
+        services = []
+        for name, node in local.items():
+            oper.register_node(name)
+            if flower is not None:
+                pub = Pki(out / "nodepki" / name).node(name).public_key.read_text()
+                oper.register_supernode_key(name, pub)
+            admin = oper.create_principal(f"{name}-admin", "node_admin", name)
+            write_token(tokens / f"{name}-admin", admin.token.token)  # the node's human admin
+            write_token(tokens / name, oper.issue_service_token(name).token)  # its service
+            cfg = NodeServiceConfig(
+                name=name,
+                coordinator_url=url,
+                state_dir=node.state_dir,
+                data_dir=node.data,
+                token_file=tokens / name,
+                admin_token_file=tokens / f"{name}-admin",
+                poll_interval=poll,
+                supernode=None
+                if flower is None
+                else SupernodeConfig(
+                    superlink=flower.address, pki_dir=out / "nodepki" / name, restart_after=2.0
+                ),
             )
-            sup.start()
-            supervisors.append(sup)
-    ticks = {sup.name: sup.check for sup in supervisors}
-    workers = [
-        threading.Thread(target=s.serve, args=(stop, ticks.get(s.config.name)), daemon=True)
-        for s in services
-    ]
-    for w in workers:
-        w.start()
-    typer.echo(
-        f"coordinator on {url} (docs {url}/docs); nodes {', '.join(local)}; tokens in {tokens}"
-    )
-    typer.echo(
-        f"try: HAMANASU_COORDINATOR_URL={url} hamanasu job submit "
-        f"{EXAMPLES / 'lbw_model.toml'} --token-file {tokens / 'researcher'}"
-    )
-    stop.wait()
-    server.should_exit = True
-    thread.join(timeout=10)
-    for sup in supervisors:
-        sup.stop()
-    if flower is not None:
-        flower.stop()
+            link = CoordinatorLink.connect(url, read_token(tokens / name, f"{name} token"), name)
+            admin_link = CoordinatorLink.connect(
+                url, read_token(tokens / f"{name}-admin", f"{name} admin token"), name
+            )
+            services.append(NodeService(cfg, link, admin_link))
+        # the example specs' requester and project (examples/iwamizawa/lbw_*.toml)
+        oper.register_organisation("hokkaido-university", "academic", {"iwamizawa-mch-2017": False})
+        researcher = oper.create_principal("researcher", "researcher", None, "hokkaido-university")
+        write_token(tokens / "researcher", researcher.token.token)
+        for s in services:
+            if s.config.supernode is not None and s.config.data_dir is not None:
+                sup = SupernodeSupervisor(
+                    s.config.name, s.config.supernode, s.config.data_dir, s.config.state_dir
+                )
+                sup.start()
+                supervisors.append(sup)
+        ticks = {sup.name: sup.check for sup in supervisors}
+        for s in services:
+            w = threading.Thread(target=s.serve, args=(stop, ticks.get(s.config.name)), daemon=True)
+            w.start()
+            workers.append(w)
+        typer.echo(
+            f"coordinator on {url} (docs {url}/docs); nodes {', '.join(local)}; tokens in {tokens}"
+        )
+        typer.echo(
+            f"try: HAMANASU_COORDINATOR_URL={url} hamanasu job submit "
+            f"{EXAMPLES / 'lbw_model.toml'} --token-file {tokens / 'researcher'}"
+        )
+        stop.wait()
+    finally:
+        _shut_down(stop, server, workers, [*supervisors, *([flower] if flower else [])])
     typer.echo("stopped")
 
 
@@ -240,6 +241,27 @@ class _DataStore:
         mapping = write_sqlite(self.data / name, files)
         db = self.data / name / f"{name}.db"
         return mapping, f"SQLite database {db}, through {mapping} ({why})"
+
+
+def _shut_down(
+    stop: threading.Event, server: Any, workers: list[threading.Thread], stoppable: list[Any]
+) -> None:
+    """Stop the node services, the coordinator's server, then every Flower process at once.
+
+    The services go first (so none restarts a SuperNode being stopped); the SuperNodes
+    and the SuperLink are stopped in parallel, each SIGTERM then SIGKILL, so the whole
+    takes one grace period, not one per process.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    stop.set()
+    if server is not None:
+        server.should_exit = True
+    for w in workers:
+        w.join(timeout=10)
+    if stoppable:
+        with ThreadPoolExecutor(len(stoppable)) as pool:
+            list(pool.map(lambda s: s.stop(), stoppable))
 
 
 def _start_flower(settings: Any, out: Path, names: list[str]) -> Any:

@@ -11,6 +11,7 @@ SuperLink gone for longer than its retries) is started again, with a back-off.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,8 @@ class SupernodeSupervisor:
         self.process: ManagedProcess | None = None
         self.starts = 0
         self._exited_at: float | None = None
+        self._stopped = False
+        self._lock = threading.Lock()  # check() in a service thread, stop() in the main one
 
     def check_files(self) -> Pki:
         """Return the node's PKI folder after checking it holds the CA and the node's key.
@@ -130,7 +133,11 @@ class SupernodeSupervisor:
         Returns:
             True if it was (re)started by this call.
         """
-        if self.process is not None and self.process.alive():
+        with self._lock:
+            return self._check()
+
+    def _check(self) -> bool:
+        if self._stopped or (self.process is not None and self.process.alive()):
             return False
         now = time.monotonic()
         if self.process is not None and self._exited_at is None:
@@ -157,7 +164,9 @@ class SupernodeSupervisor:
         }
 
     def stop(self) -> None:
-        """Stop the SuperNode (SIGTERM, then SIGKILL) and its executor."""
-        if self.process is not None:
-            self.process.stop()
-            (self.state_dir / "flower" / "supernode.pid").unlink(missing_ok=True)
+        """Stop the SuperNode (SIGTERM, then SIGKILL) and its executor; no restart after."""
+        with self._lock:
+            self._stopped = True
+            if self.process is not None:
+                self.process.stop()
+                (self.state_dir / "flower" / "supernode.pid").unlink(missing_ok=True)
