@@ -118,6 +118,8 @@ def summary_text(
 ) -> str:
     """Return the result's summary: the GLM table, the cells, or AUC per round; ε per node.
 
+    A linked job's summary starts with its cohort's size and which holder gave which columns.
+
     The GLM table is laid out as ``statsmodels``' summary (coef, std err, z, P>|z|, the
     95 % interval, and the odds ratio for a binomial fit), under a header with the
     family, link, observations, deviance and log-likelihood.
@@ -126,6 +128,9 @@ def summary_text(
     parts: list[str] = []
     if result.get("status") not in (None, "succeeded"):
         parts.append(f"status: {result.get('status')}: {result.get('reason', '')}")
+    if result.get("linked") and result.get("holders"):
+        held = "; ".join(f"{h}: {', '.join(c)}" for h, c in result["holders"].items())
+        parts.append(f"linked cohort of {result.get('linked_n')} residents ({held})")
     coefs = coefficients_frame(result)
     if not coefs.empty:
         head = [

@@ -194,6 +194,7 @@ class NodeAdmin:
             return WaitingJob(
                 **base, purpose=PurposePublic(), policy_outcome="invalid", reasons=[reason]
             )
+        from federation.linkage.reveals import link_key, linkage_statement
         from policies.errors import PolicyError
 
         try:
@@ -203,6 +204,8 @@ class NodeAdmin:
             raise AdminError(409, "policy_invalid", f"policy: {exc}", "policy") from None
         return WaitingJob(
             **base,
+            link_key=link_key(spec),
+            linkage=linkage_statement(spec),
             kind=spec.kind,
             purpose=_purpose(spec),
             domain=spec.domain,

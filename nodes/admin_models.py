@@ -110,6 +110,8 @@ class WaitingJob(_Model):
         policy_outcome: the node policy's verdict (``allow``, ``deny``, ``needs_approval``,
             or ``invalid`` for a spec the node cannot read).
         reasons: every reason of that verdict.
+        link_key: for a linked job, its linkage column (None otherwise).
+        linkage: for a linked job, what the linkage reveals to this node (None otherwise).
     """
 
     id: str
@@ -129,6 +131,8 @@ class WaitingJob(_Model):
     subjects_after_consent: int | None = None
     policy_outcome: Literal["allow", "deny", "needs_approval", "invalid"]
     reasons: list[DecisionReason] = Field(default_factory=list)
+    link_key: str | None = None
+    linkage: str | None = None
 
 
 class ApproveBody(_Model):

@@ -18,6 +18,7 @@ import httpx
 import typer
 
 from federation.cli_options import FormatOption, OutputFormat
+from federation.linkage.reveals import linkage_statement
 from federation.log_escape import log_to_stderr
 from nodes.service import (
     CoordinatorLink,
@@ -74,17 +75,24 @@ def _service(config: Path | None, *, service_token_file: bool = False) -> NodeSe
 
 @app.command("list")
 def list_cmd(config: ConfigOpt = None, fmt: FormatOption = OutputFormat.table) -> None:
-    """List the jobs waiting for this node (policy not yet run, or waiting for the admin)."""
+    """List the jobs waiting for this node (policy not yet run, or waiting for the admin).
+
+    A linked job also says what its linkage reveals to this node.
+    """
     with _errors():
         jobs = _service(config).waiting()
     if fmt is OutputFormat.json:
-        typer.echo(json.dumps([j.model_dump(mode="json") for j in jobs], indent=2))
+        typer.echo(json.dumps([{**j.model_dump(mode="json"), "linkage": linkage_statement(j.spec)}
+                               for j in jobs], indent=2))
         return
     for j in jobs:
         eps = (j.spec.get("privacy") or {}).get("epsilon")
         typer.echo(
             f"{j.id} {j.name} by {j.owner} ({j.spec.get('kind')}, ε {eps}): {j.approval.status}"
         )
+        reveals = linkage_statement(j.spec)
+        if reveals:
+            typer.echo(f"  what linkage reveals: {reveals}")
     if not jobs:
         typer.echo("no job waits for this node")
 

@@ -10,6 +10,7 @@ from coordinator.console.pages import ConsoleCtx, NodeAdmin, check_csrf, page
 from coordinator.errors import CATALOGUE, CoordinatorError
 from federation.api_models import DecisionCreate, DecisionReason, ReleaseDecisionCreate
 from federation.errors import MAX_REASON, bounded_reason
+from federation.linkage.reveals import REVEALS
 
 __all__ = ["router"]
 
@@ -51,6 +52,7 @@ def _node_page(
         chart=page_json(chart),
         error=error or {},
         notice=notice,
+        reveals=REVEALS,
     )
 
 

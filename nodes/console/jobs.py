@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from federation.linkage.reveals import REVEALS
 from federation.web import Session
 from nodes.admin_actions import AdminError
 from nodes.console.pages import SignedForm, SignedIn, console_state, render
@@ -53,6 +54,7 @@ def _jobs_page(
         down=down,
         errors=errors or {},
         values=values or {},
+        reveals=REVEALS,
     )
 
 
