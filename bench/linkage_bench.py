@@ -167,6 +167,7 @@ def main() -> None:
                     "figures from the last results file")
     args = ap.parse_args()
     out: dict[str, Any] = json.loads(OUT.read_text()) if args.only and OUT.exists() else {}
+    by_part = out.setdefault("machine_by_part", {})
     out["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
                       "load_average_before": os.getloadavg()}
     if args.only != "glm":
@@ -178,6 +179,8 @@ def main() -> None:
         out["glm"] = bench_glm(args.n)
         print("glm", json.dumps(out["glm"]), flush=True)
     out["machine"]["load_average_after"] = os.getloadavg()
+    for part in ("psi", "glm") if not args.only else (args.only,):
+        by_part[part] = out["machine"]  # the load of the run each part's figures come from
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {OUT}")
