@@ -130,12 +130,15 @@ def run_local_parties(
     timeout: float = 3600.0,
     on_start: Callable[[list[PartyRun]], None] | None = None,
     on_release: Callable[[str, int], None] | None = None,
+    route: Callable[[list[str]], list[str]] | None = None,
 ) -> dict[str, Any]:
     """Run every party of ``job`` locally and return the (agreed) result.
 
     ``inputs[i]`` are party ``i``'s private arrays (``x``/``y`` for a GLM, ``codes``/
     ``values`` for statistics; None for the helper party); ``names`` name the parties in
     reasons; ``on_release(name, k)`` gates every holder's ``k``-th opening (module doc).
+    ``route(listening)`` returns, per party, the address the other parties reach it by
+    (a relay in front of its listener; default: the listener itself).
 
     Returns:
         The parties' common result mapping, plus ``mpc_traffic``: per party, the bytes
@@ -157,6 +160,7 @@ def run_local_parties(
     runs: list[PartyRun] = []
     try:
         addresses = [f"127.0.0.1:{p}" for p in _free_ports(len(names))]
+        reach = route(list(addresses)) if route is not None else addresses
         env = dict(os.environ)
         env["MPYC_NOUVLOOP"] = "1"  # asyncio's loop reports a failed step; uvloop's hides it
         env["PYTHONPATH"] = os.pathsep.join(
@@ -171,7 +175,8 @@ def run_local_parties(
             cfg = work / f"party{i}.json"
             gated = on_release is not None and inputs[i] is not None
             with os.fdopen(_private_file(cfg), "w") as fh:
-                json.dump({"pid": i, "addresses": addresses, "job": job.to_json_dict(),
+                seen_by_i = [a if k == i else reach[k] for k, a in enumerate(addresses)]
+                json.dump({"pid": i, "addresses": seen_by_i, "job": job.to_json_dict(),
                            "data": None if data is None else str(data), "gate": gated,
                            "result": str(work / f"result{i}.json")}, fh)
             out, err = work / f"party{i}.out", work / f"party{i}.err"

@@ -136,6 +136,7 @@ def linked_glm(
     y_bound: float = 1.0,
     max_iterations: int = 25,
     on_charge: Charge | None = None,
+    mpc_route: Callable[[list[str]], list[str]] | None = None,
 ) -> dict[str, Any]:
     """Fit a GLM (intercept plus ``terms``) whose columns lie at different holders.
 
@@ -144,7 +145,8 @@ def linked_glm(
     ``on_cohort(holder, members)`` is called per holder once the cohort is known and
     before any column is shared (the holder's usage entry; raising stops the job).
     ``privacy``, ``y_bound`` (outcome clipped to ``|y| <= y_bound``) and ``on_charge``: the
-    module doc; ``max_iterations`` also fixes the rounds DP noise is calibrated for.
+    module doc; ``max_iterations`` also fixes the rounds DP noise is calibrated for;
+    ``mpc_route``: :func:`federation.linkage.launch.run_local_parties`'s ``route``.
 
     Returns:
         The horizontal GLM result mapping plus ``linked_n`` and ``holders`` (with DP also
@@ -198,7 +200,8 @@ def linked_glm(
         inputs.append(data)
     result = run_local_parties(job, [*inputs, None],
                                [holders[h].name for h in order] + [HELPER],
-                               timeout=timeout, on_start=on_start, on_release=release)
+                               timeout=timeout, on_start=on_start, on_release=release,
+                               route=mpc_route)
     result["holders"] = {holders[h].name: used[h] for h in order}
     if dp is not None:  # the traffic follows the exact cohort size
         result.pop("mpc_traffic", None)
@@ -218,13 +221,15 @@ def linked_stats(
     privacy: Any | None = None,
     bounds: Mapping[str, tuple[float, float]] | None = None,
     on_charge: Charge | None = None,
+    mpc_route: Callable[[list[str]], list[str]] | None = None,
 ) -> tuple[np.ndarray, int, dict[str, list[str]]]:
     """Compute the horizontal statistics vector of the holders' inner join.
 
     With ``privacy`` every variable needs public ``bounds`` (values are clipped to them)
     and the vector carries noise of scale
     :func:`federation.analytics.stats.stats_noise_scale` per unit of each entry's bound;
-    ``on_charge`` as the module doc says (one release).
+    ``on_charge`` as the module doc says (one release); ``mpc_route`` as for
+    :func:`linked_glm`.
 
     Returns:
         ``(vector, linked_n, holders)``: the vector in the layout of
@@ -285,7 +290,7 @@ def linked_stats(
             data["values"] = aligned[h][[where[v][1] for v in mine_v]].to_numpy(np.float64)
         inputs.append(data)
     out = run_local_parties(job, [*inputs, None], [holders[h].name for h in order] + [HELPER],
-                            timeout=timeout, on_release=release)
+                            timeout=timeout, on_release=release, route=mpc_route)
     vec = np.asarray(out["vector"])
     if dp is not None:  # the released count is the noisy one
         n_cells = int(np.prod([g[2] for g in group])) if group else 1
