@@ -122,3 +122,12 @@ def wait_until(check, what: str, proc: subprocess.Popen[bytes], log: Path, timeo
 
 def http_ok(url: str, verify: str | bool = True) -> bool:
     return httpx.get(url, timeout=2, verify=verify).status_code == 200
+
+
+def stop_flower_left_by(folder: Path) -> None:
+    """Stop a SuperLink or SuperNode a service under ``folder`` left running (their own
+    process groups outlive a service killed before it stopped them)."""
+    from federation.pid_files import stop_orphans
+
+    for pid_file in folder.rglob("*.pid"):
+        stop_orphans(pid_file, "superlink", "supernode", "executor")

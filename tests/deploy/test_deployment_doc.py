@@ -6,6 +6,7 @@ their health checks, and a researcher lists jobs over HTTPS."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -19,7 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from deploy_services import free_port  # noqa: E402
+from deploy_services import free_port, stop_flower_left_by  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "deployment.md").read_text()
@@ -98,7 +99,10 @@ def test_trying_it_on_one_machine_runs_as_written(tmp_path: Path) -> None:
     try:
         output, _ = proc.communicate(timeout=900)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the three services it left running
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)  # the three services it left running
+        proc.wait(timeout=60)
+        stop_flower_left_by(tmp_path)
     logs = "".join(
         f"\n--- {p.name}\n{p.read_text()[-1500:]}" for p in (tmp_path / "consortium").glob("*.log")
     )

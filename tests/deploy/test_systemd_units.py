@@ -23,7 +23,17 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from deploy_services import HAMANASU, free_port, http_ok, other_user, run, start, stop, wait_until  # noqa: E402
+from deploy_services import (  # noqa: E402
+    HAMANASU,
+    free_port,
+    http_ok,
+    other_user,
+    run,
+    start,
+    stop,
+    stop_flower_left_by,
+    wait_until,
+)
 from units import UNITS, Unit, units  # noqa: E402
 
 SECRET_WORDS = ("TOKEN", "PASSWORD", "SECRET", "KEY")
@@ -195,4 +205,5 @@ def test_units_commands_run_as_an_unprivileged_user_and_answer_health_checks() -
     finally:
         for proc in reversed(procs):
             stop(proc)
+        stop_flower_left_by(root)
         shutil.rmtree(root, ignore_errors=True)
