@@ -178,13 +178,24 @@ class EnforcementPoint:
     def review(self, job: JobSpec, job_id: str, cohort_size: int | None = None) -> PolicyDecision:
         """Evaluate the job against the policy and the budget left (no side effects).
 
+        A reservation the job already holds here counts as budget left for it.
+
         Returns:
             The :class:`policies.PolicyDecision` (allow, deny or needs_approval, every reason).
         """
         from policies import PolicyState, evaluate
 
         now = self.clock()
-        remaining = self.budget().remaining_by_domain(now)
+        budget = self.budget()
+        remaining = budget.remaining_by_domain(now)
+        held = budget.reservation(job_id)
+        left = remaining.get(held.domain) if held is not None else None
+        if held is not None and held.status == "active" and left and left.period == held.period:
+            # The job's own reservation is its own: accepting it again (the embedded
+            # engine does when the run starts) must not count it against itself.
+            remaining[held.domain] = left.model_copy(
+                update={"epsilon": left.epsilon + held.epsilon, "delta": left.delta + held.delta}
+            )
         return evaluate(
             job.to_policy_request(job_id),
             self.policy(),

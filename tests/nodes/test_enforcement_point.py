@@ -252,3 +252,19 @@ def test_a_round_reread_after_a_withdrawal_discloses_both_reads_and_audits(node)
     hidden = Disclosure.model_validate({**disclosed, "rereads": {}})  # the first read hidden
     with pytest.raises(UsageAuditError, match="round 1: commitment does not match"):
         audit_usage(point.state.ledger_path, "j-reread", hidden, point.registry())
+
+
+def test_accepting_again_counts_the_jobs_own_reservation_as_its_own(node):
+    # The embedded engine accepts a job once when the node service approves it and again
+    # when the run starts; two jobs reserved side by side used to refuse each other then.
+    point, _, _ = node
+    first = point.accept(_job(privacy={"epsilon": 2.0, "delta": 1e-5}), "first")
+    second = point.accept(_job(privacy={"epsilon": 1.5, "delta": 1e-5}), "second")
+    assert second.remaining_epsilon == pytest.approx(0.5)
+    again = point.accept(_job(privacy={"epsilon": 2.0, "delta": 1e-5}), "first", approved=True)
+    assert again.job_id == "first" and again.epsilon == first.epsilon
+    assert point.review(_job(privacy={"epsilon": 1.5, "delta": 1e-5}), "second").outcome == "allow"
+    with pytest.raises(JobRefused) as err:  # another job still sees only what is left
+        point.accept(_job(privacy={"epsilon": 1.0, "delta": 1e-5}), "third")
+    assert err.value.reasons[0][0] == "budget_exhausted"
+    assert point.budget().reservation("third") is None
