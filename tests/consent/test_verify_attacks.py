@@ -1,9 +1,11 @@
 """Attacks on stored ledger files, checked through the real ``hamanasu audit`` command.
 
 Each case mutates a real ledger file the way an attacker (or a failing disk) could and
-runs ``python -m hamanasu audit ...`` as a subprocess: the answer is exit 1 with one
-``error:`` line when the ledger was read and does not hold, exit 2 with one line when it
-cannot be read at all, and never a traceback.
+runs ``hamanasu audit ...``: the answer is exit 1 with one ``error:`` line when the
+ledger was read and does not hold, exit 2 with one line when it cannot be read at all,
+and never a traceback. The cases in ``REAL_PROCESS`` and the tests after the tables run
+``python -m hamanasu`` as a subprocess; the other cases call the same entry point in this
+process (a traceback escaping it fails the test), saving an interpreter start each.
 """
 
 from __future__ import annotations
@@ -180,6 +182,15 @@ TABLE_ATTACKS: dict[tuple[str, str], tuple[Callable[[Path], None], int, str]] = 
 }
 
 
+#: Cases run as a real process: each kind of answer (exit 1, exit 2) of each test.
+REAL_PROCESS = {("entries", "delete"), ("meta", "drop"), "not SQLite", "deeply nested entry"}
+
+
+def _verify(runner: Callable[..., subprocess.CompletedProcess[str]], case: object, *args: object):
+    """Run ``hamanasu audit verify ARGS``, as a process for the cases in REAL_PROCESS."""
+    return _audit("verify", *args) if case in REAL_PROCESS else runner("audit", "verify", *args)
+
+
 def test_the_table_attacks_cover_every_table_of_the_format(signed: dict[str, Path]) -> None:
     db = sqlite3.connect(signed["ledger"])
     stored = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -191,11 +202,11 @@ def test_the_table_attacks_cover_every_table_of_the_format(signed: dict[str, Pat
 
 @pytest.mark.parametrize("table, change", sorted(TABLE_ATTACKS))
 def test_every_change_to_every_table_is_caught_with_its_own_exit_code(
-    signed: dict[str, Path], table: str, change: str
+    signed: dict[str, Path], table: str, change: str, hamanasu_in_process
 ) -> None:
     mutate, code, fragment = TABLE_ATTACKS[table, change]
     mutate(signed["ledger"])
-    result = _audit("verify", signed["ledger"], "--key", signed["pub"])
+    result = _verify(hamanasu_in_process, (table, change), signed["ledger"], "--key", signed["pub"])
     _one_line(result, code, fragment)
     if code == 2:
         assert "cannot read ledger" in result.stderr and result.stdout == "", result.stdout
@@ -203,20 +214,22 @@ def test_every_change_to_every_table_is_caught_with_its_own_exit_code(
 
 @pytest.mark.parametrize("case", sorted(CANNOT_READ))
 def test_a_ledger_that_cannot_be_read_is_one_line_and_exit_2(
-    signed: dict[str, Path], case: str
+    signed: dict[str, Path], case: str, hamanasu_in_process
 ) -> None:
     mutate, fragment = CANNOT_READ[case]
     mutate(signed["ledger"])
-    _one_line(_audit("verify", signed["ledger"], "--key", signed["pub"]), 2, fragment)
+    result = _verify(hamanasu_in_process, case, signed["ledger"], "--key", signed["pub"])
+    _one_line(result, 2, fragment)
 
 
 @pytest.mark.parametrize("case", sorted(FAILS))
 def test_a_tampered_ledger_fails_in_one_line_with_exit_1(
-    signed: dict[str, Path], case: str
+    signed: dict[str, Path], case: str, hamanasu_in_process
 ) -> None:
     mutate, first_bad, fragment = FAILS[case]
     mutate(signed["ledger"])
-    result = _audit("verify", signed["ledger"], "--key", signed["pub"], "--format", "json")
+    args = (signed["ledger"], "--key", signed["pub"], "--format", "json")
+    result = _verify(hamanasu_in_process, case, *args)
     _one_line(result, 1, "ledger verification failed", fragment)
     report = json.loads(result.stdout)
     assert report["ok"] is False and report["first_bad_index"] == first_bad
