@@ -17,9 +17,10 @@ coordinator's database holds the registered keys, and :meth:`FlowerEngine.restor
 registers them again on every start. A SuperNode that dials in before that is refused
 and exits; the node service starts it again.
 
-A coordinator killed with SIGKILL leaves its SuperLink running (it has its own process
-group so that stopping it takes its ServerApp processes along); the pid file under the
-data folder lets the next start stop that orphan before it binds the same port.
+The SuperLink has its own process group (so that stopping it takes its ServerApp
+processes along); when the coordinator is killed with SIGKILL the SuperLink notices and
+stops that group within a few seconds, and the pid file under the data folder lets the
+next start stop it should it still run before it binds the same port.
 """
 
 from __future__ import annotations

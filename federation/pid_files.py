@@ -2,9 +2,11 @@
 
 A SuperLink or SuperNode runs in its own process group (so that stopping it takes its
 ServerApp / ClientApp children along). When the service that started it is killed with
-SIGKILL, the group goes on running; the next start of the service reads the pid file and
-stops those groups before it starts new ones (a second SuperNode with the same key, or a
-second SuperLink on the same port, must not appear).
+SIGKILL, the group notices and stops itself (:func:`federation.processes.watch_parent`,
+within a few seconds); should it still run (stuck, or started otherwise), the next start
+of the service reads the pid file and stops those groups before it starts new ones (a
+second SuperNode with the same key, or a second SuperLink on the same port, must not
+appear).
 """
 
 from __future__ import annotations
