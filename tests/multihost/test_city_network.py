@@ -151,9 +151,9 @@ def test_a_holder_cut_off_for_60_s_mid_job(city: hosts.HostsConsortium) -> None:
     cut = time.monotonic()
     done = researcher.wait(job_id, poll=0.5, timeout=400)
     # it went on without the holder within its stage timeout, or failed saying why
-    if done.state == "succeeded":
-        last = researcher.result(job_id).report["rounds"][-1]
-        assert victim not in last["nodes"] and len(last["nodes"]) == 2, last
+    if done.state == "succeeded":  # a round while it was cut off ran on the two others
+        rounds = researcher.result(job_id).report["rounds"]
+        assert any(victim not in r["nodes"] and len(r["nodes"]) == 2 for r in rounds), rounds
     else:
         assert done.state == "failed" and done.reason, done
     print(f"job {done.state} {time.monotonic() - cut:.1f} s after the cut: {done.reason}")
