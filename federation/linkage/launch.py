@@ -23,7 +23,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,14 +52,26 @@ class PartyRun:
     stderr: Path
 
 
+#: Ports this process handed to parties lately: a computation started at the same time
+#: (the demo runs its questions at once) never gets one of them while they may be in use.
+_HANDED_OUT: deque[int] = deque(maxlen=512)
+_PORTS = threading.Lock()
+
+
 def _free_ports(k: int) -> list[int]:
     socks = []
     try:
-        for _ in range(k):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+        with _PORTS:
+            ports: list[int] = []
+            while len(ports) < k:
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.bind(("127.0.0.1", 0))
+                socks.append(s)
+                port = s.getsockname()[1]
+                if port not in _HANDED_OUT:
+                    ports.append(port)
+            _HANDED_OUT.extend(ports)
+            return ports
     finally:
         for s in socks:
             s.close()
