@@ -102,22 +102,28 @@ def test_node_consent_import_policy_check_budget_and_head(node_dir, scenario, tm
     assert "automatic_for" in shown.stdout
 
 
-def test_node_commands_refuse_bad_input_in_one_line(tmp_path, node_dir):
+def test_node_commands_refuse_bad_input_in_one_line(tmp_path, node_dir, hamanasu_in_process):
+    # The first case runs as a real process, the others through the same entry point in
+    # this process (each stops at its bad input; a traceback escaping it fails the test).
+
+    def node(*args: str) -> subprocess.CompletedProcess:
+        return hamanasu_in_process("node", *args)
+
     cases = [
         _run("policy", "show", "--dir", str(tmp_path / "nowhere")),
-        _run("consent", "import", str(tmp_path / "missing.csv"), "--dir", str(node_dir)),
-        _run("policy", "check", str(tmp_path / "missing.toml"), "--dir", str(node_dir)),
+        node("consent", "import", str(tmp_path / "missing.csv"), "--dir", str(node_dir)),
+        node("policy", "check", str(tmp_path / "missing.toml"), "--dir", str(node_dir)),
     ]
     bad_csv = tmp_path / "bad.csv"
     bad_csv.write_text(
         "subject,recorded_at,status,decision,purposes,commercial,domains,period_start,period_end\n"
         "not a pseudonym!,yesterday,active,permit,HMB,no,,,\n"
     )
-    cases.append(_run("consent", "import", str(bad_csv), "--dir", str(node_dir)))
+    cases.append(node("consent", "import", str(bad_csv), "--dir", str(node_dir)))
     deep = tmp_path / "deep.toml"
     deep.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
-    cases.append(_run("init", "--dir", str(tmp_path / "n"), "--name", "n", "--policy", str(deep)))
-    cases.append(_run("policy", "check", str(deep), "--dir", str(node_dir)))
+    cases.append(node("init", "--dir", str(tmp_path / "n"), "--name", "n", "--policy", str(deep)))
+    cases.append(node("policy", "check", str(deep), "--dir", str(node_dir)))
     for proc in cases:
         assert proc.returncode == 2, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
