@@ -8,6 +8,7 @@ out through ``secaggplus_mod``, so only its masked form leaves the node.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -51,8 +52,13 @@ class RoundGate(Protocol):
         """Return the rows this job may use now (policy, consent, minimum cohort) or raise."""
         ...
 
-    def commit(self, job: JobSpec, use: RoundUse) -> None:
-        """Charge the round's privacy cost and write its usage entry, atomically, or raise."""
+    def commit(self, job: JobSpec, use: RoundUse) -> float | None:
+        """Charge the round's privacy cost and write its usage entry, atomically, or raise.
+
+        Returns:
+            The job's composed ε charged at this node so far, this round included, or
+            None when the gate keeps no budget (the node then composes what it ran).
+        """
         ...
 
 
@@ -64,7 +70,7 @@ class OpenGate:
         return frame
 
     def commit(self, job: JobSpec, use: RoundUse) -> None:
-        """Do nothing: sample files carry no consent or budget."""
+        """Do nothing (sample files carry no consent or budget); return None."""
 
 
 class _TrainingClient:
@@ -106,6 +112,33 @@ class _TrainingClient:
             raise TypeError(f"the node's kept DP plan of job {self.job_id} is malformed")
         return self.plan.dp_plan_from(sigma, rate, steps)
 
+    def _keep_mechanism(self, round_no: int, mechanism: dict[str, Any]) -> None:
+        """Keep the mechanism this node ran in ``round_no`` (in the node's context)."""
+        from flwr.app import ConfigRecord
+
+        from policies.accounting import mechanism_json, parse_mechanism
+
+        if mechanism.get("type") == "none":
+            return
+        store = self.context.state.config_records
+        key = f"hamanasu.ran.{self.job_id}"
+        ran = store[key] if key in store else ConfigRecord()
+        ran[str(round_no)] = mechanism_json(parse_mechanism(mechanism))
+        store[key] = ran
+
+    def _composed(self) -> float:
+        """Return the composed ε of the mechanisms this node ran for the job (0 without DP)."""
+        from policies.accounting import compose_epsilon
+
+        key = f"hamanasu.ran.{self.job_id}"
+        store = self.context.state.config_records
+        privacy = self.plan.spec.privacy
+        if privacy is None or key not in store:
+            return 0.0
+        ran = store[key]
+        mechs = [json.loads(str(ran[k])) for k in sorted(ran, key=int)]
+        return float(compose_epsilon(mechs, privacy.delta)) if mechs else 0.0
+
     def fit(
         self, parameters: list[np.ndarray], config: dict[str, Any]
     ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
@@ -114,6 +147,8 @@ class _TrainingClient:
         frame = read_columns(self.node.data, job.domain, self.plan.columns)
         frame = self.gate.select(job, self.job_id, round_no, frame)
         frame, dropped = cap_for_job(frame, job)  # one row per resident under DP-SGD
+
+        charged: list[float | None] = []
 
         def commit(spend: RoundSpend) -> None:
             use = RoundUse(
@@ -125,9 +160,10 @@ class _TrainingClient:
                 spend.delta,
                 spend.mechanism,
             )
-            self.gate.commit(job, use)
+            charged.append(self.gate.commit(job, use))
+            self._keep_mechanism(round_no, spend.mechanism)
 
-        arrays, n_train, eps_total = self.plan.local_step(
+        arrays, n_train, _ = self.plan.local_step(
             frame,
             parameters,
             round_no,
@@ -143,7 +179,10 @@ class _TrainingClient:
                 float(config["secagg.clipping_range"]),
                 float(config["secagg.max_weight"]),
             )
-        metrics: dict[str, Any] = {"node": self.node.name, "epsilon": eps_total}
+        # The ε this node spent on the job: what its budget charged for the rounds it ran
+        # (a node that missed rounds spent less than the job's composed ε).
+        eps = charged[-1] if charged and charged[-1] is not None else self._composed()
+        metrics: dict[str, Any] = {"node": self.node.name, "epsilon": eps}
         if dropped is not None:
             metrics["rows_dropped"] = dropped
         return arrays, n_train, metrics

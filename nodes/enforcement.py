@@ -288,8 +288,12 @@ class EnforcementPoint:
             )
         return kept
 
-    def commit(self, job: JobSpec, use: RoundUse) -> None:
+    def commit(self, job: JobSpec, use: RoundUse) -> float | None:
         """Charge the round and append its usage entry, as one operation, before training.
+
+        Returns:
+            The job's composed ε charged here so far, this round included (a retried
+            round: as after its one charge); None for a round with nothing to charge.
 
         Raises:
             JobRefused: the charge would exceed the job's reservation (nothing is charged).
@@ -315,7 +319,7 @@ class EnforcementPoint:
         }
         if job.privacy is None or use.mechanism.get("type") == "none":
             self.ledger().append("job.usage", usage, self.clock())
-            return
+            return None
         try:
             charge = self.budget(usage).charge(
                 use.job_id, use.round, use.mechanism, use.epsilon, self.clock()
@@ -326,3 +330,4 @@ class EnforcementPoint:
             # A retried round (its secure aggregation halted) reads the rows again under
             # the round's one charge: that read is logged too, with no further spend.
             self.ledger().append("job.usage", {**usage, "epsilon": 0.0, "delta": 0.0}, self.clock())
+        return float(charge.job_epsilon_spent)

@@ -149,12 +149,12 @@ class _TracedGate:
         finally:
             trace("gate.select.end")
 
-    def commit(self, *args: Any) -> None:
+    def commit(self, *args: Any) -> Any:
         from federation.deploy_trace import trace
 
         trace("gate.commit.start")
         try:
-            self._gate.commit(*args)
+            return self._gate.commit(*args)
         finally:
             trace("gate.commit.end")
 
