@@ -33,7 +33,12 @@ from pydantic import BaseModel, ConfigDict
 
 from consent.canonical import canonical_json
 from consent.entries import normalise_payload
-from consent.errors import ConsentError, LedgerError, LedgerUnreadableError
+from consent.errors import (
+    ConsentError,
+    LedgerError,
+    LedgerUnreadableError,
+    LedgerVerificationError,
+)
 from consent.merkle import (
     EMPTY_ROOT,
     PerfectNode,
@@ -422,13 +427,13 @@ class Ledger(SqliteStore):
 
     def heads(self) -> list[SignedTreeHead]:
         """Return every signed head the ledger issued, oldest first."""
-        rows = self._db.execute("SELECT sth FROM heads ORDER BY id").fetchall()
-        return [SignedTreeHead.model_validate_json(r[0]) for r in rows]
+        rows = self._db.execute("SELECT id, sth FROM heads ORDER BY id").fetchall()
+        return [_stored_head(r[0], r[1]) for r in rows]
 
     def latest_head(self) -> SignedTreeHead | None:
         """Return the most recently issued signed head, if any."""
-        row = self._db.execute("SELECT sth FROM heads ORDER BY id DESC LIMIT 1").fetchone()
-        return None if row is None else SignedTreeHead.model_validate_json(row[0])
+        row = self._db.execute("SELECT id, sth FROM heads ORDER BY id DESC LIMIT 1").fetchone()
+        return None if row is None else _stored_head(row[0], row[1])
 
     # ---- reading ------------------------------------------------------------------
     def entries(
@@ -454,3 +459,15 @@ class Ledger(SqliteStore):
                 payload=json.loads(data)["payload"],
                 leaf_hash=bytes(leaf).hex(),
             )
+
+
+def _stored_head(head_id: int, raw: str | bytes) -> SignedTreeHead:
+    """Return a stored signed head.
+
+    Raises:
+        LedgerVerificationError: the stored head is not a signed head (altered).
+    """
+    try:
+        return SignedTreeHead.model_validate_json(raw)
+    except (ValueError, TypeError, RecursionError):  # ValidationError is a ValueError
+        raise LedgerVerificationError(None, f"signed head #{head_id} is malformed") from None

@@ -285,3 +285,17 @@ def test_lost_wal_is_caught_by_an_earlier_head(signed: dict[str, Path]) -> None:
     assert alone.returncode == 0 and json.loads(alone.stdout)["tree_size"] == N
     since = _audit("verify", survivor, "--key", pub, "--since", saved)
     _one_line(since, 1, f"covers {N + 5} entries but the ledger holds {N}", "truncated")
+
+
+def test_head_and_proof_on_an_altered_stored_head_answer_in_one_line(
+    signed: dict[str, Path],
+) -> None:
+    ledger, pub = signed["ledger"], signed["pub"]
+    tamper(ledger)(
+        "UPDATE heads SET sth = replace(sth, 'a', 'b') WHERE id = (SELECT max(id) FROM heads)"
+    )
+    out = signed["dir"] / "head.json"
+    _one_line(_audit("head", ledger, "--out", out), 2, "is malformed")
+    _one_line(_audit("proof", ledger, "--index", 0, "--key", pub), 2, "is malformed")
+    _one_line(_audit("verify", ledger, "--key", pub), 1, "is malformed")
+    assert not out.exists()
