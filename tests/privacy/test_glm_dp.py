@@ -74,6 +74,7 @@ class _Recorder:
         self.sums = [None] * rounds
         self.nodes = [list(range(n_nodes))]
         self.rows_dropped: dict[str, int] = {}
+        self.complete_case: dict[str, dict] = {}
 
 
 @pytest.fixture(scope="module")
