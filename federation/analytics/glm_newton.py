@@ -25,6 +25,14 @@ scale), so the measured decrement cannot fall below that error's own decrement,
 floor*. A round whose decrement is below :data:`FLOOR_MULTIPLE` floors has reached what
 the secure sum can resolve, so the loop stops there instead of chasing a tolerance the
 sum cannot deliver; the floor is reported with the result.
+
+Under DP the floor is no stopping rule. The DP noise is calibrated for a planned number
+of rounds, and its floor can exceed the start's distance from the optimum: a fit that
+stopped "within the floor" would release its start, shrunk toward it. A DP fit
+(``planned_rounds``) therefore takes every planned step, and releases the mean of the
+broadcasts of its last :func:`averaged_rounds` rounds: near the optimum each noisy Newton
+step lands on the optimum plus that round's noise (to first order independent of the
+last), so the mean's noise falls with the number of rounds averaged.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ __all__ = [
     "MAX_NULL_STEP_RMS",
     "NewtonInfo",
     "NewtonLoop",
+    "averaged_rounds",
     "decrement_floor",
     "glm_fit",
     "glm_newton_step",
@@ -191,6 +200,7 @@ def glm_newton_step(
     min_events_per_parameter: float = 0.0,
     rcond: float = 1e-10,
     noise_sd: np.ndarray | None = None,
+    floor_stops: bool = True,
 ) -> tuple[np.ndarray, NewtonInfo]:
     """Return the next coefficients from the summed statistics at ``beta``.
 
@@ -198,7 +208,8 @@ def glm_newton_step(
     ``tolerance`` bounds the Newton decrement ``sqrt(g' H^-1 g)`` (the distance to the
     optimum in standard-error units) at convergence. ``noise_sd`` is the noise SD of
     each summed entry (SecAgg+'s quantisation; None for exact sums): a decrement below
-    :data:`FLOOR_MULTIPLE` times its floor (:func:`decrement_floor`) also ends the fit.
+    :data:`FLOOR_MULTIPLE` times its floor (:func:`decrement_floor`) also ends the fit,
+    unless ``floor_stops`` is False (a DP fit, which spends its planned rounds).
     A round with a decrement below 1e-3 whose deviance is no lower than the previous
     one also counts as converged (the floating-point noise floor). ``rcond`` is the
     smallest reciprocal condition number of the correlation-scaled information accepted
@@ -265,7 +276,7 @@ def glm_newton_step(
                 "perfect or quasi-complete separation",
             )
     distance = math.sqrt(max(decrement, 0.0))
-    converged = distance <= max(tolerance, FLOOR_MULTIPLE * floor) or (
+    converged = distance <= max(tolerance, FLOOR_MULTIPLE * floor if floor_stops else 0.0) or (
         previous is not None
         and decrement < 1e-6
         and dev >= previous.deviance - max(tolerance, 1e-12 * abs(dev))
@@ -278,7 +289,10 @@ class NewtonLoop:
     """The server's side of a federated GLM fit: one :meth:`advance` per round's sum.
 
     ``offset`` says the model has an offset: the start is then ``beta = 0`` and the
-    null deviance is not released.
+    null deviance is not released. ``planned_rounds`` (a DP fit: the rounds its noise is
+    calibrated for) makes the loop take every planned step and release the mean of the
+    last :func:`averaged_rounds` broadcasts (module doc); None stops at the tolerance or
+    the quantisation floor.
 
     Attributes:
         beta: the coefficients the next round's sums are taken at (the broadcast).
@@ -296,9 +310,14 @@ class NewtonLoop:
         rcond: float = 1e-10,
         null_start: bool = True,
         offset: bool = False,
+        planned_rounds: int | None = None,
     ) -> None:
         check_family(family)
-        self.offset = offset
+        if planned_rounds is not None and planned_rounds < 1:
+            raise ValueError(f"planned_rounds must be at least 1, got {planned_rounds}")
+        self.offset, self.planned = offset, planned_rounds
+        #: the broadcasts the sums were taken at, in order (kept for a DP fit's mean)
+        self.path: list[np.ndarray] = []
         self.family, self.names = family, list(term_names)
         self.tolerance, self.min_events, self.rcond = tolerance, min_events_per_parameter, rcond
         # With an offset the intercept-only fit is no rescaling of the sums at 0.
@@ -329,7 +348,15 @@ class NewtonLoop:
             min_events_per_parameter=self.min_events,
             rcond=self.rcond,
             noise_sd=noise_sd,
+            floor_stops=self.planned is None,
         )
+        if self.planned is not None:
+            self.path.append(beta)
+            if info.iteration + 1 >= self.planned:
+                self.result = self._planned_result(sums, info)
+                return None
+            self.beta, self.info = beta_new, info
+            return beta_new
         if info.converged:
             convergence = {
                 "criterion": "newton_decrement",
@@ -353,6 +380,39 @@ class NewtonLoop:
         self.beta, self.info = beta_new, info
         return beta_new
 
+    def _planned_result(self, sums: np.ndarray, info: NewtonInfo) -> GlmResult:
+        """Return a DP fit's table: the mean of its last broadcasts, the last round's sums."""
+        assert self.planned is not None
+        kept = averaged_rounds(self.planned)
+        distance = math.sqrt(max(info.decrement, 0.0))
+        return glm_result(
+            sums,
+            np.mean(self.path[-kept:], axis=0),
+            self.family,
+            self.names,
+            info.iteration,
+            converged=distance <= max(self.tolerance, FLOOR_MULTIPLE * info.floor),
+            convergence={
+                "criterion": "planned_rounds",
+                "rounds": self.planned,
+                "averaged_rounds": kept,
+                "decrement": distance,
+                "tolerance": self.tolerance,
+                "quantisation_floor": info.floor,
+                "stopped_at": "planned_rounds",
+            },
+            offset=self.offset,
+        )
+
+
+def averaged_rounds(planned_rounds: int) -> int:
+    """Return how many of a DP fit's last broadcasts its released coefficients average.
+
+    The second half of the planned rounds (at least one): the first half brings the
+    iterates from the start to the optimum.
+    """
+    return max(1, planned_rounds // 2)
+
 
 def glm_fit(
     aggregate: Callable[[np.ndarray], np.ndarray],
@@ -366,6 +426,7 @@ def glm_fit(
     rcond: float = 1e-10,
     noise_sd: Callable[[np.ndarray], np.ndarray] | None = None,
     null_start: bool = True,
+    dp: bool = False,
 ) -> GlmResult:
     """Run the whole Newton loop over an ``aggregate(beta) -> summed vector`` round function.
 
@@ -374,6 +435,9 @@ def glm_fit(
     and unscaled); ``noise_sd(beta)`` the noise SD of that sum's entries, if any. The
     intercept, when ``null_start`` says there is one, is term 0. The sums of the last
     round (at the released ``beta``) give the standard errors.
+
+    ``dp`` says the sums carry DP noise: the fit then spends all ``max_iterations + 1``
+    rounds and releases the mean of its last broadcasts (:class:`NewtonLoop`).
 
     Raises:
         ValueError: ``term_names`` and ``n_params`` disagree.
@@ -389,6 +453,7 @@ def glm_fit(
         min_events_per_parameter=min_events_per_parameter,
         rcond=rcond,
         null_start=null_start,
+        planned_rounds=max_iterations + 1 if dp else None,
     )
     for _ in range(max_iterations + 1):
         beta = loop.beta

@@ -365,13 +365,16 @@ def linked_glm_fit(
         return np.sqrt(sd**2 + dp_sd**2)
 
     fitted = glm_fit(remember, p, job.family, names, max_iterations=job.max_iterations,
-                     tolerance=job.tolerance, noise_sd=noise_sd)
+                     tolerance=job.tolerance, noise_sd=noise_sd, dp=dp is not None)
+    # Under DP the released coefficients are the mean of the last broadcasts, not the last.
+    beta_z = np.array([fitted.coefficients[name].estimate for name in names])
     # Back to the original scale: beta_x = M' beta_z, g_x = M^-1 g_z, H_x = M^-1 H M^-T.
     grad_z, hess_z, scalars = layout.unpack(last["summed"])
     m_inv = np.linalg.inv(m)
     summed_x = layout.pack(m_inv @ grad_z, m_inv @ hess_z @ m_inv.T, scalars)
-    result = glm_result(summed_x, m.T @ last["beta"], job.family, names, fitted.iterations,
-                        converged=fitted.converged).to_json_dict()
+    result = glm_result(summed_x, m.T @ beta_z, job.family, names, fitted.iterations,
+                        converged=fitted.converged,
+                        convergence=fitted.convergence).to_json_dict()
     if job.family == "binomial":
         result.update(deviance=None, llf=None, aic=None)
     result["linked_n"] = job.n if dp is None else max(0, round(noisy_n[0]))

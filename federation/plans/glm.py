@@ -7,7 +7,8 @@ resident, plus its share of distributed discrete Gaussian noise,
 public scale derived from the broadcast coefficients,
 the public term bounds and the record bound; the server multiplies the secure sum back
 and takes one Newton step (:class:`federation.analytics.glm_newton.NewtonLoop`: the start
-at the intercept-only fit, and a stopping rule that knows SecAgg+'s quantisation floor).
+at the intercept-only fit, and a stopping rule that knows SecAgg+'s quantisation floor;
+under DP every planned round is taken and the last broadcasts' mean is released).
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ class GlmPlan(SumPlan):
             rcond=1e-7 if self.secagg else 1e-10,
             null_start=glm_has_intercept(spec),
             offset=offset,
+            # Under DP every planned round is spent (the floor is no stopping rule there).
+            planned_rounds=self.max_rounds if self.noise is not None else None,
         )
 
     @staticmethod
