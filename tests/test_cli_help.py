@@ -5,12 +5,14 @@ upgrade drops, TOML table names that Rich markup swallows, a suggestion printed 
 """
 
 import re
+import subprocess
+import sys
 
 import click
 import pytest
 from click.testing import CliRunner
 
-from hamanasu.cli import command
+from hamanasu.cli import _command_for, command
 
 ROOT = command()
 
@@ -88,3 +90,22 @@ def test_format_is_a_choice(path):
 
 def test_demo_and_simulate_are_mounted():
     assert {"demo", "simulate", "node", "coordinator", "job", "audit", "pki"} <= set(ROOT.commands)
+
+
+def test_a_command_line_naming_a_group_imports_that_group_alone():
+    # A new interpreter running `hamanasu audit ...` mounts the audit group only: the other
+    # packages' CLIs (and what they import) are not loaded; the help screen is the same.
+    code = (
+        "import sys; from hamanasu.cli import GROUPS, _command_for; "
+        "cmd = _command_for(['audit', 'verify']); "
+        "print(sorted(cmd.commands)); "
+        "print(sorted(m for m in {'nodes.cli', 'coordinator.cli', 'nodes.scenario.cli', 'scipy'} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    mounted, loaded = out.stdout.splitlines()
+    assert mounted == str(["audit", "consortium", "demo", "simulate", "up"])
+    assert loaded == "[]"
+    whole = CliRunner().invoke(ROOT, ["audit", "verify", "--help"], terminal_width=100).output
+    alone = CliRunner().invoke(_command_for(["audit"]), ["audit", "verify", "--help"], terminal_width=100)
+    assert alone.exit_code == 0 and alone.output == whole
