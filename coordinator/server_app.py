@@ -178,7 +178,7 @@ def _drive(
     try:
         c_done.wait()
         if expected_nodes:
-            legacy.client_manager.wait_for(expected_nodes, timeout=60)
+            _wait_for_nodes(legacy.client_manager, expected_nodes, timeout=60.0)
         default_init_params_workflow(grid, legacy)
         cfg = ConfigRecord()
         cfg[Key.START_TIME] = time.time()
@@ -199,6 +199,25 @@ def _drive(
     finally:
         f_stop.set()
         thread.join()
+
+
+def _wait_for_nodes(manager: Any, count: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds until ``count`` nodes are registered with ``manager``.
+
+    Flower's client manager learns of the grid's nodes when it is asked for them
+    (``num_available``, ``all``, ``sample``) or by a thread every 5 s; its ``wait_for``
+    asks nothing, so it would sleep until that thread's next pass. Asking at a short
+    interval sees the nodes as soon as the grid has them.
+
+    Returns:
+        Whether that many nodes were registered in time.
+    """
+    deadline = time.monotonic() + timeout
+    while manager.num_available() < count:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(PULL_INTERVAL_S)
+    return True
 
 
 def _retrying(
