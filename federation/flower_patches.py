@@ -9,6 +9,9 @@ its children, the ServerApp, the traced SuperLink):
   ``pull_and_inflate_object_from_tree`` (first back-off, back-off cap, overall time limit);
 * :func:`cap_supernode_sleeps`: the ``time`` module seen by
   ``flwr.supernode.start_client_internal`` (its idle poll sleeps 3 s);
+* :func:`set_supernode_heartbeat`: the ``HEARTBEAT_DEFAULT_INTERVAL`` seen by
+  ``flwr.supernode.fleet_http_connection`` and ``flwr.supercore.heartbeat`` (a SuperNode
+  always asks for Flower's default 30 s interval; the SuperLink accepts 10 s to 30 min);
 * :func:`serve_superlink_twice`: the ``uvicorn`` module seen by
   ``flwr.superlink.cli.flower_superlink`` (it serves the SuperLink's one app on one
   socket; we serve it on a loopback control socket and a Fleet-only one);
@@ -46,6 +49,7 @@ __all__ = [
     "check_patch_targets",
     "fast_object_pulls",
     "serve_superlink_twice",
+    "set_supernode_heartbeat",
     "trace_run_clientapp",
     "trace_superlink_requests",
     "trace_supernode",
@@ -124,6 +128,23 @@ def _check_supernode_sleeps() -> list[str]:
     return []
 
 
+#: Modules of a SuperNode process that read Flower's heartbeat interval as a module global.
+_HEARTBEAT_MODULES = ("flwr.supernode.fleet_http_connection", "flwr.supercore.heartbeat")
+
+
+def _check_heartbeat_modules() -> list[str]:
+    problems = []
+    for name in _HEARTBEAT_MODULES:
+        try:
+            module = import_module(name)
+        except ImportError as exc:
+            problems.append(f"{name}: {exc}")
+            continue
+        if not isinstance(getattr(module, "HEARTBEAT_DEFAULT_INTERVAL", None), (int, float)):
+            problems.append(f"{name}: no HEARTBEAT_DEFAULT_INTERVAL to set")
+    return problems
+
+
 def _check_superlink_app() -> list[str]:
     try:
         from flwr.superlink import main as superlink_main
@@ -191,6 +212,7 @@ def check_patch_targets() -> None:
     problems = [
         *_check_pull_functions(),
         *_check_supernode_sleeps(),
+        *_check_heartbeat_modules(),
         *_check_functions("flwr.supernode.start_client_internal", _SUPERNODE_TRACED),
         *_check_functions("flwr.supernode.runtime.run_clientapp", _CLIENTAPP_TRACED),
         *_check_superlink_app(),
@@ -275,6 +297,35 @@ def cap_supernode_sleeps(cap: float = FAST_POLL_S, local_cap: float = FAST_LOCAL
     from flwr.supernode import start_client_internal
 
     start_client_internal.time = _CappedTime(cap, local_cap)  # type: ignore[assignment]
+
+
+def set_supernode_heartbeat(interval: float) -> None:
+    """Make this process's SuperNode send heartbeats for an ``interval`` of seconds.
+
+    A SuperNode tells the SuperLink it will report every ``HEARTBEAT_DEFAULT_INTERVAL``
+    (30 s) and the SuperLink counts it offline after two intervals without one: a killed
+    node is sampled, and waited for until a stage times out, for about a minute. Flower
+    has no option for it, but its SuperLink accepts any interval from
+    ``HEARTBEAT_MIN_INTERVAL`` (10 s) to ``HEARTBEAT_MAX_INTERVAL``; the value is a module
+    global of the connection (what is announced) and of the heartbeat sender (how often
+    it sends: about 0.8 x (interval - 5 s)).
+
+    Raises:
+        ValueError: ``interval`` outside what the SuperLink accepts.
+        FlowerPatchError: the modules no longer read the interval as a module global.
+    """
+    from flwr.common.constant import HEARTBEAT_MAX_INTERVAL, HEARTBEAT_MIN_INTERVAL
+
+    if not HEARTBEAT_MIN_INTERVAL <= interval <= HEARTBEAT_MAX_INTERVAL:
+        raise ValueError(
+            f"heartbeat interval {interval:g} s: the SuperLink accepts "
+            f"{HEARTBEAT_MIN_INTERVAL} to {HEARTBEAT_MAX_INTERVAL} s"
+        )
+    problems = _check_heartbeat_modules()
+    if problems:
+        raise FlowerPatchError("; ".join(problems))
+    for name in _HEARTBEAT_MODULES:
+        setattr(import_module(name), "HEARTBEAT_DEFAULT_INTERVAL", float(interval))  # noqa: B010
 
 
 def _trace_functions(module: ModuleType, prefix: str, names: Sequence[str]) -> None:

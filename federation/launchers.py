@@ -21,6 +21,11 @@ Two speed-ups over Flower's defaults, both on by default and both optional:
   ``--isolation process`` next to our warm executor (:mod:`federation.executor`), which
   imports the modules its caller names once and forks one child per task.
 
+A SuperNode started through this module with ``HAMANASU_SUPERNODE_HEARTBEAT_S`` set (or
+``start_supernode(heartbeat_interval=...)``) asks the SuperLink for that heartbeat interval
+instead of Flower's 30 s (:func:`~federation.flower_patches.set_supernode_heartbeat`): a
+dead node then counts as offline, and its messages as unanswerable, after twice that.
+
 Set ``HAMANASU_DEPLOY_TRACE`` to a file to record where a run's time goes
 (:mod:`federation.deploy_trace`, summed by ``bench/deployment_bench.py``); the SuperLink
 (which always runs through this module) then records each request it serves.
@@ -40,6 +45,7 @@ from federation.processes import ManagedProcess, free_port, spawn, wait_for_port
 __all__ = [
     "BASE_PRELOAD",
     "CONTROL_HOST",
+    "HEARTBEAT_ENV",
     "SUPERLINK_IN_MEMORY",
     "flower_env",
     "node_config_arg",
@@ -57,6 +63,9 @@ BASE_PRELOAD = ("numpy", "pandas", "torch", "opacus", "flwr.clientapp")
 _BIN = Path(sys.executable).parent
 #: The modules run with ``python -m``: this one (patched SuperNode / SuperLink), the executor.
 _LAUNCHER_MODULE = "federation.launchers"
+
+#: Environment variable: the heartbeat interval (seconds) a SuperNode of this module asks for.
+HEARTBEAT_ENV = "HAMANASU_SUPERNODE_HEARTBEAT_S"
 
 #: Where a SuperLink serves its Control and Runtime APIs: loopback only.
 CONTROL_HOST = "127.0.0.1"
@@ -200,6 +209,7 @@ def start_supernode(
     torch_threads: int = 1,
     max_retries: int | None = 3,
     max_wait_time: float | None = 30.0,
+    heartbeat_interval: float | None = None,
 ) -> ManagedProcess:
     """Start node ``name``'s SuperNode against ``superlink`` (TLS + its private key).
 
@@ -214,6 +224,9 @@ def start_supernode(
     default and skips the warm-up. ``max_retries`` / ``max_wait_time`` bound the
     SuperNode's reconnection attempts when the SuperLink goes away (None: keep trying, as
     a node service's SuperNode should while the coordinator restarts).
+    ``heartbeat_interval`` (seconds, 10 at least; needs ``fast_poll``, which runs the
+    SuperNode through this module) replaces Flower's 30 s heartbeat; None keeps what
+    :data:`HEARTBEAT_ENV` in the environment says, else Flower's.
 
     Returns:
         The SuperNode process (``extra`` holds its warm executor).
@@ -226,6 +239,8 @@ def start_supernode(
     port = port or free_port()
     state = data_dir / "nodes" / name
     env = flower_env(state, fast_poll=fast_poll)
+    if heartbeat_interval is not None:
+        env[HEARTBEAT_ENV] = f"{heartbeat_interval:g}"
     config = {"node-name": name, **(node_config or {})}
     launcher = (
         [sys.executable, "-m", _LAUNCHER_MODULE, "supernode"]
@@ -278,18 +293,25 @@ def start_supernode(
 
 # -- the processes (python -m federation.launchers supernode|superlink ARGS) --------------
 def _run_supernode(argv: list[str]) -> None:
-    """Run ``flower-supernode`` with its idle sleeps capped and fast object pulls."""
+    """Run ``flower-supernode`` with its idle sleeps capped and fast object pulls.
+
+    With :data:`HEARTBEAT_ENV` set, it asks for that heartbeat interval.
+    """
     from flwr.supernode.cli.flower_supernode import flower_supernode
 
     from federation.deploy_trace import tracing
     from federation.flower_patches import (
         cap_supernode_sleeps,
         fast_object_pulls,
+        set_supernode_heartbeat,
         trace_supernode,
     )
 
     cap_supernode_sleeps()
     fast_object_pulls()
+    heartbeat = os.environ.get(HEARTBEAT_ENV, "")
+    if heartbeat:
+        set_supernode_heartbeat(float(heartbeat))
     if tracing():
         trace_supernode()
     sys.argv = ["flower-supernode", *argv]
