@@ -54,6 +54,8 @@ Config = Annotated[
     Path | None, typer.Option("--config", help="A TOML file with a [coordinator] table.")
 ]
 DEFAULT_URL = "http://127.0.0.1:8750"
+#: Seconds a stopping coordinator waits for open connections before it closes them.
+SHUTDOWN_GRACE_S = 3
 
 
 class _Fail(Exception):
@@ -209,6 +211,9 @@ def serve_cmd(
             port=settings.port,
             log_level="info",
             access_log=settings.access_log,
+            # An idle keep-alive client over TLS holds a stop for as long as it stays
+            # connected (uvicorn waits for every connection to close); bound that wait.
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
             **ssl,
         )
     finally:
