@@ -40,6 +40,20 @@ def _alive_with(pgid: int, markers: tuple[bytes, ...]) -> bool:
     return any(m in cmdline for m in markers)
 
 
+def _running(pid: int) -> bool:
+    """Return True while ``pid`` runs: it exists and is not a zombie.
+
+    A stopped group leader that is the caller's own child (a SuperNode's executor, started
+    by the service that now restarts the SuperNode) stays in ``/proc`` as a zombie until
+    it is reaped, which waiting for ``/proc/<pid>`` to go away would take for running.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
+
+
 def stop_orphans(path: Path, *markers: str, timeout: float = 10.0) -> list[int]:
     """Stop the process groups listed in ``path`` whose leader's command line has a marker.
 
@@ -60,7 +74,7 @@ def stop_orphans(path: Path, *markers: str, timeout: float = 10.0) -> list[int]:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGTERM)
     end = time.monotonic() + timeout
-    while time.monotonic() < end and any(Path(f"/proc/{p}").exists() for p in groups):
+    while time.monotonic() < end and any(_running(p) for p in groups):
         time.sleep(0.1)
     for pgid in groups:
         with contextlib.suppress(ProcessLookupError, PermissionError):
