@@ -28,8 +28,13 @@ from nodes.enforcement import EnforcementPoint
 ENDED = {"succeeded", "failed", "cancelled"}
 
 
-def until(pred: Callable[[], Any], timeout: float, what: str, poll: float = 0.5) -> Any:
+def until(
+    pred: Callable[[], Any], timeout: float, what: str | Callable[[], str], poll: float = 0.5
+) -> Any:
     """Return ``pred()``'s first truthy value, polling up to ``timeout`` seconds.
+
+    ``what`` names what is waited for; a callable is asked at the timeout (so the
+    message can show the last state seen).
 
     Raises:
         AssertionError: it stayed falsy (names ``what``).
@@ -40,7 +45,8 @@ def until(pred: Callable[[], Any], timeout: float, what: str, poll: float = 0.5)
         if got:
             return got
         if time.monotonic() >= end:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+            said = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {said}")
         time.sleep(poll)
 
 
