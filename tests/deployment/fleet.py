@@ -12,6 +12,9 @@ from federation.spec import JobSpec, parse_job_spec
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "iwamizawa"
 SOURCES = ("city-hospital", "women-clinic")
+#: SuperNodes' heartbeat interval in tests that kill or cut off a node: Flower's shortest
+#: (10 s; its default 30 s keeps a dead node "online", and waited for, for a minute).
+HEARTBEAT_S = 10.0
 
 
 def scenario(folder: Path) -> Path:

@@ -32,6 +32,8 @@ class LocalDeployment:
     warm: bool = True
     #: the SuperLink's ``--database`` (in memory, or a SQLite file path).
     database: str = SUPERLINK_IN_MEMORY
+    #: the SuperNodes' heartbeat interval (seconds, 10 at least); None: Flower's 30 s.
+    heartbeat_interval: float | None = None
     superlink: ManagedProcess | None = None
     nodes: dict[str, ManagedProcess] = field(default_factory=dict)
     node_ids: dict[str, int] = field(default_factory=dict)
@@ -88,6 +90,7 @@ class LocalDeployment:
             warm=self.warm,
             preload=CLIENT_PRELOAD,
             torch_threads=1,
+            heartbeat_interval=self.heartbeat_interval,
         )
         self.nodes[name] = proc
         return proc

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from coordinator.client import CoordinatorClient
+from federation.launchers import HEARTBEAT_ENV
 from federation.pki import Pki, create_node_key, init_pki
 from federation.processes import free_port
 
@@ -72,6 +73,9 @@ class Consortium:
             HAMANASU_ACCESS_LOG="false",
             PYTHONUNBUFFERED="1",
         )
+        # the node services' SuperNodes: a killed or cut-off node counts as offline (and
+        # its round goes on without it) after 20 s, not Flower's default minute
+        env[HEARTBEAT_ENV] = f"{fleet.HEARTBEAT_S:g}"
         env.pop("HAMANASU_TOKEN", None)
         return env
 
