@@ -193,7 +193,10 @@ def up(
             f"try: HAMANASU_COORDINATOR_URL={url} hamanasu job submit "
             f"{EXAMPLES / 'lbw_model.toml'} --token-file {tokens / 'researcher'}"
         )
-        stop.wait()
+        # Timed waits: a signal the kernel hands to another thread runs its handler only
+        # when the main thread next wakes (an untimed wait can sleep through SIGTERM).
+        while not stop.wait(0.5):
+            pass
     finally:
         _shut_down(stop, server, workers, [*supervisors, *([flower] if flower else [])])
     typer.echo("stopped")
