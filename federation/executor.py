@@ -17,8 +17,9 @@ import contextlib
 import importlib
 import os
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from federation.flower_patches import FAST_POLL_S, fast_object_pulls, trace_run_clientapp
 
@@ -66,6 +67,36 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@contextlib.contextmanager
+def _ends_with(parent_pid: int | None, interval: float = 0.2) -> Iterator[None]:
+    """Around the start-up: end this process at once if ``parent_pid`` is gone meanwhile.
+
+    Importing torch and Opacus and warming them up takes seconds (many on a loaded
+    machine, with every node's executor starting at once); the task loop notices a
+    SuperNode that is gone, but a start-up would run to its end first and only then
+    exit. A watching thread ends it instead, and is stopped before the loop forks.
+    """
+    if parent_pid is None:
+        yield
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(interval):
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                os._exit(0)  # nothing started yet: no task, no child
+
+    watcher = threading.Thread(target=watch, name="watch-supernode", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+
+
 def _run_one_task(
     run_clientapp: Callable[..., None], address: str, token: str, parent_pid: int | None
 ) -> None:
@@ -101,15 +132,17 @@ def run_executor(argv: list[str]) -> None:
         SystemExit: bad arguments.
     """
     args = _parse(argv)
-    for module in filter(None, args.preload.split(",")):
-        importlib.import_module(module)
-    if args.torch_threads > 0:
-        import torch
+    with _ends_with(args.parent_pid):
+        for module in filter(None, args.preload.split(",")):
+            importlib.import_module(module)
+        if args.torch_threads > 0:
+            import torch
 
-        torch.set_num_threads(args.torch_threads)
-    # Warming torch up starts its thread pool; forking after that is only safe single-threaded.
-    if args.warm_up and args.torch_threads == 1:
-        warm_up_training()
+            torch.set_num_threads(args.torch_threads)
+        # Warming torch up starts its thread pool; forking after that is only safe
+        # single-threaded.
+        if args.warm_up and args.torch_threads == 1:
+            warm_up_training()
     fast_object_pulls()
     from flwr.proto.runtime_pb2 import AcquireTaskRequest
     from flwr.supercore.constant import TaskType

@@ -63,7 +63,7 @@ def _start_up(tmp_path: Path, engine: str) -> tuple[subprocess.Popen, Path, Path
     while "coordinator on" not in log_path.read_text():
         assert up.poll() is None, log_path.read_text()[-3000:]
         assert time.monotonic() < deadline, "hamanasu up did not start"
-        time.sleep(1)
+        time.sleep(0.2)
     return up, out, log_path
 
 
@@ -71,7 +71,7 @@ def _wait_until_none_left(out: Path, seconds: float) -> list[str]:
     end = time.monotonic() + seconds
     left = _processes_under(out)
     while left and time.monotonic() < end:
-        time.sleep(1)
+        time.sleep(0.2)
         left = _processes_under(out)
     return left
 
