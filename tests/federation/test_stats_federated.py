@@ -22,6 +22,7 @@ from federation.analytics.dp_noise import (
 from federation.analytics.scaling import scale_for_secagg, simulate_secure_sum, unscale
 from federation.analytics.stats import StatsError, stats_finalize, stats_layout, stats_local
 from federation.spec import parse_job_spec
+from tests.noise_scale import assert_unit_normal
 
 LEVELS = {"year": [2015, 2016, 2017], "ftype": ["hospital", "clinic", "midwife"]}
 
@@ -242,15 +243,15 @@ def test_gaussian_noise_has_calibrated_scale():
     assert delta_at(sigma) <= 1e-5 * 1.001
     assert delta_at(0.9 * sigma) > 1e-5
     assert epsilon_for_gaussian(sigma, 1.0, 1e-5) <= 1.0 + 1e-9
-    draws = gaussian_noise(2000, sigma)
-    assert abs(draws.std() / sigma - 1) < 0.1
-    assert abs(draws.mean()) < 4 * sigma / math.sqrt(2000)
+    draws = gaussian_noise(6000, sigma)
+    assert_unit_normal(draws / sigma, off=1.1)
+    assert abs(draws.mean()) < 5.5 * sigma / math.sqrt(6000)  # false alarm 4e-8
     b = calibrate_laplace(2.0, 0.5)
     assert b == pytest.approx(4.0, rel=1e-3)
-    lap = laplace_noise(2000, b)
-    assert abs(lap.std() / (b * math.sqrt(2)) - 1) < 0.1
+    lap = laplace_noise(20_000, b)
+    assert abs(lap.std() / (b * math.sqrt(2)) - 1) < 0.1  # 12 standard errors
     disc = discrete_gaussian_noise(2000, 30.0)
-    assert disc.dtype == np.int64 and abs(disc.std() / 30 - 1) < 0.1
+    assert disc.dtype == np.int64 and abs(disc.std() / 30 - 1) < 0.1  # 6 standard errors
 
 
 @pytest.mark.parametrize("mode", ["central", "distributed"])
@@ -259,15 +260,17 @@ def test_dp_release_noise_matches_calibration(births, mode):
     cfg = DpConfig(epsilon=1.0, delta=1e-6, mode=mode, n_nodes=3)
     exact, layout = _three_nodes(births, spec)
     counts = []
-    for _ in range(150):
+    for _ in range(300):
         noisy, _ = _three_nodes(births, spec, dp=cfg) if mode == "distributed" else (exact, None)
         res = stats_finalize(noisy, layout, spec, 10, dp=cfg)
         counts.append(res.cell()["n"] - len(births))
     sigma = res.dp["noise_scale"]
     assert sigma == pytest.approx(calibrate_gaussian(math.sqrt(res.dp["blocks"]), 1.0, 1e-6))
-    counts = np.array(counts)
-    assert abs(counts.std(ddof=1) / sigma - 1) < 0.2  # 150 draws: SD of the SD ~ 6 %
-    assert abs(counts.mean()) < 4 * sigma / math.sqrt(len(counts))
+    counts = np.array(counts, dtype=np.float64)
+    # 300 draws: the scale within 1.5x either way, not one node's share (1/√3) alone; the
+    # sampler's own test checks it within 10 %.
+    assert_unit_normal(counts / sigma, off=1.5)
+    assert abs(counts.mean()) < 5.5 * sigma / math.sqrt(len(counts))  # false alarm 4e-8
     assert res.dp["mode"] == mode and res.dp["epsilon_charged_per_node"] == 1.0
     lbw = res.cell()["variables"]["lbw"]
     lo, hi = lbw["proportion_ci"]

@@ -101,4 +101,4 @@ def test_a_linked_glm_sends_no_pseudonym_row_value_or_label_in_the_clear() -> No
     assert len(values) > 20_000 and all(0 <= v < p for v in values)
     low = np.frombuffer(b"".join((v & 0xFFFFFFFF).to_bytes(4, "little") for v in values),
                         dtype=np.uint8)
-    assert sps.chisquare(np.bincount(low, minlength=256)).pvalue > 1e-4
+    assert sps.chisquare(np.bincount(low, minlength=256)).pvalue > 1e-6
