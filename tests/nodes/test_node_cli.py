@@ -45,14 +45,22 @@ def test_node_init_writes_private_key_and_refuses_a_second_init(node_dir):
     assert "PRIVATE" not in again.stderr + again.stdout
 
 
-def test_node_consent_import_policy_check_budget_and_head(node_dir, scenario, tmp_path):
+def test_node_consent_import_policy_check_budget_and_head(
+    node_dir, scenario, tmp_path, hamanasu_in_process
+):
+    # The import runs as a real process; the commands after it read what it wrote, through
+    # the same entry point in this process (a traceback escaping it fails the test).
+
+    def node(*args: str) -> subprocess.CompletedProcess:
+        return hamanasu_in_process("node", *args)
+
     consents = scenario / "women-clinic" / "consents.csv"
     proc = _run("consent", "import", str(consents), "--dir", str(node_dir))
     assert proc.returncode == 0, proc.stderr
     assert "imported" in proc.stdout
 
     job = ROOT / "examples" / "iwamizawa" / "lbw_model.toml"
-    check = _run(
+    check = node(
         "policy",
         "check",
         str(job),
@@ -68,7 +76,7 @@ def test_node_consent_import_policy_check_budget_and_head(node_dir, scenario, tm
     assert decision["outcome"] == "allow"
     births = len((scenario / "women-clinic" / "births.csv").read_text().splitlines()) - 1
     assert 0 < decision["subjects_after_consent"] < births
-    commercial = _run(
+    commercial = node(
         "policy",
         "check",
         str(job.parent / "commercial_model.toml"),
@@ -80,25 +88,25 @@ def test_node_consent_import_policy_check_budget_and_head(node_dir, scenario, tm
     assert json.loads(commercial.stdout)["outcome"] == "deny"
     assert commercial.returncode == 1, commercial.stderr
     commercial_job = str(job.parent / "commercial_model.toml")
-    readable = _run("policy", "check", commercial_job, "--dir", str(node_dir))
+    readable = node("policy", "check", commercial_job, "--dir", str(node_dir))
     assert readable.returncode == 1
     assert "deny for" in readable.stdout and "reasons" in readable.stdout
     assert "limits" in readable.stdout and "Traceback" not in readable.stderr
     assert "commercial_not_allowed" in commercial.stdout
 
-    budget = _run("budget", "show", "--dir", str(node_dir), "--format", "json")
+    budget = node("budget", "show", "--dir", str(node_dir), "--format", "json")
     rows = json.loads(budget.stdout)
     assert any(r["domain"] == "births" for r in rows)
-    table = _run("budget", "show", "--dir", str(node_dir))
+    table = node("budget", "show", "--dir", str(node_dir))
     assert table.returncode == 0 and "births" in table.stdout
     assert max(len(line) for line in table.stdout.splitlines()) <= 80, table.stdout
 
     head_file = tmp_path / "head.json"
-    head = _run("ledger", "head", "--dir", str(node_dir), "--out", str(head_file))
+    head = node("ledger", "head", "--dir", str(node_dir), "--out", str(head_file))
     assert head.returncode == 0, head.stderr
     signed = json.loads(head_file.read_text())
     assert signed["tree_size"] > 0 and signed["signature"]
-    shown = _run("policy", "show", "--dir", str(node_dir))
+    shown = node("policy", "show", "--dir", str(node_dir))
     assert "automatic_for" in shown.stdout
 
 

@@ -43,14 +43,19 @@ def test_generate_refuses_an_unknown_preset_in_one_line(tmp_path):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "sapporo" in proc.stderr
 
 
-def test_generate_refuses_a_bad_database_choice_in_one_line_before_writing(tmp_path):
-    for args, fragment in (
+def test_generate_refuses_a_bad_database_choice_in_one_line_before_writing(
+    tmp_path, hamanasu_in_process
+):
+    # The first case runs as a real process, the others through the same entry point in
+    # this process (each stops at its bad input; a traceback escaping it fails the test).
+    for i, (args, fragment) in enumerate((
         (("--postgres", "sqlite:///x.db"), "is not a postgresql:// URL"),
         (("--postgres", "not a url"), "is not a postgresql:// URL"),
         (("--sqlite", "--postgres", "postgresql://u@h/db"), "choose one"),
         (("--postgres", "postgresql://u@h/db", "--schema-prefix", "Bad-"), "--schema-prefix"),
-    ):
-        proc = _generate("--out", str(tmp_path / "x"), "--year", "2019", *args)
+    )):
+        argv = ("--out", str(tmp_path / "x"), "--year", "2019", *args)
+        proc = _generate(*argv) if i == 0 else hamanasu_in_process("scenario", "generate", *argv)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
         assert fragment in proc.stderr
         assert not (tmp_path / "x").exists()
