@@ -89,8 +89,9 @@ def _node(tmp: Path, url: str, op: Path, name: str, poll: float = 0.3) -> Path:
     return config
 
 
-def _health(config: Path, *extra: str):
-    return run("node", "health", "--config", str(config), *extra)
+def _health(config: Path, *extra: str, runner=run):
+    """``hamanasu node health`` for ``config``: a real process, or ``runner``'s way."""
+    return runner("node", "health", "--config", str(config), *extra)
 
 
 def _check(config: Path, ready: bool = False, max_age: float = 60.0):
@@ -100,7 +101,11 @@ def _check(config: Path, ready: bool = False, max_age: float = 60.0):
     return check_status(config.parent / "state" / "service-status.json", max_age=max_age, ready=ready)
 
 
-def test_node_service_heartbeat_alive_ready_killed_and_stopped(coordinator, tmp_path: Path) -> None:
+def test_node_service_heartbeat_alive_ready_killed_and_stopped(
+    coordinator, tmp_path: Path, hamanasu_in_process
+) -> None:
+    # The services are real processes; `node health` reads their heartbeat file, as a
+    # process in the first check and through the same entry point in this process after.
     url, op = coordinator
     config = _node(tmp_path, url, op, "n-health")
     before = _health(config)
@@ -109,20 +114,22 @@ def test_node_service_heartbeat_alive_ready_killed_and_stopped(coordinator, tmp_
     argv = [*HAMANASU, "node", "serve", "--config", str(config)]
     proc = start(argv, os.environ, log)
     wait_until(lambda: _check(config, ready=True).ok, "node", proc, log)
-    out = _health(config, "--ready")
+    out = _health(config, "--ready", runner=hamanasu_in_process)
     assert out.stdout.startswith(f"node n-health: ok: pid {proc.pid}, heartbeat ")
     stop(proc, signal.SIGKILL)  # a crash: the heartbeat names a dead process
-    out = _health(config)
+    out = _health(config, runner=hamanasu_in_process)
     assert out.returncode == 1
     assert out.stderr.strip() == f"unhealthy: node n-health: the node service (pid {proc.pid}) is not running"
     proc = start(argv, os.environ, log)
     wait_until(lambda: _check(config, ready=True).ok, "node", proc, log)
     stop(proc)  # SIGTERM: a clean stop says so
-    out = _health(config)
+    out = _health(config, runner=hamanasu_in_process)
     assert out.returncode == 1 and "the node service stopped" in out.stderr
 
 
-def test_node_service_cut_off_from_its_coordinator_is_alive_but_not_ready(coordinator, tmp_path: Path) -> None:
+def test_node_service_cut_off_from_its_coordinator_is_alive_but_not_ready(
+    coordinator, tmp_path: Path, hamanasu_in_process
+) -> None:
     url, op = coordinator
     config = _node(tmp_path, url, op, "n-cut")
     text = config.read_text().replace(url, f"http://127.0.0.1:{free_port()}")
@@ -132,7 +139,7 @@ def test_node_service_cut_off_from_its_coordinator_is_alive_but_not_ready(coordi
     try:
         wait_until(lambda: "last poll failed" in _check(config).line, "node", proc, log)
         assert _health(config).returncode == 0  # alive: it keeps trying
-        out = _health(config, "--ready")
+        out = _health(config, "--ready", runner=hamanasu_in_process)
         assert out.returncode == 1 and "last poll failed: " in out.stderr
         assert out.stderr.count("\n") == 1
     finally:

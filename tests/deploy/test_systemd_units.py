@@ -184,13 +184,16 @@ def test_units_commands_run_as_an_unprivileged_user_and_answer_health_checks() -
         })
         nlog = root / "node.log"
         procs.append(start(_argv(unit["hamanasu-node"]), node_env, nlog, user))
+        # wait on the heartbeat the service writes (the check `hamanasu node health` makes,
+        # in this process), then ask the real command once
+        from nodes.health import check_status
+
+        status = var / "node" / "state" / "service-status.json"
+        wait_until(lambda: check_status(status, max_age=60.0, ready=True).ok, "node", procs[1], nlog,
+                   timeout=600)
         health = [*HAMANASU, "node", "health", "--ready"]
-
-        def node_ready() -> bool:
-            check = subprocess.run(health, env=node_env, capture_output=True, text=True, timeout=600)
-            return check.returncode == 0
-
-        wait_until(node_ready, "node", procs[1], nlog, timeout=600)
+        check = subprocess.run(health, env=node_env, capture_output=True, text=True, timeout=600)
+        assert check.returncode == 0, check.stderr
         op = httpx.Client(base_url=url, verify=ca, headers={
             "Authorization": f"Bearer {(root / 'cons/operator/operator').read_text().strip()}"})
 
