@@ -48,7 +48,7 @@ def running_up(
             while "coordinator on" not in log_path.read_text():
                 assert up.poll() is None, log_path.read_text()[-2000:]
                 assert time.monotonic() < deadline, "hamanasu up did not start"
-                time.sleep(1)
+                time.sleep(0.2)
             yield port, log_path
         finally:
             os.killpg(up.pid, signal.SIGTERM)
