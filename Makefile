@@ -30,14 +30,16 @@ demo: $(STAMP)
 	$(BIN)/hamanasu demo --out demo-output
 
 # Tests that start Flower's deployment processes (a SuperLink, SuperNodes, node services)
-# need most of the machine and share module fixtures in order: they run on their own,
-# after the rest has run on two pytest-xdist workers (a module per worker). The multi-host
-# tests build network namespaces (root; they skip with the reason elsewhere).
+# share module fixtures in order: they run after the rest, again on two pytest-xdist
+# workers with a whole module per worker. Much of their time is spent waiting (a stage
+# timeout, a dead node's missed heartbeats, the 60 s partition), which the other worker
+# fills. The multi-host tests build network namespaces (root; they skip with the reason
+# elsewhere).
 FLOWER_TESTS := tests/deployment tests/e2e/test_deployment_consortium.py tests/multihost
 
 test: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadscope $(addprefix --ignore=,$(FLOWER_TESTS))
-	$(BIN)/python -m pytest -q $(FLOWER_TESTS)
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope $(FLOWER_TESTS)
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
