@@ -437,7 +437,8 @@ def glm_fit(
     round (at the released ``beta``) give the standard errors.
 
     ``dp`` says the sums carry DP noise: the fit then spends all ``max_iterations + 1``
-    rounds and releases the mean of its last broadcasts (:class:`NewtonLoop`).
+    rounds and releases the mean of its last broadcasts (:class:`NewtonLoop`), with the
+    standard errors of the last round's sums (taken at the last broadcast).
 
     Raises:
         ValueError: ``term_names`` and ``n_params`` disagree.
